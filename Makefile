@@ -1,0 +1,29 @@
+# Linebox: `make demo` and `make test` do all set-up on a fresh Debian 12 machine.
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: deps demo test bench lint prompts clean
+
+deps:
+	@./scripts/ensure-deps
+
+demo: deps
+	$(VENV)/bin/linebox demo
+
+test: deps
+	$(VENV)/bin/ruff check firmware tests bench hwtests scripts
+	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+bench: deps
+	$(PY) bench/run.py
+
+lint: deps
+	$(VENV)/bin/ruff check firmware tests bench hwtests scripts
+
+prompts: deps
+	$(PY) scripts/make_prompts.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,3 @@
+from linebox.cli import main
+
+raise SystemExit(main())

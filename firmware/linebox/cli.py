@@ -1,0 +1,95 @@
+"""The `linebox` command line. Each subcommand lives beside the code it drives; this module
+only parses arguments and turns errors a person can act on into one line and exit 2."""
+
+import argparse
+import importlib
+import sys
+
+from linebox import __version__
+from linebox.errors import LineboxError
+
+DEFAULT_CONFIG = "/etc/linebox/linebox.toml"
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="linebox", description="Voicemail appliance for analog phone lines.")
+    p.add_argument("--version", action="version", version=f"linebox {__version__}")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    a = sub.add_parser("analyze", help="run the line listener over a recording")
+    a.add_argument("file", help="WAV file, or - for standard input")
+    a.add_argument("--plan", default="us", help="tone plan: us, uk, de, fr, eu")
+    a.add_argument("--json", action="store_true", help="one JSON object a line")
+    a.set_defaults(handler="linebox.analyze:main")
+
+    c = sub.add_parser("config", help="configuration")
+    csub = c.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    cc = csub.add_parser("check", help="check a configuration file")
+    cc.add_argument("--config", default=DEFAULT_CONFIG)
+    cc.set_defaults(handler="linebox.config:cmd_check")
+
+    ph = sub.add_parser("pin-hash", help="read a PIN on standard input, print its hash")
+    ph.set_defaults(handler="linebox.voicemail.pins:cmd_pin_hash")
+
+    s = sub.add_parser("sim", help="run a scenario on simulated lines")
+    s.add_argument("scenario")
+    s.add_argument("--config", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(handler="linebox.sim:main")
+
+    m = sub.add_parser("messages", help="list messages")
+    m.add_argument("--config", default=DEFAULT_CONFIG)
+    m.add_argument("--data")
+    m.add_argument("--box")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(handler="linebox.voicemail.cli:cmd_messages")
+
+    g = sub.add_parser("greeting", help="set a box's greeting from a WAV file")
+    g.add_argument("box")
+    g.add_argument("file", nargs="?", help="WAV file; omit with --clear")
+    g.add_argument("--clear", action="store_true", help="go back to the system greeting")
+    g.add_argument("--config", default=DEFAULT_CONFIG)
+    g.add_argument("--data")
+    g.set_defaults(handler="linebox.voicemail.cli:cmd_greeting")
+
+    d = sub.add_parser("demo", help="a complete story on a simulated line")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(handler="linebox.demo:main")
+
+    r = sub.add_parser("run", help="run the appliance (the daemon)")
+    r.add_argument("--config", default=DEFAULT_CONFIG)
+    r.set_defaults(handler="linebox.app:main")
+
+    h = sub.add_parser("hwcheck", help="check the configured hardware")
+    h.add_argument("--config", default=DEFAULT_CONFIG)
+    h.set_defaults(handler="linebox.hw.check:main")
+    return p
+
+
+def _resolve(spec: str):
+    mod, _, fn = spec.partition(":")
+    try:
+        module = importlib.import_module(mod)
+    except ModuleNotFoundError as e:
+        if e.name == mod:
+            raise LineboxError("this command is not available in this build yet") from None
+        raise
+    return getattr(module, fn)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    from linebox import log
+
+    log.setup(args.log_level)
+    try:
+        return _resolve(args.handler)(args) or 0
+    except LineboxError as e:
+        print(f"linebox: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0

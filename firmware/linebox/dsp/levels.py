@@ -1,0 +1,33 @@
+"""Signal levels in dBm0 (contract §2: 0 dBm0 is a sine of peak amplitude 22,600)."""
+
+import math
+
+DBM0_PEAK = 22600.0
+# Mean square of a 0 dBm0 sine, per sample.
+DBM0_MEAN_SQUARE = DBM0_PEAK * DBM0_PEAK / 2.0
+
+
+def amplitude(dbm0: float) -> float:
+    """Peak amplitude of a sine at ``dbm0``."""
+    return DBM0_PEAK * 10.0 ** (dbm0 / 20.0)
+
+
+def mean_square(dbm0: float) -> float:
+    """Mean square per sample of a signal whose power is ``dbm0``."""
+    return DBM0_MEAN_SQUARE * 10.0 ** (dbm0 / 10.0)
+
+
+def frame_energy(dbm0: float, n: int = 160) -> float:
+    """Sum of squares over ``n`` samples of a signal whose power is ``dbm0``."""
+    return mean_square(dbm0) * n
+
+
+def dbm0(samples) -> float:
+    """Power of ``samples`` in dBm0 (-inf for digital silence)."""
+    n = len(samples)
+    if n == 0:
+        return -math.inf
+    ms = sum(s * s for s in samples) / n
+    if ms <= 0:
+        return -math.inf
+    return 10.0 * math.log10(ms / DBM0_MEAN_SQUARE)

@@ -1,0 +1,129 @@
+"""Tone plans: the call-progress tones, ring cadence and caller-ID standard of each country.
+
+One table per plan. Cadences are (on, off, on, off, ...) in seconds, starting with on;
+an empty cadence is a steady tone. Frequencies sound together. Levels are per frequency,
+for generating the tone; the detectors accept -10 to -30 dBm0 whatever the plan says.
+"""
+
+from dataclasses import dataclass, field
+
+PLAN_NAMES = ("us", "uk", "de", "fr", "eu")
+
+# The hang-up and call-progress tones every plan names (contract §3), SIT and fax aside.
+PROGRESS_TONES = ("dial", "busy", "reorder", "ringback")
+
+
+@dataclass(frozen=True)
+class ToneSpec:
+    """A call-progress tone: frequencies sounding together, switched by a cadence."""
+
+    freqs: tuple[float, ...]
+    cadence: tuple[float, ...] = ()
+    level_dbm0: float = -13.0
+
+
+@dataclass(frozen=True)
+class SitSpec:
+    """Special information tone: three rising segments, each one of a few frequencies."""
+
+    segments: tuple[tuple[float, ...], ...]   # frequency choices per segment
+    durations: tuple[float, ...]              # allowed durations of a segment (s)
+    gap_after: float                          # silence after the three segments (s)
+    level_dbm0: float = -24.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    tones: dict[str, ToneSpec]
+    sit: SitSpec
+    ring_cadence: tuple[float, ...]
+    callerid: str                               # "bell202" or "v23"
+    extra: dict = field(default_factory=dict)
+
+
+# ITU-T E.180 SIT (950 / 1400 / 1800 Hz, 330 ms each, then 1 s of silence).
+ITU_SIT = SitSpec(segments=((950.0,), (1400.0,), (1800.0,)), durations=(0.330,), gap_after=1.0)
+# North American SIT (Telcordia GR-1162): low or high frequency per segment, 274 or 380 ms.
+NA_SIT = SitSpec(segments=((913.8, 985.2), (1370.6, 1428.5), (1776.7,)),
+                 durations=(0.274, 0.380), gap_after=0.0)
+
+FAX_CNG = ToneSpec((1100.0,), (0.5, 3.0), -10.0)
+FAX_CED = ToneSpec((2100.0,), (), -10.0)
+
+PLANS: dict[str, Plan] = {
+    "us": Plan(
+        "us",
+        {
+            "dial": ToneSpec((350.0, 440.0), (), -13.0),
+            "busy": ToneSpec((480.0, 620.0), (0.5, 0.5), -24.0),
+            "reorder": ToneSpec((480.0, 620.0), (0.25, 0.25), -24.0),
+            "ringback": ToneSpec((440.0, 480.0), (2.0, 4.0), -19.0),
+        },
+        NA_SIT, (2.0, 4.0), "bell202"),
+    "uk": Plan(
+        "uk",
+        {
+            "dial": ToneSpec((350.0, 450.0), (), -13.0),
+            "busy": ToneSpec((400.0,), (0.375, 0.375), -13.0),
+            "reorder": ToneSpec((400.0,), (0.4, 0.35, 0.225, 0.525), -13.0),
+            "ringback": ToneSpec((400.0, 450.0), (0.4, 0.2, 0.4, 2.0), -16.0),
+        },
+        ITU_SIT, (0.4, 0.2, 0.4, 2.0), "v23"),
+    "de": Plan(
+        "de",
+        {
+            "dial": ToneSpec((425.0,), (), -10.0),
+            "busy": ToneSpec((425.0,), (0.48, 0.48), -10.0),
+            "reorder": ToneSpec((425.0,), (0.24, 0.24), -10.0),
+            "ringback": ToneSpec((425.0,), (1.0, 4.0), -10.0),
+        },
+        ITU_SIT, (1.0, 4.0), "v23"),
+    "fr": Plan(
+        "fr",
+        {
+            "dial": ToneSpec((440.0,), (), -10.0),
+            "busy": ToneSpec((440.0,), (0.5, 0.5), -10.0),
+            "reorder": ToneSpec((440.0,), (0.25, 0.25), -10.0),
+            "ringback": ToneSpec((440.0,), (1.5, 3.5), -10.0),
+        },
+        ITU_SIT, (1.5, 3.5), "v23"),
+    "eu": Plan(
+        "eu",
+        {
+            "dial": ToneSpec((425.0,), (), -10.0),
+            "busy": ToneSpec((425.0,), (0.5, 0.5), -10.0),
+            "reorder": ToneSpec((425.0,), (0.25, 0.25), -10.0),
+            "ringback": ToneSpec((425.0,), (1.0, 4.0), -10.0),
+        },
+        ITU_SIT, (1.0, 4.0), "v23"),
+}
+
+
+def get_plan(name: str) -> Plan:
+    try:
+        return PLANS[name]
+    except KeyError:
+        raise ValueError(f"unknown tone plan {name!r} (one of {', '.join(PLAN_NAMES)})") from None
+
+
+def tone_signal(plan: str | Plan, name: str, seconds: float, level_dbm0: float | None = None):
+    """``seconds`` of the plan's tone ``name`` (dial, busy, reorder, ringback, sit, fax-cng,
+    fax-ced) as 8 kHz samples, as an exchange would send it."""
+    from linebox.dsp import gen
+
+    p = plan if isinstance(plan, Plan) else get_plan(plan)
+    if name == "sit":
+        sit = p.sit
+        lv = sit.level_dbm0 if level_dbm0 is None else level_dbm0
+        one = sum((gen.tone(seg[0], sit.durations[-1 if i == 2 else 0], lv)
+                   for i, seg in enumerate(sit.segments)), gen.silence(0))
+        one += gen.silence(max(sit.gap_after, 0.2))
+        out = one
+        while len(out) < seconds * 8000:
+            out += one
+        del out[int(round(seconds * 8000)):]
+        return out
+    spec = {"fax-cng": FAX_CNG, "fax-ced": FAX_CED}.get(name) or p.tones[name]
+    lv = spec.level_dbm0 if level_dbm0 is None else level_dbm0
+    return gen.cadence(spec.freqs, spec.cadence, seconds, lv)

@@ -1,0 +1,1 @@
+"""Hardware behind small interfaces, with a simulated backend beside each real one."""

@@ -1,0 +1,1 @@
+"""Reporting: MQTT (Home Assistant) and e-mail, subscribed to the store's changes."""

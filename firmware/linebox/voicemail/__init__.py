@@ -1,0 +1,1 @@
+"""Voicemail: the store (database and audio files), boxes, retention, PINs."""
