@@ -1,0 +1,607 @@
+"""The configuration file (contract §4): strict TOML read once into frozen dataclasses.
+
+Every table declares its keys; a key or table nobody declared is an error, every value is
+read through a typed getter with bounds, and every error is one line naming the table and
+the key: ``config: [[box]] #2 key 'max_messages': must be a positive integer``. TOML
+``true`` is not the integer 1. Relative paths in the file are relative to the file's
+directory.
+"""
+
+import json
+import math
+import re
+import tomllib
+import zoneinfo
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from linebox.dsp.plans import PLAN_NAMES
+from linebox.errors import LineboxError
+from linebox.voicemail.pins import looks_like_pin_hash
+
+DRIVERS = ("fxo", "modem", "sim")
+LANGUAGES = ("en", "de", "fr", "es")
+DTMF_KEYS = "0123456789*#"
+BAUD_RATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
+MAX_GPIO = 27          # BCM GPIO 0..27 on the 40-pin header
+
+DEVICE_KEYS = ("id", "name", "data_dir", "status_led_pin", "timezone")
+FXO_KEYS = ("audio", "hook_pin", "ring_pin", "loop_pin", "hook_active_high",
+            "ring_active_low", "loop_active_low", "rx_gain_db", "tx_gain_db")
+MODEM_KEYS = ("port", "baud")
+LINE_KEYS = ("id", "driver", "plan", "rings", "toll_saver_rings", "route", "answer",
+             *FXO_KEYS, *MODEM_KEYS)
+BOX_KEYS = ("number", "name", "language", "pin_hash", "pin_required", "email",
+            "email_on_new", "led_pin", "max_messages", "max_message_seconds",
+            "keep_heard_days", "trash_days", "retract_minutes")
+ATTENDANT_KEYS = ("prompt", "options", "default", "timeout_seconds")
+MQTT_KEYS = ("host", "port", "username", "password", "tls", "ca_file", "base_topic",
+             "discovery", "keepalive")
+EMAIL_KEYS = ("smtp_host", "smtp_port", "starttls", "tls", "username", "password", "from",
+              "max_attachment_bytes", "timeout_seconds")
+
+# Tables: name -> (keys, is an array of tables)
+TABLES = {
+    "device": (DEVICE_KEYS, False),
+    "line": (LINE_KEYS, True),
+    "box": (BOX_KEYS, True),
+    "attendant": (ATTENDANT_KEYS, False),
+    "mqtt": (MQTT_KEYS, False),
+    "email": (EMAIL_KEYS, False),
+}
+
+_DEVICE_ID = re.compile(r"[a-z0-9_-]+")
+_BOX_NUMBER = re.compile(r"[0-9]{2,8}")
+_NAME = re.compile(r"[a-z0-9_-]+")             # prompt names
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_ADDRESS = re.compile(r"[^@\s<>\"]+@[^@\s<>\"]+")
+_TOPIC = re.compile(r"[^/#+\s]+(/[^/#+\s]+)*")
+
+
+class ConfigError(LineboxError):
+    """A configuration problem, one line starting ``config: ``."""
+
+    def __init__(self, message: str) -> None:
+        message = " ".join(str(message).splitlines())
+        if not message.startswith("config: "):
+            message = f"config: {message}"
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """[device]: who this appliance is and where it keeps its data."""
+
+    id: str = "linebox"
+    name: str = "Linebox"
+    data_dir: Path = Path("/var/lib/linebox")
+    status_led_pin: int | None = None
+    timezone: str | None = None          # IANA name; None = the system's local time
+
+
+@dataclass(frozen=True)
+class LineConfig:
+    """One [[line]]: an analog line, its driver and where its calls go."""
+
+    id: int
+    driver: str                          # fxo | modem | sim
+    plan: str
+    rings: int
+    toll_saver_rings: int                # 0 = off
+    route: str                           # a box number or "attendant"
+    answer: bool = True                  # False: let it ring (answering off)
+    # fxo
+    audio: str | None = None             # ALSA device name
+    hook_pin: int | None = None          # BCM numbers
+    ring_pin: int | None = None
+    loop_pin: int | None = None
+    hook_active_high: bool = True
+    ring_active_low: bool = True
+    loop_active_low: bool = True
+    rx_gain_db: float = 0.0
+    tx_gain_db: float = 0.0
+    # modem
+    port: str | None = None
+    baud: int = 115200
+
+
+@dataclass(frozen=True)
+class BoxConfig:
+    """One [[box]]: a mailbox, its owner's PIN and its limits."""
+
+    number: str
+    name: str
+    language: str = "en"
+    pin_hash: str | None = None
+    pin_required: bool = True
+    email: str | None = None
+    email_on_new: bool = False
+    led_pin: int | None = None
+    max_messages: int = 100
+    max_message_seconds: int = 180
+    keep_heard_days: float = 30.0
+    trash_days: float = 7.0
+    retract_minutes: float = 15.0        # 0 = callers cannot retract
+
+
+@dataclass(frozen=True)
+class AttendantConfig:
+    """[attendant]: a menu played on lines routed to "attendant"."""
+
+    prompt: str                          # prompt name, or absolute path of a WAV file
+    options: dict[str, str]              # key -> box number or "login"
+    default: str                         # box number, on timeout or no key
+    timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """[mqtt]: the broker; present = MQTT on."""
+
+    host: str
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    base_topic: str = "linebox"
+    discovery: bool = True
+    keepalive: int = 60
+
+
+@dataclass(frozen=True)
+class EmailConfig:
+    """[email]: the SMTP server messages are mailed through; present = e-mail on."""
+
+    smtp_host: str
+    smtp_port: int                       # default 587, or 465 with tls
+    starttls: bool                       # default true, or false with tls
+    tls: bool                            # SMTP over TLS from the start
+    username: str | None
+    password: str | None
+    sender: str                          # TOML key `from`
+    max_attachment_bytes: int = 10_000_000
+    timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration file."""
+
+    device: DeviceConfig
+    lines: tuple[LineConfig, ...]
+    boxes: dict[str, BoxConfig]          # by number, in file order
+    attendant: AttendantConfig | None
+    mqtt: MqttConfig | None
+    email: EmailConfig | None
+    source: str
+
+    def line(self, line_id: int) -> LineConfig:
+        """The line with this id (KeyError if none)."""
+        for line in self.lines:
+            if line.id == line_id:
+                return line
+        raise KeyError(line_id)
+
+    def boxes_for_line(self, line_id: int) -> tuple[BoxConfig, ...]:
+        """The boxes a caller on this line can leave a message in, in file order (for the
+        toll saver: any of them holding new messages makes the line answer sooner)."""
+        route = self.line(line_id).route
+        if route != "attendant":
+            return (self.boxes[route],)
+        assert self.attendant is not None
+        wanted = {*self.attendant.options.values(), self.attendant.default}
+        return tuple(b for n, b in self.boxes.items() if n in wanted)
+
+
+# ---------------------------------------------------------------- reading one table
+
+_REQUIRED = object()
+
+
+def _show(name: str) -> str:
+    """A key or table name as TOML would write it: bare if it can be, else quoted
+    (escapes keep the message on one line)."""
+    return name if _BARE_KEY.fullmatch(name) else json.dumps(name)
+
+
+def _quoted(key: str) -> str:
+    shown = _show(key)
+    return f"'{shown}'" if shown == key else shown
+
+
+class _Table:
+    """One TOML table being read: its declared keys and typed getters with bounds."""
+
+    def __init__(self, label: str, data: dict, keys: tuple[str, ...], base_dir: Path):
+        self.label = label               # "[mqtt]" or "[[box]] #2"
+        self.data = data
+        self.keys = keys
+        self.base_dir = base_dir
+        for key in data:
+            if key not in keys:
+                raise ConfigError(f"{label}: unknown key {_quoted(key)}")
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.label} key '{key}': {message}")
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def get_raw(self, key: str, default=_REQUIRED):
+        """The value as TOML gave it, for the few keys with a shape of their own."""
+        return self._raw(key, default)[1]
+
+    def _raw(self, key: str, default):
+        assert key in self.keys, key
+        if key in self.data:
+            return True, self.data[key]
+        if default is _REQUIRED:
+            raise self.error(key, "missing")
+        return False, default
+
+    def get_str(self, key, default=_REQUIRED, *, pattern=None, choices=None, must=None):
+        found, v = self._raw(key, default)
+        if not found:
+            return v
+        if choices is not None:
+            if not isinstance(v, str) or v not in choices:
+                raise self.error(key, f"must be one of {', '.join(choices)}")
+            return v
+        if not isinstance(v, str) or not v.strip() or (pattern and not pattern.fullmatch(v)):
+            raise self.error(key, must or "must be a non-empty string")
+        return v
+
+    def get_int(self, key, default=_REQUIRED, *, lo=None, hi=None, must=None):
+        found, v = self._raw(key, default)
+        if not found:
+            return v
+        ok = isinstance(v, int) and not isinstance(v, bool)
+        if not ok or (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise self.error(key, must or _int_rule(lo, hi))
+        return v
+
+    def get_num(self, key, default=_REQUIRED, *, lo=None, hi=None, lo_open=False):
+        found, v = self._raw(key, default)
+        if not found:
+            return v
+        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        if ok and lo is not None:
+            ok = v > lo if lo_open else v >= lo
+        if ok and hi is not None:
+            ok = v <= hi
+        if not ok:
+            raise self.error(key, _num_rule(lo, hi, lo_open))
+        return float(v)
+
+    def get_bool(self, key, default=_REQUIRED):
+        found, v = self._raw(key, default)
+        if found and not isinstance(v, bool):
+            raise self.error(key, "must be true or false")
+        return v
+
+    def get_pin(self, key, default=None):
+        return self.get_int(key, default, lo=0, hi=MAX_GPIO,
+                            must=f"must be a BCM GPIO number from 0 to {MAX_GPIO}")
+
+    def get_path(self, key, default=_REQUIRED, *, exists=False):
+        found, v = self._raw(key, default)
+        if not found:
+            return v
+        if not isinstance(v, str) or not v.strip():
+            raise self.error(key, "must be a path")
+        p = self.base_dir / v            # an absolute v stays as it is
+        if exists and not p.is_file():
+            raise self.error(key, f"no such file: {p}")
+        return p
+
+
+def _int_rule(lo, hi) -> str:
+    if lo is not None and hi is not None:
+        return f"must be an integer from {lo} to {hi}"
+    if lo == 1:
+        return "must be a positive integer"
+    if lo is not None:
+        return f"must be an integer of {lo} or more"
+    return "must be an integer"
+
+
+def _num_rule(lo, hi, lo_open) -> str:
+    if lo is not None and hi is not None:
+        return f"must be a number from {lo} to {hi}"
+    if lo == 0:
+        return "must be a positive number" if lo_open else "must be a number of 0 or more"
+    return "must be a number"
+
+
+# ---------------------------------------------------------------- the tables
+
+
+def _read_device(t: _Table) -> DeviceConfig:
+    tz = t.get_str("timezone", None, must='must be an IANA time zone name like "Europe/Berlin"')
+    if tz is not None:
+        try:
+            zoneinfo.ZoneInfo(tz)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            raise t.error("timezone", f"unknown time zone {tz!r} "
+                          '(an IANA name like "Europe/Berlin")') from None
+    return DeviceConfig(
+        id=t.get_str("id", "linebox", pattern=_DEVICE_ID,
+                     must="must be lowercase letters, digits, '_' or '-'"),
+        name=t.get_str("name", "Linebox"),
+        data_dir=t.get_path("data_dir", Path("/var/lib/linebox")),
+        status_led_pin=t.get_pin("status_led_pin"),
+        timezone=tz,
+    )
+
+
+def _read_line(t: _Table) -> LineConfig:
+    driver = t.get_str("driver", choices=DRIVERS)
+    own = {"fxo": FXO_KEYS, "modem": MODEM_KEYS}.get(driver, ())
+    for key in t.data:
+        if key in FXO_KEYS + MODEM_KEYS and key not in own:
+            other = "fxo" if key in FXO_KEYS else "modem"
+            raise t.error(key, f'only for driver "{other}"')
+    rings = t.get_int("rings", 4, lo=1, hi=20)
+    toll = t.get_int("toll_saver_rings", 0, lo=0, hi=20)
+    if toll and toll >= rings:
+        raise t.error("toll_saver_rings", f"must be less than rings ({rings}), or 0 for off")
+    route = t.get_str("route", must='must be a box number or "attendant"')
+    if route != "attendant" and not _BOX_NUMBER.fullmatch(route):
+        raise t.error("route", 'must be a box number or "attendant"')
+    line = LineConfig(
+        id=t.get_int("id", lo=1), driver=driver, plan=t.get_str("plan", "us", choices=PLAN_NAMES),
+        rings=rings, toll_saver_rings=toll, route=route, answer=t.get_bool("answer", True),
+    )
+    if driver == "fxo":
+        for key in ("audio", "hook_pin", "ring_pin"):
+            if not t.has(key):
+                raise t.error(key, 'missing (driver "fxo" needs it)')
+        gain = {"lo": -30, "hi": 30}
+        line = replace(
+            line, audio=t.get_str("audio"), hook_pin=t.get_pin("hook_pin"), ring_pin=t.get_pin("ring_pin"),
+            loop_pin=t.get_pin("loop_pin"),
+            hook_active_high=t.get_bool("hook_active_high", True),
+            ring_active_low=t.get_bool("ring_active_low", True),
+            loop_active_low=t.get_bool("loop_active_low", True),
+            rx_gain_db=t.get_num("rx_gain_db", 0.0, **gain), tx_gain_db=t.get_num("tx_gain_db", 0.0, **gain))
+    elif driver == "modem":
+        if not t.has("port"):
+            raise t.error("port", 'missing (driver "modem" needs it)')
+        line = replace(line, port=t.get_str("port"), baud=t.get_int(
+            "baud", 115200, must=f"must be one of {', '.join(map(str, BAUD_RATES))}"))
+        if line.baud not in BAUD_RATES:
+            raise t.error("baud", f"must be one of {', '.join(map(str, BAUD_RATES))}")
+    return line
+
+
+def _read_box(t: _Table) -> BoxConfig:
+    number = t.get_str("number", pattern=_BOX_NUMBER,
+                   must='must be a string of 2 to 8 digits, in quotes (number = "100")')
+    not_hash = "not a PIN hash (make one with linebox pin-hash)"
+    pin_hash = t.get_str("pin_hash", None, must=not_hash)
+    if pin_hash is not None and not looks_like_pin_hash(pin_hash):
+        raise t.error("pin_hash", not_hash)
+    pin_required = t.get_bool("pin_required", True)
+    if pin_required and pin_hash is None:
+        raise t.error("pin_hash", "missing (pin_required is true; make one with linebox pin-hash)")
+    email = t.get_str("email", None, pattern=_ADDRESS,
+                      must="must be an e-mail address like name@example.com")
+    email_on_new = t.get_bool("email_on_new", False)
+    if email_on_new and email is None:
+        raise t.error("email_on_new", "needs 'email', the address to send to")
+    return BoxConfig(
+        number=number, name=t.get_str("name", f"Box {number}"),
+        language=t.get_str("language", "en", choices=LANGUAGES),
+        pin_hash=pin_hash, pin_required=pin_required, email=email, email_on_new=email_on_new,
+        led_pin=t.get_pin("led_pin"),
+        max_messages=t.get_int("max_messages", 100, lo=1),
+        max_message_seconds=t.get_int("max_message_seconds", 180, lo=1, hi=3600),
+        keep_heard_days=t.get_num("keep_heard_days", 30.0, lo=0, lo_open=True),
+        trash_days=t.get_num("trash_days", 7.0, lo=0, lo_open=True),
+        retract_minutes=t.get_num("retract_minutes", 15.0, lo=0),
+    )
+
+
+def _read_attendant(t: _Table, boxes: dict[str, BoxConfig]) -> AttendantConfig:
+    def box_number(where: str, v, also=()) -> str:
+        if not isinstance(v, str) or not (v in also or _BOX_NUMBER.fullmatch(v)):
+            rule = 'a box number or "login"' if also else "a box number"
+            raise ConfigError(f"{where}must be {rule}")
+        if v not in also and v not in boxes:
+            raise ConfigError(f'{where}no [[box]] with number "{v}"')
+        return v
+
+    prompt = t.get_str("prompt", "attendant")
+    if not _NAME.fullmatch(prompt):
+        if not prompt.lower().endswith(".wav"):
+            raise t.error("prompt", "must be a prompt name or a .wav file")
+        prompt = str(t.get_path("prompt", exists=True))
+    options = t.get_raw("options")
+    if not isinstance(options, dict) or not options:
+        raise t.error("options", 'must be a table like { "1" = "101", "*" = "login" }')
+    checked = {}
+    for key, v in options.items():
+        if len(key) != 1 or key not in DTMF_KEYS:
+            raise t.error("options", f"{key!r} is not a phone key (0-9, * or #)")
+        checked[key] = box_number(f"{t.label} key 'options': '{key}': ", v, also=("login",))
+    return AttendantConfig(
+        prompt=prompt, options=checked,
+        default=box_number(f"{t.label} key 'default': ", t.get_str("default", must="must be a box number")),
+        timeout_seconds=t.get_num("timeout_seconds", 5.0, lo=1, hi=60),
+    )
+
+
+def _read_mqtt(t: _Table) -> MqttConfig:
+    tls = t.get_bool("tls", False)
+    username = t.get_str("username", None)
+    password = t.get_str("password", None)
+    if password is not None and username is None:
+        raise t.error("password", "needs 'username'")
+    ca_file = t.get_path("ca_file", None, exists=True)
+    if ca_file is not None and not tls:
+        raise t.error("ca_file", "needs tls = true")
+    return MqttConfig(
+        host=t.get_str("host"), port=t.get_int("port", 8883 if tls else 1883, lo=1, hi=65535),
+        username=username, password=password, tls=tls, ca_file=ca_file,
+        base_topic=t.get_str("base_topic", "linebox", pattern=_TOPIC,
+                         must='must be a topic like "linebox" or "home/linebox" '
+                              "(no +, #, spaces or empty levels)"),
+        discovery=t.get_bool("discovery", True),
+        keepalive=t.get_int("keepalive", 60, lo=5, hi=3600),
+    )
+
+
+def _read_email(t: _Table) -> EmailConfig:
+    tls = t.get_bool("tls", False)
+    starttls = t.get_bool("starttls", not tls)
+    if tls and starttls:
+        raise t.error("starttls", "must be false when tls = true (the connection is TLS from the start)")
+    username = t.get_str("username", None)
+    password = t.get_str("password", None)
+    if (username is None) != (password is None):
+        missing, given = ("username", "password") if username is None else ("password", "username")
+        raise t.error(given, f"needs '{missing}'")
+    sender = t.get_str("from", must="must be an e-mail address like linebox@example.com")
+    if not _ADDRESS.fullmatch(sender) and not re.fullmatch(r"[^<>\n]*<[^@\s<>]+@[^@\s<>]+>", sender):
+        raise t.error("from", 'must be an e-mail address like linebox@example.com '
+                      'or "Linebox <linebox@example.com>"')
+    return EmailConfig(
+        smtp_host=t.get_str("smtp_host"), sender=sender,
+        smtp_port=t.get_int("smtp_port", 465 if tls else 587, lo=1, hi=65535),
+        starttls=starttls, tls=tls, username=username, password=password,
+        max_attachment_bytes=t.get_int("max_attachment_bytes", 10_000_000, lo=1),
+        timeout_seconds=t.get_num("timeout_seconds", 30.0, lo=1, hi=600),
+    )
+
+
+# ---------------------------------------------------------------- the whole file
+
+
+def _tables(data: dict, base_dir: Path) -> dict[str, list[_Table]]:
+    """Check the file's top level and wrap each table, labelled as errors name it."""
+    out: dict[str, list[_Table]] = {name: [] for name in TABLES}
+    for name, value in data.items():
+        if name not in TABLES:
+            if isinstance(value, dict | list):
+                raise ConfigError(f"unknown table [{_show(name)}]")
+            raise ConfigError(f"unknown key {_quoted(name)} outside any table")
+        keys, is_array = TABLES[name]
+        if is_array:
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                raise ConfigError(f"[{name}] must be written [[{name}]], one table each")
+            out[name] = [_Table(f"[[{name}]] #{i}", v, keys, base_dir)
+                         for i, v in enumerate(value, 1)]
+        else:
+            if not isinstance(value, dict):
+                raise ConfigError(f"[[{name}]] must be written [{name}], a single table")
+            out[name] = [_Table(f"[{name}]", value, keys, base_dir)]
+    return out
+
+
+def _base_dir(source: str) -> Path:
+    return Path.cwd() if source.startswith("<") else Path(source).absolute().parent
+
+
+def parse_config(data: dict, source: str = "<config>") -> Config:
+    """Check a parsed TOML document and build the Config. ``source`` is the file name
+    (relative paths in the file are relative to its directory), or ``<...>`` for none."""
+    tables = _tables(data, _base_dir(source))
+    device = _read_device(tables["device"][0]) if tables["device"] else DeviceConfig()
+    if not tables["line"]:
+        raise ConfigError("at least one [[line]] is required")
+    if not tables["box"]:
+        raise ConfigError("at least one [[box]] is required")
+    lines = [(t, _read_line(t)) for t in tables["line"]]
+    boxes: dict[str, BoxConfig] = {}
+    box_tables: dict[str, _Table] = {}
+    for t in tables["box"]:
+        box = _read_box(t)
+        if box.number in boxes:
+            raise t.error("number", f'"{box.number}" is already used by {box_tables[box.number].label}')
+        boxes[box.number] = box
+        box_tables[box.number] = t
+    attendant = _read_attendant(tables["attendant"][0], boxes) if tables["attendant"] else None
+    mqtt = _read_mqtt(tables["mqtt"][0]) if tables["mqtt"] else None
+    email = _read_email(tables["email"][0]) if tables["email"] else None
+
+    _check_lines(lines, boxes, attendant)
+    for number, box in boxes.items():
+        if box.email_on_new and email is None:
+            raise box_tables[number].error("email_on_new", "needs an [email] table (the SMTP server)")
+    _check_pins(device, tables["device"], lines, boxes, box_tables)
+    return Config(device=device, lines=tuple(line for _, line in lines), boxes=boxes,
+                  attendant=attendant, mqtt=mqtt, email=email, source=source)
+
+
+def _check_lines(lines, boxes, attendant) -> None:
+    """Line ids, hardware shared between lines, and where each line's calls go."""
+    seen: dict[tuple[str, object], str] = {}
+    for t, line in lines:
+        for key, value in (("id", line.id), ("audio", line.audio), ("port", line.port)):
+            if value is None:
+                continue
+            shown = value if key == "id" else f'"{value}"'
+            if (key, value) in seen:
+                raise t.error(key, f"{shown} is already used by {seen[key, value]}")
+            seen[key, value] = t.label
+        if line.route == "attendant":
+            if attendant is None:
+                raise t.error("route", '"attendant" needs an [attendant] table')
+        elif line.route not in boxes:
+            raise t.error("route", f'no [[box]] with number "{line.route}"')
+
+
+def _check_pins(device, device_tables, lines, boxes, box_tables) -> None:
+    """No GPIO drives or reads two things."""
+    used: dict[int, str] = {}
+    uses = []
+    if device_tables:
+        uses.append((device_tables[0], "status_led_pin", device.status_led_pin))
+    for t, line in lines:
+        uses += [(t, k, getattr(line, k)) for k in ("hook_pin", "ring_pin", "loop_pin")]
+    uses += [(box_tables[n], "led_pin", box.led_pin) for n, box in boxes.items()]
+    for t, key, pin in uses:
+        if pin is None:
+            continue
+        if pin in used:
+            raise t.error(key, f"GPIO {pin} is already used by {used[pin]}")
+        used[pin] = f"{t.label} key '{key}'"
+
+
+def load_config(path: str | Path, data_dir: str | Path | None = None) -> Config:
+    """Read and check the file at ``path``. ``data_dir`` (from ``--data``) overrides
+    [device] data_dir."""
+    source = str(path)
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+        data = tomllib.loads(text)
+    except OSError as e:
+        raise ConfigError(f"{source}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{source}: not UTF-8 text (line {line})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    cfg = parse_config(data, source)
+    if data_dir is not None:
+        cfg = replace(cfg, device=replace(cfg.device, data_dir=Path(data_dir).absolute()))
+    return cfg
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def summary(cfg: Config) -> str:
+    """One line: what the configuration turns on."""
+    parts = [_count(len(cfg.lines), "line", "lines"), _count(len(cfg.boxes), "box", "boxes")]
+    parts += [name for name in ("attendant", "mqtt", "email") if getattr(cfg, name) is not None]
+    return ", ".join(parts)
+
+
+def cmd_check(args) -> int:
+    """`linebox config check`: load the file; print a summary, or fail with one line."""
+    cfg = load_config(args.config)
+    print(f"config OK: {summary(cfg)}")
+    return 0
