@@ -1,0 +1,330 @@
+"""Scenarios for the simulated exchange: who calls which line, when, and what the caller does.
+
+A scenario is a TOML file (contract §5) read strictly, like the configuration: every
+key is read once, unknown keys and bad values are errors that name the call, the step
+and the key, e.g. ``scenario: [[call]] #2 steps[3]: unknown step 'sya' (...)``.
+Calls and steps are numbered from 1, as a person counts them in the file.
+
+Top-level keys besides ``[[call]]``: ``start`` (the virtual clock's wall time at t=0,
+a TOML date-time or an ISO 8601 string; a time without offset is local time),
+``echo_return_loss_db`` (hybrid echo of the firmware's own output; ``false`` = none)
+and ``line_noise_dbm0`` (steady line noise; ``false`` = none).
+"""
+
+import tomllib
+from array import array
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from linebox.errors import LineboxError
+
+STEP_KINDS = ("say", "silence", "dtmf", "wait", "hangup")
+HANGUP_HOW = ("busy", "reorder", "dial", "loop", "silent")
+WAIT_EVENTS = ("beep", "answer")
+ABSENT_REASONS = ("O", "P")       # MDMF: O = unavailable (out of area), P = private
+
+NUMBER_CHARS = frozenset("0123456789+*#")
+MAX_NUMBER = 20                   # MDMF calling-number parameter, Bell and ETSI
+MAX_NAME = 50                     # ETSI allows 50; Bell exchanges send up to 15
+MAX_RINGS = 100
+MAX_SECONDS = 24 * 3600.0         # one virtual day: anything longer is a typo
+
+
+class ScenarioError(LineboxError):
+    """A scenario file we cannot use; the message is one line naming the place."""
+
+    def __init__(self, problem: str):
+        super().__init__(f"scenario: {problem}")
+
+
+@dataclass(frozen=True)
+class CallerSpec:
+    """The caller's identity as the exchange sends it in caller ID (MDMF)."""
+
+    number: str | None = None
+    name: str | None = None
+    number_absent: str | None = None   # "O" or "P": why no number is sent
+    name_absent: str | None = None     # "O" or "P": why no name is sent
+
+
+@dataclass(frozen=True)
+class Wait:
+    """The caller waits: for the answer, the end of the beep, a prompt's start, or a time."""
+
+    until: str                  # "answer" | "beep" | "prompt" | "seconds"
+    prompt: str | None = None   # the prompt name, for until == "prompt"
+    seconds: float = 0.0        # for until == "seconds"
+
+
+@dataclass(frozen=True)
+class Say:
+    """The caller speaks: the samples of a WAV file (as 8 kHz mono), read at load."""
+
+    path: Path
+    audio: array = field(default_factory=lambda: array("h"), compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Silence:
+    """The caller stays quiet for ``seconds``."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Dtmf:
+    """The caller presses keys: each ``on`` seconds of tone then ``off`` seconds of quiet.
+
+    ``level`` is the high-group tone's level in dBm0; the low group is 2 dB lower,
+    as telephones send it (default -5 / -7 dBm0).
+    """
+
+    digits: str
+    on: float = 0.08
+    off: float = 0.08
+    level: float = -5.0
+
+
+@dataclass(frozen=True)
+class Hangup:
+    """The caller hangs up; ``how`` is what the line does next (busy, reorder, dial, loop, silent)."""
+
+    how: str
+
+
+Step = Wait | Say | Silence | Dtmf | Hangup
+
+
+@dataclass(frozen=True)
+class CallSpec:
+    """One ``[[call]]``: a caller dialling a line at a time, then acting out ``steps``."""
+
+    index: int                          # 1-based, in file order
+    line: int
+    after: float | None                 # seconds after the previous call ended, or
+    at: float | None                    # seconds from the start
+    caller: CallerSpec | None
+    give_up_after_rings: int
+    steps: tuple[Step, ...]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A whole scenario: the calls in file order and the line's analog imperfections."""
+
+    calls: tuple[CallSpec, ...]
+    echo_return_loss_db: float | None = 24.0
+    line_noise_dbm0: float | None = -70.0
+    start: datetime | None = None
+
+    def lines(self) -> set[int]:
+        """The line ids the scenario calls (each must be a ``driver = "sim"`` line)."""
+        return {c.line for c in self.calls}
+
+
+# ---------------------------------------------------------------- loading
+
+def load_scenario(path) -> Scenario:
+    """Read and check a scenario file; errors are one-line ScenarioErrors."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ScenarioError(f"{p}: no such file") from None
+    except OSError as e:
+        raise ScenarioError(f"{p}: cannot read: {e.strerror or e}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ScenarioError(f"{p}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(f"{p}: not valid TOML: {e}") from None
+    return parse_scenario(data, p.resolve().parent, str(p))
+
+
+def parse_scenario(data: dict, base_dir: Path, source: str = "<scenario>") -> Scenario:
+    """Check a parsed scenario; ``say`` paths are relative to ``base_dir``."""
+    _no_unknown(data, {"call", "start", "echo_return_loss_db", "line_noise_dbm0"}, "")
+    calls = data.get("call")
+    if calls is None:
+        raise ScenarioError(f"{source}: no [[call]]: nothing to simulate")
+    if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
+        raise ScenarioError("key 'call': must be an array of tables [[call]]")
+    if not calls:
+        raise ScenarioError(f"{source}: no [[call]]: nothing to simulate")
+    wavs: dict[Path, object] = {}
+    return Scenario(
+        calls=tuple(_call(i, c, Path(base_dir), wavs) for i, c in enumerate(calls, 1)),
+        echo_return_loss_db=_optional_level(data, "echo_return_loss_db", 24.0, 0.0, 100.0),
+        line_noise_dbm0=_optional_level(data, "line_noise_dbm0", -70.0, -120.0, -20.0),
+        start=_start(data.get("start")),
+    )
+
+
+def _no_unknown(table: dict, known: set[str], where: str) -> None:
+    for key in table:
+        if key not in known:
+            allowed = ", ".join(sorted(known))
+            raise ScenarioError(f"{where}unknown key {key!r} (known: {allowed})")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _optional_level(data: dict, key: str, default: float, lo: float, hi: float) -> float | None:
+    v = data.get(key, default)
+    if v is False:
+        return None
+    if not _is_number(v) or not lo <= v <= hi:
+        raise ScenarioError(f"key {key!r}: must be a number from {lo:g} to {hi:g}, or false")
+    return float(v)
+
+
+def _start(v) -> datetime | None:
+    if v is None:
+        return None
+    if isinstance(v, str):
+        try:
+            v = datetime.fromisoformat(v)
+        except ValueError:
+            raise ScenarioError(f"key 'start': not an ISO 8601 date and time: {v!r}") from None
+    if not isinstance(v, datetime):
+        raise ScenarioError("key 'start': must be a date and time, e.g. 2024-03-05T09:30:00")
+    # A time without offset is local time; keep its wall-clock fields.
+    return v if v.tzinfo else v.astimezone()
+
+
+def _call(index: int, c: dict, base_dir: Path, wavs: dict) -> CallSpec:
+    where = f"[[call]] #{index} "
+    _no_unknown(c, {"line", "after", "at", "caller", "give_up_after_rings", "steps"}, where)
+    if "line" not in c:
+        raise ScenarioError(f"{where}key 'line': missing (which line is called)")
+    line = c["line"]
+    if not isinstance(line, int) or isinstance(line, bool) or line < 1:
+        raise ScenarioError(f"{where}key 'line': must be a positive integer")
+    if "after" in c and "at" in c:
+        raise ScenarioError(f"{where}keys 'after' and 'at': give one or the other")
+    at = _seconds(c["at"], f"{where}key 'at'") if "at" in c else None
+    after = None if at is not None else _seconds(c.get("after", 0), f"{where}key 'after'")
+    rings = c.get("give_up_after_rings", 10)
+    if not isinstance(rings, int) or isinstance(rings, bool) or not 1 <= rings <= MAX_RINGS:
+        raise ScenarioError(f"{where}key 'give_up_after_rings': must be an integer from 1 to {MAX_RINGS}")
+    steps = c.get("steps", [])
+    if not isinstance(steps, list):
+        raise ScenarioError(f"{where}key 'steps': must be an array of steps")
+    return CallSpec(
+        index=index, line=line, after=after, at=at,
+        caller=_caller(c["caller"], where) if "caller" in c else None,
+        give_up_after_rings=rings,
+        steps=tuple(_step(s, f"{where}steps[{i}]: ", base_dir, wavs)
+                    for i, s in enumerate(steps, 1)),
+    )
+
+
+def _seconds(v, what: str, zero_ok: bool = True) -> float:
+    ok = _is_number(v) and (v >= 0 if zero_ok else v > 0) and v <= MAX_SECONDS
+    if not ok:
+        kind = "a number of seconds >= 0" if zero_ok else "a number of seconds > 0"
+        raise ScenarioError(f"{what}: must be {kind} (at most {MAX_SECONDS:g})")
+    return float(v)
+
+
+def _caller(v, where: str) -> CallerSpec:
+    if not isinstance(v, dict):
+        raise ScenarioError(f"{where}key 'caller': must be a table, e.g. {{ number = \"5551234567\" }}")
+    _no_unknown(v, {"number", "name", "number_absent", "name_absent"}, f"{where}caller: ")
+    number, name = v.get("number"), v.get("name")
+    if number is not None and (not isinstance(number, str) or not 1 <= len(number) <= MAX_NUMBER
+                               or not set(number) <= NUMBER_CHARS):
+        raise ScenarioError(f"{where}caller: key 'number': must be 1 to {MAX_NUMBER} "
+                            "characters of 0-9 + * #")
+    if name is not None and (not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME
+                             or not name.isascii() or not name.isprintable()):
+        raise ScenarioError(f"{where}caller: key 'name': must be 1 to {MAX_NAME} printable ASCII characters")
+    absent = {}
+    for key, present in (("number_absent", number), ("name_absent", name)):
+        r = v.get(key)
+        if r is None:
+            continue
+        if r not in ABSENT_REASONS:
+            raise ScenarioError(f"{where}caller: key {key!r}: must be \"O\" (unavailable) "
+                                "or \"P\" (private)")
+        if present is not None:
+            raise ScenarioError(f"{where}caller: key {key!r}: not with a {key.split('_')[0]}")
+        absent[key] = r
+    return CallerSpec(number, name, absent.get("number_absent"), absent.get("name_absent"))
+
+
+def _step(s, where: str, base_dir: Path, wavs: dict) -> Step:
+    if not isinstance(s, dict) or not s:
+        raise ScenarioError(f"{where}must be a table, e.g. {{ wait = \"beep\" }}")
+    kinds = [k for k in s if k in STEP_KINDS]
+    if not kinds:
+        raise ScenarioError(f"{where}unknown step {next(iter(s))!r} ({', '.join(STEP_KINDS)})")
+    if len(kinds) > 1:
+        raise ScenarioError(f"{where}one step per table, found {kinds[0]!r} and {kinds[1]!r}")
+    kind = kinds[0]
+    known = {kind, "on", "off", "level"} if kind == "dtmf" else {kind}
+    _no_unknown(s, known, where)
+    return _STEP_PARSERS[kind](s, where, base_dir, wavs)
+
+
+def _wait(s, where, _base, _wavs) -> Wait:
+    v = s["wait"]
+    if isinstance(v, dict):
+        _no_unknown(v, {"seconds"}, f"{where}wait: ")
+        if "seconds" not in v:
+            raise ScenarioError(f"{where}wait: key 'seconds': missing")
+        return Wait("seconds", seconds=_seconds(v["seconds"], f"{where}wait: key 'seconds'"))
+    if v in WAIT_EVENTS:
+        return Wait(v)
+    if isinstance(v, str) and v.startswith("prompt:") and len(v) > len("prompt:"):
+        return Wait("prompt", prompt=v[len("prompt:"):])
+    raise ScenarioError(f"{where}wait: must be \"beep\", \"answer\", \"prompt:NAME\" "
+                        "or { seconds = N }")
+
+
+def _say(s, where, base_dir: Path, wavs) -> Say:
+    from linebox.dsp.wavfile import WavError, read_wav
+
+    v = s["say"]
+    if not isinstance(v, str) or not v:
+        raise ScenarioError(f"{where}say: must be the path of a WAV file")
+    path = (base_dir / v).resolve()
+    if path not in wavs:
+        if not path.is_file():
+            raise ScenarioError(f"{where}say: {v}: no such file")
+        try:
+            wavs[path] = read_wav(path, name=v)
+        except WavError as e:
+            raise ScenarioError(f"{where}say: {e}") from None
+    return Say(path, wavs[path])
+
+
+def _silence(s, where, _base, _wavs) -> Silence:
+    return Silence(_seconds(s["silence"], f"{where}silence"))
+
+
+def _dtmf(s, where, _base, _wavs) -> Dtmf:
+    digits = s["dtmf"]
+    if (not isinstance(digits, str) or not digits
+            or not set(digits.upper()) <= set("0123456789*#ABCD")):
+        raise ScenarioError(f"{where}dtmf: must be a string of keys 0-9 * # A-D")
+    on = _seconds(s.get("on", 0.08), f"{where}key 'on'", zero_ok=False)
+    off = _seconds(s.get("off", 0.08), f"{where}key 'off'")
+    level = s.get("level", -5.0)
+    if not _is_number(level) or not -50.0 <= level <= 0.0:
+        raise ScenarioError(f"{where}key 'level': must be a number of dBm0 from -50 to 0")
+    return Dtmf(digits.upper(), on, off, float(level))
+
+
+def _hangup(s, where, _base, _wavs) -> Hangup:
+    how = s["hangup"]
+    if how not in HANGUP_HOW:
+        raise ScenarioError(f"{where}hangup: must be one of {', '.join(HANGUP_HOW)}")
+    return Hangup(how)
+
+
+_STEP_PARSERS = {"wait": _wait, "say": _say, "silence": _silence, "dtmf": _dtmf, "hangup": _hangup}
