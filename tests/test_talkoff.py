@@ -1,0 +1,121 @@
+"""DTMF talk-off: speech and music must never be heard as a key press.
+
+A false key ends a caller's recording by mistake, so the detector is run over all of the
+shared recorded speech (four speakers, about 17 minutes) as recorded, 6 dB louder and
+10 dB quieter, and over a minute of synthetic music (chords of notes with harmonics and
+vibrato). A control test splices real keys between the same speech, so a detector that
+hears nothing at all cannot pass.
+"""
+
+import functools
+import math
+import operator
+import random
+import wave
+from array import array
+from itertools import repeat
+
+import pytest
+
+from linebox import FRAME, RATE
+from linebox.dsp import gen
+from linebox.dsp.dtmf import DtmfDetector
+from linebox.dsp.levels import amplitude, dbm0
+
+
+def detect(signal) -> list[dict]:
+    """Feed ``signal`` in 160-sample frames (last one zero-padded); return all events."""
+    det = DtmfDetector()
+    sig = array("h", signal)
+    sig.extend(bytes(2 * (-len(sig) % FRAME)))
+    events = []
+    for i in range(0, len(sig), FRAME):
+        frame = sig[i:i + FRAME]
+        events += det.feed(frame, sum(map(operator.mul, frame, frame)))
+    return events + det.flush()
+
+
+@functools.cache
+def load(path) -> array:
+    with wave.open(str(path), "rb") as w:
+        assert (w.getframerate(), w.getsampwidth(), w.getnchannels()) == (RATE, 2, 1)
+        return array("h", w.readframes(w.getnframes()))
+
+
+def with_gain(samples: array, gain_db: float) -> array:
+    """``samples`` amplified by ``gain_db`` and clipped, through a 65,536-entry table."""
+    g = 10.0 ** (gain_db / 20.0)
+    table = [gen.clip(v * g) for v in range(32768)] + [gen.clip(v * g) for v in range(-32768, 0)]
+    return array("h", map(table.__getitem__, samples))
+
+
+@pytest.mark.parametrize("gain_db", [0.0, 6.0, -10.0])
+def test_no_false_keys_in_recorded_speech(speech_files, gain_db):
+    for path in speech_files:
+        speech = load(path) if gain_db == 0.0 else with_gain(load(path), gain_db)
+        assert detect(speech) == [], path.name
+
+
+def test_keys_spliced_between_speech_are_all_heard(speech_files):
+    # The control for the talk-off runs: same files, same feeding, real keys found.
+    speech = load(speech_files[0])
+    sig = array("h")
+    for i, d in enumerate("0123456789*#ABCD"):
+        sig += speech[i * 4000:(i + 1) * 4000] + gen.silence(0.05)
+        sig += gen.dtmf(d, on=0.06, off=0.05, low_dbm0=-12.0, high_dbm0=-10.0)
+    assert "".join(e["digit"] for e in detect(sig)) == "0123456789*#ABCD"
+
+
+def note_hz(midi: int) -> float:
+    return 440.0 * 2.0 ** ((midi - 69) / 12.0)
+
+
+def music(seconds: float, seed: int) -> array:
+    """Chords of 3 or 4 equal-tempered notes, each with six harmonics falling off as 1/h
+    and its own vibrato, a soft attack and decay, one chord after another."""
+    rnd = random.Random(seed)
+    out = []
+    while len(out) < seconds * RATE:
+        n = int(rnd.uniform(0.25, 0.8) * RATE)
+        acc = [0.0] * n
+        for midi in rnd.sample(range(55, 89), rnd.choice((3, 4))):   # G3 .. E6
+            f0 = note_hz(midi)
+            rate, depth = rnd.uniform(4.5, 6.5), rnd.uniform(0.004, 0.012)
+            phase0 = rnd.uniform(0.0, 2.0 * math.pi)
+            # Instantaneous phase of a note with sinusoidal vibrato.
+            k = 2.0 * math.pi * f0 / RATE
+            m = depth * f0 / rate
+            wv = 2.0 * math.pi * rate / RATE
+            phase = [k * i + m * math.sin(wv * i) + phase0 for i in range(n)]
+            for h in range(1, 7):
+                if f0 * h >= RATE / 2:
+                    break
+                a = 1.0 / h
+                acc = list(map(operator.add, acc,
+                               map(operator.mul, map(math.sin, map(operator.mul, phase, repeat(h))),
+                                   repeat(a))))
+        attack, release = int(0.03 * RATE), int(0.08 * RATE)
+        env = [min(1.0, i / attack, (n - i) / release) for i in range(n)]
+        out += map(operator.mul, acc, env)
+    peak = max(map(abs, out))
+    return array("h", (int(v / peak * 20000.0) for v in out[:int(seconds * RATE)]))
+
+
+@pytest.fixture(scope="module")
+def minute_of_music() -> array:
+    return music(60.0, seed=7)
+
+
+@pytest.mark.parametrize("gain_db", [0.0, -12.0, -22.0])
+def test_no_false_keys_in_a_minute_of_music(minute_of_music, gain_db):
+    sig = minute_of_music if gain_db == 0.0 else with_gain(minute_of_music, gain_db)
+    assert dbm0(sig) > -36.0            # loud enough that every frame is analysed
+    assert detect(sig) == []
+
+
+def test_music_generator_makes_real_chords():
+    # The music must be musical signal at a useful level, not silence or clipping.
+    sig = music(2.0, seed=3)
+    assert len(sig) == 2 * RATE
+    assert -20.0 < dbm0(sig) < -3.0
+    assert max(map(abs, sig)) <= amplitude(0.0)
