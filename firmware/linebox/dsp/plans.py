@@ -34,6 +34,8 @@ class SitSpec:
 
 @dataclass(frozen=True)
 class Plan:
+    """A country's call-progress tones, SIT, ring cadence and caller-ID standard."""
+
     name: str
     tones: dict[str, ToneSpec]
     sit: SitSpec
@@ -44,9 +46,13 @@ class Plan:
 
 # ITU-T E.180 SIT (950 / 1400 / 1800 Hz, 330 ms each, then 1 s of silence).
 ITU_SIT = SitSpec(segments=((950.0,), (1400.0,), (1800.0,)), durations=(0.330,), gap_after=1.0)
-# North American SIT (Telcordia GR-1162): low or high frequency per segment, 274 or 380 ms.
+# North American SIT (Telcordia GR-1162): low or high frequency per segment, each short
+# (276 ms) or long (380 ms); the third is always 1776.7 Hz and long.
 NA_SIT = SitSpec(segments=((913.8, 985.2), (1370.6, 1428.5), (1776.7,)),
-                 durations=(0.274, 0.380), gap_after=0.0)
+                 durations=(0.276, 0.380), gap_after=0.0)
+# Germany (1TR110): the E.180 tone, whose first segment older exchanges send at 900 Hz.
+DE_SIT = SitSpec(segments=((950.0, 900.0), (1400.0,), (1800.0,)), durations=(0.330,),
+                 gap_after=1.0)
 
 FAX_CNG = ToneSpec((1100.0,), (0.5, 3.0), -10.0)
 FAX_CED = ToneSpec((2100.0,), (), -10.0)
@@ -78,7 +84,7 @@ PLANS: dict[str, Plan] = {
             "reorder": ToneSpec((425.0,), (0.24, 0.24), -10.0),
             "ringback": ToneSpec((425.0,), (1.0, 4.0), -10.0),
         },
-        ITU_SIT, (1.0, 4.0), "v23"),
+        DE_SIT, (1.0, 4.0), "v23"),
     "fr": Plan(
         "fr",
         {
