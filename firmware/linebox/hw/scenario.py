@@ -28,7 +28,9 @@ NUMBER_CHARS = frozenset("0123456789+*#")
 MAX_NUMBER = 20                   # MDMF calling-number parameter, Bell and ETSI
 MAX_NAME = 50                     # ETSI allows 50; Bell exchanges send up to 15
 MAX_RINGS = 100
-MAX_SECONDS = 24 * 3600.0         # one virtual day: anything longer is a typo
+MAX_SECONDS = 24 * 3600.0         # one virtual day for a step: anything longer is a typo
+# Calls may be weeks apart: retention (heard -> trash -> purged) plays out over days.
+MAX_GAP_SECONDS = 400 * 24 * 3600.0
 
 
 class ScenarioError(LineboxError):
@@ -206,8 +208,9 @@ def _call(index: int, c: dict, base_dir: Path, wavs: dict) -> CallSpec:
         raise ScenarioError(f"{where}key 'line': must be a positive integer")
     if "after" in c and "at" in c:
         raise ScenarioError(f"{where}keys 'after' and 'at': give one or the other")
-    at = _seconds(c["at"], f"{where}key 'at'") if "at" in c else None
-    after = None if at is not None else _seconds(c.get("after", 0), f"{where}key 'after'")
+    at = _seconds(c["at"], f"{where}key 'at'", limit=MAX_GAP_SECONDS) if "at" in c else None
+    after = None if at is not None else _seconds(c.get("after", 0), f"{where}key 'after'",
+                                                 limit=MAX_GAP_SECONDS)
     rings = c.get("give_up_after_rings", 10)
     if not isinstance(rings, int) or isinstance(rings, bool) or not 1 <= rings <= MAX_RINGS:
         raise ScenarioError(f"{where}key 'give_up_after_rings': must be an integer from 1 to {MAX_RINGS}")
@@ -223,11 +226,11 @@ def _call(index: int, c: dict, base_dir: Path, wavs: dict) -> CallSpec:
     )
 
 
-def _seconds(v, what: str, zero_ok: bool = True) -> float:
-    ok = _is_number(v) and (v >= 0 if zero_ok else v > 0) and v <= MAX_SECONDS
+def _seconds(v, what: str, zero_ok: bool = True, limit: float = MAX_SECONDS) -> float:
+    ok = _is_number(v) and (v >= 0 if zero_ok else v > 0) and v <= limit
     if not ok:
         kind = "a number of seconds >= 0" if zero_ok else "a number of seconds > 0"
-        raise ScenarioError(f"{what}: must be {kind} (at most {MAX_SECONDS:g})")
+        raise ScenarioError(f"{what}: must be {kind} (at most {limit:.0f})")
     return float(v)
 
 

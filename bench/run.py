@@ -1,0 +1,159 @@
+"""`make bench`: speed of the line listener and its detectors, beside multimon-ng.
+
+Prints figures; asserts nothing. The goal (issue 2): the whole listener at least 300x
+faster than real time per line on this 2-core machine.
+"""
+
+import operator
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from mix import CACHE, RATE, build_mix  # noqa: E402
+
+from linebox import FRAME  # noqa: E402
+from linebox.dsp.listener import Listener  # noqa: E402
+
+_mul = operator.mul
+
+
+def frames_of(samples):
+    n = len(samples) - len(samples) % FRAME
+    return [samples[i:i + FRAME] for i in range(0, n, FRAME)]
+
+
+def time_listener(frames, plan="us") -> tuple[float, int]:
+    lst = Listener(plan)
+    t0 = time.perf_counter()
+    nev = 0
+    for f in frames:
+        ev = lst.feed(f)
+        if ev:
+            nev += len(ev)
+    nev += len(lst.flush())
+    return time.perf_counter() - t0, nev
+
+
+def time_detector(det, frames) -> float:
+    energies = [sum(map(_mul, f, f)) for f in frames]
+    t0 = time.perf_counter()
+    for f, e in zip(frames, energies, strict=True):
+        det.feed(f, e)
+    det.flush()
+    return time.perf_counter() - t0
+
+
+def bench_listener(mix) -> None:
+    frames = frames_of(mix)
+    audio_s = len(frames) * FRAME / RATE
+    print(f"line audio: {audio_s / 60:.1f} min mix of speech, silence, music, keys, tones")
+    for plan in ("us", "de"):
+        best = min(time_listener(frames, plan)[0] for _ in range(2))
+        print(f"  listener ({plan}): {best:6.2f} s  = {audio_s / best:6.0f}x real time"
+              f"  ({best / len(frames) * 1e6:5.1f} us/frame)")
+    from linebox.dsp.callerid import CallerIdDetector
+    from linebox.dsp.dtmf import DtmfDetector
+    from linebox.dsp.progress import ProgressDetector
+    from linebox.dsp.vad import VoiceActivityDetector
+    for name, det in (("dtmf", DtmfDetector()), ("progress", ProgressDetector("us")),
+                      ("callerid", CallerIdDetector("bell202")), ("vad", VoiceActivityDetector())):
+        t = time_detector(det, frames)
+        print(f"    {name:<9} {t:6.2f} s  = {audio_s / t:7.0f}x real time")
+
+
+def bench_callerid() -> None:
+    from linebox.dsp.callerid import CallerIdDetector
+    from linebox.dsp.fskmod import callerid_burst, encode_mdmf
+
+    for std in ("bell202", "v23"):
+        burst = callerid_burst(std, encode_mdmf("5551234567", "JOHN DOE", "11221030"))
+        sig = burst * 20
+        frames = frames_of(sig)
+        det = CallerIdDetector(std)
+        t = time_detector(det, frames)
+        secs = len(frames) * FRAME / RATE
+        print(f"  caller-ID demodulator ({std}) during bursts: {secs / t:6.0f}x real time"
+              f" ({t / len(frames) * 1e6:.0f} us/frame)")
+
+
+def bench_multimon(mix) -> None:
+    mm = shutil.which("multimon-ng")
+    sox = shutil.which("sox")
+    if not mm or not sox:
+        print("  multimon-ng: not installed (apt-get install multimon-ng sox)")
+        return
+    src = CACHE / "mix10.wav"
+    with tempfile.TemporaryDirectory() as td:
+        raw = Path(td) / "mix.raw"
+        # multimon-ng reads raw 16-bit audio at 22050 Hz.
+        subprocess.run([sox, str(src), "-t", "raw", "-r", "22050", "-e", "signed", "-b", "16",
+                        "-c", "1", str(raw)], check=True)
+        audio_s = len(mix) / RATE
+        for demods in (["DTMF"], ["DTMF", "CLIPFSK"]):
+            args = [mm, "-q", "-t", "raw"]
+            for d in demods:
+                args += ["-a", d]
+            t0 = time.perf_counter()
+            subprocess.run(args + [str(raw)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            t = time.perf_counter() - t0
+            print(f"  multimon-ng ({'+'.join(demods)}, C, 22.05 kHz): {t:5.2f} s"
+                  f" = {audio_s / t:6.0f}x real time")
+
+
+def bench_sim() -> None:
+    """A 10-minute scenario of busy calls through `linebox sim` (in process)."""
+    import tomllib
+
+    from mix import _speech
+
+    from linebox.config import parse_config
+    from linebox.dsp.wavfile import write_wav
+    from linebox.hw.scenario import load_scenario
+    from linebox.sim import build, run
+    from linebox.voicemail.pins import hash_pin
+
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+        write_wav(tmp / "talk.wav", _speech(40.0, 3.0))
+        cfg = parse_config(tomllib.loads(
+            f'[device]\ndata_dir = "{tmp / "data"}"\n'
+            '[[line]]\nid = 1\ndriver = "sim"\nrings = 2\nroute = "100"\n'
+            f'[[box]]\nnumber = "100"\npin_hash = "{hash_pin("1234")}"\n'), "bench.toml")
+        call = ('[[call]]\nline = 1\nafter = 2\ncaller = {{ number = "555000{i:04d}" }}\n'
+                'steps = [ { wait = "beep" }, { say = "talk.wav" }, { silence = 2 }, { hangup = "busy" } ]\n')
+        listen = ('[[call]]\nline = 1\nafter = 2\nsteps = [ { wait = "prompt:greeting" }, { dtmf = "*" }, '
+                  '{ wait = "prompt:pin" }, { dtmf = "1234#" }, { wait = "prompt:menu" }, { dtmf = "1" }, '
+                  '{ wait = { seconds = 60 } }, { hangup = "busy" } ]\n')
+        (tmp / "s.toml").write_text("".join(call.replace("{i:04d}", f"{i:04d}").replace("{{", "{").replace("}}", "}")
+                                            for i in range(9)) + listen)
+        app, exchange, transcript = build(cfg, load_scenario(tmp / "s.toml"), None, True)
+        t0 = time.perf_counter()
+        run(app, exchange, transcript)
+        t = time.perf_counter() - t0
+        app.close()
+        saved = sum(1 for e in transcript.events if e["event"] == "message_saved")
+        print(f"  linebox sim: {exchange.now / 60:.1f} virtual minutes ({saved} messages, a login)"
+              f" in {t:.2f} s = {exchange.now / t:.0f}x real time")
+
+
+def main() -> int:
+    mix = build_mix()
+    print("== line listener (issue 2)")
+    bench_listener(mix)
+    bench_callerid()
+    bench_multimon(mix)
+    print("== simulator (issue 3)")
+    bench_sim()
+    print("== reporting (issue 5): message saved -> MQTT event at a subscriber")
+    from report_latency import bench_latency
+    bench_latency()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,300 @@
+"""Wiring: the store, prompts, lamps and one runner per line, for `linebox run` and
+`linebox sim` alike."""
+
+import time
+from pathlib import Path
+
+from linebox.calls.engine import LineRunner
+from linebox.calls.flows import Services, answer
+from linebox.calls.prompts import Prompts
+from linebox.errors import LineboxError
+from linebox.hw.leds import MessageLeds
+from linebox.log import get as get_logger
+from linebox.voicemail.store import Store
+
+log = get_logger("app")
+RETENTION_EVERY = 3600.0   # seconds of (store) clock between retention runs
+
+
+class Appliance:
+    """One Linebox: its store, its lines, its lamps."""
+
+    def __init__(self, config, bus, clock=time.time, led_backend=None) -> None:
+        self.config = config
+        self.bus = bus
+        self.clock = clock
+        self.data_dir = Path(config.device.data_dir)
+        self.store = Store(self.data_dir, config.boxes, bus=bus, clock=clock)
+        self._prompts: dict[str, Prompts] = {}
+        self.svc = Services(config, self.store, bus, self.prompts_for)
+        self.leds = MessageLeds(bus, self.store, config.boxes, led_backend)
+        self.runners: list[LineRunner] = []
+        self.answering = {line.id: line.answer for line in config.lines}
+        self.rings = {line.id: line.rings for line in config.lines}
+        self._next_retention = 0.0
+        self.reporter = None
+        self.mailer = None
+
+    def prompts_for(self, language: str) -> Prompts:
+        p = self._prompts.get(language)
+        if p is None:
+            p = Prompts(language, extra_dirs=[self.data_dir / "prompts" / language])
+            self._prompts[language] = p
+        return p
+
+    # -- reporting: MQTT and e-mail subscribe to the bus -------------------------
+    def start_reporting(self) -> None:
+        """Create the MQTT reporter and the mailer (before open(), so that messages
+        recovered at open are reported and mailed too)."""
+        import zoneinfo
+
+        from linebox.report.email import Mailer
+        from linebox.report.mqtt import MqttReporter
+        from linebox.report.outbox import Outbox
+
+        cfg = self.config
+        tz = zoneinfo.ZoneInfo(cfg.device.timezone) if cfg.device.timezone else None
+        if cfg.mqtt is not None:
+            outbox = Outbox(self.data_dir / "outbox", clock=self.clock, tz=tz)
+            self.reporter = MqttReporter(cfg.mqtt, cfg.device, self.bus, outbox, self, self, clock=self.clock)
+        if cfg.email is not None:
+            self.mailer = Mailer(cfg.email, cfg.boxes, self.data_dir / "mailq", self.clock,
+                                 lookup=self.store.get, tz=tz, device_name=cfg.device.name)
+            self.bus.subscribe(self.mailer.handle)
+
+    def run_reporting(self) -> None:
+        if self.reporter is not None:
+            self.reporter.start()
+        if self.mailer is not None:
+            self.mailer.start()
+
+    def process_commands(self) -> None:
+        if self.reporter is not None:
+            self.reporter.process_commands()
+
+    def stop_reporting(self, timeout: float = 5.0) -> None:
+        """Give the broker and the mail server up to ``timeout`` to take what is pending."""
+        if self.reporter is not None:
+            self.reporter.flush(timeout)
+            self.reporter.stop()
+            self.reporter = None
+        if self.mailer is not None:
+            self.mailer.flush(timeout)
+            self.mailer.stop()
+            self.mailer = None
+
+    # -- the state source and command target of the MQTT reporter ----------------
+    def line_states(self) -> dict[int, str]:
+        by_id = {r.id: r.state for r in self.runners}
+        return {line.id: by_id.get(line.id, "idle") for line in self.config.lines}
+
+    def box_counts(self) -> dict[str, dict]:
+        return {b: self.store.counts(b) for b in self.config.boxes}
+
+    def line_settings(self) -> dict[int, dict]:
+        return {line.id: {"answering": self.answering[line.id], "rings": self.rings[line.id]}
+                for line in self.config.lines}
+
+    def mark_heard(self, box=None, message=None) -> int:
+        if message is not None:
+            self.store.set_state(message, "heard")
+            return 1
+        new = self.store.messages(box, ["new"])
+        for m in new:
+            self.store.set_state(m["id"], "heard")
+        return len(new)
+
+    def delete(self, message) -> None:
+        self.store.delete(message)
+
+    def undelete(self, box):
+        rec = self.store.undelete_last(box)
+        if rec is None:
+            raise LineboxError(f"box {box}: nothing to undelete")
+        return rec["id"]
+
+    def set_answering(self, line, on: bool) -> None:
+        self.answering[line] = bool(on)
+
+    def set_rings(self, line, rings: int) -> None:
+        self.rings[line] = int(rings)
+
+    def led_test(self, pattern) -> None:
+        self.leds.test_pattern(pattern)
+
+    def reload(self) -> None:
+        """Re-read what can change without a restart: answering and rings per line."""
+        from linebox.config import load_config
+
+        if not self.config.source or self.config.source.startswith("<"):
+            raise LineboxError("reload: this configuration was not read from a file")
+        fresh = load_config(self.config.source, data_dir=self.data_dir)
+        for line in fresh.lines:
+            if line.id in self.rings:
+                self.rings[line.id] = line.rings
+                self.answering[line.id] = line.answer
+
+    def open(self) -> None:
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LineboxError(f"data folder {self.data_dir}: {e.strerror}") from None
+        recovered = self.store.open()
+        for m in recovered:
+            log.warning("recovered an interrupted recording as message %s in box %s", m["id"], m["box"])
+        self.leds.sync()
+        self.maintain()
+
+    def close(self) -> None:
+        self.stop_reporting()
+        self.store.close()
+
+    def add_line(self, line, cfg) -> LineRunner:
+        runner = LineRunner(
+            line, cfg.id, cfg.plan, self.bus, answer(self.svc, cfg),
+            rings_needed=lambda: self.rings_needed(cfg),
+            answering=lambda: self.answering[cfg.id])
+        self.runners.append(runner)
+        return runner
+
+    def boxes_of(self, cfg) -> list[str]:
+        """The boxes a caller on this line can reach (for toll saver)."""
+        if cfg.route != "attendant":
+            return [cfg.route]
+        att = self.config.attendant
+        return sorted({v for v in att.options.values() if v != "login"} | {att.default})
+
+    def rings_needed(self, cfg) -> int:
+        if cfg.toll_saver_rings and any(self.store.counts(b)["new"] for b in self.boxes_of(cfg)):
+            return cfg.toll_saver_rings
+        return self.rings[cfg.id]
+
+    def maintain(self) -> None:
+        """Periodic housekeeping on the store clock: retention."""
+        now = self.clock()
+        if now >= self._next_retention:
+            self.store.apply_retention(now)
+            self._next_retention = now + RETENTION_EVERY
+
+
+def make_line(cfg, pins):
+    """The driver for one configured line."""
+    if cfg.driver == "fxo":
+        from linebox.hw import fxo
+        return fxo.from_config(cfg, pins)
+    if cfg.driver == "modem":
+        from linebox.hw.modem import ModemLine
+        return ModemLine(cfg.id, cfg.port, cfg.plan, baud=cfg.baud)
+    raise LineboxError(f"line {cfg.id}: driver \"sim\" lines run only in `linebox sim`")
+
+
+class Daemon:
+    """`linebox run`: one thread per line, each paced by its own hardware.
+
+    A line's blocking read happens outside the lock; what the firmware does with the
+    frame happens inside it, so the store, the bus and its subscribers see one thread
+    at a time."""
+
+    def __init__(self, config, pins=None, led_backend=None) -> None:
+        import threading
+
+        from linebox.events import Bus
+
+        self.config = config
+        self.lock = threading.RLock()
+        self.stopping = threading.Event()
+        self.pins = pins
+        self.app = Appliance(config, Bus(), led_backend=led_backend)
+        self.lines = []
+        self.threads = []
+        self.last_step: dict[int, float] = {}
+
+    def start(self) -> None:
+        import threading
+
+        app = self.app
+        app.start_reporting()
+        app.open()
+        app.run_reporting()
+        for cfg in self.config.lines:
+            line = make_line(cfg, self.pins)
+            self.lines.append(line)
+            runner = app.add_line(line, cfg)
+            t = threading.Thread(target=self._line_loop, args=(runner,), name=f"line-{cfg.id}", daemon=True)
+            self.threads.append(t)
+        for t in self.threads:
+            t.start()
+
+    def _line_loop(self, runner) -> None:
+        while not self.stopping.is_set():
+            tick = runner.line.tick(runner.out)
+            with self.lock:
+                runner.process(tick)
+            self.last_step[runner.id] = time.monotonic()
+
+    def healthy(self, stale: float = 5.0) -> bool:
+        """Every line loop went round recently (the watchdog is fed only then)."""
+        now = time.monotonic()
+        return all(now - self.last_step.get(r.id, 0.0) < stale for r in self.app.runners)
+
+    def housekeeping(self) -> None:
+        with self.lock:
+            self.app.maintain()
+            self.app.process_commands()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for t in self.threads:
+            t.join(timeout=2.0)
+        with self.lock:
+            for line in self.lines:
+                try:
+                    line.close()
+                except Exception as e:  # noqa: BLE001 - closing must go on for the others
+                    log.warning("closing line %s: %s", getattr(line, "id", "?"), e)
+            self.app.close()
+
+
+def main(args) -> int:
+    """`linebox run`: the appliance daemon."""
+    import signal
+    import sys
+
+    from linebox import log as logmod
+    from linebox.config import load_config
+    from linebox.hw.gpio import default_pins
+    from linebox.hw.gpio_leds import GpioLedBackend, StatusLed
+
+    logmod.setup(args.log_level if hasattr(args, "log_level") else "info", sys.stdout)
+    cfg = load_config(args.config)
+    needs_gpio = any(line.driver == "fxo" for line in cfg.lines) or cfg.device.status_led_pin is not None \
+        or any(b.led_pin is not None for b in cfg.boxes.values())
+    pins = default_pins() if needs_gpio else None
+    leds = GpioLedBackend(pins) if pins is not None else None
+    status = StatusLed(leds, cfg.device.status_led_pin) if leds and cfg.device.status_led_pin is not None else None
+    if leds is not None:
+        leds.start()
+    if status:
+        status.set("starting")
+    daemon = Daemon(cfg, pins, leds)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    try:
+        daemon.start()
+        log.info("running: %d line(s), %d box(es)", len(cfg.lines), len(cfg.boxes))
+        if status:
+            status.set("ready")
+        while not stop:
+            time.sleep(1.0)
+            daemon.housekeeping()
+            if status:
+                status.set("ready" if daemon.healthy() and not any(r.fault for r in daemon.app.runners) else "fault")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        daemon.stop()
+        if leds is not None:
+            leds.close()
+        if pins is not None:
+            pins.close()
+    return 0

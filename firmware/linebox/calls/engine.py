@@ -1,0 +1,341 @@
+"""Runs one line: counts rings, answers, and drives a call flow frame by frame.
+
+A call flow is a generator that yields the next 20 ms frame to play (or None for
+silence) and reads what the line brought through its `Call`. Every timeout is counted in
+frames of the line's own audio, so a simulated line runs as fast as the CPU allows and a
+real line at the sound card's pace, with the same behaviour.
+"""
+
+from array import array
+from collections import deque
+from collections.abc import Callable, Generator, Iterable
+
+from linebox import FRAME, RATE
+from linebox.calls.rings import RingCounter
+from linebox.dsp.listener import Listener
+from linebox.hw.line import Line, Tick
+
+# Tones that mean the caller hung up and the exchange is talking to an open line.
+HANGUP_TONES = ("busy", "reorder", "dial")
+# A loop-current drop shorter than this is a glitch (or a hook flash), not a hang-up.
+LOOP_DROP_SECONDS = 0.1
+# How long a prompt stopped by a key waits for that key to be released (longer presses
+# are still seen, later, by whatever waits for keys next).
+KEY_RELEASE_WAIT = 1.0
+
+Flow = Generator[array | None, None, object]
+
+
+class Hangup(Exception):
+    """The caller is gone (raised inside a flow by the primitive that noticed)."""
+
+
+class Call:
+    """One call in progress, as a flow sees it: its keys, its caller, its clock."""
+
+    def __init__(self, runner: "LineRunner", callerid: dict | None) -> None:
+        self.runner = runner
+        self.callerid = callerid or {}
+        self.digits: deque[str] = deque()
+        self.hangup_cause: str | None = None
+        self.hangup_t: float | None = None   # line time where the caller's audio ended
+        self.heard: array | None = None       # the last frame heard
+        self.last_key_t = 0.0                 # line time where the last key began
+        self._loop_seen = False
+        self._loop_low_frames = 0
+        self.state = "answered"
+
+    # -- facts -------------------------------------------------------------
+    @property
+    def t(self) -> float:
+        """Seconds on the line's clock."""
+        return self.runner.t
+
+    @property
+    def listener(self) -> Listener:
+        return self.runner.listener
+
+    @property
+    def caller_number(self) -> str | None:
+        return self.callerid.get("number")
+
+    @property
+    def caller_name(self) -> str | None:
+        return self.callerid.get("name")
+
+    def line_time(self, listener_t: float) -> float:
+        """A listener event time on the line clock."""
+        return self.runner.listener_origin + listener_t
+
+    def publish(self, event: str, **fields) -> None:
+        self.runner.publish(event, **fields)
+
+    def set_state(self, state: str) -> None:
+        """answered, recording or playing: what the line is doing, for dashboards."""
+        if state != self.state:
+            self.state = state
+            self.runner.set_state(state)
+
+    # -- input -------------------------------------------------------------
+    def absorb(self, tick: Tick, events: Iterable[dict]) -> None:
+        """Take in what one frame brought: keys, hang-up tones, loop current."""
+        self.heard = tick.audio
+        for ev in events:
+            kind = ev["type"]
+            if kind == "dtmf" and not self.runner.line_reports_dtmf:
+                self.digits.append(ev["digit"])
+                self.last_key_t = self.line_time(ev["t"])
+                self.publish("dtmf", digit=ev["digit"])
+            elif kind == "tone" and ev["tone"] in HANGUP_TONES:
+                self._hung_up(ev["tone"], self.line_time(ev["t"]))
+        if tick.loop is True:
+            self._loop_seen = True
+            self._loop_low_frames = 0
+        elif tick.loop is False and self._loop_seen:
+            self._loop_low_frames += 1
+            if self._loop_low_frames * FRAME >= LOOP_DROP_SECONDS * RATE:
+                self._hung_up("loop", self.t - self._loop_low_frames * FRAME / RATE)
+        for fact in tick.events:
+            if fact[0] == "dtmf":
+                self.digits.append(fact[1])
+                self.publish("dtmf", digit=fact[1])
+            elif fact[0] == "hangup":
+                self._hung_up(fact[1], self.t)
+
+    def _hung_up(self, cause: str, at: float) -> None:
+        if self.hangup_cause is None:
+            self.hangup_cause = cause
+            self.hangup_t = at
+            self.publish("hangup_detected", cause=cause)
+
+    def gone(self, cause: str) -> None:
+        """The flow concluded the caller is gone (e.g. long silence)."""
+        self._hung_up(cause, self.t)
+
+    def check(self) -> None:
+        if self.hangup_cause is not None:
+            raise Hangup(self.hangup_cause)
+
+    def key_waiting(self) -> bool:
+        return bool(self.digits) or self.listener.pressed is not None
+
+    def take_key(self) -> str | None:
+        return self.digits.popleft() if self.digits else None
+
+    # -- primitives (generators: use with `yield from`) ---------------------
+    def play(self, name: str, samples: array, interruptible: bool = True) -> Flow:
+        """Play a prompt; a key (or one typed ahead) stops it. Returns True if played out."""
+        if interruptible and self.key_waiting():
+            yield from self._await_release()
+            return False
+        self.publish("prompt", name=name)
+        n = len(samples)
+        done = True
+        for i in range(0, n, FRAME):
+            frame = samples[i:i + FRAME]
+            if len(frame) < FRAME:
+                frame.extend([0] * (FRAME - len(frame)))
+            yield frame
+            self.check()
+            if interruptible and self.key_waiting():
+                done = False
+                break
+        self.publish("_prompt_end", name=name)
+        if not done:
+            yield from self._await_release()
+        return done
+
+    def _await_release(self) -> Flow:
+        """A key is down: let it come up, so the flow sees which key it was."""
+        frames = int(KEY_RELEASE_WAIT * RATE / FRAME)
+        while not self.digits and self.listener.pressed is not None and frames > 0:
+            frames -= 1
+            yield None
+            self.check()
+
+    def pause(self, seconds: float) -> Flow:
+        """Silence on the line for ``seconds``."""
+        for _ in range(int(round(seconds * RATE / FRAME))):
+            yield None
+            self.check()
+
+    def wait_key(self, timeout: float) -> Flow:
+        """The next key, waiting up to ``timeout`` seconds for one; None on timeout."""
+        frames = int(round(timeout * RATE / FRAME))
+        while not self.digits:
+            if frames <= 0:
+                return None
+            frames -= 1
+            yield None
+            self.check()
+        return self.digits.popleft()
+
+    def collect(self, max_digits: int, timeout: float = 6.0, inter_digit: float = 4.0,
+                terminator: str = "#") -> Flow:
+        """Keys up to ``terminator`` or ``max_digits``; the terminator is not returned."""
+        got = ""
+        wait = timeout
+        while len(got) < max_digits:
+            key = yield from self.wait_key(wait)
+            if key is None or key == terminator:
+                break
+            got += key
+            wait = inter_digit
+        return got
+
+
+class LineRunner:
+    """Everything that happens on one line, one frame at a time.
+
+    ``flow_factory(call)`` makes the call flow for an answered call. ``answer_now()``
+    says how many rings to wait for (it reads toll-saver state from the store).
+    """
+
+    def __init__(self, line: Line, line_id: int, plan: str, bus, flow_factory: Callable[[Call], Flow],
+                 rings_needed: Callable[[], int], answering: Callable[[], bool] = lambda: True) -> None:
+        self.line = line
+        self.id = line_id
+        self.plan = plan
+        self.bus = bus
+        self.flow_factory = flow_factory
+        self.rings_needed = rings_needed
+        self.answering = answering
+        self.rings = RingCounter(plan)
+        self.samples = 0
+        self.listener: Listener | None = None
+        self.listener_origin = 0.0
+        self.callerid: dict | None = None
+        self.call: Call | None = None
+        self.flow: Flow | None = None
+        self.out: array | None = None
+        self.state = "idle"
+        self.fault: str | None = None
+        # Modems report keys themselves; their listener would hear each key a second time.
+        self.line_reports_dtmf = bool(getattr(line, "reports_dtmf", False))
+
+    @property
+    def t(self) -> float:
+        return self.samples / RATE
+
+    @property
+    def busy(self) -> bool:
+        """Something is going on (ringing or a call): the clock must not jump."""
+        return self.flow is not None or self.listener is not None
+
+    def publish(self, event: str, **fields) -> None:
+        self.bus.publish({"event": event, "t": round(self.t, 3), "line": self.id, **fields})
+
+    def set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.bus.publish({"event": "_line_state", "line": self.id, "state": state})
+
+    def skip(self, samples: int) -> None:
+        """Jump the clock over idle time (the simulator does this between calls)."""
+        self.samples += samples
+        for _ in range(2):
+            self.rings.feed(False)
+
+    def step(self) -> None:
+        """One frame: play what the flow asked for, take in what the line brought."""
+        self.process(self.line.tick(self.out))
+
+    def process(self, tick: Tick) -> None:
+        """Take in one frame from the line (the daemon calls this under the app lock,
+        with the blocking ``line.tick`` outside it)."""
+        self.samples += FRAME
+        self.out = None
+        if tick.events:
+            self._line_facts(tick)
+        if self.fault is not None:
+            return
+        if self.flow is None:
+            self._on_hook(tick)
+        else:
+            events = self.listener.feed(tick.audio)
+            self.call.absorb(tick, events)
+            self._resume()
+
+    def _line_facts(self, tick: Tick) -> None:
+        """Faults reported by the driver: the line is out of service until cleared."""
+        for fact in tick.events:
+            if fact[0] == "fault" and self.fault is None:
+                self.fault = fact[1] if len(fact) > 1 else "fault"
+                self.publish("line_fault", reason=self.fault)
+                if self.flow is not None:
+                    self.hang_up()
+                else:
+                    self._reset()
+                self.set_state("fault")
+            elif fact[0] == "fault_cleared" and self.fault is not None:
+                self.publish("line_fault_cleared", reason=self.fault)
+                self.fault = None
+                self.set_state("idle")
+
+    def _on_hook(self, tick: Tick) -> None:
+        n = self.rings.feed(tick.ringing)
+        if n:
+            if n == 1:
+                self._start_listening()
+            self.set_state("ringing")
+            self.publish("ring", n=n)
+        if self.listener is None:
+            return
+        for ev in self.listener.feed(tick.audio):
+            if ev["type"] == "callerid" and self.callerid is None:
+                self._got_callerid(ev)
+        for fact in tick.events:
+            if fact[0] == "callerid" and self.callerid is None:
+                self._got_callerid(fact[1])
+        if self.rings.count and self.rings.in_gap and self.answering() \
+                and self.rings.count >= self.rings_needed():
+            self._answer()
+        elif self.rings.stopped:
+            self.publish("missed_call", rings=self.rings.count, caller_number=self._cid("number"),
+                         caller_name=self._cid("name"))
+            self._reset()
+
+    def _cid(self, key: str):
+        return (self.callerid or {}).get(key)
+
+    def _start_listening(self) -> None:
+        self.listener = Listener(self.plan)
+        self.listener_origin = self.t - FRAME / RATE
+        self.callerid = None
+
+    def _got_callerid(self, ev: dict) -> None:
+        self.callerid = {k: ev.get(k) for k in ("number", "name", "number_absent", "name_absent")}
+        self.publish("callerid", **self.callerid)
+
+    def _answer(self) -> None:
+        self.line.set_hook(True)
+        self.listener.dtmf_callerid = False
+        self.publish("answer", after_rings=self.rings.count)
+        self.set_state("answered")
+        self.call = Call(self, self.callerid)
+        self.flow = self.flow_factory(self.call)
+        self._resume()
+
+    def _resume(self) -> None:
+        try:
+            self.out = next(self.flow)
+        except StopIteration:
+            self.hang_up()
+        except Hangup:
+            self.hang_up()
+
+    def hang_up(self) -> None:
+        self.line.set_hook(False)
+        self.publish("onhook")
+        self._reset()
+
+    def _reset(self) -> None:
+        if self.flow is not None:
+            self.flow.close()
+        self.flow = None
+        self.call = None
+        self.listener = None
+        self.callerid = None
+        self.out = None
+        self.rings.reset()
+        self.set_state("idle")

@@ -1,0 +1,466 @@
+"""The call flows, written like the call: greet, beep, record, review; the attendant;
+login and the mailbox menu (Asterisk's keys: 4 previous, 5 repeat, 6 next, 7 delete,
+9 save, 3 envelope, 0 mailbox options, # back)."""
+
+from array import array
+from datetime import datetime
+from pathlib import Path
+
+from linebox import FRAME, RATE
+from linebox.calls.engine import Call, Flow, Hangup
+from linebox.errors import LineboxError
+from linebox.log import get as get_logger
+from linebox.voicemail.pins import hash_pin, valid_pin, verify_pin
+
+log = get_logger("calls")
+
+SILENCE_END_SECONDS = 5.0       # a recording ends after this long without voice
+MIN_VOICE_SECONDS = 1.0         # shorter messages are discarded
+TRIM_PAD_SECONDS = 0.3          # kept after the last voice so the last word is not clipped
+KEY_TIMEOUT = 5.0               # waiting for a menu key
+PIN_TRIES = 3
+GREETING_MAX_SECONDS = 60.0
+
+
+class Services:
+    """What flows need from the appliance: config, store, prompts, bus."""
+
+    def __init__(self, config, store, bus, prompts_for) -> None:
+        self.config = config
+        self.store = store
+        self.bus = bus
+        self.prompts_for = prompts_for    # language -> calls.prompts.Prompts
+
+
+def answer(svc: Services, line_cfg) -> "callable":
+    """The flow factory for a line: what happens once the line is answered."""
+
+    def flow(call: Call) -> Flow:
+        try:
+            if line_cfg.route == "attendant":
+                yield from attendant(svc, call)
+            else:
+                yield from leave_message(svc, call, line_cfg.route)
+        except Hangup:
+            return
+    return flow
+
+
+# -- helpers -----------------------------------------------------------------
+
+def _prompts(svc, box: str | None):
+    lang = svc.config.boxes[box].language if box in svc.config.boxes else _default_language(svc)
+    return svc.prompts_for(lang)
+
+
+def _default_language(svc) -> str:
+    for b in svc.config.boxes.values():
+        return b.language
+    return "en"
+
+
+def say(svc, call: Call, box: str | None, name: str, clips: list[str] | None = None,
+        interruptible: bool = True) -> Flow:
+    """Play the prompt ``name`` (or the clips making up a sentence, under that name)."""
+    p = _prompts(svc, box)
+    samples = p.samples(clips) if clips is not None else p.clip(name)
+    return (yield from call.play(name, samples, interruptible))
+
+
+def menu_key(svc, call: Call, box: str | None, name: str, valid: str, clips=None, tries: int = 3) -> Flow:
+    """Play a menu and return a valid key; None after ``tries`` timeouts."""
+    for _ in range(tries):
+        yield from say(svc, call, box, name, clips)
+        while True:
+            key = yield from call.wait_key(KEY_TIMEOUT)
+            if key is None:
+                break
+            if key in valid:
+                return key
+            call.digits.clear()
+            yield from say(svc, call, box, "invalid")
+            break
+    return None
+
+
+# -- leaving a message ---------------------------------------------------------
+
+def leave_message(svc: Services, call: Call, box: str) -> Flow:
+    """Box route: retraction offer, greeting, beep, record, review."""
+    store = svc.store
+    yield from retract_offer(svc, call, box)
+    if store.is_full(box):
+        call.publish("record_end", reason="box_full", box=box)
+        call.publish("message_discarded", reason="box_full", box=box)
+        yield from say(svc, call, box, "box_full", interruptible=False)
+        return
+    yield from greeting(svc, call, box)
+    key = call.take_key()
+    if key == "*":
+        yield from login(svc, call, box)
+        return
+    call.digits.clear()
+    while True:
+        yield from say(svc, call, box, "beep", interruptible=False)
+        rec = yield from record(svc, call, box)
+        if rec is None:
+            break
+        if rec.reason != "key":
+            rec.save()
+            if rec.reason == "silence":
+                call.gone("silence")
+            break
+        again = yield from review(svc, call, box, rec)
+        if not again:
+            break
+    if call.hangup_cause is None:
+        yield from say(svc, call, box, "goodbye", interruptible=False)
+
+
+def greeting(svc: Services, call: Call, box: str) -> Flow:
+    path = svc.store.greeting_path(box)
+    if path is not None:
+        from linebox.dsp.wavfile import read_wav
+        try:
+            samples = read_wav(path)
+            return (yield from call.play("greeting", samples))
+        except LineboxError as e:
+            log.warning("box %s: own greeting unusable, using the system one: %s", box, e)
+    p = _prompts(svc, box)
+    return (yield from call.play("greeting", p.samples(p.greeting(box))))
+
+
+def retract_offer(svc: Services, call: Call, box: str) -> Flow:
+    """A caller who left a message here a few minutes ago may take it back with 7."""
+    number = call.caller_number
+    if not number:
+        return
+    window = svc.config.boxes[box].retract_minutes * 60
+    msg = svc.store.recent_from(box, number, window)
+    if msg is None:
+        return
+    yield from say(svc, call, box, "retract_offer")
+    key = yield from call.wait_key(KEY_TIMEOUT)
+    if key == "7":
+        svc.store.retract(msg["id"])
+        yield from say(svc, call, box, "message_retracted")
+    call.digits.clear()
+
+
+class Recorded:
+    """A recording waiting to be saved, reviewed or thrown away."""
+
+    def __init__(self, pending, samples: array, keep: int, reason: str, voiced: float) -> None:
+        self.pending = pending
+        self.samples = samples
+        self.keep = keep
+        self.reason = reason
+        self.voiced = voiced
+
+    def save(self) -> dict | None:
+        return self.pending.finish(self.keep)
+
+    def discard(self, reason: str) -> None:
+        self.pending.discard(reason)
+
+
+def record(svc: Services, call: Call, box: str) -> Flow:
+    """Record until hang-up, silence, the box's length limit or a key.
+
+    Returns a Recorded, or None when nothing worth keeping was said (discarded here).
+    The audio streams to disk as it comes; what is kept ends where the caller stopped
+    talking, before any hang-up tone, key or silence.
+    """
+    store = svc.store
+    limit = svc.config.boxes[box].max_message_seconds
+    pending = store.start_recording(box, call.runner.id, call.caller_number, call.caller_name)
+    call.publish("record_start", box=box)
+    call.set_state("recording")
+    vad = call.listener.vad
+    start = call.t
+    samples = array("h")
+    voiced = bytearray()      # per frame: did the caller's voice reach into it
+    reason = None
+    cut = None
+    try:
+        while reason is None:
+            yield None
+            samples.extend(call.heard)
+            pending.write(call.heard)
+            now = call.t
+            last = vad.last_voice_end
+            last_t = None if last is None else call.line_time(last)
+            voiced.append(last_t is not None and last_t > now - FRAME / RATE / 2)
+            if call.hangup_cause is not None:
+                reason, cut = "hangup", call.hangup_t
+            elif call.digits:
+                key = call.digits.popleft()
+                if key == "#":
+                    reason, cut = "key", call.last_key_t
+            elif now - start >= limit:
+                reason, cut = "max_length", now
+            elif not vad.active:
+                quiet_since = start if last_t is None else max(start, last_t)
+                if now - quiet_since >= SILENCE_END_SECONDS:
+                    reason, cut = "silence", quiet_since
+    finally:
+        call.set_state("answered")
+    call.publish("record_end", reason=reason, box=box)
+    # Only voice before the cut counts: a hang-up tone or a key is not the caller talking.
+    cut_frames = max(0, min(len(voiced), int((cut - start) * RATE) // FRAME))
+    voiced = voiced[:cut_frames]
+    voice_seconds = voiced.count(1) * FRAME / RATE
+    last_voiced = voiced.rfind(1)
+    end_frames = min(cut_frames, last_voiced + 1 + int(TRIM_PAD_SECONDS * RATE / FRAME))
+    keep = end_frames * FRAME if last_voiced >= 0 else 0
+    if voice_seconds < MIN_VOICE_SECONDS:
+        pending.discard("too_short")
+        return None
+    return Recorded(pending, samples, keep, reason, voice_seconds)
+
+
+def review(svc: Services, call: Call, box: str, rec: Recorded) -> Flow:
+    """After #: 1 listen, 2 re-record, 3 send, * cancel. Hanging up sends.
+
+    Returns True when the caller wants to record again."""
+    try:
+        for _ in range(3):
+            key = yield from menu_key(svc, call, box, "review", "123*", tries=1)
+            if key == "1":
+                yield from call.play("recording", rec.samples[:rec.keep])
+                continue
+            if key == "2":
+                rec.discard("rerecord")
+                return True
+            if key == "*":
+                rec.discard("cancelled")
+                yield from say(svc, call, box, "message_cancelled")
+                return False
+            if key == "3":
+                break
+        rec.save()
+        yield from say(svc, call, box, "message_sent")
+        return False
+    except Hangup:
+        if not rec.pending.done:
+            rec.save()
+        raise
+
+
+# -- the attendant ---------------------------------------------------------------
+
+def attendant(svc: Services, call: Call) -> Flow:
+    """Play the attendant prompt; a key routes to a box or to login; none goes to default."""
+    att = svc.config.attendant
+    samples = _attendant_prompt(svc, att.prompt)
+    for _ in range(3):
+        yield from call.play("attendant", samples)
+        key = yield from call.wait_key(att.timeout_seconds)
+        if key is None:
+            target = att.default
+        else:
+            target = att.options.get(key) or ("login" if key == "*" else None)
+        if target is not None:
+            break
+        call.digits.clear()
+        yield from say(svc, call, None, "invalid")
+    else:
+        target = att.default
+    if target == "login":
+        yield from login(svc, call, None)
+    else:
+        yield from leave_message(svc, call, target)
+
+
+def _attendant_prompt(svc, prompt: str) -> array:
+    if "/" in prompt or prompt.endswith(".wav"):
+        from linebox.dsp.wavfile import read_wav
+        return read_wav(Path(prompt))
+    return _prompts(svc, None).clip(prompt)
+
+
+# -- login and the mailbox ---------------------------------------------------------
+
+def login(svc: Services, call: Call, box: str | None) -> Flow:
+    """Box number (from the attendant) and PIN, three tries; then the mailbox."""
+    store = svc.store
+    for _ in range(PIN_TRIES):
+        number = box
+        if number is None:
+            yield from say(svc, call, None, "box_number")
+            number = yield from call.collect(8)
+            if number not in svc.config.boxes:
+                call.publish("login", box=number or None, ok=False)
+                yield from say(svc, call, None, "login_incorrect")
+                continue
+        if store.is_locked(number):
+            call.publish("login", box=number, ok=False, reason="locked")
+            yield from say(svc, call, number, "locked", interruptible=False)
+            return
+        cfg = svc.config.boxes[number]
+        if cfg.pin_required:
+            yield from say(svc, call, number, "pin")
+            pin = yield from call.collect(10)
+            pin_hash = store.pin_hash(number)
+            if not pin_hash or not verify_pin(pin, pin_hash):
+                store.login_failed(number)
+                call.publish("login", box=number, ok=False)
+                yield from say(svc, call, number, "login_incorrect")
+                continue
+        store.login_ok(number)
+        call.publish("login", box=number, ok=True)
+        yield from mailbox(svc, call, number)
+        return
+    yield from say(svc, call, box, "goodbye", interruptible=False)
+
+
+def mailbox(svc: Services, call: Call, box: str) -> Flow:
+    """Counts, then the main menu: 1 listen, 0 options, # goodbye."""
+    p = _prompts(svc, box)
+    c = svc.store.counts(box)
+    yield from say(svc, call, box, "counts", p.counts(c["new"], c["saved"]))
+    while True:
+        key = yield from menu_key(svc, call, box, "menu", "10#")
+        if key == "1":
+            yield from listen(svc, call, box)
+        elif key == "0":
+            yield from options(svc, call, box)
+        else:
+            break
+    yield from say(svc, call, box, "goodbye", interruptible=False)
+
+
+def _listening_order(store, box: str) -> list[dict]:
+    new = store.messages(box, ["new"])
+    old = store.messages(box, ["heard", "saved"])
+    return new + old
+
+
+def listen(svc: Services, call: Call, box: str) -> Flow:
+    """Messages, new first then saved, with the message keys during and after each."""
+    store = svc.store
+    p = _prompts(svc, box)
+    msgs = _listening_order(store, box)
+    if not msgs:
+        yield from say(svc, call, box, "no_messages")
+        return
+    i = 0
+    replay = True
+    while 0 <= i < len(msgs):
+        m = msgs[i]
+        key = None
+        if replay:
+            yield from say(svc, call, box, "message_number", p.message_intro(i + 1))
+            key = call.take_key()
+            if key is None:
+                key = yield from play_message(svc, call, m)
+        replay = True
+        if key is None:
+            key = yield from menu_key(svc, call, box, "message_menu", "3456790#*", tries=2)
+            if key is None:
+                i += 1
+                continue
+        if key == "4":
+            i = max(0, i - 1)
+        elif key == "5":
+            pass
+        elif key == "6":
+            i += 1
+        elif key == "7":
+            store.delete(m["id"])
+            yield from say(svc, call, box, "message_deleted")
+            i += 1
+        elif key == "9":
+            store.set_state(m["id"], "saved")
+            yield from say(svc, call, box, "message_saved")
+            i += 1
+        elif key == "3":
+            yield from say(svc, call, box, "envelope", p.envelope(m.get("caller_number"),
+                                                                 datetime.fromisoformat(m["received"])))
+            replay = False
+        elif key in "#*0":
+            return
+    yield from say(svc, call, box, "no_more_messages")
+
+
+def play_message(svc: Services, call: Call, m: dict) -> Flow:
+    """Play one message; it counts as heard once playback starts. Returns the key that
+    stopped it, if any."""
+    from linebox.dsp.wavfile import read_wav
+    store = svc.store
+    try:
+        samples = read_wav(m["file"])
+    except LineboxError as e:
+        log.error("message %s unreadable: %s", m["id"], e)
+        samples = array("h")
+    if m["state"] == "new":
+        store.set_state(m["id"], "heard")
+        m["state"] = "heard"
+    call.publish("message_played", id=m["id"])
+    call.set_state("playing")
+    try:
+        yield from call.play("message", samples)
+    finally:
+        call.set_state("answered")
+    return call.take_key()
+
+
+def options(svc: Services, call: Call, box: str) -> Flow:
+    """Mailbox options: 1 record greeting, 2 change PIN, 3 undelete, # back."""
+    store = svc.store
+    while True:
+        key = yield from menu_key(svc, call, box, "options", "123#")
+        if key == "1":
+            yield from record_greeting(svc, call, box)
+        elif key == "2":
+            yield from change_pin(svc, call, box)
+        elif key == "3":
+            msg = store.undelete_last(box)
+            yield from say(svc, call, box, "message_restored" if msg else "nothing_to_restore")
+        else:
+            return
+
+
+def record_greeting(svc: Services, call: Call, box: str) -> Flow:
+    yield from say(svc, call, box, "record_greeting")
+    yield from say(svc, call, box, "beep", interruptible=False)
+    call.digits.clear()
+    vad = call.listener.vad
+    vad.reset_counters()
+    start = call.t
+    samples = array("h")
+    while True:
+        yield None
+        samples.extend(call.heard)
+        if call.digits and call.digits.popleft() == "#":
+            break
+        last = vad.last_voice_end
+        quiet_since = start if last is None else max(start, call.line_time(last))
+        if call.t - start >= GREETING_MAX_SECONDS or (not vad.active and call.t - quiet_since >= 3.0):
+            break
+    last = vad.last_voice_end
+    if vad.voiced_seconds < MIN_VOICE_SECONDS or last is None:
+        yield from say(svc, call, box, "invalid")
+        return
+    end = min(call.t - 0.1, call.line_time(last) + TRIM_PAD_SECONDS)
+    svc.store.set_greeting(box, samples[:max(0, int((end - start) * RATE))])
+    yield from say(svc, call, box, "greeting_saved")
+
+
+def change_pin(svc: Services, call: Call, box: str) -> Flow:
+    yield from say(svc, call, box, "new_pin")
+    first = yield from call.collect(10)
+    if not valid_pin(first):
+        yield from say(svc, call, box, "pin_invalid")
+        return
+    yield from say(svc, call, box, "new_pin_again")
+    second = yield from call.collect(10)
+    if second != first:
+        yield from say(svc, call, box, "pins_differ")
+        return
+    svc.store.set_pin_hash(box, hash_pin(first))
+    yield from say(svc, call, box, "pin_changed")
+
+
+def frames_of(samples: array) -> int:
+    return (len(samples) + FRAME - 1) // FRAME

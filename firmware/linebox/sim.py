@@ -1,0 +1,135 @@
+"""`linebox sim SCENARIO`: the real firmware against simulated lines, on a virtual clock."""
+
+import json
+import sys
+import time
+from datetime import datetime
+
+from linebox import FRAME, RATE
+from linebox.app import Appliance
+from linebox.errors import LineboxError
+from linebox.events import Bus
+
+# Events for the machinery, not for the story.
+HIDDEN = ("box_changed",)
+# A scenario's calls must be over this long after the last one began.
+MAX_CALL_SECONDS = 4 * 3600.0
+# The longest jump over idle time (seconds): retention is checked after each.
+RETENTION_STEP = 3600.0
+
+
+class Transcript:
+    """Prints the bus as the contract's transcript: one JSON object a line, or a table."""
+
+    def __init__(self, bus: Bus, exchange, out=None, as_json: bool = True, wall0: float = 0.0) -> None:
+        self.exchange = exchange
+        self.out = out
+        self.as_json = as_json
+        self.wall0 = wall0
+        self.current_line: int | None = None
+        self.events: list[dict] = []
+        self.readers: list = []      # more consumers of each transcript record (the demo's narrator)
+        bus.subscribe(self._on_event)
+
+    def _on_event(self, ev: dict) -> None:
+        kind = ev.get("event", "")
+        if kind.startswith("_") or kind in HIDDEN:
+            return
+        line = ev.get("line", self.current_line)
+        rec = {"t": round(self.exchange.now, 3), "call": self.exchange.call_on_line(line) if line else None,
+               "line": line, "event": kind}
+        rec.update({k: v for k, v in ev.items() if k not in ("event", "t", "line")})
+        self.events.append(rec)
+        for reader in self.readers:
+            reader(rec)
+        if self.out is None:
+            return
+        if self.as_json:
+            self.out.write(json.dumps(rec) + "\n")
+        else:
+            self.out.write(format_event(rec, self.wall0) + "\n")
+        # Line by line, so a reader of a pipe follows the story as it happens.
+        self.out.flush()
+
+
+def format_event(rec: dict, wall0: float = 0.0) -> str:
+    """One transcript event as a readable line of a timeline."""
+    rest = {k: v for k, v in rec.items() if k not in ("t", "call", "line", "event") and v is not None}
+    detail = "  ".join(f"{k}={v}" for k, v in rest.items())
+    stamp = f"{rec['t']:9.2f}s"
+    if wall0:
+        stamp += " " + datetime.fromtimestamp(wall0 + rec["t"]).strftime("%H:%M:%S")
+    who = f"line {rec['line']}" if rec.get("line") else "      "
+    call = f"call {rec['call']}" if rec.get("call") else "      "
+    return f"{stamp}  {who}  {call}  {rec['event']:<18} {detail}".rstrip()
+
+
+def build(config, scenario, out=None, as_json: bool = True, clock_start: float | None = None):
+    """The appliance, the exchange and the transcript for one simulation."""
+    from linebox.hw.sim import SimExchange
+
+    sim_lines = {line.id: line for line in config.lines if line.driver == "sim"}
+    for lid in sorted(scenario.lines()):
+        if lid not in sim_lines:
+            raise LineboxError(f"scenario: line {lid} is not a line with driver = \"sim\" in {config.source}")
+    bus = Bus()
+    exchange = SimExchange(scenario, {lid: c.plan for lid, c in sim_lines.items()}, bus)
+    if scenario.start is not None:
+        wall0 = scenario.start.timestamp()
+    else:
+        wall0 = clock_start if clock_start is not None else time.time()
+    app = Appliance(config, bus, clock=lambda: wall0 + exchange.now)
+    transcript = Transcript(bus, exchange, out, as_json, wall0 if not as_json else 0.0)
+    app.start_reporting()
+    app.open()
+    app.run_reporting()
+    for lid in sorted(sim_lines):
+        app.add_line(exchange.line(lid), sim_lines[lid])
+    return app, exchange, transcript
+
+
+def run(app, exchange, transcript) -> None:
+    """Step every line frame by frame until the scenario is over, jumping idle time."""
+    runners = app.runners
+    last_start = 0.0
+    while True:
+        busy = any(r.busy for r in runners)
+        if not busy:
+            if exchange.done():
+                break
+            t_next = exchange.idle_until()
+            if t_next is not None and t_next - exchange.now > 2 * FRAME / RATE:
+                # In steps of at most an hour, so retention runs on time between calls.
+                gap = min(t_next - exchange.now, RETENTION_STEP)
+                jump = int(gap * RATE) // FRAME * FRAME - FRAME
+                if jump > 0:
+                    exchange.skip_to(exchange.now + jump / RATE)
+                    for r in runners:
+                        r.skip(jump)
+                    app.maintain()
+                last_start = t_next
+        for r in runners:
+            transcript.current_line = r.id
+            r.step()
+        transcript.current_line = None
+        exchange.advance()
+        app.process_commands()
+        if int(exchange.now * RATE) % (60 * RATE) < FRAME:
+            app.maintain()
+        if exchange.now - last_start > MAX_CALL_SECONDS:
+            raise LineboxError("sim: the scenario did not end (a call went on for hours)")
+
+
+def main(args) -> int:
+    from linebox.config import load_config
+    from linebox.hw.scenario import load_scenario
+
+    config = load_config(args.config, data_dir=args.data)
+    scenario = load_scenario(args.scenario)
+    app, exchange, transcript = build(config, scenario, sys.stdout, as_json=args.json)
+    try:
+        run(app, exchange, transcript)
+    finally:
+        app.close()
+    sys.stdout.flush()
+    return 0
