@@ -6,6 +6,7 @@ off. Everything runs through the real firmware: the exchange only makes line aud
 """
 
 import json
+import logging
 import sys
 import tempfile
 import time
@@ -131,6 +132,9 @@ def main(args) -> int:
     from linebox.hw.scenario import load_scenario
     from linebox.sim import build, run
 
+    if args.log_level == "info":
+        # The story is the output; the store's own info lines would interrupt it.
+        logging.getLogger("linebox").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="linebox-demo-") as tmp:
         tmp_path = Path(tmp)
         data = tmp_path / "data"
@@ -148,6 +152,7 @@ def main(args) -> int:
             transcript.readers.append(Narrator(out))
         try:
             run(app, exchange, transcript)
+            msgs = app.store.messages("100")
         finally:
             app.close()
         elapsed = time.perf_counter() - started
@@ -155,7 +160,6 @@ def main(args) -> int:
             for rec in transcript.events:
                 out.write(json.dumps(rec) + "\n")
             return 0
-        msgs = app.store.messages("100")
         out.write(f"\n{exchange.now:.0f} s of phone calls simulated in {elapsed:.1f} s.\n")
         out.write("Messages in box 100 now:\n")
         for m in msgs:

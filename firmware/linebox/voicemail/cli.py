@@ -8,7 +8,7 @@ from linebox.errors import LineboxError
 FIELDS = ("id", "box", "state", "caller_number", "caller_name", "received", "seconds", "line", "file", "recovered")
 
 
-def _store(args, recover: bool):
+def _store(args, read_only: bool):
     from linebox.config import load_config
     from linebox.voicemail.store import Store
 
@@ -16,13 +16,14 @@ def _store(args, recover: bool):
     if args.box is not None and args.box not in cfg.boxes:
         raise LineboxError(f"no box {args.box} in {cfg.source}")
     store = Store(cfg.device.data_dir, cfg.boxes)
-    store.open(read_only=not recover, recover=recover)
+    # Never repair recordings here: a running daemon may be writing one right now.
+    store.open(read_only=read_only, recover=False)
     return cfg, store
 
 
 def cmd_messages(args) -> int:
     """List messages (contract §6), oldest first."""
-    cfg, store = _store(args, recover=False)
+    cfg, store = _store(args, read_only=True)
     try:
         msgs = store.messages(args.box)
     finally:
@@ -50,7 +51,7 @@ def cmd_greeting(args) -> int:
         raise LineboxError("greeting: give a WAV file, or --clear")
     samples = read_wav(args.file) if args.file else None
     args.box, box = None, args.box
-    cfg, store = _store(args, recover=False)
+    cfg, store = _store(args, read_only=False)
     try:
         if box not in cfg.boxes:
             raise LineboxError(f"no box {box} in {cfg.source}")
