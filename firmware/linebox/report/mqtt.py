@@ -368,6 +368,8 @@ class MqttReporter:
         if self._thread is not None:
             self._thread.join(timeout)
         if connected:
+            # The last states go out before `offline`, so a dashboard ends up right.
+            self._publish_states()
             info = self.client.publish(self.status_topic, "offline", qos=1, retain=True)
             try:
                 info.wait_for_publish(timeout)
@@ -381,7 +383,7 @@ class MqttReporter:
         event; True if none is left."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while len(self.outbox):
+            while len(self.outbox) or (self._connected and self._dirty):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
