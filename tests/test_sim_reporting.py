@@ -4,10 +4,10 @@ through a real mosquitto and a real SMTP server."""
 import json
 
 from conftest import run_linebox
+from linebox.voicemail.pins import hash_pin
 from simkit import speech_wav
 from test_email import Inbox, Server
 from test_mqtt import Broker, Watcher, wait_until
-from linebox.voicemail.pins import hash_pin
 
 CONFIG = """
 [device]
