@@ -184,7 +184,7 @@ def make_line(cfg, pins):
         return fxo.from_config(cfg, pins)
     if cfg.driver == "modem":
         from linebox.hw.modem import ModemLine
-        return ModemLine(cfg.id, cfg.port, cfg.plan, baud=cfg.baud)
+        return ModemLine(cfg.id, cfg.port, cfg.plan, baud=cfg.baud, rtscts=cfg.flow_control == "rtscts")
     raise LineboxError(f"line {cfg.id}: driver \"sim\" lines run only in `linebox sim`")
 
 
@@ -237,6 +237,13 @@ class Daemon:
         now = time.monotonic()
         return all(now - self.last_step.get(r.id, 0.0) < stale for r in self.app.runners)
 
+    def summary(self) -> str:
+        """One line for `systemctl status`: each line's state, each box's new messages."""
+        with self.lock:
+            lines = ", ".join(f"line {r.id} {r.state}" for r in self.app.runners)
+            boxes = ", ".join(f"box {b}: {self.app.store.counts(b)['new']} new" for b in self.config.boxes)
+        return f"{lines}; {boxes}"
+
     def housekeeping(self) -> None:
         with self.lock:
             self.app.maintain()
@@ -261,6 +268,7 @@ def main(args) -> int:
     import sys
 
     from linebox import log as logmod
+    from linebox import sdnotify
     from linebox.config import load_config
     from linebox.hw.gpio import default_pins
     from linebox.hw.gpio_leds import GpioLedBackend, StatusLed
@@ -279,19 +287,31 @@ def main(args) -> int:
     daemon = Daemon(cfg, pins, leds)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    wd = sdnotify.watchdog_interval()
+    beat = min(1.0, wd / 2) if wd else 1.0
+    next_status = 0.0
     try:
         daemon.start()
         log.info("running: %d line(s), %d box(es)", len(cfg.lines), len(cfg.boxes))
+        sdnotify.ready(daemon.summary())
         if status:
             status.set("ready")
         while not stop:
-            time.sleep(1.0)
+            time.sleep(beat)
             daemon.housekeeping()
+            healthy = daemon.healthy()
+            if wd and healthy:
+                sdnotify.watchdog()      # a stuck line loop stops this: systemd restarts us
+            if time.monotonic() >= next_status:
+                sdnotify.status(daemon.summary())
+                next_status = time.monotonic() + 5.0
             if status:
-                status.set("ready" if daemon.healthy() and not any(r.fault for r in daemon.app.runners) else "fault")
+                faulty = not healthy or any(r.fault for r in daemon.app.runners)
+                status.set("fault" if faulty else "ready")
     except KeyboardInterrupt:
         pass
     finally:
+        sdnotify.stopping("stopping")
         daemon.stop()
         if leds is not None:
             leds.close()

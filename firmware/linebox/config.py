@@ -28,7 +28,7 @@ MAX_GPIO = 27          # BCM GPIO 0..27 on the 40-pin header
 DEVICE_KEYS = ("id", "name", "data_dir", "status_led_pin", "timezone")
 FXO_KEYS = ("audio", "hook_pin", "ring_pin", "loop_pin", "hook_active_high",
             "ring_active_low", "loop_active_low", "rx_gain_db", "tx_gain_db")
-MODEM_KEYS = ("port", "baud")
+MODEM_KEYS = ("port", "baud", "flow_control")
 LINE_KEYS = ("id", "driver", "plan", "rings", "toll_saver_rings", "route", "answer",
              *FXO_KEYS, *MODEM_KEYS)
 BOX_KEYS = ("number", "name", "language", "pin_hash", "pin_required", "email",
@@ -103,6 +103,7 @@ class LineConfig:
     # modem
     port: str | None = None
     baud: int = 115200
+    flow_control: str = "rtscts"    # modem: "rtscts" (hardware) or "none"
 
 
 @dataclass(frozen=True)
@@ -369,7 +370,8 @@ def _read_line(t: _Table) -> LineConfig:
         if not t.has("port"):
             raise t.error("port", 'missing (driver "modem" needs it)')
         line = replace(line, port=t.get_str("port"), baud=t.get_int(
-            "baud", 115200, must=f"must be one of {', '.join(map(str, BAUD_RATES))}"))
+            "baud", 115200, must=f"must be one of {', '.join(map(str, BAUD_RATES))}"),
+            flow_control=t.get_str("flow_control", "rtscts", choices=("rtscts", "none")))
         if line.baud not in BAUD_RATES:
             raise t.error("baud", f"must be one of {', '.join(map(str, BAUD_RATES))}")
     return line
