@@ -8,7 +8,7 @@ from pathlib import Path
 
 from linebox.dsp import gen
 from linebox.dsp.plans import tone_signal
-from linebox.dsp.wavfile import read_wav, write_wav
+from linebox.wavfile import read_wav, write_wav
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".bench"

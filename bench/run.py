@@ -112,10 +112,10 @@ def bench_sim() -> None:
     from mix import _speech
 
     from linebox.config import parse_config
-    from linebox.dsp.wavfile import write_wav
     from linebox.hw.scenario import load_scenario
     from linebox.sim import build, run
     from linebox.voicemail.pins import hash_pin
+    from linebox.wavfile import write_wav
 
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)

@@ -32,7 +32,7 @@ from linebox import FRAME, RATE  # noqa: E402
 from linebox.calls.prompts import COMMON, LANGUAGES, clip_names  # noqa: E402
 from linebox.dsp.gen import clip, tone  # noqa: E402
 from linebox.dsp.levels import DBM0_MEAN_SQUARE  # noqa: E402
-from linebox.dsp.wavfile import atomic_write, write_wav  # noqa: E402
+from linebox.wavfile import atomic_write, write_wav  # noqa: E402
 
 PROMPT_DIR = ROOT / "firmware" / "linebox" / "prompts"
 TEXTS = PROMPT_DIR / "texts.toml"

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from linebox.config import parse_config
 from linebox.dsp import gen
-from linebox.dsp.wavfile import read_wav, write_wav
 from linebox.hw.scenario import load_scenario
 from linebox.sim import build, run
 from linebox.voicemail.pins import hash_pin
+from linebox.wavfile import read_wav, write_wav
 
 PIN = "4321"
 _PIN_HASH = hash_pin(PIN)

@@ -9,7 +9,7 @@ from conftest import run_linebox
 from linebox.dsp import gen
 from linebox.dsp.fskmod import callerid_burst, encode_mdmf
 from linebox.dsp.plans import tone_signal
-from linebox.dsp.wavfile import read_wav, write_wav
+from linebox.wavfile import read_wav, write_wav
 
 BUSY_ONSET = None
 

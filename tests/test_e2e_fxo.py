@@ -10,8 +10,8 @@ from linebox.config import parse_config
 from linebox.dsp import gen
 from linebox.dsp.fskmod import callerid_burst, encode_mdmf
 from linebox.dsp.plans import tone_signal
-from linebox.dsp.wavfile import read_wav
 from linebox.events import Bus
+from linebox.wavfile import read_wav
 from test_fxo import HOOK_PIN, RING_PIN, RingSignal, make_file_fxo_line
 
 CONFIG = """

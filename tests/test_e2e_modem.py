@@ -9,9 +9,9 @@ from linebox.app import Appliance
 from linebox.config import parse_config
 from linebox.dsp import gen
 from linebox.dsp.plans import tone_signal
-from linebox.dsp.wavfile import read_wav, write_wav
 from linebox.events import Bus
 from linebox.hw.modem import ModemLine
+from linebox.wavfile import read_wav, write_wav
 from modem_emulator import ModemEmulator
 
 CONFIG = """

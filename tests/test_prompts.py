@@ -24,8 +24,8 @@ from linebox.calls.prompts import (
 )
 from linebox.dsp.gen import tone
 from linebox.dsp.levels import DBM0_MEAN_SQUARE, amplitude
-from linebox.dsp.wavfile import read_wav, read_wav_info, write_wav
 from linebox.errors import LineboxError
+from linebox.wavfile import read_wav, read_wav_info, write_wav
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "make_prompts.py"

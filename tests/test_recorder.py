@@ -5,8 +5,8 @@ from array import array
 
 import pytest
 
-from linebox.dsp.wavfile import read_wav, read_wav_info
 from linebox.voicemail.recorder import Recording, repair_partial
+from linebox.wavfile import read_wav, read_wav_info
 
 
 def _ramp(n, start=0):

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from linebox.dsp import gen
-from linebox.dsp.wavfile import write_wav
 from linebox.errors import LineboxError
 from linebox.hw.scenario import (
     CallerSpec,
@@ -19,6 +18,7 @@ from linebox.hw.scenario import (
     load_scenario,
     parse_scenario,
 )
+from linebox.wavfile import write_wav
 
 FULL = """
 start = 2024-03-05T09:30:00+01:00

@@ -16,10 +16,10 @@ from linebox.dsp.callerid import CallerIdDetector
 from linebox.dsp.dtmf import DtmfDetector
 from linebox.dsp.levels import dbm0
 from linebox.dsp.plans import PLAN_NAMES, get_plan, tone_signal
-from linebox.dsp.wavfile import write_wav
 from linebox.events import Bus
 from linebox.hw.scenario import parse_scenario
 from linebox.hw.sim import SimExchange
+from linebox.wavfile import write_wav
 
 START = "2024-03-05T09:30:00"
 

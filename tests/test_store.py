@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from linebox.dsp.wavfile import read_wav
 from linebox.errors import LineboxError
 from linebox.events import Bus
 from linebox.voicemail.recorder import Recording
 from linebox.voicemail.store import BadTransition, NoSuchMessage, Store, StoreError, StoreFull
+from linebox.wavfile import read_wav
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_700_000_000.0                     # 2023-11-14T22:13:20Z

@@ -15,7 +15,7 @@ from linebox.dsp.vad import (
     MIN_FRAMES,
     VoiceActivityDetector,
 )
-from linebox.dsp.wavfile import read_wav
+from linebox.wavfile import read_wav
 
 _mul = operator.mul
 CHUNK_S = 8.0        # speech taken from each speaker

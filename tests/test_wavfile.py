@@ -17,7 +17,7 @@ import pytest
 
 from linebox.dsp import g711, gen, resample
 from linebox.dsp.levels import dbm0
-from linebox.dsp.wavfile import (
+from linebox.wavfile import (
     WavError,
     WavInfo,
     data_offset,

@@ -5,8 +5,8 @@ import sys
 
 from linebox.dsp.listener import analyze
 from linebox.dsp.plans import PLAN_NAMES
-from linebox.dsp.wavfile import read_wav
 from linebox.errors import LineboxError
+from linebox.wavfile import read_wav
 
 _COLUMNS = ("t", "type", "what")
 

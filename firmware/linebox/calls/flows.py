@@ -120,7 +120,7 @@ def leave_message(svc: Services, call: Call, box: str) -> Flow:
 def greeting(svc: Services, call: Call, box: str) -> Flow:
     path = svc.store.greeting_path(box)
     if path is not None:
-        from linebox.dsp.wavfile import read_wav
+        from linebox.wavfile import read_wav
         try:
             samples = read_wav(path)
             return (yield from call.play("greeting", samples))
@@ -274,7 +274,7 @@ def attendant(svc: Services, call: Call) -> Flow:
 
 def _attendant_prompt(svc, prompt: str) -> array:
     if "/" in prompt or prompt.endswith(".wav"):
-        from linebox.dsp.wavfile import read_wav
+        from linebox.wavfile import read_wav
         return read_wav(Path(prompt))
     return _prompts(svc, None).clip(prompt)
 
@@ -386,7 +386,7 @@ def listen(svc: Services, call: Call, box: str) -> Flow:
 def play_message(svc: Services, call: Call, m: dict) -> Flow:
     """Play one message; it counts as heard once playback starts. Returns the key that
     stopped it, if any."""
-    from linebox.dsp.wavfile import read_wav
+    from linebox.wavfile import read_wav
     store = svc.store
     try:
         samples = read_wav(m["file"])

@@ -21,8 +21,8 @@ from datetime import datetime
 from pathlib import Path
 
 from linebox import RATE
-from linebox.dsp.wavfile import read_wav
 from linebox.errors import LineboxError
+from linebox.wavfile import read_wav
 
 LANGUAGES = ("en", "de", "fr", "es")
 

@@ -19,16 +19,17 @@ import math
 from array import array
 
 from linebox import RATE
+from linebox.dsp.callerid import (
+    MDMF,
+    P_DATETIME,
+    P_NAME,
+    P_NAME_ABSENT,
+    P_NUMBER,
+    P_NUMBER_ABSENT,
+    SDMF,
+)
 from linebox.dsp.fsk import get_standard
 from linebox.dsp.levels import amplitude
-
-SDMF = 0x04
-MDMF = 0x80
-P_DATETIME = 0x01
-P_NUMBER = 0x02
-P_NUMBER_ABSENT = 0x04
-P_NAME = 0x07
-P_NAME_ABSENT = 0x08
 
 TRAILING_MARK_BITS = 4
 

@@ -46,6 +46,7 @@ from linebox.dsp.plans import get_plan
 from linebox.errors import LineboxError
 from linebox.hw.dle import CAN, DC4, DLE, ETX, DleDecoder, DleEvent, dle_escape
 from linebox.hw.line import SILENT_FRAME, Line, Tick
+from linebox.wavfile import encode_samples
 
 _log = log.get("hw.modem")
 
@@ -205,14 +206,9 @@ def decode_audio(kind: str, data: bytes) -> array:
 
 def encode_audio(kind: str, samples: array) -> bytes:
     """Signed 16-bit samples to modem bytes in format ``kind``."""
-    if kind == "ulaw":
-        return g711.ulaw_encode(samples)
-    if kind == "alaw":
-        return g711.alaw_encode(samples)
-    le = array("h", samples)
-    if _BIG_ENDIAN:
-        le.byteswap()
-    raw = le.tobytes()
+    if kind in ("ulaw", "alaw"):
+        return encode_samples(samples, kind)
+    raw = encode_samples(samples, "pcm16")     # little-endian on any host
     if kind == "lin16":
         return raw
     high = raw[1::2]           # the top byte of each little-endian sample

@@ -290,7 +290,7 @@ def _wait(s, where, _base, _wavs) -> Wait:
 
 
 def _say(s, where, base_dir: Path, wavs) -> Say:
-    from linebox.dsp.wavfile import WavError, read_wav
+    from linebox.wavfile import WavError, read_wav
 
     v = s["say"]
     if not isinstance(v, str) or not v:

@@ -30,7 +30,7 @@ from email.utils import format_datetime, getaddresses, make_msgid, parseaddr
 from pathlib import Path
 
 from linebox.config import EmailConfig
-from linebox.voicemail.storage import fsync_dir, write_file_atomic
+from linebox.fileio import fsync_dir, write_file_atomic
 
 log = logging.getLogger("linebox.email")
 

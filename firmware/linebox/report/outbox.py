@@ -16,7 +16,6 @@ warning, so a broker that is gone for months cannot fill the SD card.
 import errno
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -26,7 +25,7 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 
 from linebox.errors import LineboxError
-from linebox.voicemail.storage import fsync_dir, move_aside
+from linebox.fileio import fsync_dir, move_aside, write_file_atomic
 
 log = logging.getLogger("linebox.outbox")
 
@@ -115,17 +114,9 @@ class Outbox:
         return self.folder / f"{seq:0{_DIGITS}d}.json"
 
     def _write(self, seq: int, blob: bytes) -> None:
-        path = self._path(seq)
-        tmp = self.folder / f".{path.name}.tmp"
         try:
-            with open(tmp, "wb") as f:
-                f.write(blob)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            fsync_dir(self.folder)
+            write_file_atomic(self._path(seq), blob)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise OutboxError(f"outbox {self.folder}: disk full: event not queued") from None
             raise OutboxError(f"outbox {self.folder}: {e.strerror or e}: event not queued") from None

@@ -45,7 +45,7 @@ def cmd_messages(args) -> int:
 
 def cmd_greeting(args) -> int:
     """Set a box's greeting from a WAV file (any format `analyze` reads), or clear it."""
-    from linebox.dsp.wavfile import read_wav
+    from linebox.wavfile import read_wav
 
     if args.clear == bool(args.file):
         raise LineboxError("greeting: give a WAV file, or --clear")

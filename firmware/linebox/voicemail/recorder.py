@@ -14,8 +14,8 @@ from array import array
 from pathlib import Path
 
 from linebox import RATE
-from linebox.dsp.wavfile import data_offset, wav_header
-from linebox.voicemail.storage import fsync_dir
+from linebox.fileio import fsync_dir
+from linebox.wavfile import data_offset, wav_header
 
 log = logging.getLogger("linebox.store")
 

@@ -11,53 +11,15 @@ and if both are damaged the evidence is moved aside and an empty database starts
 import json
 import logging
 import os
-import secrets
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 from tinydb.storages import Storage
 
+from linebox.fileio import fsync_dir, move_aside, write_file_atomic  # noqa: F401 - re-exported
+
 log = logging.getLogger("linebox.store")
-
-
-def fsync_dir(folder: str | os.PathLike) -> None:
-    """Make renames and new names in ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_file_atomic(path: str | os.PathLike, blob: bytes) -> None:
-    """Replace ``path`` by ``blob``: temp file, flush, fsync, rename, fsync of the folder."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def move_aside(path: Path, tag: str) -> Path:
-    """Rename ``path`` to ``<path>.<tag>-<UTC timestamp>`` (never over another file)."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = path.with_name(f"{path.name}.{tag}-{stamp}")
-    n = 1
-    while target.exists():
-        n += 1
-        target = path.with_name(f"{path.name}.{tag}-{stamp}-{n}")
-    os.replace(path, target)
-    fsync_dir(path.parent)
-    return target
 
 
 class AtomicJSONStorage(Storage):

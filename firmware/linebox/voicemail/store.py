@@ -33,11 +33,12 @@ from tinydb import TinyDB
 from tinydb.table import Document
 
 from linebox import RATE
-from linebox.dsp.wavfile import WavError, read_wav, write_wav
 from linebox.errors import LineboxError
 from linebox.events import Bus
+from linebox.fileio import fsync_dir, move_aside, write_file_atomic
 from linebox.voicemail.recorder import HEADER, Recording, part_path, repair_partial
-from linebox.voicemail.storage import AtomicJSONStorage, fsync_dir, move_aside, write_file_atomic
+from linebox.voicemail.storage import AtomicJSONStorage
+from linebox.wavfile import WavError, read_wav, write_wav
 
 log = logging.getLogger("linebox.store")
 

@@ -7,7 +7,6 @@ never a traceback.
 """
 
 import os
-import secrets
 import struct
 import sys
 from array import array
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from linebox.dsp import g711
 from linebox.dsp.resample import SUPPORTED_RATES, to_8k
 from linebox.errors import LineboxError
+from linebox.fileio import write_file_atomic
 
 ENCODINGS = ("pcm16", "pcm8", "ulaw", "alaw")
 WRITE_ENCODINGS = ("pcm16", "ulaw", "alaw")
@@ -229,32 +229,7 @@ def write_wav(path, samples, rate: int = 8000, encoding: str = "pcm16") -> None:
 
 def atomic_write(path, blob: bytes) -> None:
     """Replace ``path`` by ``blob`` so that a crash or power cut never leaves half a file."""
-    path = os.fspath(path)
-    folder = os.path.dirname(path) or "."
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)   # honours the umask
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: str) -> None:
-    # The rename is durable only once the folder itself is on disk.
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_file_atomic(path, blob)
 
 
 def _check_encoding(encoding: str) -> str:
