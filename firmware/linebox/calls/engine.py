@@ -14,6 +14,9 @@ from linebox import FRAME, RATE
 from linebox.calls.rings import RingCounter
 from linebox.dsp.listener import Listener
 from linebox.hw.line import Line, Tick
+from linebox.log import get as get_logger
+
+log = get_logger("calls")
 
 # Tones that mean the caller hung up and the exchange is talking to an open line.
 HANGUP_TONES = ("busy", "reorder", "dial")
@@ -322,6 +325,12 @@ class LineRunner:
         except StopIteration:
             self.hang_up()
         except Hangup:
+            self.hang_up()
+        except Exception:
+            # A bug or a failure (say, the store on a broken disk) ends this call, never
+            # the line: the caller hears the line drop, the next call is answered again.
+            log.exception("line %s: the call flow failed; hanging up", self.id)
+            self.flow = None
             self.hang_up()
 
     def hang_up(self) -> None:

@@ -20,6 +20,7 @@ TRIM_PAD_SECONDS = 0.3          # kept after the last voice so the last word is 
 KEY_TIMEOUT = 5.0               # waiting for a menu key
 PIN_TRIES = 3
 GREETING_MAX_SECONDS = 60.0
+GREETING_SILENCE_END = 3.0      # a greeting ends sooner on silence than a message
 
 
 class Services:
@@ -164,59 +165,98 @@ class Recorded:
         self.pending.discard(reason)
 
 
+class Take:
+    """What the caller said until something ended it, and where their voice was."""
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.samples = array("h")
+        self.voiced = bytearray()      # per frame: did the caller's voice reach into it
+        self.reason: str | None = None
+        self.cut: float | None = None  # line time where the caller's part ended
+
+    def _frames_before_cut(self) -> int:
+        cut = self.start + len(self.voiced) * FRAME / RATE if self.cut is None else self.cut
+        return max(0, min(len(self.voiced), int(round((cut - self.start) * RATE)) // FRAME))
+
+    @property
+    def voice_seconds(self) -> float:
+        """Voice before the cut: a hang-up tone or a key is not the caller talking."""
+        return self.voiced[:self._frames_before_cut()].count(1) * FRAME / RATE
+
+    @property
+    def keep(self) -> int:
+        """Samples to keep: up to where the caller stopped talking (plus a little)."""
+        n = self._frames_before_cut()
+        last = self.voiced[:n].rfind(1)
+        if last < 0:
+            return 0
+        return min(n, last + 1 + int(TRIM_PAD_SECONDS * RATE / FRAME)) * FRAME
+
+
+def hear_caller(call: Call, limit: float, silence_end: float, sink=None) -> Flow:
+    """Take what the line brings until a hang-up, ``#``, ``limit`` seconds, or
+    ``silence_end`` seconds without voice. ``sink(frame)`` streams it (to disk); if the
+    sink fails (a full disk), the take ends there with reason "error"."""
+    vad = call.listener.vad
+    take = Take(call.t)
+    half_frame = FRAME / RATE / 2
+    while take.reason is None:
+        yield None
+        take.samples.extend(call.heard)
+        now = call.t
+        last = vad.last_voice_end
+        last_t = None if last is None else call.line_time(last)
+        take.voiced.append(last_t is not None and last_t > now - half_frame)
+        if sink is not None:
+            try:
+                sink(call.heard)
+            except OSError as e:
+                log.error("line %s: recording stopped: %s", call.runner.id, e.strerror or e)
+                take.reason, take.cut = "error", now
+                break
+        if call.hangup_cause is not None:
+            take.reason, take.cut = "hangup", call.hangup_t
+        elif call.digits:
+            if call.digits.popleft() == "#":
+                take.reason, take.cut = "key", call.last_key_t
+        elif now - take.start >= limit:
+            take.reason, take.cut = "max_length", now
+        elif not vad.active:
+            quiet_since = take.start if last_t is None else max(take.start, last_t)
+            if now - quiet_since >= silence_end:
+                take.reason, take.cut = "silence", quiet_since
+    return take
+
+
 def record(svc: Services, call: Call, box: str) -> Flow:
-    """Record until hang-up, silence, the box's length limit or a key.
+    """Record a message until hang-up, silence, the box's length limit or ``#``.
 
     Returns a Recorded, or None when nothing worth keeping was said (discarded here).
     The audio streams to disk as it comes; what is kept ends where the caller stopped
     talking, before any hang-up tone, key or silence.
     """
-    store = svc.store
     limit = svc.config.boxes[box].max_message_seconds
-    pending = store.start_recording(box, call.runner.id, call.caller_number, call.caller_name)
+    pending = svc.store.start_recording(box, call.runner.id, call.caller_number, call.caller_name)
     call.publish("record_start", box=box)
     call.set_state("recording")
-    vad = call.listener.vad
-    start = call.t
-    samples = array("h")
-    voiced = bytearray()      # per frame: did the caller's voice reach into it
-    reason = None
-    cut = None
     try:
-        while reason is None:
-            yield None
-            samples.extend(call.heard)
-            pending.write(call.heard)
-            now = call.t
-            last = vad.last_voice_end
-            last_t = None if last is None else call.line_time(last)
-            voiced.append(last_t is not None and last_t > now - FRAME / RATE / 2)
-            if call.hangup_cause is not None:
-                reason, cut = "hangup", call.hangup_t
-            elif call.digits:
-                key = call.digits.popleft()
-                if key == "#":
-                    reason, cut = "key", call.last_key_t
-            elif now - start >= limit:
-                reason, cut = "max_length", now
-            elif not vad.active:
-                quiet_since = start if last_t is None else max(start, last_t)
-                if now - quiet_since >= SILENCE_END_SECONDS:
-                    reason, cut = "silence", quiet_since
+        take = yield from hear_caller(call, limit, SILENCE_END_SECONDS, pending.write)
+    except GeneratorExit:
+        # The line failed under us (driver fault): keep what reached the disk.
+        if not pending.done:
+            if pending.samples >= RATE:
+                pending.finish(None)
+            else:
+                pending.discard("line_fault")
+        raise
     finally:
         call.set_state("answered")
-    call.publish("record_end", reason=reason, box=box)
-    # Only voice before the cut counts: a hang-up tone or a key is not the caller talking.
-    cut_frames = max(0, min(len(voiced), int((cut - start) * RATE) // FRAME))
-    voiced = voiced[:cut_frames]
-    voice_seconds = voiced.count(1) * FRAME / RATE
-    last_voiced = voiced.rfind(1)
-    end_frames = min(cut_frames, last_voiced + 1 + int(TRIM_PAD_SECONDS * RATE / FRAME))
-    keep = end_frames * FRAME if last_voiced >= 0 else 0
-    if voice_seconds < MIN_VOICE_SECONDS:
+    call.publish("record_end", reason=take.reason, box=box)
+    if take.voice_seconds < MIN_VOICE_SECONDS:
         pending.discard("too_short")
         return None
-    return Recorded(pending, samples, keep, reason, voice_seconds)
+    return Recorded(pending, take.samples, take.keep, take.reason, take.voice_seconds)
 
 
 def review(svc: Services, call: Call, box: str, rec: Recorded) -> Flow:
@@ -425,25 +465,11 @@ def record_greeting(svc: Services, call: Call, box: str) -> Flow:
     yield from say(svc, call, box, "record_greeting")
     yield from say(svc, call, box, "beep", interruptible=False)
     call.digits.clear()
-    vad = call.listener.vad
-    vad.reset_counters()
-    start = call.t
-    samples = array("h")
-    while True:
-        yield None
-        samples.extend(call.heard)
-        if call.digits and call.digits.popleft() == "#":
-            break
-        last = vad.last_voice_end
-        quiet_since = start if last is None else max(start, call.line_time(last))
-        if call.t - start >= GREETING_MAX_SECONDS or (not vad.active and call.t - quiet_since >= 3.0):
-            break
-    last = vad.last_voice_end
-    if vad.voiced_seconds < MIN_VOICE_SECONDS or last is None:
+    take = yield from hear_caller(call, GREETING_MAX_SECONDS, GREETING_SILENCE_END)
+    if take.voice_seconds < MIN_VOICE_SECONDS:
         yield from say(svc, call, box, "invalid")
         return
-    end = min(call.t - 0.1, call.line_time(last) + TRIM_PAD_SECONDS)
-    svc.store.set_greeting(box, samples[:max(0, int((end - start) * RATE))])
+    svc.store.set_greeting(box, take.samples[:take.keep])
     yield from say(svc, call, box, "greeting_saved")
 
 
