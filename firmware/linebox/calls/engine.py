@@ -334,8 +334,8 @@ class LineRunner:
             self.hang_up()
 
     def hang_up(self) -> None:
-        self.line.set_hook(False)
         self.publish("onhook")
+        self.line.set_hook(False)
         self._reset()
 
     def _reset(self) -> None:
