@@ -41,7 +41,8 @@ def version_0_folder(data):
     pending.write(array("h", [1000, -1000] * 4000))
     pending.finish()
     store.close()
-    assert not (data / "VERSION").exists()
+    # Today's store stamps the folder; a folder from before VERSION existed has none.
+    (data / "VERSION").unlink()
     return data
 
 

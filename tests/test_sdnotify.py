@@ -109,3 +109,15 @@ def test_watchdog_interval_from_the_environment(monkeypatch, usec, pid, expected
         else:
             monkeypatch.setenv(key, value)
     assert sdnotify.watchdog_interval() == expected
+
+
+@pytest.mark.parametrize(("lines", "new", "text"), [
+    ({1: "idle", 2: "idle"}, {"100": 3, "200": 0}, "2 lines idle, box 100: 3 new"),
+    ({1: "idle"}, {"100": 0}, "1 line idle, no new messages"),
+    ({2: "idle", 1: "recording", 3: "ringing"}, {"100": 1, "101": 2},
+     "1 line idle, 1 line ringing, 1 line recording, box 100: 1 new, box 101: 2 new"),
+    ({1: "fault", 2: "idle", 3: "fault"}, {}, "1 line idle, line 1 fault, line 3 fault, no new messages"),
+    ({}, {"100": 0}, "no lines, no new messages"),
+])
+def test_summary_is_the_one_line_status_systemctl_shows(lines, new, text):
+    assert sdnotify.summary(lines, new) == text

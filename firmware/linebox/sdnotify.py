@@ -14,6 +14,7 @@ never raises: a daemon must not die because its supervisor is momentarily unreac
 import logging
 import os
 import socket
+from collections.abc import Mapping
 
 log = logging.getLogger("linebox.sdnotify")
 
@@ -72,6 +73,29 @@ def stopping(status_text: str | None = None) -> bool:
     if status_text:
         fields.append(f"STATUS={_one_line(status_text)}")
     return notify(*fields)
+
+
+# The order `summary` lists line states in (MQTT's .../line/<id>/state values).
+LINE_STATES = ("idle", "ringing", "answered", "recording", "playing")
+
+
+def summary(line_states: Mapping[int, str], new_by_box: Mapping[str, int]) -> str:
+    """The STATUS= text: ``2 lines idle, box 100: 3 new``. Lines in fault are named
+    (``line 2 fault``); boxes without new messages are left out."""
+    by_state: dict[str, int] = {}
+    faults = []
+    for line_id, state in sorted(line_states.items()):
+        if state == "fault":
+            faults.append(f"line {line_id} fault")
+        else:
+            by_state[state] = by_state.get(state, 0) + 1
+    order = [s for s in LINE_STATES if s in by_state] + sorted(set(by_state) - set(LINE_STATES))
+    parts = [f"{by_state[s]} line{'' if by_state[s] == 1 else 's'} {s}" for s in order] + faults
+    if not line_states:
+        parts.append("no lines")
+    new = [f"box {box}: {n} new" for box, n in new_by_box.items() if n]
+    parts += new or ["no new messages"]
+    return ", ".join(parts)
 
 
 def watchdog_interval() -> float | None:

@@ -36,6 +36,8 @@ from linebox import RATE
 from linebox.errors import LineboxError
 from linebox.events import Bus
 from linebox.fileio import fsync_dir, move_aside, write_file_atomic
+from linebox.voicemail.migrate import check as check_version
+from linebox.voicemail.migrate import migrate
 from linebox.voicemail.recorder import HEADER, Recording, part_path, repair_partial
 from linebox.voicemail.storage import AtomicJSONStorage
 from linebox.wavfile import WavError, read_wav, write_wav
@@ -154,10 +156,13 @@ class Store:
             self.close()
             self._read_only = read_only
             if read_only:
+                check_version(self.data_dir)
                 self._db = TinyDB(self.data_dir / "db.json", storage=AtomicJSONStorage,
                                   read_only=True)
                 self._pins = self._load_pins(read_only=True)
                 return []
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            migrate(self.data_dir)       # an older layout is upgraded; a newer one refused
             for folder in (self.data_dir, self.messages_dir, self.greetings_dir):
                 folder.mkdir(parents=True, exist_ok=True)
             self._db = TinyDB(self.data_dir / "db.json", storage=AtomicJSONStorage)
