@@ -43,3 +43,27 @@ def test_a_failing_flow_hangs_up_and_the_next_call_is_answered(tmp_path, monkeyp
                  + _call('{ wait = "answer" }, { wait = { seconds = 2 } }, { hangup = "busy" }', "after = 5"))
     assert len(of(ev, "answer")) == 2 and len(of(ev, "onhook")) == 2
     assert "the call flow failed" in caplog.text
+
+
+def test_a_call_cut_short_mid_recording_keeps_the_message(tmp_path, speech_files):
+    """What `linebox run` does on SIGTERM, and the engine on a line fault: the flow is
+    closed under the recording, which is saved as it stands."""
+    from linebox.hw.scenario import load_scenario
+    from linebox.sim import build
+
+    sim = Sim(tmp_path)
+    voice = speech_wav(tmp_path, speech_files[1], 8.0)
+    path = sim.write_scenario(_call(f'{{ wait = "beep" }}, {{ say = "{voice}" }}, {{ hangup = "busy" }}'))
+    app, exchange, transcript = build(sim.config, load_scenario(path), None, True)
+    (runner,) = app.runners
+    started = None
+    while started is None or exchange.now < started + 3.0:
+        runner.step()
+        exchange.advance()
+        if started is None and of(transcript.events, "record_start"):
+            started = exchange.now
+    runner.hang_up()
+    app.close()
+    (saved,) = of(transcript.events, "message_saved")
+    assert 2.9 <= saved["seconds"] <= 3.1
+    assert sim.messages()[0]["state"] == "new"

@@ -254,6 +254,9 @@ class Daemon:
         for t in self.threads:
             t.join(timeout=2.0)
         with self.lock:
+            for runner in self.app.runners:
+                if runner.flow is not None:
+                    runner.hang_up()      # a recording in progress is saved as it stands
             for line in self.lines:
                 try:
                     line.close()

@@ -243,7 +243,8 @@ def record(svc: Services, call: Call, box: str) -> Flow:
     try:
         take = yield from hear_caller(call, limit, SILENCE_END_SECONDS, pending.write)
     except GeneratorExit:
-        # The line failed under us (driver fault): keep what reached the disk.
+        # The call was cut short under us (a line fault, the daemon stopping): keep what
+        # reached the disk.
         if not pending.done:
             if pending.samples >= RATE:
                 pending.finish(None)
