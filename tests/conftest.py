@@ -1,11 +1,16 @@
 """Shared fixtures: the shared speech recordings and helpers to run the CLI."""
 
+import logging
+import operator
 import os
 import subprocess
 import sys
+from array import array
 from pathlib import Path
 
 import pytest
+
+from linebox import FRAME
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEECH_DIR = Path(os.environ.get("LINEBOX_SPEECH_DIR", ROOT.parent / "shared" / "data" / "speech"))
@@ -25,3 +30,42 @@ def run_linebox(*args, input=None, check=False, timeout=120) -> subprocess.Compl
         [sys.executable, "-m", "linebox", *map(str, args)],
         input=input, capture_output=True, timeout=timeout, check=check,
     )
+
+
+def run_detector(detector, samples) -> list[dict]:
+    """Feed ``samples`` to a DSP detector in 160-sample frames (the last one zero-padded)
+    with each frame's energy, as the listener does; return feed() and flush() events."""
+    sig = array("h", samples)
+    sig.extend([0] * (-len(sig) % FRAME))
+    events = []
+    for i in range(0, len(sig), FRAME):
+        frame = sig[i:i + FRAME]
+        events += detector.feed(frame, sum(map(operator.mul, frame, frame)))
+    return events + detector.flush()
+
+
+class LogRecords(logging.Handler):
+    """Every record a logger emits, by level."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def at(self, level):
+        return [r.getMessage() for r in self.records if r.levelno == level]
+
+
+@pytest.fixture
+def store_log():
+    """What the store logs (attached to its own logger: immune to propagate=False)."""
+    handler = LogRecords()
+    logger = logging.getLogger("linebox.store")
+    logger.addHandler(handler)
+    old = logger.level
+    logger.setLevel(logging.DEBUG)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(old)

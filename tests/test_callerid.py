@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_detector
 from linebox import FRAME
 from linebox.dsp import fskmod, g711, gen
 from linebox.dsp.callerid import CallerIdDetector, DtmfCallerIdParser, parse_message
@@ -89,14 +90,7 @@ def on_line(*parts, lead: float = 0.3) -> tuple[array, list[float]]:
 
 
 def detect(standard: str, samples: array) -> list[dict]:
-    det = CallerIdDetector(standard)
-    s = array("h", samples)
-    s.extend([0] * (-len(s) % FRAME))
-    events = []
-    for i in range(0, len(s), FRAME):
-        f = s[i:i + FRAME]
-        events += det.feed(f, sum(map(operator.mul, f, f)))
-    return events + det.flush()
+    return run_detector(CallerIdDetector(standard), samples)
 
 
 def expected(standard, format, datetime=None, number=None, name=None, number_absent=None,

@@ -10,6 +10,7 @@ from array import array
 
 import pytest
 
+from conftest import run_detector
 from linebox import FRAME, RATE
 from linebox.dsp import g711, gen
 from linebox.dsp.dtmf import DtmfDetector
@@ -19,15 +20,8 @@ ALL_KEYS = "0123456789*#ABCD"
 
 
 def detect(signal, detector=None) -> list[dict]:
-    """Feed ``signal`` in 160-sample frames (last one zero-padded); return all events."""
-    det = detector or DtmfDetector()
-    sig = array("h", signal)
-    sig.extend(bytes(2 * (-len(sig) % FRAME)))
-    events = []
-    for i in range(0, len(sig), FRAME):
-        frame = sig[i:i + FRAME]
-        events += det.feed(frame, sum(map(operator.mul, frame, frame)))
-    return events + det.flush()
+    """All events of a DTMF detector over ``signal``."""
+    return run_detector(detector or DtmfDetector(), signal)
 
 
 def digits(events) -> str:

@@ -2,7 +2,6 @@
 migration cut short by a crash."""
 
 from array import array
-from dataclasses import dataclass
 
 import pytest
 
@@ -10,19 +9,9 @@ from linebox.errors import LineboxError
 from linebox.voicemail import migrate
 from linebox.voicemail.migrate import CURRENT_VERSION, DataVersionError
 from linebox.voicemail.store import Store
+from test_store import Box
 
 T0 = 1_700_000_000.0
-
-
-@dataclass
-class Box:
-    number: str
-    name: str
-    max_messages: int = 5
-    keep_heard_days: int = 30
-    trash_days: int = 7
-    retract_minutes: int = 15
-    pin_hash: str | None = None
 
 
 BOXES = {"100": Box("100", "Main office")}

@@ -13,6 +13,7 @@ from array import array
 
 import pytest
 
+from conftest import run_detector
 from linebox.dsp.g711 import ulaw_roundtrip
 from linebox.dsp.levels import amplitude, mean_square
 from linebox.dsp.plans import FAX_CED, FAX_CNG, PLAN_NAMES, get_plan, tone_signal
@@ -99,15 +100,7 @@ def speech_prefix(path, seconds, offset):
         return array("h", w.readframes(int(seconds * RATE)))
 
 
-def run(detector, samples) -> list[dict]:
-    """Feed 160-sample frames (the last one zero-padded), as the listener does."""
-    events = []
-    samples = array("h", samples)
-    samples.extend([0] * (-len(samples) % 160))
-    for i in range(0, len(samples), 160):
-        frame = samples[i:i + 160]
-        events += detector.feed(frame, sum(map(operator.mul, frame, frame)))
-    return events + detector.flush()
+run = run_detector
 
 
 def detect(plan, samples):

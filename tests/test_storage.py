@@ -10,31 +10,6 @@ from linebox.voicemail import storage
 from linebox.voicemail.storage import AtomicJSONStorage
 
 
-class _Records(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record):
-        self.records.append(record)
-
-    def at(self, level):
-        return [r.getMessage() for r in self.records if r.levelno == level]
-
-
-@pytest.fixture
-def store_log():
-    """What the store logs (attached to its own logger: immune to propagate=False)."""
-    handler = _Records()
-    logger = logging.getLogger("linebox.store")
-    logger.addHandler(handler)
-    old = logger.level
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(old)
-
-
 def _open(path):
     return TinyDB(path, storage=AtomicJSONStorage)
 

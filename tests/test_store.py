@@ -52,28 +52,6 @@ class Clock:
 BOXES = {"100": Box("100", "Main office", pin_hash="scrypt$config"), "200": Box("200", "Sales", max_messages=2)}
 
 
-class _Records(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.records = []
-
-    def emit(self, record):
-        self.records.append(record)
-
-    def at(self, level):
-        return [r.getMessage() for r in self.records if r.levelno == level]
-
-
-@pytest.fixture
-def store_log():
-    handler = _Records()
-    logger = logging.getLogger("linebox.store")
-    logger.addHandler(handler)
-    old = logger.level
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(old)
 
 
 @pytest.fixture

@@ -17,22 +17,10 @@ from itertools import repeat
 
 import pytest
 
-from linebox import FRAME, RATE
+from linebox import RATE
 from linebox.dsp import gen
-from linebox.dsp.dtmf import DtmfDetector
 from linebox.dsp.levels import amplitude, dbm0
-
-
-def detect(signal) -> list[dict]:
-    """Feed ``signal`` in 160-sample frames (last one zero-padded); return all events."""
-    det = DtmfDetector()
-    sig = array("h", signal)
-    sig.extend(bytes(2 * (-len(sig) % FRAME)))
-    events = []
-    for i in range(0, len(sig), FRAME):
-        frame = sig[i:i + FRAME]
-        events += det.feed(frame, sum(map(operator.mul, frame, frame)))
-    return events + det.flush()
+from test_dtmf import detect
 
 
 @functools.cache
