@@ -27,11 +27,12 @@ retract_minutes = 15
 
 
 def config_text(data_dir: Path, lines=((1, "100", "us"),), boxes=("100",), rings=2,
-                toll_saver=0, max_messages=100, max_seconds=60, attendant: str = "") -> str:
+                toll_saver=0, max_messages=100, max_seconds=60, attendant: str = "",
+                line_extra: str = "") -> str:
     out = [f'[device]\nid = "test"\ndata_dir = "{data_dir}"\n']
     for lid, route, plan in lines:
         out.append(f'[[line]]\nid = {lid}\ndriver = "sim"\nplan = "{plan}"\nrings = {rings}\n'
-                   f'toll_saver_rings = {toll_saver}\nroute = "{route}"\n')
+                   f'toll_saver_rings = {toll_saver}\nroute = "{route}"\n{line_extra}\n')
     for b in boxes:
         out.append(BOX.format(number=b, pin_hash=_PIN_HASH, max_messages=max_messages,
                               max_seconds=max_seconds))

@@ -153,3 +153,12 @@ def test_toll_saver_answers_sooner_while_new_messages_wait(tmp_path, speech_file
     ev = sim.run(_call(steps) + _call(steps, when="after = 30"))
     answers = [e["after_rings"] for e in of(ev, "answer")]
     assert answers == [4, 2]
+
+
+def test_with_answering_off_the_line_rings_out_as_a_missed_call(tmp_path):
+    sim = Sim(tmp_path, line_extra="answer = false")
+    ev = sim.run(_call('{ wait = "answer" }, { hangup = "busy" }', extra="give_up_after_rings = 3"))
+    assert not of(ev, "answer")
+    assert [e["n"] for e in of(ev, "ring")] == [1, 2, 3]
+    (missed,) = of(ev, "missed_call")
+    assert missed["caller_number"] == "5551234567" and missed["rings"] == 3

@@ -212,6 +212,7 @@ class LineRunner:
         self.flow: Flow | None = None
         self.out: array | None = None
         self.state = "idle"
+        self._rings_needed: int | None = None   # None: not answering this call
         self.fault: str | None = None
         # Modems report keys themselves; their listener would hear each key a second time.
         self.line_reports_dtmf = bool(getattr(line, "reports_dtmf", False))
@@ -282,6 +283,8 @@ class LineRunner:
                 self._start_listening()
             self.set_state("ringing")
             self.publish("ring", n=n)
+            # Asked once a ring, not every frame: it reads the store (toll saver).
+            self._rings_needed = self.rings_needed() if self.answering() else None
         if self.listener is None:
             return
         for ev in self.listener.feed(tick.audio):
@@ -290,8 +293,7 @@ class LineRunner:
         for fact in tick.events:
             if fact[0] == "callerid" and self.callerid is None:
                 self._got_callerid(fact[1])
-        if self.rings.count and self.rings.in_gap and self.answering() \
-                and self.rings.count >= self.rings_needed():
+        if self._rings_needed is not None and self.rings.in_gap and self.rings.count >= self._rings_needed:
             self._answer()
         elif self.rings.stopped:
             self.publish("missed_call", rings=self.rings.count, caller_number=self._cid("number"),
@@ -312,7 +314,10 @@ class LineRunner:
 
     def _answer(self) -> None:
         self.line.set_hook(True)
+        # Caller ID comes only before the answer: stop looking for it (CPU on a Pi Zero),
+        # and keep a caller typing "1234#" from being taken for DTMF caller ID.
         self.listener.dtmf_callerid = False
+        self.listener.fsk = None
         self.publish("answer", after_rings=self.rings.count)
         self.set_state("answered")
         self.call = Call(self, self.callerid)
@@ -346,5 +351,6 @@ class LineRunner:
         self.listener = None
         self.callerid = None
         self.out = None
+        self._rings_needed = None
         self.rings.reset()
         self.set_state("idle")
