@@ -19,6 +19,8 @@ from mix import CACHE, RATE, build_mix  # noqa: E402
 from linebox import FRAME  # noqa: E402
 from linebox.dsp.listener import Listener  # noqa: E402
 
+ROOT_DEMO = Path(__file__).resolve().parent.parent / "firmware" / "linebox" / "demo_data" / "caller.wav"
+
 _mul = operator.mul
 
 
@@ -64,6 +66,34 @@ def bench_listener(mix) -> None:
                       ("callerid", CallerIdDetector("bell202")), ("vad", VoiceActivityDetector())):
         t = time_detector(det, frames)
         print(f"    {name:<9} {t:6.2f} s  = {audio_s / t:7.0f}x real time")
+
+
+def bench_memory() -> None:
+    """What one more line costs in memory, and the whole firmware's peak in `linebox sim`."""
+    import resource
+    import tracemalloc
+
+    import linebox.dsp.listener  # noqa: F401 - module tables are shared by every line
+
+    Listener("us")
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    keep = [Listener("us") for _ in range(8)]
+    per_line = (tracemalloc.get_traced_memory()[0] - before) / len(keep)
+    tracemalloc.stop()
+    print(f"  memory: {per_line / 1024:.0f} KiB per line's listener (module tables shared)")
+    del keep
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+        (tmp / "c.toml").write_text(f'[device]\ndata_dir = "{tmp / "d"}"\n[[line]]\nid = 1\ndriver = "sim"\n'
+                                    'rings = 2\nroute = "100"\n[[box]]\nnumber = "100"\npin_required = false\n')
+        (tmp / "s.toml").write_text('[[call]]\nline = 1\nat = 1\nsteps = [ { wait = "beep" }, '
+                                    '{ say = "' + str(ROOT_DEMO) + '" }, { hangup = "busy" } ]\n')
+        subprocess.run([sys.executable, "-m", "linebox", "sim", str(tmp / "s.toml"), "--config",
+                        str(tmp / "c.toml"), "--data", str(tmp / "d")], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(f"  memory: `linebox sim` (one call, one message) peaks at {peak / 1024:.0f} MiB RSS")
 
 
 def bench_callerid() -> None:
@@ -149,6 +179,7 @@ def main() -> int:
     bench_multimon(mix)
     print("== simulator (issue 3)")
     bench_sim()
+    bench_memory()
     print("== reporting (issue 5): message saved -> MQTT event at a subscriber")
     from report_latency import bench_latency
     bench_latency()
