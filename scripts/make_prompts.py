@@ -32,7 +32,8 @@ from linebox import FRAME, RATE  # noqa: E402
 from linebox.calls.prompts import COMMON, LANGUAGES, clip_names  # noqa: E402
 from linebox.dsp.gen import clip, tone  # noqa: E402
 from linebox.dsp.levels import DBM0_MEAN_SQUARE  # noqa: E402
-from linebox.wavfile import atomic_write, write_wav  # noqa: E402
+from linebox.fileio import write_file_atomic  # noqa: E402
+from linebox.wavfile import write_wav  # noqa: E402
 
 PROMPT_DIR = ROOT / "firmware" / "linebox" / "prompts"
 TEXTS = PROMPT_DIR / "texts.toml"
@@ -226,7 +227,7 @@ def save_manifest(path: Path, clips: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {"about": "hashes of what each clip was made from (scripts/make_prompts.py)",
             "clips": dict(sorted(clips.items()))}
-    atomic_write(path, (json.dumps(body, indent=1, ensure_ascii=False) + "\n").encode())
+    write_file_atomic(path, (json.dumps(body, indent=1, ensure_ascii=False) + "\n").encode())
 
 
 def prune(out: Path, keep: set[str], manifest: dict) -> list[str]:

@@ -58,7 +58,7 @@ def test_run_notifies_systemd_feeds_the_watchdog_and_stops_cleanly(tmp_path):
         try:
             got = _datagrams(sock, lambda g: any("READY=1" in d for d in g))
             ready = next(d for d in got if "READY=1" in d)
-            assert "STATUS=line 1 idle; box 100: 0 new" in ready
+            assert "STATUS=1 line idle, no new messages" in ready
             got = _datagrams(sock, lambda g: sum("WATCHDOG=1" in d for d in g) >= 2)
             proc.send_signal(signal.SIGTERM)
             got = _datagrams(sock, lambda g: any("STOPPING=1" in d for d in g))

@@ -4,6 +4,7 @@
 import time
 from pathlib import Path
 
+from linebox import sdnotify
 from linebox.calls.engine import LineRunner
 from linebox.calls.flows import Services, answer
 from linebox.calls.prompts import Prompts
@@ -157,15 +158,9 @@ class Appliance:
         self.runners.append(runner)
         return runner
 
-    def boxes_of(self, cfg) -> list[str]:
-        """The boxes a caller on this line can reach (for toll saver)."""
-        if cfg.route != "attendant":
-            return [cfg.route]
-        att = self.config.attendant
-        return sorted({v for v in att.options.values() if v != "login"} | {att.default})
-
     def rings_needed(self, cfg) -> int:
-        if cfg.toll_saver_rings and any(self.store.counts(b)["new"] for b in self.boxes_of(cfg)):
+        if cfg.toll_saver_rings and any(self.store.counts(b.number)["new"]
+                                      for b in self.config.boxes_for_line(cfg.id)):
             return cfg.toll_saver_rings
         return self.rings[cfg.id]
 
@@ -238,11 +233,10 @@ class Daemon:
         return all(now - self.last_step.get(r.id, 0.0) < stale for r in self.app.runners)
 
     def summary(self) -> str:
-        """One line for `systemctl status`: each line's state, each box's new messages."""
+        """One line for `systemctl status`: the lines' states, the boxes' new messages."""
         with self.lock:
-            lines = ", ".join(f"line {r.id} {r.state}" for r in self.app.runners)
-            boxes = ", ".join(f"box {b}: {self.app.store.counts(b)['new']} new" for b in self.config.boxes)
-        return f"{lines}; {boxes}"
+            new = {b: self.app.store.counts(b)["new"] for b in self.config.boxes}
+            return sdnotify.summary(self.app.line_states(), new)
 
     def housekeeping(self) -> None:
         with self.lock:
@@ -271,7 +265,6 @@ def main(args) -> int:
     import sys
 
     from linebox import log as logmod
-    from linebox import sdnotify
     from linebox.config import load_config
     from linebox.hw.gpio import default_pins
     from linebox.hw.gpio_leds import GpioLedBackend, StatusLed

@@ -114,8 +114,7 @@ def run(app, exchange, transcript) -> None:
         transcript.current_line = None
         exchange.advance()
         app.process_commands()
-        if int(exchange.now * RATE) % (60 * RATE) < FRAME:
-            app.maintain()
+        app.maintain()              # retention, on its own hourly schedule
         if exchange.now - last_start > MAX_CALL_SECONDS:
             raise LineboxError("sim: the scenario did not end (a call went on for hours)")
 

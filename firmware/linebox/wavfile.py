@@ -224,11 +224,6 @@ def write_wav(path, samples, rate: int = 8000, encoding: str = "pcm16") -> None:
     data = encode_samples(samples, encoding)
     width = 2 if encoding == "pcm16" else 1
     blob = wav_header(len(data) // width, rate, encoding) + data + b"\0" * (len(data) & 1)
-    atomic_write(path, blob)
-
-
-def atomic_write(path, blob: bytes) -> None:
-    """Replace ``path`` by ``blob`` so that a crash or power cut never leaves half a file."""
     write_file_atomic(path, blob)
 
 

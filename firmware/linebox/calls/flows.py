@@ -487,7 +487,3 @@ def change_pin(svc: Services, call: Call, box: str) -> Flow:
         return
     svc.store.set_pin_hash(box, hash_pin(first))
     yield from say(svc, call, box, "pin_changed")
-
-
-def frames_of(samples: array) -> int:
-    return (len(samples) + FRAME - 1) // FRAME

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from linebox.errors import LineboxError
-from linebox.voicemail.storage import write_file_atomic
+from linebox.fileio import write_file_atomic
 
 log = logging.getLogger("linebox.store")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from tinydb.storages import Storage
 
-from linebox.fileio import fsync_dir, move_aside, write_file_atomic  # noqa: F401 - re-exported
+from linebox.fileio import fsync_dir, move_aside, write_file_atomic
 
 log = logging.getLogger("linebox.store")
 
