@@ -670,6 +670,9 @@ def load_config(path: str | Path, data_dir: str | Path | None = None) -> Config:
     try:
         text = Path(path).read_bytes().decode("utf-8")
         data = tomllib.loads(text)
+    except PermissionError:
+        from linebox.access import denied
+        raise ConfigError(denied(path, "read")) from None
     except OSError as e:
         raise ConfigError(f"{source}: {e.strerror or e}") from None
     except UnicodeDecodeError as e:
