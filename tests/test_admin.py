@@ -107,15 +107,12 @@ def test_sudo_greeting_runs_as_the_data_folder_owner(site):
     assert set(_owners(data).values()) == {(OWNER, OWNER)}
 
 
-def test_a_missing_data_folder_is_refused_as_root_with_the_fix(site):
+def test_a_data_folder_not_made_yet_belongs_to_the_owner_of_its_parent(site):
     top, cfg, data = site
-    data.rmdir()
-    res = _linebox("greeting", "100", "--clear", "--config", cfg)
-    assert res.returncode == 2
-    assert res.stderr.decode() == (
-        f"linebox: error: data folder {data} does not exist: create it for the service user "
-        f"first (sudo install -d -o linebox -g linebox {data})\n")
-    assert not data.exists()
+    cfg.write_text(CONFIG.format(data=data / "box"))
+    assert _linebox("greeting", "100", _wav(top), "--config", cfg).returncode == 0
+    assert set(_owners(data).values()) == {(OWNER, OWNER)}
+    assert (data / "box" / "greetings").is_dir()
 
 
 def test_messages_as_another_user_says_which_permission_is_missing(site):

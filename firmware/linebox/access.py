@@ -114,15 +114,12 @@ def become_data_owner(data_dir, args, inputs: tuple[str, ...] = ()) -> str | Non
     """
     if os.geteuid() != 0:
         return None
-    folder = Path(data_dir)
-    try:
-        st = folder.stat()
-    except FileNotFoundError:
-        raise LineboxError(
-            f"data folder {folder} does not exist: create it for the service user first "
-            f"(sudo install -d -o linebox -g linebox {folder})") from None
+    folder = Path(data_dir).absolute()
+    # A folder not made yet belongs to whoever owns the folder it will be made in.
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    st = existing.stat()
     if not stat.S_ISDIR(st.st_mode):
-        raise LineboxError(f"data folder {folder} is not a folder")
+        raise LineboxError(f"data folder {folder}: {existing} is not a folder")
     if st.st_uid == 0:
         return None                      # a root-run appliance: root is its owner
     for name in inputs:
