@@ -46,7 +46,8 @@ def _group(gid: int) -> str:
         return str(gid)
 
 
-_GROUP_BIT = {"read": stat.S_IRGRP, "write": stat.S_IWGRP, "enter": stat.S_IXGRP}
+_GROUP_BIT = {"read": stat.S_IRGRP, "write": stat.S_IWGRP, "enter": stat.S_IXGRP,
+              "open": stat.S_IRGRP | stat.S_IWGRP}
 
 
 def denied(path, action: str | None = None) -> str:
