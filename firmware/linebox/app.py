@@ -36,6 +36,7 @@ class Appliance:
         self.runners: list[LineRunner] = []
         self.answering = {line.id: line.answer for line in config.lines}
         self.rings = {line.id: line.rings for line in config.lines}
+        self.schedules = {line.id: line.schedule for line in config.lines}
         self._next_retention = 0.0
         self.reporter = None
         self.mailer = None
@@ -130,7 +131,8 @@ class Appliance:
         self.leds.test_pattern(pattern)
 
     def reload(self) -> None:
-        """Re-read what can change without a restart: answering and rings per line."""
+        """Re-read what can change without a restart: answering, rings and office hours
+        per line."""
         from linebox.config import load_config
 
         if not self.config.source or self.config.source.startswith("<"):
@@ -140,6 +142,7 @@ class Appliance:
             if line.id in self.rings:
                 self.rings[line.id] = line.rings
                 self.answering[line.id] = line.answer
+                self.schedules[line.id] = line.schedule
 
     def open(self) -> None:
         try:
@@ -167,10 +170,11 @@ class Appliance:
     def office_hours(self, cfg):
         """The line's schedule entry covering the appliance's time now (in the device's
         zone, on the appliance clock: virtual in `linebox sim`), or None."""
-        if not cfg.schedule:
+        schedule = self.schedules.get(cfg.id, cfg.schedule)
+        if not schedule:
             return None
         now = datetime.fromtimestamp(self.clock(), UTC).astimezone(self.tz)
-        return next((h for h in cfg.schedule if h.covers(now)), None)
+        return next((h for h in schedule if h.covers(now)), None)
 
     def answering_now(self, cfg) -> bool:
         """Answering switched on (config, MQTT) and not in hours the office answers itself."""
