@@ -246,7 +246,7 @@ class Mailer:
             return
         try:
             msg = self.compose(ev, box)
-            self.queue(msg, list(box.email), box=box.number, message=ev.get("id"))
+            self.queue(msg, list(_addresses(box)), box=box.number, message=ev.get("id"))
         except OSError as e:
             log.error("mail for message %s of box %s not queued: %s", ev.get("id"),
                       box.number, e.strerror or e)
@@ -265,7 +265,7 @@ class Mailer:
         msg["Subject"] = t["subject"].format(box=box_name, length=length,
                                              who=caller_text(name, number, lang, plan))
         msg["From"] = self.config.sender
-        msg["To"] = ", ".join(box.email)
+        msg["To"] = ", ".join(_addresses(box))
         msg["Date"] = format_datetime(received)
         domain = parseaddr(self.config.sender)[1].rpartition("@")[2] or "linebox.invalid"
         msg["Message-ID"] = make_msgid(f"linebox.{box.number}.{ev['id']}", domain=domain)
@@ -515,6 +515,11 @@ class Mailer:
         if not due:
             return 1.0
         return min(1.0, max(0.05, max(min(due), self._hold_until) - now))
+
+
+def _addresses(box) -> tuple[str, ...]:
+    """The box's addresses (config gives a tuple; a single string is taken as one)."""
+    return (box.email,) if isinstance(box.email, str) else tuple(box.email)
 
 
 def _delay(tries: int) -> float:
