@@ -99,6 +99,8 @@ def test_sudo_greeting_runs_as_the_data_folder_owner(site):
     owners = _owners(data)
     assert "greetings" in owners and any(k.startswith("greetings/") for k in owners)
     assert set(owners.values()) == {(OWNER, OWNER)}, owners
+    # Made with the service's umask (0027): its group may read, others nothing.
+    assert all(p.stat().st_mode & 0o007 == 0 for p in (data / "greetings").iterdir())
     # ... so the service user can change it again itself, and so can root, later.
     res = _as(OWNER, "greeting", "100", "--clear", "--config", cfg)
     assert res.returncode == 0, res.stderr.decode()
@@ -150,7 +152,7 @@ def test_root_owned_leftovers_are_named_with_the_chown_that_fixes_them(site):
     assert res.returncode == 2
     g = data / "greetings"
     assert res.stderr.decode() == (
-        f"linebox: error: cannot write {g}: permission denied ({g} is root:root drwxr-xr-x; "
+        f"linebox: error: cannot write {g}: permission denied ({g} is root:root {stat.filemode(g.stat().st_mode)}; "
         f"you are {OWNER}: it should be {OWNER}'s like its folder: sudo chown -R {OWNER}: {g})\n")
 
 

@@ -152,6 +152,7 @@ def _drop_to(uid: int, gid: int) -> None:
         os.setgroups([gid])
     os.setgid(gid)
     os.setuid(uid)
+    os.umask(0o027)                      # as the service's UMask: the group reads, no one else
     if entry is not None:
         os.environ["HOME"] = entry.pw_dir
     if os.getuid() == 0 or os.geteuid() == 0:       # setuid must be final
