@@ -2,12 +2,15 @@
 `linebox sim` alike."""
 
 import time
+from collections import deque
+from datetime import UTC, datetime
 from pathlib import Path
 
 from linebox import sdnotify
 from linebox.calls.engine import LineRunner
 from linebox.calls.flows import Services, answer
 from linebox.calls.prompts import Prompts
+from linebox.config import device_tz
 from linebox.errors import LineboxError
 from linebox.hw.leds import MessageLeds
 from linebox.log import get as get_logger
@@ -25,16 +28,19 @@ class Appliance:
         self.bus = bus
         self.clock = clock
         self.data_dir = Path(config.device.data_dir)
-        self.store = Store(self.data_dir, config.boxes, bus=bus, clock=clock)
+        self.tz = device_tz(config.device)
+        self.store = Store(self.data_dir, config.boxes, bus=bus, clock=clock, tz=self.tz)
         self._prompts: dict[str, Prompts] = {}
         self.svc = Services(config, self.store, bus, self.prompts_for)
         self.leds = MessageLeds(bus, self.store, config.boxes, led_backend)
         self.runners: list[LineRunner] = []
         self.answering = {line.id: line.answer for line in config.lines}
         self.rings = {line.id: line.rings for line in config.lines}
+        self.schedules = {line.id: line.schedule for line in config.lines}
         self._next_retention = 0.0
         self.reporter = None
         self.mailer = None
+        self._mailed: deque[tuple[str, str]] = deque()   # mails the server took
 
     def prompts_for(self, language: str) -> Prompts:
         p = self._prompts.get(language)
@@ -47,20 +53,20 @@ class Appliance:
     def start_reporting(self) -> None:
         """Create the MQTT reporter and the mailer (before open(), so that messages
         recovered at open are reported and mailed too)."""
-        import zoneinfo
-
         from linebox.report.email import Mailer
         from linebox.report.mqtt import MqttReporter
         from linebox.report.outbox import Outbox
 
         cfg = self.config
-        tz = zoneinfo.ZoneInfo(cfg.device.timezone) if cfg.device.timezone else None
+        tz = self.tz
         if cfg.mqtt is not None:
             outbox = Outbox(self.data_dir / "outbox", clock=self.clock, tz=tz)
             self.reporter = MqttReporter(cfg.mqtt, cfg.device, self.bus, outbox, self, self, clock=self.clock)
         if cfg.email is not None:
             self.mailer = Mailer(cfg.email, cfg.boxes, self.data_dir / "mailq", self.clock,
-                                 lookup=self.store.get, tz=tz, device_name=cfg.device.name)
+                                 lookup=self.store.get, tz=tz, device_name=cfg.device.name,
+                                 after_sent=self.after_mail,
+                                 line_plans={line.id: line.plan for line in cfg.lines})
             self.bus.subscribe(self.mailer.handle)
 
     def run_reporting(self) -> None:
@@ -70,6 +76,7 @@ class Appliance:
             self.mailer.start()
 
     def process_commands(self) -> None:
+        self._apply_mailed()
         if self.reporter is not None:
             self.reporter.process_commands()
 
@@ -124,7 +131,8 @@ class Appliance:
         self.leds.test_pattern(pattern)
 
     def reload(self) -> None:
-        """Re-read what can change without a restart: answering and rings per line."""
+        """Re-read what can change without a restart: answering, rings and office hours
+        per line."""
         from linebox.config import load_config
 
         if not self.config.source or self.config.source.startswith("<"):
@@ -134,6 +142,7 @@ class Appliance:
             if line.id in self.rings:
                 self.rings[line.id] = line.rings
                 self.answering[line.id] = line.answer
+                self.schedules[line.id] = line.schedule
 
     def open(self) -> None:
         try:
@@ -154,15 +163,53 @@ class Appliance:
         runner = LineRunner(
             line, cfg.id, cfg.plan, self.bus, answer(self.svc, cfg),
             rings_needed=lambda: self.rings_needed(cfg),
-            answering=lambda: self.answering[cfg.id])
+            answering=lambda: self.answering_now(cfg))
         self.runners.append(runner)
         return runner
 
+    def office_hours(self, cfg):
+        """The line's schedule entry covering the appliance's time now (in the device's
+        zone, on the appliance clock: virtual in `linebox sim`), or None."""
+        schedule = self.schedules.get(cfg.id, cfg.schedule)
+        if not schedule:
+            return None
+        now = datetime.fromtimestamp(self.clock(), UTC).astimezone(self.tz)
+        return next((h for h in schedule if h.covers(now)), None)
+
+    def answering_now(self, cfg) -> bool:
+        """Answering switched on (config, MQTT) and not in hours the office answers itself."""
+        hours = self.office_hours(cfg)
+        return self.answering[cfg.id] and (hours is None or hours.answer)
+
     def rings_needed(self, cfg) -> int:
+        hours = self.office_hours(cfg)
+        rings = hours.rings if hours is not None else self.rings[cfg.id]
         if cfg.toll_saver_rings and any(self.store.counts(b.number)["new"]
                                       for b in self.config.boxes_for_line(cfg.id)):
-            return cfg.toll_saver_rings
-        return self.rings[cfg.id]
+            return min(cfg.toll_saver_rings, rings)
+        return rings
+
+    def after_mail(self, box: str, message: str) -> None:
+        """The mail server took a message's mail (called on the mailer's thread): noted,
+        and applied by process_commands, on the thread that owns the store and the bus."""
+        self._mailed.append((box, message))
+
+    def _apply_mailed(self) -> None:
+        """``email_marks_heard`` / ``email_deletes`` of the box, through the store (so
+        lamps and MQTT follow). Only a message still new: one the owner already handled
+        by phone while the mail waited for the server is left as the owner left it."""
+        while self._mailed:
+            box, message = self._mailed.popleft()
+            cfg = self.config.boxes.get(box)
+            rec = self.store.get(message) if cfg is not None else None
+            if rec is None or rec["state"] != "new":
+                continue
+            if cfg.email_deletes:
+                self.store.delete(message)
+                log.info("box %s: message %s mailed, moved to trash (email_deletes)", box, message)
+            elif cfg.email_marks_heard:
+                self.store.set_state(message, "heard")
+                log.info("box %s: message %s mailed, marked heard (email_marks_heard)", box, message)
 
     def maintain(self) -> None:
         """Periodic housekeeping on the store clock: retention."""

@@ -30,9 +30,11 @@ FXO_KEYS = ("audio", "hook_pin", "ring_pin", "loop_pin", "hook_active_high",
             "ring_active_low", "loop_active_low", "rx_gain_db", "tx_gain_db")
 MODEM_KEYS = ("port", "baud", "flow_control")
 LINE_KEYS = ("id", "driver", "plan", "rings", "toll_saver_rings", "route", "answer",
-             *FXO_KEYS, *MODEM_KEYS)
+             "schedule", *FXO_KEYS, *MODEM_KEYS)
+SCHEDULE_KEYS = ("days", "from", "to", "rings", "answer")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 BOX_KEYS = ("number", "name", "language", "pin_hash", "pin_required", "email",
-            "email_on_new", "led_pin", "max_messages", "max_message_seconds",
+            "email_on_new", "email_marks_heard", "email_deletes", "led_pin", "max_messages", "max_message_seconds",
             "keep_heard_days", "trash_days", "retract_minutes")
 ATTENDANT_KEYS = ("prompt", "options", "default", "timeout_seconds")
 MQTT_KEYS = ("host", "port", "username", "password", "tls", "ca_file", "base_topic",
@@ -104,6 +106,30 @@ class LineConfig:
     port: str | None = None
     baud: int = 115200
     flow_control: str = "rtscts"    # modem: "rtscts" (hardware) or "none"
+    schedule: tuple["Hours", ...] = ()   # office hours; outside them rings/answer apply
+
+
+@dataclass(frozen=True)
+class Hours:
+    """One entry of a line's ``schedule``: on these weekdays, from ``start`` to ``end``
+    (device time; an end before the start runs past midnight), answer after ``rings``
+    rings, or not at all (``answer`` false: the office picks up itself)."""
+
+    days: frozenset[int]                 # 0 = Monday, as datetime.weekday()
+    start: int                           # minutes after midnight
+    end: int
+    rings: int
+    answer: bool = True
+
+    def covers(self, when) -> bool:
+        """True if the (aware or local) datetime ``when`` falls in these hours; after
+        midnight, an overnight window belongs to the day it started on."""
+        minute = when.hour * 60 + when.minute
+        day = when.weekday()
+        if self.start < self.end:
+            return day in self.days and self.start <= minute < self.end
+        return (day in self.days and minute >= self.start) or \
+            ((day - 1) % 7 in self.days and minute < self.end)
 
 
 @dataclass(frozen=True)
@@ -115,8 +141,10 @@ class BoxConfig:
     language: str = "en"
     pin_hash: str | None = None
     pin_required: bool = True
-    email: str | None = None
+    email: tuple[str, ...] = ()          # `email = "a@x"` or `email = ["a@x", "b@x"]`
     email_on_new: bool = False
+    email_marks_heard: bool = False      # the lamp goes off once the server took the mail
+    email_deletes: bool = False          # ... and the message goes to trash (delete-after-mail)
     led_pin: int | None = None
     max_messages: int = 100
     max_message_seconds: int = 180
@@ -353,6 +381,7 @@ def _read_line(t: _Table) -> LineConfig:
     line = LineConfig(
         id=t.get_int("id", lo=1), driver=driver, plan=t.get_str("plan", "us", choices=PLAN_NAMES),
         rings=rings, toll_saver_rings=toll, route=route, answer=t.get_bool("answer", True),
+        schedule=_read_schedule(t),
     )
     if driver == "fxo":
         for key in ("audio", "hook_pin", "ring_pin"):
@@ -377,6 +406,65 @@ def _read_line(t: _Table) -> LineConfig:
     return line
 
 
+def _read_schedule(t: _Table) -> tuple[Hours, ...]:
+    """``schedule = [{days = "mon-fri", from = "08:00", to = "17:30", rings = 6}, ...]``:
+    the first entry that covers the device's time wins."""
+    raw = t.get_raw("schedule", [])
+    if not isinstance(raw, list) or not all(isinstance(e, dict) for e in raw):
+        raise t.error("schedule", 'must be a list like [{days = "mon-fri", from = "08:00", '
+                                  'to = "17:30", rings = 6}]')
+    out = []
+    for i, entry in enumerate(raw, 1):
+        e = _Table(f"{t.label} schedule #{i}", entry, SCHEDULE_KEYS, t.base_dir)
+        answer = e.get_bool("answer", True)
+        if answer and not e.has("rings"):
+            raise e.error("rings", "missing (or answer = false: not answered in these hours)")
+        if not answer and e.has("rings"):
+            raise e.error("rings", "not with answer = false")
+        start, end = _minutes(e, "from"), _minutes(e, "to")
+        if start == end:
+            raise e.error("to", "must differ from 'from'")
+        out.append(Hours(days=_weekdays(e), start=start, end=end,
+                         rings=e.get_int("rings", 0, lo=1, hi=20), answer=answer))
+    return tuple(out)
+
+
+def _minutes(t: _Table, key: str) -> int:
+    v = t.get_str(key, must='must be a time like "08:00" (24-hour clock)')
+    m = re.fullmatch(r"([01]?[0-9]|2[0-4]):([0-5][0-9])", v)
+    if m is None or (m[1] == "24" and m[2] != "00"):
+        raise t.error(key, 'must be a time like "08:00" (24-hour clock)')
+    return int(m[1]) * 60 + int(m[2])
+
+
+def _weekdays(t: _Table) -> frozenset[int]:
+    """ "mon-fri", "sat,sun", "mon,wed-fri", "fri-mon" (a range may wrap the week)."""
+    v = t.get_str("days", must='must be weekdays like "mon-fri" or "sat,sun"')
+    days: set[int] = set()
+    for part in v.lower().replace(" ", "").split(","):
+        a, _, b = part.partition("-")
+        if a not in WEEKDAYS or (b and b not in WEEKDAYS):
+            raise t.error("days", f'{part!r}: weekdays are {", ".join(WEEKDAYS)}, '
+                                  'e.g. "mon-fri" or "sat,sun"')
+        i, j = WEEKDAYS.index(a), WEEKDAYS.index(b or a)
+        days.update((i + k) % 7 for k in range((j - i) % 7 + 1))
+    return frozenset(days)
+
+
+def _read_emails(t: _Table) -> tuple[str, ...]:
+    raw = t.get_raw("email", None)
+    if raw is None:
+        return ()
+    values = raw if isinstance(raw, list) else [raw]
+    if not values or not all(isinstance(v, str) and _ADDRESS.fullmatch(v) for v in values):
+        raise t.error("email", "must be a list of e-mail addresses like "
+                      '["a@example.com", "b@example.com"]' if isinstance(raw, list) else
+                      "must be an e-mail address like name@example.com")
+    if len(set(values)) != len(values):
+        raise t.error("email", "the same address twice")
+    return tuple(values)
+
+
 def _read_box(t: _Table) -> BoxConfig:
     number = t.get_str("number", pattern=_BOX_NUMBER,
                    must='must be a string of 2 to 8 digits, in quotes (number = "100")')
@@ -387,15 +475,19 @@ def _read_box(t: _Table) -> BoxConfig:
     pin_required = t.get_bool("pin_required", True)
     if pin_required and pin_hash is None:
         raise t.error("pin_hash", "missing (pin_required is true; make one with linebox pin-hash)")
-    email = t.get_str("email", None, pattern=_ADDRESS,
-                      must="must be an e-mail address like name@example.com")
+    email = _read_emails(t)
     email_on_new = t.get_bool("email_on_new", False)
-    if email_on_new and email is None:
+    if email_on_new and not email:
         raise t.error("email_on_new", "needs 'email', the address to send to")
+    after_mail = {k: t.get_bool(k, False) for k in ("email_marks_heard", "email_deletes")}
+    for key, on in after_mail.items():
+        if on and not email_on_new:
+            raise t.error(key, "needs email_on_new = true")
     return BoxConfig(
         number=number, name=t.get_str("name", f"Box {number}"),
         language=t.get_str("language", "en", choices=LANGUAGES),
         pin_hash=pin_hash, pin_required=pin_required, email=email, email_on_new=email_on_new,
+        **after_mail,
         led_pin=t.get_pin("led_pin"),
         max_messages=t.get_int("max_messages", 100, lo=1),
         max_message_seconds=t.get_int("max_message_seconds", 180, lo=1, hi=3600),
@@ -578,6 +670,9 @@ def load_config(path: str | Path, data_dir: str | Path | None = None) -> Config:
     try:
         text = Path(path).read_bytes().decode("utf-8")
         data = tomllib.loads(text)
+    except PermissionError:
+        from linebox.access import denied
+        raise ConfigError(denied(path, "read")) from None
     except OSError as e:
         raise ConfigError(f"{source}: {e.strerror or e}") from None
     except UnicodeDecodeError as e:
@@ -589,6 +684,12 @@ def load_config(path: str | Path, data_dir: str | Path | None = None) -> Config:
     if data_dir is not None:
         cfg = replace(cfg, device=replace(cfg.device, data_dir=Path(data_dir).absolute()))
     return cfg
+
+
+def device_tz(device: DeviceConfig):
+    """The zone every time a person sees is shown in: ``[device] timezone``, or the
+    system's local zone (None, as ``datetime.astimezone`` takes it)."""
+    return zoneinfo.ZoneInfo(device.timezone) if device.timezone else None
 
 
 def _count(n: int, one: str, many: str) -> str:

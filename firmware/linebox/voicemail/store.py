@@ -632,6 +632,9 @@ class Store:
     def _out(self, rec: dict) -> dict:
         out = dict(rec)
         out["file"] = str(self._path(rec))
+        # In the device's zone as configured now, whatever zone it was written in.
+        if isinstance(rec.get("received_ts"), int | float):
+            out["received"] = self._iso(rec["received_ts"])
         return out
 
     def _iso(self, ts: float) -> str:
