@@ -500,3 +500,49 @@ def test_email_list_and_after_mail_keys_are_checked(tmp_path):
         check("", email='email = ["a@example.com", "a@example.com"]')
     with pytest.raises(ConfigError, match=r"key 'email_marks_heard': needs email_on_new = true"):
         check("email_marks_heard = true", email='email = "a@example.com"')
+
+
+@pytest.fixture
+def waiting_rig(tmp_path, server):
+    r = Rig(tmp_path, server.port)
+    r.mailer.transcript_wait = 60.0
+    yield r
+    r.close()
+
+
+def _body(mail):
+    return mail.get_body(("plain",)).get_content().replace("\r\n", "\n")
+
+
+def test_the_mail_waits_for_the_transcript_and_carries_it(waiting_rig, inbox):
+    rig = waiting_rig
+    rec = rig.leave_message()
+    assert rig.mailer.pump() == 0 and rig.mailer.pending()      # held for the transcript
+    rig.clock.t += 20
+    rig.store.set_transcript(rec["id"], "please call me back about the invoice", "wyoming")
+    assert rig.mailer.pump() == 1
+    (mail,) = inbox.parsed()
+    body = _body(mail)
+    assert ("What the caller said (automatic transcript):\n\n"
+            "  please call me back about the invoice\n") in body
+    assert "No transcript" not in body
+    assert len(list(mail.iter_attachments())) == 1               # still with its WAV
+
+
+def test_without_a_transcript_in_time_the_mail_goes_and_says_so(waiting_rig, inbox):
+    rig = waiting_rig
+    rig.leave_message()
+    rig.clock.t += 59
+    assert rig.mailer.pump() == 0
+    rig.clock.t += 2
+    assert rig.mailer.pump() == 1
+    body = _body(inbox.parsed()[0])
+    assert "No transcript: the speech-to-text engine gave none within 60 s.\n" in body
+
+
+def test_a_failed_transcription_releases_the_mail_at_once(waiting_rig, inbox):
+    rig = waiting_rig
+    rec = rig.leave_message()
+    rig.bus.publish({"event": "transcription_failed", "id": rec["id"], "reason": "given up"})
+    assert rig.mailer.pump() == 1
+    assert "No transcript" in _body(inbox.parsed()[0])

@@ -41,6 +41,7 @@ class Appliance:
         self.reporter = None
         self.mailer = None
         self._mailed: deque[tuple[str, str]] = deque()   # mails the server took
+        self.transcriber = None
 
     def prompts_for(self, language: str) -> Prompts:
         p = self._prompts.get(language)
@@ -66,22 +67,54 @@ class Appliance:
             self.mailer = Mailer(cfg.email, cfg.boxes, self.data_dir / "mailq", self.clock,
                                  lookup=self.store.get, tz=tz, device_name=cfg.device.name,
                                  after_sent=self.after_mail,
-                                 line_plans={line.id: line.plan for line in cfg.lines})
+                                 line_plans={line.id: line.plan for line in cfg.lines},
+                                 transcript_wait=(cfg.transcription.email_wait_seconds
+                                                  if cfg.transcription is not None else 0.0))
             self.bus.subscribe(self.mailer.handle)
+        if cfg.transcription is not None:
+            from linebox.report.transcribe import Transcriber, make_engine
+            from linebox.wavfile import read_wav
+
+            self.transcriber = Transcriber(
+                cfg.transcription, self.data_dir / "transcribeq", make_engine(cfg.transcription),
+                read_wav, clock=self.clock, lookup=self.store.get,
+                language_of=lambda box: cfg.boxes[box].language if box in cfg.boxes else None)
+            self.bus.subscribe(self.transcriber.handle)
 
     def run_reporting(self) -> None:
         if self.reporter is not None:
             self.reporter.start()
         if self.mailer is not None:
             self.mailer.start()
+        if self.transcriber is not None:
+            self.transcriber.start()
 
     def process_commands(self) -> None:
         self._apply_mailed()
         if self.reporter is not None:
             self.reporter.process_commands()
+        self.apply_transcripts()
+
+    def apply_transcripts(self) -> None:
+        """Record what the transcription worker finished (on the thread that owns the store)."""
+        if self.transcriber is None:
+            return
+        for message, text, how in self.transcriber.take_results():
+            if text is None:
+                self.bus.publish({"event": "transcription_failed", "id": message, "reason": how})
+                continue
+            try:
+                self.store.set_transcript(message, text, how)
+            except LineboxError as e:       # purged meanwhile: nothing to attach it to
+                log.info("transcript of message %s not kept: %s", message, e)
 
     def stop_reporting(self, timeout: float = 5.0) -> None:
         """Give the broker and the mail server up to ``timeout`` to take what is pending."""
+        if self.transcriber is not None:
+            self.transcriber.flush(timeout)
+            self.transcriber.stop()
+            self.apply_transcripts()
+            self.transcriber = None
         if self.reporter is not None:
             self.reporter.flush(timeout)
             self.reporter.stop()

@@ -42,6 +42,10 @@ MQTT_KEYS = ("host", "port", "username", "password", "tls", "ca_file", "base_top
 EMAIL_KEYS = ("smtp_host", "smtp_port", "starttls", "tls", "username", "password", "from",
               "max_attachment_bytes", "timeout_seconds")
 
+TRANSCRIPTION_KEYS = ("enabled", "engine", "uri", "model", "timeout_seconds", "give_up_hours",
+                      "email_wait_seconds")
+TRANSCRIPTION_ENGINES = ("wyoming", "pocketsphinx")
+
 # Tables: name -> (keys, is an array of tables)
 TABLES = {
     "device": (DEVICE_KEYS, False),
@@ -50,6 +54,7 @@ TABLES = {
     "attendant": (ATTENDANT_KEYS, False),
     "mqtt": (MQTT_KEYS, False),
     "email": (EMAIL_KEYS, False),
+    "transcription": (TRANSCRIPTION_KEYS, False),
 }
 
 _DEVICE_ID = re.compile(r"[a-z0-9_-]+")
@@ -194,6 +199,18 @@ class EmailConfig:
 
 
 @dataclass(frozen=True)
+class TranscriptionConfig:
+    """[transcription]: speech to text for saved messages; present and enabled = on."""
+
+    engine: str                          # wyoming | pocketsphinx
+    uri: str | None = None               # wyoming: tcp://host:port
+    model: Path | None = None            # pocketsphinx: a model folder (default: the wheel's en-us)
+    timeout_seconds: float = 60.0        # one attempt
+    give_up_hours: float = 24.0          # retried with backoff until then
+    email_wait_seconds: float = 60.0     # the new-message e-mail waits this long for the text
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration file."""
 
@@ -204,6 +221,7 @@ class Config:
     mqtt: MqttConfig | None
     email: EmailConfig | None
     source: str
+    transcription: TranscriptionConfig | None = None
 
     def line(self, line_id: int) -> LineConfig:
         """The line with this id (KeyError if none)."""
@@ -572,6 +590,27 @@ def _read_email(t: _Table) -> EmailConfig:
 # ---------------------------------------------------------------- the whole file
 
 
+def _read_transcription(t: _Table) -> TranscriptionConfig | None:
+    if not t.get_bool("enabled", True):
+        return None
+    engine = t.get_str("engine", choices=TRANSCRIPTION_ENGINES)
+    uri = t.get_str("uri", None, pattern=re.compile(r"tcp://[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}"),
+                    must='must be like "tcp://192.168.1.20:10300"')
+    if engine == "wyoming" and uri is None:
+        raise t.error("uri", 'missing (engine "wyoming" needs the server, like "tcp://host:10300")')
+    if engine != "wyoming" and uri is not None:
+        raise t.error("uri", 'only for engine "wyoming"')
+    model = t.get_path("model", None, exists=True)
+    if model is not None and engine != "pocketsphinx":
+        raise t.error("model", 'only for engine "pocketsphinx"')
+    return TranscriptionConfig(
+        engine=engine, uri=uri, model=model,
+        timeout_seconds=t.get_num("timeout_seconds", 60.0, lo=1, hi=3600),
+        give_up_hours=t.get_num("give_up_hours", 24.0, lo=0, hi=24 * 30),
+        email_wait_seconds=t.get_num("email_wait_seconds", 60.0, lo=0, hi=3600),
+    )
+
+
 def _tables(data: dict, base_dir: Path) -> dict[str, list[_Table]]:
     """Check the file's top level and wrap each table, labelled as errors name it."""
     out: dict[str, list[_Table]] = {name: [] for name in TABLES}
@@ -618,6 +657,7 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     attendant = _read_attendant(tables["attendant"][0], boxes) if tables["attendant"] else None
     mqtt = _read_mqtt(tables["mqtt"][0]) if tables["mqtt"] else None
     email = _read_email(tables["email"][0]) if tables["email"] else None
+    transcription = _read_transcription(tables["transcription"][0]) if tables["transcription"] else None
 
     _check_lines(lines, boxes, attendant)
     for number, box in boxes.items():
@@ -625,7 +665,8 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
             raise box_tables[number].error("email_on_new", "needs an [email] table (the SMTP server)")
     _check_pins(device, tables["device"], lines, boxes, box_tables)
     return Config(device=device, lines=tuple(line for _, line in lines), boxes=boxes,
-                  attendant=attendant, mqtt=mqtt, email=email, source=source)
+                  attendant=attendant, mqtt=mqtt, email=email, transcription=transcription,
+                  source=source)
 
 
 def _check_lines(lines, boxes, attendant) -> None:
@@ -699,7 +740,8 @@ def _count(n: int, one: str, many: str) -> str:
 def summary(cfg: Config) -> str:
     """One line: what the configuration turns on."""
     parts = [_count(len(cfg.lines), "line", "lines"), _count(len(cfg.boxes), "box", "boxes")]
-    parts += [name for name in ("attendant", "mqtt", "email") if getattr(cfg, name) is not None]
+    parts += [name for name in ("attendant", "mqtt", "email", "transcription")
+              if getattr(cfg, name) is not None]
     return ", ".join(parts)
 
 

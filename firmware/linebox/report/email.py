@@ -97,6 +97,8 @@ def tel_uri(number: str, plan: str | None = None) -> str | None:
 # locales may not be installed on the appliance.
 TEXTS = {
     "en": dict(
+        transcript="What the caller said (automatic transcript):",
+        no_transcript="No transcript: the speech-to-text engine gave none within {seconds} s.",
         subject="Voicemail for {box}: {who}, {length}",
         intro="New voicemail for {box} (box {number}).",
         labels=("From", "Number", "Received", "Length", "Line", "Message"),
@@ -114,6 +116,8 @@ TEXTS = {
                 "September", "October", "November", "December"),
         date="{weekday} {day} {month} {year}, {time}"),
     "de": dict(
+        transcript="Was der Anrufer sagte (automatische Abschrift):",
+        no_transcript="Keine Abschrift: die Spracherkennung lieferte in {seconds} s keine.",
         subject="Sprachnachricht für {box}: {who}, {length}",
         intro="Neue Sprachnachricht für {box} (Box {number}).",
         labels=("Von", "Nummer", "Empfangen", "Länge", "Leitung", "Nachricht"),
@@ -134,6 +138,8 @@ TEXTS = {
                 "September", "Oktober", "November", "Dezember"),
         date="{weekday}, {day}. {month} {year}, {time}"),
     "fr": dict(
+        transcript="Ce que l'appelant a dit (transcription automatique) :",
+        no_transcript="Pas de transcription : la reconnaissance vocale n'a rien donné en {seconds} s.",
         subject="Message vocal pour {box} : {who}, {length}",
         intro="Nouveau message vocal pour {box} (boîte {number}).",
         labels=("De", "Numéro", "Reçu", "Durée", "Ligne", "Message"),
@@ -153,6 +159,8 @@ TEXTS = {
                 "septembre", "octobre", "novembre", "décembre"),
         date="{weekday} {day} {month} {year}, {time}"),
     "es": dict(
+        transcript="Lo que dijo el llamante (transcripción automática):",
+        no_transcript="Sin transcripción: el reconocimiento de voz no dio ninguna en {seconds} s.",
         subject="Mensaje de voz para {box}: {who}, {length}",
         intro="Nuevo mensaje de voz para {box} (buzón {number}).",
         labels=("De", "Número", "Recibido", "Duración", "Línea", "Mensaje"),
@@ -216,7 +224,8 @@ class Mailer:
                  lookup: Callable[[str], dict | None] | None = None,
                  tz: tzinfo | None = None, device_name: str = "Linebox",
                  after_sent: Callable[[str, str], None] | None = None,
-                 line_plans: Mapping[int, str] | None = None) -> None:
+                 line_plans: Mapping[int, str] | None = None,
+                 transcript_wait: float = 0.0) -> None:
         self.config = config
         self.boxes = dict(boxes)
         self.folder = Path(folder)
@@ -227,6 +236,7 @@ class Mailer:
         self.device_name = device_name
         self.after_sent = after_sent
         self.line_plans = dict(line_plans or {})
+        self.transcript_wait = transcript_wait   # s a new-message mail waits for its text
         self._cond = threading.Condition()
         self._send_lock = threading.Lock()       # one pump at a time
         self._stopping = False
@@ -238,21 +248,57 @@ class Mailer:
     # ------------------------------------------------------------ queueing
 
     def handle(self, ev: dict) -> None:
-        """A bus event: a saved message of a box with email_on_new is queued."""
-        if ev.get("event") != "message_saved":
+        """A bus event: a saved message of a box with email_on_new is queued. With
+        transcription on, its mail waits up to ``transcript_wait`` seconds for the text:
+        ``message_transcribed`` (or ``transcription_failed``) releases it sooner."""
+        kind = ev.get("event")
+        if kind in ("message_transcribed", "transcription_failed"):
+            self._release(ev.get("id"), ev.get("transcript"))
+            return
+        if kind != "message_saved":
             return
         box = self.boxes.get(ev.get("box"))
         if box is None or not getattr(box, "email_on_new", False) or not box.email:
             return
+        fields = {k: ev.get(k) for k in ("id", "box", "line", "caller_number", "caller_name",
+                                         "seconds", "recovered")}
+        wait = self.transcript_wait
         try:
-            msg = self.compose(ev, box)
-            self.queue(msg, list(_addresses(box)), box=box.number, message=ev.get("id"))
+            msg = self.compose(ev, box, no_transcript=wait > 0)
+            self.queue(msg, list(_addresses(box)), box=box.number, message=ev.get("id"),
+                       not_before=self.clock() + wait if wait > 0 else 0.0,
+                       awaiting_transcript=wait > 0, saved_event=fields)
         except OSError as e:
             log.error("mail for message %s of box %s not queued: %s", ev.get("id"),
                       box.number, e.strerror or e)
 
-    def compose(self, ev: dict, box) -> EmailMessage:
-        """The mail for one saved message, in the box's language."""
+    def _release(self, message_id, transcript: str | None) -> None:
+        """The transcript of ``message_id`` is in (or will not come): its waiting mail is
+        composed again with the text and sent now."""
+        for name in self.pending():
+            meta = self._meta(name)
+            if not meta or meta.get("message") != message_id or not meta.get("awaiting_transcript"):
+                continue
+            box = self.boxes.get(meta.get("box"))
+            ev = meta.get("saved_event")
+            if box is None or not isinstance(ev, dict):
+                continue
+            try:
+                if transcript:
+                    msg = self.compose(ev, box, transcript=transcript)
+                    write_file_atomic(self.folder / f"{name}.eml", msg.as_bytes(policy=policy.SMTP))
+                meta.update(awaiting_transcript=False, next_try=0.0)
+                write_file_atomic(self.folder / f"{name}.json", json.dumps(meta).encode())
+            except OSError as e:
+                log.error("mail for message %s: transcript not added: %s", message_id,
+                          e.strerror or e)
+        with self._cond:
+            self._cond.notify_all()
+
+    def compose(self, ev: dict, box, transcript: str | None = None,
+                no_transcript: bool = False) -> EmailMessage:
+        """The mail for one saved message, in the box's language; with its transcript, or
+        (``no_transcript``) a line saying none came in time."""
         lang = box.language if box.language in TEXTS else "en"
         t = TEXTS[lang]
         rec = self.lookup(ev["id"]) if self.lookup is not None else None
@@ -284,6 +330,10 @@ class Mailer:
         lines.append("")
         if ev.get("recovered"):
             lines += [t["recovered"], ""]
+        if transcript:
+            lines += [t["transcript"], "", f"  {transcript}", ""]
+        elif no_transcript:
+            lines += [t["no_transcript"].format(seconds=f"{self.transcript_wait:g}"), ""]
         wav = Path(rec["file"]) if rec and rec.get("file") else None
         attach = None
         filename = f"voicemail-{box.number}-{ev['id']}-{received.strftime('%Y%m%d-%H%M')}.wav"
@@ -315,8 +365,10 @@ class Mailer:
             ts = self.clock()
         return datetime.fromtimestamp(ts, UTC).astimezone(self.tz)
 
-    def queue(self, msg: EmailMessage, to: str | list[str], **about) -> str:
-        """Queue a mail durably for one or more recipients; returns its queue name."""
+    def queue(self, msg: EmailMessage, to: str | list[str], not_before: float = 0.0,
+              **about) -> str:
+        """Queue a mail durably for one or more recipients (not sent before
+        ``not_before``); returns its queue name."""
         to = [to] if isinstance(to, str) else list(to)
         with self._cond:
             seq = self._next
@@ -324,7 +376,7 @@ class Mailer:
         name = f"{seq:0{_DIGITS}d}"
         write_file_atomic(self.folder / f"{name}.eml", msg.as_bytes(policy=policy.SMTP))
         meta = {"to": to, "from": parseaddr(self.config.sender)[1], "tries": 0,
-                "permanent": 0, "next_try": 0.0, "last_error": None, **about}
+                "permanent": 0, "next_try": not_before, "last_error": None, **about}
         write_file_atomic(self.folder / f"{name}.json", json.dumps(meta).encode())
         log.info("mail for %s queued (%s)", ", ".join(to), msg["Subject"])
         with self._cond:

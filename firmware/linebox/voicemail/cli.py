@@ -5,7 +5,8 @@ import sys
 
 from linebox.errors import LineboxError
 
-FIELDS = ("id", "box", "state", "caller_number", "caller_name", "received", "seconds", "line", "file", "recovered")
+FIELDS = ("id", "box", "state", "caller_number", "caller_name", "received", "seconds", "line", "file", "recovered",
+          "transcript", "transcript_engine")
 
 
 def _store(args, read_only: bool):
