@@ -6,7 +6,7 @@ from pathlib import Path
 
 from linebox import sdnotify
 from linebox.calls.engine import LineRunner
-from linebox.calls.flows import Services, answer
+from linebox.calls.flows import Services, answer, prepare_names
 from linebox.calls.prompts import Prompts
 from linebox.errors import LineboxError
 from linebox.hw.leds import MessageLeds
@@ -26,7 +26,7 @@ class Appliance:
         self.clock = clock
         self.data_dir = Path(config.device.data_dir)
         self.store = Store(self.data_dir, config.boxes, bus=bus, clock=clock)
-        self._prompts: dict[str, Prompts] = {}
+        self._prompts: dict[tuple[str, str], Prompts] = {}
         self.svc = Services(config, self.store, bus, self.prompts_for)
         self.leds = MessageLeds(bus, self.store, config.boxes, led_backend)
         self.runners: list[LineRunner] = []
@@ -36,11 +36,11 @@ class Appliance:
         self.reporter = None
         self.mailer = None
 
-    def prompts_for(self, language: str) -> Prompts:
-        p = self._prompts.get(language)
+    def prompts_for(self, language: str, voice: str = "auto") -> Prompts:
+        p = self._prompts.get((language, voice))
         if p is None:
-            p = Prompts(language, extra_dirs=[self.data_dir / "prompts" / language])
-            self._prompts[language] = p
+            p = Prompts(language, extra_dirs=[self.data_dir / "prompts" / language], voice=voice)
+            self._prompts[(language, voice)] = p
         return p
 
     # -- reporting: MQTT and e-mail subscribe to the bus -------------------------
@@ -144,6 +144,7 @@ class Appliance:
         for m in recovered:
             log.warning("recovered an interrupted recording as message %s in box %s", m["id"], m["box"])
         self.leds.sync()
+        prepare_names(self.svc)       # each box's name spoken once, before any call
         self.maintain()
 
     def close(self) -> None:

@@ -1,0 +1,133 @@
+"""Making speech fit the line: edges trimmed, one speech level for every voice, and
+espeak-ng at run time (a box's name, when the owner has not recorded it).
+
+``scripts/make_prompts.py`` shapes the shipped clips with the same :func:`fit`, and the
+human-voice sets (``calls/asterisk.py``) go through it as they are loaded, so a sentence
+that mixes clips of both keeps one loudness.
+"""
+
+import hashlib
+import math
+import shutil
+import subprocess
+import tempfile
+from array import array
+from pathlib import Path
+
+from linebox import FRAME, RATE
+from linebox.dsp.gen import clip
+from linebox.dsp.levels import DBM0_MEAN_SQUARE
+from linebox.errors import LineboxError
+from linebox.log import get as get_logger
+from linebox.wavfile import read_wav, write_wav
+
+log = get_logger("prompts")
+
+SPEECH_DBM0 = -16.0        # active speech level of every clip
+EDGE_SECONDS = 0.05        # silence kept before and after the speech
+# A sample louder than this (relative to the clip's peak) is speech, not silence.
+EDGE_DB = -40.0
+# Frames within this much of the loudest frame count towards the speech level;
+# a simple stand-in for ITU-T P.56 active speech level.
+ACTIVE_DB = -30.0
+
+# The espeak-ng voice and speed of each language (as texts.toml has them for the clips).
+ESPEAK_VOICES = {"en": ("en-us", 170), "de": ("de", 165), "fr": ("fr", 170),
+                 "es": ("es", 170), "it": ("it", 165)}
+NAME_MAX_CHARS = 60        # a box name longer than this is not read out
+NAME_VERSION = 1           # bump when name synthesis changes: the cache is made again
+
+
+class SpeechError(LineboxError):
+    """Audio that holds no speech, or a synthesizer that failed."""
+
+
+def fit(samples: array) -> array:
+    """Trim to 50 ms of silence each side, then set the active level to -16 dBm0."""
+    samples = trim(samples)
+    gain = math.sqrt(DBM0_MEAN_SQUARE * 10 ** (SPEECH_DBM0 / 10) / active_power(samples))
+    return array("h", (clip(v * gain) for v in samples))
+
+
+def trim(samples: array) -> array:
+    peak = max(map(abs, samples), default=0)
+    if not peak:
+        raise SpeechError("the audio is silent")
+    floor = peak * 10 ** (EDGE_DB / 20)
+    first = next(i for i, v in enumerate(samples) if abs(v) > floor)
+    last = next(i for i in range(len(samples) - 1, -1, -1) if abs(samples[i]) > floor)
+    edge = round(EDGE_SECONDS * RATE)
+    return samples[max(0, first - edge):last + 1 + edge]
+
+
+def active_power(samples: array) -> float:
+    """Mean square over the frames that carry speech."""
+    powers = [sum(v * v for v in samples[i:i + FRAME]) / FRAME
+              for i in range(0, len(samples) - FRAME + 1, FRAME)] or [1.0]
+    floor = max(powers) * 10 ** (ACTIVE_DB / 10)
+    active = [p for p in powers if p >= floor]
+    return sum(active) / len(active) or 1.0
+
+
+def first_sentence(samples: array, min_seconds: float = 1.0, pause_seconds: float = 0.16) -> array | None:
+    """The audio up to the first pause of ``pause_seconds`` after ``min_seconds`` of
+    speech (a recorded prompt's first sentence), or None when there is no such pause."""
+    energies = [sum(v * v for v in samples[i:i + FRAME])
+                for i in range(0, len(samples) - FRAME + 1, FRAME)]
+    if not energies:
+        return None
+    quiet = max(energies) * 10 ** (-30 / 10)        # 30 dB under the loudest frame
+    need = math.ceil(pause_seconds * RATE / FRAME)
+    start = math.ceil(min_seconds * RATE / FRAME)
+    run = 0
+    for i in range(start, len(energies)):
+        run = run + 1 if energies[i] < quiet else 0
+        if run == need:
+            end = (i - need + 1) * FRAME + round(EDGE_SECONDS * RATE)
+            return samples[:end]
+    return None
+
+
+# ---------------------------------------------------------------- a box's name
+
+def name_cache_path(cache_dir: Path, language: str, text: str) -> Path:
+    """Where the spoken ``text`` is kept: named by a hash of what it is made from."""
+    voice, speed = ESPEAK_VOICES[language]
+    key = f"{NAME_VERSION}\0{voice}\0{speed}\0{text}".encode()
+    return Path(cache_dir) / f"{language}-{hashlib.sha256(key).hexdigest()[:16]}.wav"
+
+
+def spoken_name(cache_dir: Path, language: str, text: str) -> Path | None:
+    """The box name ``text`` spoken by espeak-ng in ``language``, made once into
+    ``cache_dir``; None (and a log line) when espeak-ng is missing or fails."""
+    text = " ".join(text.split())[:NAME_MAX_CHARS]
+    if not text:
+        return None
+    path = name_cache_path(cache_dir, language, text)
+    if path.is_file():
+        return path
+    if shutil.which("espeak-ng") is None:
+        log.warning("espeak-ng is not installed: the system greeting says the box number, "
+                    "not the name %r (apt-get install espeak-ng)", text)
+        return None
+    voice, speed = ESPEAK_VOICES[language]
+    try:
+        samples = fit(_espeak(voice, speed, text))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_wav(path, samples)         # write_wav writes a temporary file and renames it
+    except (OSError, LineboxError, subprocess.SubprocessError) as e:
+        log.warning("cannot speak the box name %r: %s", text, getattr(e, "strerror", None) or e)
+        return None
+    log.info("box name %r spoken by espeak-ng (%.1f s), kept in %s", text, len(samples) / RATE, path)
+    return path
+
+
+def _espeak(voice: str, speed: int, text: str) -> array:
+    with tempfile.TemporaryDirectory(prefix="linebox-name-") as tmp:
+        wav = Path(tmp) / "name.wav"
+        # The text goes on standard input, so that a name starting with "-" is no option.
+        done = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(wav), "--stdin"],
+                              input=text.encode(), capture_output=True, timeout=30, check=False)
+        if done.returncode:
+            raise SpeechError(f"espeak-ng: {done.stderr.decode(errors='replace').strip()}")
+        return read_wav(wav)
