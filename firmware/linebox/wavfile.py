@@ -76,12 +76,29 @@ def read_wav_any_rate(source, name: str | None = None, max_seconds: float | None
     """Like :func:`read_wav`, but any sample rate from 4 to 192 kHz is resampled (for
     greetings made elsewhere: 22.05 and 11.025 kHz are common). A file longer than
     ``max_seconds`` is refused from its header, before any of it is decoded."""
+    if max_seconds is not None and isinstance(source, (str, os.PathLike)):
+        _check_length(source, name or os.fspath(source), max_seconds)
     parsed = _parse(*_load(source, name), any_rate=True)
     info = parsed.info
     if max_seconds is not None and info.frames > max_seconds * info.rate:
-        raise WavError(name or str(source), f"too long: {info.frames / info.rate:.0f} s "
-                       f"(at most {max_seconds:.0f} s)")
+        raise WavError(name or str(source), f"too long: {info.frames / info.rate:.1f} s "
+                       f"(at most {max_seconds:g} s)")
     return to_8k_any(_first_channel(parsed), info.rate)
+
+
+def _check_length(path, name: str, max_seconds: float) -> None:
+    """Refuse a file too long for ``max_seconds`` from its header and its size alone."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(65536)
+            size = os.fstat(f.fileno()).st_size
+    except OSError as e:
+        raise WavError(name, f"cannot read: {e.strerror or e}") from None
+    info = _parse(head, name, any_rate=True).info
+    width = 2 if info.encoding == "pcm16" else 1
+    seconds = (size - 44) / (info.rate * info.channels * width)
+    if seconds > max_seconds + 1:        # + 1: room for header chunks of any size
+        raise WavError(name, f"too long: {seconds:.1f} s (at most {max_seconds:g} s)")
 
 
 def read_wav_info(source, name: str | None = None) -> WavInfo:

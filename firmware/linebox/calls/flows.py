@@ -31,6 +31,7 @@ PIN_TRIES = 3
 GREETING_MAX_SECONDS = 60.0
 GREETING_SILENCE_END = 3.0      # a greeting ends sooner on silence than a message
 NAME_MAX_SECONDS = 2.5          # a recorded name: keeps the system greeting under 5 s to the beep
+# (the spoken one is said within the same time: linebox.calls.speech.NAME_MAX_SECONDS)
 NAME_SILENCE_END = 1.5
 
 
@@ -168,7 +169,7 @@ def _spoken_name(svc: Services, box: str) -> array | None:
     from linebox.calls.speech import name_cache_path
     from linebox.wavfile import read_wav
     cfg = svc.config.boxes[box]
-    path = name_cache_path(_names_dir(svc), cfg.language, " ".join(cfg.name.split())[:60])
+    path = name_cache_path(_names_dir(svc), cfg.language, cfg.name)
     try:
         return read_wav(path) if path.is_file() else None
     except LineboxError:

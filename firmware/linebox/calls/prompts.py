@@ -39,6 +39,7 @@ PROMPT_DIR = Path(__file__).resolve().parent.parent / "prompts"
 COMMON_DIR = PROMPT_DIR / "common"
 
 PAUSE_SECONDS = 0.15      # between the clips of a sentence
+BEEP_BUDGET_SECONDS = 4.9  # the system greeting, from its start to the beep
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")   # datetime.weekday() order
 MONTHS = tuple(f"month{m}" for m in range(1, 13))
@@ -268,8 +269,16 @@ class Prompts:
 
     def with_name(self, name: array) -> array:
         """The system greeting that says the box's name: "<name>. Please leave your
-        message after the tone." (``name`` is the recording or the spoken ``name``)."""
-        return join([name, self.samples(["greeting_post"])])
+        message after the tone." (``name`` is the recording or the spoken ``name``).
+
+        The name is the owner's voice or espeak-ng's anyway, so the instruction may be
+        espeak-ng's shorter one where the human one would keep the caller waiting
+        BEEP_BUDGET_SECONDS or more for the beep."""
+        post = self.clip("greeting_post")
+        pause = round(PAUSE_SECONDS * RATE)
+        if len(name) + pause + len(post) > BEEP_BUDGET_SECONDS * RATE:
+            post = self.espeak_clip("greeting_post")
+        return join([name, post])
 
 
 def join(parts: Sequence[array]) -> array:

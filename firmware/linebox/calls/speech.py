@@ -19,7 +19,7 @@ from linebox.dsp.gen import clip
 from linebox.dsp.levels import DBM0_MEAN_SQUARE
 from linebox.errors import LineboxError
 from linebox.log import get as get_logger
-from linebox.wavfile import read_wav, write_wav
+from linebox.wavfile import read_wav_any_rate, write_wav
 
 log = get_logger("prompts")
 
@@ -34,7 +34,8 @@ ACTIVE_DB = -30.0
 # The espeak-ng voice and speed of each language (as texts.toml has them for the clips).
 ESPEAK_VOICES = {"en": ("en-us", 170), "de": ("de", 165), "fr": ("fr", 170),
                  "es": ("es", 170), "it": ("it", 165)}
-NAME_MAX_CHARS = 60        # a box name longer than this is not read out
+NAME_MAX_CHARS = 60        # a box name longer than this is cut there
+NAME_MAX_SECONDS = 2.5     # a longer spoken name is said faster (up to 1.8 times)
 NAME_VERSION = 1           # bump when name synthesis changes: the cache is made again
 
 
@@ -90,17 +91,22 @@ def first_sentence(samples: array, min_seconds: float = 1.0, pause_seconds: floa
 
 # ---------------------------------------------------------------- a box's name
 
+def name_text(text: str) -> str:
+    """The part of a box name that is read out: one line, at most NAME_MAX_CHARS."""
+    return " ".join(text.split())[:NAME_MAX_CHARS]
+
+
 def name_cache_path(cache_dir: Path, language: str, text: str) -> Path:
-    """Where the spoken ``text`` is kept: named by a hash of what it is made from."""
+    """Where the spoken name ``text`` is kept: named by a hash of what it is made from."""
     voice, speed = ESPEAK_VOICES[language]
-    key = f"{NAME_VERSION}\0{voice}\0{speed}\0{text}".encode()
+    key = f"{NAME_VERSION}\0{voice}\0{speed}\0{NAME_MAX_SECONDS}\0{name_text(text)}".encode()
     return Path(cache_dir) / f"{language}-{hashlib.sha256(key).hexdigest()[:16]}.wav"
 
 
 def spoken_name(cache_dir: Path, language: str, text: str) -> Path | None:
     """The box name ``text`` spoken by espeak-ng in ``language``, made once into
     ``cache_dir``; None (and a log line) when espeak-ng is missing or fails."""
-    text = " ".join(text.split())[:NAME_MAX_CHARS]
+    text = name_text(text)
     if not text:
         return None
     path = name_cache_path(cache_dir, language, text)
@@ -113,6 +119,15 @@ def spoken_name(cache_dir: Path, language: str, text: str) -> Path | None:
     voice, speed = ESPEAK_VOICES[language]
     try:
         samples = fit(_espeak(voice, speed, text))
+        faster = speed
+        # Said faster rather than cut (the caller waits for the beep after it); espeak-ng's
+        # pauses do not shrink with the speed, so twice at most.
+        for _ in range(2):
+            seconds = len(samples) / RATE
+            if seconds <= NAME_MAX_SECONDS or faster >= speed * 1.8:
+                break
+            faster = min(round(faster * seconds / NAME_MAX_SECONDS * 1.05), round(speed * 1.8))
+            samples = fit(_espeak(voice, faster, text))
         path.parent.mkdir(parents=True, exist_ok=True)
         write_wav(path, samples)         # write_wav writes a temporary file and renames it
     except (OSError, LineboxError, subprocess.SubprocessError) as e:
@@ -130,4 +145,4 @@ def _espeak(voice: str, speed: int, text: str) -> array:
                               input=text.encode(), capture_output=True, timeout=30, check=False)
         if done.returncode:
             raise SpeechError(f"espeak-ng: {done.stderr.decode(errors='replace').strip()}")
-        return read_wav(wav)
+        return read_wav_any_rate(wav)
