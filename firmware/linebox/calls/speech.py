@@ -33,7 +33,7 @@ ACTIVE_DB = -30.0
 
 # The espeak-ng voice and speed of each language (as texts.toml has them for the clips).
 ESPEAK_VOICES = {"en": ("en-us", 170), "de": ("de", 165), "fr": ("fr", 170),
-                 "es": ("es", 170), "it": ("it", 165)}
+                 "es": ("es", 170), "it": ("it", 175)}
 NAME_MAX_CHARS = 60        # a box name longer than this is cut there
 NAME_MAX_SECONDS = 2.5     # a longer spoken name is said faster (up to 1.8 times)
 NAME_VERSION = 1           # bump when name synthesis changes: the cache is made again
