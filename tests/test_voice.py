@@ -198,3 +198,13 @@ def test_envelope_of_a_us_box_reads_the_12_hour_clock_in_the_human_voice():
     assert said[-5:] == ["at", "n2", "oh", "n5", "pm"]
     assert said[9:12] == ["tue", "month12", "o1"]
     assert p.voice_of(said) == "human"
+
+
+def test_warm_loads_every_human_clip_before_a_call_needs_it():
+    from linebox.calls.asterisk import SoundSet
+    p = Prompts("it", sounds_dir=asterisk.SOUNDS_DIR)
+    p.human = SoundSet.find("it")                  # a fresh set: nothing loaded yet
+    assert not p.human._clips
+    p.warm()
+    assert set(p.human._clips) == set(p.human.table)
+    assert all(v is not None for v in p.human._clips.values())

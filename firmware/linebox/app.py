@@ -147,6 +147,18 @@ class Appliance:
         prepare_names(self.svc)       # each box's name spoken once, before any call
         self.maintain()
 
+    def warm_prompts(self):
+        """Load the human-voice clips every box may say in a background thread, so that
+        no call waits for a file the first time (a few seconds here, a minute on a Pi
+        Zero). The simulator does not: it loads what a call plays when it plays it."""
+        import threading
+
+        wanted = {(b.language, b.prompts or self.config.device.prompts) for b in self.config.boxes.values()}
+        prompts = [self.prompts_for(lang, voice) for lang, voice in sorted(wanted)]
+        t = threading.Thread(target=lambda: [p.warm() for p in prompts], name="prompts-warm", daemon=True)
+        t.start()
+        return t
+
     def close(self) -> None:
         self.stop_reporting()
         self.store.close()
@@ -211,6 +223,7 @@ class Daemon:
         app = self.app
         app.start_reporting()
         app.open()
+        app.warm_prompts()
         app.run_reporting()
         for cfg in self.config.lines:
             line = make_line(cfg, self.pins)

@@ -269,7 +269,7 @@ class SoundSet:
                 samples = first_sentence(samples)
                 if samples is None:
                     return None
-            return fit(samples)
+            return fit(samples, fast=True)
         except (LineboxError, SpeechError) as e:
             log.warning("%s: unusable (%s): espeak-ng says it instead", path, e)
             return None

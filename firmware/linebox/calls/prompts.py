@@ -143,6 +143,12 @@ class Prompts:
         """The clips one after another, with a short pause between them."""
         return join(self._voiced(names))
 
+    def warm(self) -> None:
+        """Load every clip of the human voice now (they are loaded on first use otherwise)."""
+        if self.human is not None:
+            for name in self.human.table:
+                self.human.clip(name)
+
     def voice_of(self, names: Sequence[str]) -> str:
         """Who says this sentence: "human" (Asterisk's recordings) or "espeak"."""
         return "human" if self._human(names) is not None else "espeak"
