@@ -258,3 +258,15 @@ def test_envelope_is_read_in_the_devices_time_zone(tmp_path):
     when = _local(Services(cfg, None, None, None), "2026-12-01T19:05:00+00:00")
     said = Prompts("en").envelope("5551234", when)
     assert said[-6:] == ["o2", "at", "n4", "oh", "n5", "am"] and "wed" in said
+
+
+def test_without_espeak_ng_the_system_greeting_says_the_box_number(tmp_path, monkeypatch, caplog):
+    import logging
+    caplog.set_level(logging.INFO, logger="linebox")
+    sim = _named_sim(tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path))      # no espeak-ng on this machine
+    ev = sim.run(_call('{ wait = "beep" }, { hangup = "busy" }'))
+    p = Prompts("en")
+    assert abs(_to_beep(ev) - len(p.samples(p.greeting("100"))) / 8000) < 0.1
+    assert _to_beep(ev) < 5.0
+    assert any("espeak-ng is not installed" in r.getMessage() for r in caplog.records)

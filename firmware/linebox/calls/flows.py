@@ -178,11 +178,11 @@ def _spoken_name(svc: Services, box: str) -> array | None:
 
 def prepare_names(svc: Services) -> None:
     """Speak every box's name with espeak-ng once (kept in ``data_dir/names/``), so that
-    no call waits for the synthesizer; a box whose owner recorded the name needs none."""
+    no call waits for the synthesizer. Boxes with a recorded name too: the spoken one is
+    there when the owner removes the recording."""
     from linebox.calls.speech import spoken_name
-    for number, cfg in svc.config.boxes.items():
-        if svc.store.greeting_path(number, "name") is None:
-            spoken_name(_names_dir(svc), cfg.language, cfg.name)
+    for cfg in svc.config.boxes.values():
+        spoken_name(_names_dir(svc), cfg.language, cfg.name)
 
 
 def retract_offer(svc: Services, call: Call, box: str) -> Flow:
