@@ -3,8 +3,8 @@
 ``asterisk-core-sounds-{en,fr,es,it}-wav`` (CC BY-SA 3.0, recorded by professional
 voices: Allison for US English and Mexican Spanish, June for Canadian French, Carlo
 for Italian) install 8 kHz WAV files under ``/usr/share/asterisk/sounds/<voice>/``.
-Every file says one fixed text (upstream's ``core-sounds-<lang>.txt``, which Debian
-does not install; the English list is quoted beside each entry below). A Linebox clip
+Every file says one fixed text (upstream's ``core-sounds-<lang>.txt``; the English
+list is quoted below). A Linebox clip
 is mapped here onto the files that say the same, in the order the language needs
 (Asterisk's ``app_voicemail.c``/``say.c`` play the same files in the same orders). A
 clip with no entry has no human recording and is spoken by the shipped espeak-ng set.
@@ -35,7 +35,9 @@ VOICES = {
     "it": (("it_IT_m_Carlo", "it"), "asterisk-core-sounds-it-wav"),
 }
 
-# What the files say (core-sounds-en.txt), for the entries below:
+# What the files say (core-sounds-en.txt; Debian ships each language's list in
+# /usr/share/doc/asterisk-core-sounds-<lang>/ with the non-wav package), for the entries
+# below; the other languages' lists were read for the grammar notes in each table:
 #   vm-intro        Please leave your message after the tone. When done hang up or ...
 #   vm-incorrect    Login incorrect.              vm-password     password
 #   vm-youhave      you have                      vm-INBOX / vm-Old   new / old
@@ -130,8 +132,6 @@ def _fr() -> dict:
     table.update({f"n{80 + u}": ("digits/80", f"digits/{u}") for u in range(1, 10)})
     table.update({f"n{90 + u}": ("digits/80", f"digits/{10 + u}") for u in range(10)})
     table["n80"] = ("digits/80",)
-    table["n70"] = ("digits/60", "digits/10")
-    table["n90"] = ("digits/80", "digits/10")
     table.update({"h1": ("digits/hundred",), "t1": ("digits/thousand",)})
     table.update({f"h{i}": (f"digits/{i}", "digits/hundred") for i in range(2, 10)})
     table.update({f"t{i}": (f"digits/{i}", "digits/thousand") for i in range(2, 10)})
@@ -141,6 +141,8 @@ def _fr() -> dict:
         "saved_message": ("vm-message", "vm-Old"), "saved_messages": ("vm-messages", "vm-Old"),
         "no_messages": ("vm-youhave", "vm-no", "vm-messages"),
         "oclock": ("digits/oclock",),
+        # The French vm-from-phonenumber is "du numéro de téléphone" alone.
+        "envelope_from": ("vm-message", "vm-from-phonenumber"),
     })
     return table
 
@@ -151,7 +153,7 @@ def _es() -> dict:
     table.update({f"n{t + u}": (f"digits/{t}", "digits/and", f"digits/{u}")
                   for t in range(30, 100, 10) for u in range(1, 10)})
     table.update({f"h{i}": (f"digits/{100 * i}",) for i in range(2, 10)})
-    table.update({"t1": ("digits/thousand",)})
+    table.update({"h1": ("digits/100-and",), "t1": ("digits/thousand",)})       # "ciento", "mil"
     table.update({f"t{i}": (f"digits/{i}", "digits/thousand") for i in range(2, 10)})
     table.update({f"month{m}": ("digits/es-de", f"digits/mon-{m - 1}") for m in range(1, 13)})
     table.update({
@@ -166,15 +168,14 @@ def _es() -> dict:
 
 def _it() -> dict:
     # say.c (Italian): 21, 28, 31, 38 ... are words of their own (ventuno, ventotto),
-    # the others are tens + units; "cento", "duecento"; "mille", "duemila".
+    # the others are tens + units. The set has no "cento" (digits/hundred is
+    # "centinaia") and no "mila" (digits/thousands is "migliaia"): espeak-ng says those.
     table = {}
     for t in range(20, 100, 10):
         for u in range(1, 10):
             table[f"n{t + u}"] = ((f"digits/{t + u}",) if u in (1, 8)
                                   else (f"digits/{t}", f"digits/{u}"))
-    table.update({"h1": ("digits/hundred",), "t1": ("digits/thousand",)})
-    table.update({f"h{i}": (f"digits/{i}", "digits/hundred") for i in range(2, 10)})
-    table.update({f"t{i}": (f"digits/{i}", "digits/thousands") for i in range(2, 10)})
+    table["t1"] = ("digits/thousand",)                  # "mille"
     table.update({
         # vm_intro_it: "un nuovo messaggio", "3 nuovi messaggi", "nessun messaggio".
         "new_message": ("vm-nuovo", "vm-message"), "new_messages": ("vm-nuovi", "vm-messages"),
@@ -196,8 +197,6 @@ def table_for(language: str) -> dict[str, tuple[str, ...]]:
     extra = make()
     table = dict(_SHARED)
     table.update(extra)
-    if language == "it":
-        table.pop("at")         # digits/at is not "alle"
     if language == "es":
         # This vm-intro's first pause comes after 4.3 s: too long before the beep.
         table.pop("greeting_post")
