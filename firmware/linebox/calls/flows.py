@@ -42,7 +42,7 @@ class Services:
         self.config = config
         self.store = store
         self.bus = bus
-        self.prompts_for = prompts_for    # language -> calls.prompts.Prompts
+        self.prompts_for = prompts_for    # (language, voice) -> calls.prompts.Prompts
 
 
 def answer(svc: Services, line_cfg) -> "callable":

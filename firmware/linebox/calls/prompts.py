@@ -217,7 +217,8 @@ class Prompts:
         return out
 
     def greeting(self, box_number: str) -> list[str]:
-        """The system greeting that names the box, for boxes without their own."""
+        """The system greeting that says the box number: for a box without a greeting of
+        its own when its name cannot be said (no espeak-ng); see :meth:`with_name`."""
         return ["greeting_pre", *self.digits(box_number), "greeting_post"]
 
     def message_intro(self, index: int) -> list[str]:
