@@ -248,3 +248,21 @@ def test_every_file_the_tables_use_is_in_the_languages_text_list(lang):
 ])
 def test_the_grammar_the_tables_assume_is_what_the_files_say(lang, file, says):
     assert said_by(lang)[file.lower()].startswith(says)
+
+
+def test_the_us_main_menu_is_made_of_clauses_of_asterisk_prompts():
+    p = Prompts("en")
+    assert p.voice_of(["menu"]) == "human"
+    s = asterisk.SoundSet.find("en")
+    opts = read_wav(s.folder / "vm-opts.wav")
+    assert len(asterisk.sentences(opts)) == 3
+    # Its parts in order, each a clause shorter than the file it comes from.
+    parts = [s._file(f) for f in asterisk.table_for("en")["menu"]]
+    assert all(part is not None for part in parts)
+    assert seconds(parts[2]) < seconds(opts) / 2
+    assert 4.0 < seconds(p.clip("menu")) < 7.0
+
+
+def test_a_clause_of_a_file_that_does_not_split_as_expected_is_not_used():
+    from linebox.dsp.gen import tone
+    assert asterisk._sentence(tone(500.0, 3.0, -20.0), "2/2") is None

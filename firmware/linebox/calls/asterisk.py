@@ -12,13 +12,14 @@ clip with no entry has no human recording and is spoken by the shipped espeak-ng
 An entry is a tuple of file names (without ``.wav``); ``name|1`` is the first sentence
 of that file only (cut at its first pause): ``vm-intro`` is "Please leave your message
 after the tone. When done hang up or press the pound key.", whose first sentence alone
-keeps the time to the beep short.
+keeps the time to the beep short. ``name|K/N`` is the K-th sentence of a file that has
+exactly N (cut at its pauses); a file that does not split so is not used.
 """
 
 from array import array
 from pathlib import Path
 
-from linebox.calls.speech import SpeechError, first_sentence, fit
+from linebox.calls.speech import SpeechError, first_sentence, fit, sentences
 from linebox.errors import LineboxError
 from linebox.log import get as get_logger
 from linebox.wavfile import read_wav
@@ -26,6 +27,7 @@ from linebox.wavfile import read_wav
 log = get_logger("prompts")
 
 SOUNDS_DIR = Path("/usr/share/asterisk/sounds")
+CLAUSE_PAUSE_SECONDS = 0.15     # before a clause cut out of a longer file
 
 # language -> (folder names tried in order, Debian package)
 VOICES = {
@@ -117,6 +119,11 @@ def _en() -> dict:
         "saved_message": ("vm-saved", "vm-message"), "saved_messages": ("vm-saved", "vm-messages"),
         "no_messages": ("vm-youhave", "vm-no", "vm-messages"),
         "oh": ("digits/oh",), "am": ("digits/a-m",), "pm": ("digits/p-m",),
+        # "Press 1 for messages. Press zero for mailbox options. Or pound to exit.": the
+        # last clauses of vm-opts ("Press 2 to change folders, press 3 for advanced
+        # options, press zero for mailbox options.") and vm-helpexit ("Press star for
+        # help or pound to exit.").
+        "menu": ("vm-onefor", "vm-messages", "vm-opts|3/3", "vm-helpexit|2/2"),
     })
     return table
 
@@ -143,6 +150,7 @@ def _fr() -> dict:
         "oclock": ("digits/oclock",),
         # The French vm-from-phonenumber is "du numéro de téléphone" alone.
         "envelope_from": ("vm-message", "vm-from-phonenumber"),
+        # (The same menu from vm-opts and vm-helpexit takes 8.3 s here: espeak-ng's it is.)
     })
     return table
 
@@ -247,10 +255,12 @@ class SoundSet:
         if not files:
             return None
         out = array("h")
-        for f in files:
+        for i, f in enumerate(files):
             part = self._file(f)
             if part is None:
                 return None
+            if i and "|" in f:
+                out += array("h", bytes(2 * round(CLAUSE_PAUSE_SECONDS * 8000)))
             out += part
         return out
 
@@ -268,12 +278,21 @@ class SoundSet:
             samples = read_wav(path)
             if part == "1":
                 samples = first_sentence(samples)
-                if samples is None:
-                    return None
+            elif part:
+                samples = _sentence(samples, part)
+            if samples is None:
+                return None
             return fit(samples, fast=True)
         except (LineboxError, SpeechError) as e:
             log.warning("%s: unusable (%s): espeak-ng says it instead", path, e)
             return None
+
+
+def _sentence(samples: array, part: str) -> array | None:
+    """``K/N``: the K-th of the file's N sentences; None unless it has exactly N."""
+    k, n = (int(x) for x in part.split("/"))
+    parts = sentences(samples)
+    return parts[k - 1] if len(parts) == n else None
 
 
 _MISSING_LOGGED: set[tuple[str, str]] = set()

@@ -89,19 +89,34 @@ def _energy(frame) -> int:
 def first_sentence(samples: array, min_seconds: float = 1.0, pause_seconds: float = 0.16) -> array | None:
     """The audio up to the first pause of ``pause_seconds`` after ``min_seconds`` of
     speech (a recorded prompt's first sentence), or None when there is no such pause."""
+    parts = sentences(samples, min_seconds, pause_seconds)
+    return parts[0] if len(parts) > 1 else None
+
+
+def sentences(samples: array, min_seconds: float = 0.5, pause_seconds: float = 0.16) -> list[array]:
+    """The audio cut at every pause of ``pause_seconds`` (30 dB under the loudest frame)
+    that follows at least ``min_seconds`` of the current part: a recorded prompt's
+    sentences, each with 50 ms of its pause at the end."""
     energies = [_energy(samples[i:i + FRAME]) for i in range(0, len(samples) - FRAME + 1, FRAME)]
     if not energies:
-        return None
-    quiet = max(energies) * 10 ** (-30 / 10)        # 30 dB under the loudest frame
+        return []
+    quiet = max(energies) * 10 ** (-30 / 10)
     need = math.ceil(pause_seconds * RATE / FRAME)
-    start = math.ceil(min_seconds * RATE / FRAME)
-    run = 0
-    for i in range(start, len(energies)):
-        run = run + 1 if energies[i] < quiet else 0
-        if run == need:
-            end = (i - need + 1) * FRAME + round(EDGE_SECONDS * RATE)
-            return samples[:end]
-    return None
+    shortest = math.ceil(min_seconds * RATE / FRAME)
+    edge = round(EDGE_SECONDS * RATE)
+    parts, begin, run, spoken = [], 0, 0, False
+    for i, e in enumerate(energies):
+        if e >= quiet:
+            run, spoken = 0, True
+            continue
+        run += 1
+        if run == need and spoken and i - need + 1 - begin >= shortest:
+            end = (i - need + 1) * FRAME
+            parts.append(samples[begin * FRAME:end + edge])
+            begin, spoken = i + 1, False
+    if spoken:
+        parts.append(samples[begin * FRAME:])
+    return parts
 
 
 # ---------------------------------------------------------------- a box's name
