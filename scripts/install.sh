@@ -114,6 +114,13 @@ else
     PKGS="$PKGS gcc libc6-dev python3-dev libasound2-dev"
 fi
 
+# The prompts' human voices (Asterisk's core sound sets, CC BY-SA 3.0) and espeak-ng for
+# the box names; without them Linebox speaks with its shipped espeak-ng clips.
+for p in espeak-ng asterisk-core-sounds-en-wav asterisk-core-sounds-fr-wav \
+         asterisk-core-sounds-es-wav asterisk-core-sounds-it-wav; do
+    if [ -n "$(candidate "$p")" ]; then PKGS="$PKGS $p"; else say "note: $p is not packaged here: espeak-ng prompts instead"; fi
+done
+
 missing=""
 for p in $PKGS; do installed "$p" || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from linebox import sdnotify
 from linebox.calls.engine import LineRunner
-from linebox.calls.flows import Services, answer
+from linebox.calls.flows import Services, answer, prepare_names
 from linebox.calls.prompts import Prompts
 from linebox.config import device_tz
 from linebox.errors import LineboxError
@@ -30,7 +30,7 @@ class Appliance:
         self.data_dir = Path(config.device.data_dir)
         self.tz = device_tz(config.device)
         self.store = Store(self.data_dir, config.boxes, bus=bus, clock=clock, tz=self.tz)
-        self._prompts: dict[str, Prompts] = {}
+        self._prompts: dict[tuple[str, str], Prompts] = {}
         self.svc = Services(config, self.store, bus, self.prompts_for)
         self.leds = MessageLeds(bus, self.store, config.boxes, led_backend)
         self.runners: list[LineRunner] = []
@@ -43,11 +43,11 @@ class Appliance:
         self._mailed: deque[tuple[str, str]] = deque()   # mails the server took
         self.transcriber = None
 
-    def prompts_for(self, language: str) -> Prompts:
-        p = self._prompts.get(language)
+    def prompts_for(self, language: str, voice: str = "auto") -> Prompts:
+        p = self._prompts.get((language, voice))
         if p is None:
-            p = Prompts(language, extra_dirs=[self.data_dir / "prompts" / language])
-            self._prompts[language] = p
+            p = Prompts(language, extra_dirs=[self.data_dir / "prompts" / language], voice=voice)
+            self._prompts[(language, voice)] = p
         return p
 
     # -- reporting: MQTT and e-mail subscribe to the bus -------------------------
@@ -186,7 +186,20 @@ class Appliance:
         for m in recovered:
             log.warning("recovered an interrupted recording as message %s in box %s", m["id"], m["box"])
         self.leds.sync()
+        prepare_names(self.svc)       # each box's name spoken once, before any call
         self.maintain()
+
+    def warm_prompts(self):
+        """Load the human-voice clips every box may say in a background thread, so that
+        no call waits for a file the first time (a few seconds here, a minute on a Pi
+        Zero). The simulator does not: it loads what a call plays when it plays it."""
+        import threading
+
+        wanted = {(b.language, b.prompts or self.config.device.prompts) for b in self.config.boxes.values()}
+        prompts = [self.prompts_for(lang, voice) for lang, voice in sorted(wanted)]
+        t = threading.Thread(target=lambda: [p.warm() for p in prompts], name="prompts-warm", daemon=True)
+        t.start()
+        return t
 
     def close(self) -> None:
         self.stop_reporting()
@@ -290,6 +303,7 @@ class Daemon:
         app = self.app
         app.start_reporting()
         app.open()
+        app.warm_prompts()
         app.run_reporting()
         for cfg in self.config.lines:
             line = make_line(cfg, self.pins)

@@ -49,7 +49,10 @@ def _build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("greeting", help="set a box's greeting from a WAV file")
     g.add_argument("box")
     g.add_argument("file", nargs="?", help="WAV file; omit with --clear")
-    g.add_argument("--clear", action="store_true", help="go back to the system greeting")
+    g.add_argument("--clear", action="store_true", help="remove that greeting (back to the system one)")
+    g.add_argument("--kind", choices=("unavailable", "temporary", "name"), default="unavailable",
+                   help="unavailable (the box's greeting), temporary (overrides it until "
+                        "cleared) or name (said by the system greeting)")
     g.add_argument("--config", default=DEFAULT_CONFIG)
     g.add_argument("--data")
     # writes_data: run as the data folder's owner (linebox.access); these inputs are read first.

@@ -20,12 +20,13 @@ from linebox.errors import LineboxError
 from linebox.voicemail.pins import looks_like_pin_hash
 
 DRIVERS = ("fxo", "modem", "sim")
-LANGUAGES = ("en", "de", "fr", "es")
+LANGUAGES = ("en", "de", "fr", "es", "it")
+PROMPT_VOICES = ("auto", "espeak")     # auto: Asterisk's human voice where installed
 DTMF_KEYS = "0123456789*#"
 BAUD_RATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
 MAX_GPIO = 27          # BCM GPIO 0..27 on the 40-pin header
 
-DEVICE_KEYS = ("id", "name", "data_dir", "status_led_pin", "timezone")
+DEVICE_KEYS = ("id", "name", "data_dir", "status_led_pin", "timezone", "prompts")
 FXO_KEYS = ("audio", "hook_pin", "ring_pin", "loop_pin", "hook_active_high",
             "ring_active_low", "loop_active_low", "rx_gain_db", "tx_gain_db")
 MODEM_KEYS = ("port", "baud", "flow_control")
@@ -34,8 +35,8 @@ LINE_KEYS = ("id", "driver", "plan", "rings", "toll_saver_rings", "route", "answ
 SCHEDULE_KEYS = ("days", "from", "to", "rings", "answer")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 BOX_KEYS = ("number", "name", "language", "pin_hash", "pin_required", "email",
-            "email_on_new", "email_marks_heard", "email_deletes", "led_pin", "max_messages", "max_message_seconds",
-            "keep_heard_days", "trash_days", "retract_minutes")
+            "email_on_new", "email_marks_heard", "email_deletes", "led_pin", "max_messages",
+            "max_message_seconds", "keep_heard_days", "trash_days", "retract_minutes", "prompts")
 ATTENDANT_KEYS = ("prompt", "options", "default", "timeout_seconds")
 MQTT_KEYS = ("host", "port", "username", "password", "tls", "ca_file", "base_topic",
              "discovery", "keepalive")
@@ -84,6 +85,7 @@ class DeviceConfig:
     data_dir: Path = Path("/var/lib/linebox")
     status_led_pin: int | None = None
     timezone: str | None = None          # IANA name; None = the system's local time
+    prompts: str = "auto"                # "auto" | "espeak": the boxes' default voice
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,7 @@ class BoxConfig:
     keep_heard_days: float = 30.0
     trash_days: float = 7.0
     retract_minutes: float = 15.0        # 0 = callers cannot retract
+    prompts: str | None = None           # "auto" | "espeak"; None = [device] prompts
 
 
 @dataclass(frozen=True)
@@ -379,6 +382,7 @@ def _read_device(t: _Table) -> DeviceConfig:
         data_dir=t.get_path("data_dir", Path("/var/lib/linebox")),
         status_led_pin=t.get_pin("status_led_pin"),
         timezone=tz,
+        prompts=t.get_str("prompts", "auto", choices=PROMPT_VOICES),
     )
 
 
@@ -512,6 +516,7 @@ def _read_box(t: _Table) -> BoxConfig:
         keep_heard_days=t.get_num("keep_heard_days", 30.0, lo=0, lo_open=True),
         trash_days=t.get_num("trash_days", 7.0, lo=0, lo_open=True),
         retract_minutes=t.get_num("retract_minutes", 15.0, lo=0),
+        prompts=t.get_str("prompts", None, choices=PROMPT_VOICES),
     )
 
 

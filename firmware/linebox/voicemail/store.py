@@ -4,7 +4,7 @@ Layout of a data folder::
 
     db.json, db.json.bak          message records and per-box state (AtomicJSONStorage)
     messages/<box>/<id>.wav       one file per message (<id>.wav.part while recording)
-    greetings/<box>.wav           a greeting recorded by phone
+    greetings/<box>.wav           a greeting recorded by phone (-temporary, -name: the other kinds)
     pins.json                     PIN hashes changed by phone (hashes only)
     lost+found/                   partial recordings of boxes no longer configured
 
@@ -122,6 +122,8 @@ class PendingMessage:
         self._done = "discarded"
         self._store._discarded(self.id, reason)
 
+
+GREETING_KINDS = ("unavailable", "temporary", "name")
 
 class Store:
     """Messages, greetings, PINs and login lockouts of every box in one data folder."""
@@ -408,24 +410,32 @@ class Store:
 
     # ================================================================ greetings
 
-    def greeting_path(self, box: str) -> Path | None:
-        path = self.greetings_dir / f"{box}.wav"
+    def greeting_path(self, box: str, kind: str = "unavailable") -> Path | None:
+        path = self._greeting_file(box, kind)
         return path if path.exists() else None
 
     @_writes
-    def set_greeting(self, box: str, samples: array) -> None:
+    def set_greeting(self, box: str, samples: array, kind: str = "unavailable") -> None:
         self._box(box)
         self.greetings_dir.mkdir(parents=True, exist_ok=True)
-        write_wav(self.greetings_dir / f"{box}.wav", samples)
-        log.info("box %s: new greeting, %.2f s", box, len(samples) / RATE)
+        write_wav(self._greeting_file(box, kind), samples)
+        log.info("box %s: new %s greeting, %.2f s", box, kind, len(samples) / RATE)
 
     @_writes
-    def clear_greeting(self, box: str) -> None:
-        path = self.greetings_dir / f"{box}.wav"
+    def clear_greeting(self, box: str, kind: str = "unavailable") -> None:
+        path = self._greeting_file(box, kind)
         if path.exists():
             path.unlink()
             fsync_dir(self.greetings_dir)
-            log.info("box %s: greeting removed", box)
+            log.info("box %s: %s greeting removed", box, kind)
+
+    def _greeting_file(self, box: str, kind: str) -> Path:
+        # Asterisk's kinds: unavailable (the box's greeting, <box>.wav as before),
+        # temporary (overrides it while it exists) and name (said by the system greeting).
+        if kind not in GREETING_KINDS:
+            raise ValueError(f"no greeting kind {kind!r}")
+        suffix = "" if kind == "unavailable" else f"-{kind}"
+        return self.greetings_dir / f"{box}{suffix}.wav"
 
     # ================================================================ PINs and lockout
 
