@@ -74,13 +74,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _resolve(spec: str):
     mod, _, fn = spec.partition(":")
-    try:
-        module = importlib.import_module(mod)
-    except ModuleNotFoundError as e:
-        if e.name == mod:
-            raise LineboxError("this command is not available in this build yet") from None
-        raise
-    return getattr(module, fn)
+    return getattr(importlib.import_module(mod), fn)
 
 
 def _as_data_owner(args) -> None:
