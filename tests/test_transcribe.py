@@ -234,5 +234,9 @@ def test_transcription_config_is_checked(tmp_path):
         parse_config({**base, "transcription": {"engine": "wyoming"}})
     with pytest.raises(ConfigError, match=r"\[transcription\] key 'uri': must be like"):
         parse_config({**base, "transcription": {"engine": "wyoming", "uri": "http://x"}})
+    model = parse_config({**base, "transcription": {"engine": "pocketsphinx", "model": str(tmp_path)}})
+    assert model.transcription.model == tmp_path
+    with pytest.raises(ConfigError, match=r"key 'model': no such folder"):
+        parse_config({**base, "transcription": {"engine": "pocketsphinx", "model": str(tmp_path / "x")}})
     with pytest.raises(ConfigError, match=r"\[transcription\] key 'engine'"):
         parse_config({**base, "transcription": {"engine": "whisper"}})

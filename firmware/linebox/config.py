@@ -334,14 +334,16 @@ class _Table:
         return self.get_int(key, default, lo=0, hi=MAX_GPIO,
                             must=f"must be a BCM GPIO number from 0 to {MAX_GPIO}")
 
-    def get_path(self, key, default=_REQUIRED, *, exists=False):
+    def get_path(self, key, default=_REQUIRED, *, exists=False, folder=False):
         found, v = self._raw(key, default)
         if not found:
             return v
         if not isinstance(v, str) or not v.strip():
             raise self.error(key, "must be a path")
         p = self.base_dir / v            # an absolute v stays as it is
-        if exists and not p.is_file():
+        if exists and folder and not p.is_dir():
+            raise self.error(key, f"no such folder: {p}")
+        if exists and not folder and not p.is_file():
             raise self.error(key, f"no such file: {p}")
         return p
 
@@ -605,7 +607,7 @@ def _read_transcription(t: _Table) -> TranscriptionConfig | None:
         raise t.error("uri", 'missing (engine "wyoming" needs the server, like "tcp://host:10300")')
     if engine != "wyoming" and uri is not None:
         raise t.error("uri", 'only for engine "wyoming"')
-    model = t.get_path("model", None, exists=True)
+    model = t.get_path("model", None, exists=True, folder=True)
     if model is not None and engine != "pocketsphinx":
         raise t.error("model", 'only for engine "pocketsphinx"')
     return TranscriptionConfig(
