@@ -179,8 +179,9 @@ def make_line(cfg, pins):
         return fxo.from_config(cfg, pins)
     if cfg.driver == "modem":
         from linebox.hw.modem import ModemLine
-        return ModemLine(cfg.id, cfg.port, cfg.plan, baud=cfg.baud, rtscts=cfg.flow_control == "rtscts")
-    raise LineboxError(f"line {cfg.id}: driver \"sim\" lines run only in `linebox sim`")
+        return ModemLine(cfg.id, cfg.port, cfg.plan, baud=cfg.baud, rtscts=cfg.flow_control == "rtscts",
+                         duplex=cfg.duplex, init=cfg.init)
+    raise LineboxError(f"line {cfg.id}: driver \"{cfg.driver}\" lines run only in `linebox sim`")
 
 
 class Daemon:
