@@ -268,6 +268,7 @@ class ModemCore:
         self.dtr_drops = 0
         self.responding = True
         self.streaming = True
+        self.stuck = False          # True: a modem that ignores every code in a data state
         self.out = bytearray()
         self._scheduled: list[tuple[float, bytes]] = []      # on-hook text due at a time
         self._inject: deque[tuple[bytes, float]] = deque()   # raw stream bytes, pause after
@@ -451,6 +452,8 @@ class ModemCore:
     def _stop_code(self, b: int) -> None:
         mode = self.mode
         self.stops.append((mode, bytes([b])))
+        if self.stuck:
+            return
         if mode == "vrx" and b == ord("!"):            # [V253] [RC56] receive abort
             self._leave(stream_end=True)
         elif mode == "vtr" and b == ord("^"):          # [CX930] +VTR, [VG] V253modem.c
