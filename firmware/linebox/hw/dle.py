@@ -96,6 +96,11 @@ class DleDecoder:
         self._packet: bytearray | None = None   # inside DLE X ... DLE .
 
     @property
+    def pending(self) -> bool:
+        """The last byte fed was a DLE whose code has not come yet."""
+        return self._dle
+
+    @property
     def shield(self) -> dict:
         """The shielded-DTMF state, for the decoder of the next data state."""
         return {"shielded": self._shielded, "shield_key": self._shield_key}

@@ -166,7 +166,7 @@ class AtChannel:
             rest = bytes(self._cmd_dle.remainder)
             self._cmd_dle = None
             self._text(rest)
-        elif not self._cmd_dle._dle:
+        elif not self._cmd_dle.pending:
             self._keep_shield(self._cmd_dle)
             self._cmd_dle = None
 

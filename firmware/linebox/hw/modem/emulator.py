@@ -96,7 +96,6 @@ PERSONALITIES = {
         "full_duplex": True,
         "shielded": False,            # [USR] Table 6-2 / [RCV144]: one DLE <key> per press
         "gci": False,                 # ASSUMED: the US model has no +GCI
-        "false_dialtone": True,       # [VG] US_Robotics.c; emitted when a test asks
         "extra_ok": (),
     },
     # Conexant CX93001 (Zoom 3095, StarTech USB56KEMH2, "CX93010" USB sticks). The ATI3
@@ -119,7 +118,6 @@ PERSONALITIES = {
         "full_duplex": True,          # ... although AT+VTR works
         "shielded": True,             # issue 17, [CA] thess: DLE / <key> ... DLE ~
         "gci": True,                  # [CX930] +GCI
-        "false_dialtone": False,
         "extra_ok": ("AT-SCID=1", "AT!4886="),   # [CA]: -SCID, and users' AT!4886= init
     },
 }
@@ -244,7 +242,8 @@ class ModemCore:
     ``commands`` lists every AT command received (upper case); ``stops`` every DLE code
     received in a data state, as ``(mode, code)``; ``audio_in`` what the modem took as
     audio to play; ``dtr_drops`` how often DTR went low. ``responding``/``streaming``
-    False: a modem that stopped answering commands / stopped sending receive audio.
+    False: a modem that stopped answering commands / stopped sending receive audio;
+    ``stuck`` True: one that ignores every code in a data state (only DTR gets it out).
     """
 
     def __init__(self, chipset: str, line=None, *, plan: str = "us", vsm=None,

@@ -176,7 +176,7 @@ class ModemLine(AtChannel, DataStates, Line):
         """What the modem is and how it is used, for ``linebox hwcheck``.
 
         Keys (stable; new ones may be added): port, manufacturer, model, ati, ati3,
-        chipset, chipset_label, formats, format, format_code, format_kind, duplex
+        chipset, chipset_label, quirks (sentences), formats, format, format_code, format_kind, duplex
         ("full"/"half"), duplex_source ("AT+VTR=?", "chipset", "config", "AT+VTR"),
         duplex_explanation, callerid, country (the T.35 code set, or None),
         country_note, init."""
@@ -307,6 +307,7 @@ class ModemLine(AtChannel, DataStates, Line):
             "ati3": ati3 or [],
             "chipset": chipset,
             "chipset_label": self._chipset.label,
+            "quirks": self._chipset.quirks,
             "formats": [e.name for e in entries],
             "format": chosen.name,
             "format_code": chosen.code,
