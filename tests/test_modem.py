@@ -745,3 +745,36 @@ def test_close_hangs_up(make):
     line.close()
     assert emu.commands[-1] == "ATH"
     assert not emu.offhook
+
+
+@pytest.mark.parametrize("personality,duplex", [("usr", "full"), ("conexant", "full")])
+def test_hwcheck_reports_the_chipset_and_what_its_duplex_means(tmp_path, personality, duplex):
+    import io
+
+    from linebox.config import LineConfig
+    from linebox.hw.check import Report, check_modem
+    with PtyModem(personality, tmp_path / "ttyModem") as emu:
+        out = io.StringIO()
+        report = Report(out)
+        check_modem(LineConfig(id=1, driver="modem", plan="us", rings=4, toll_saver_rings=0,
+                               route="100", port=emu.path, flow_control="none"), report)
+        (status, _, detail), = report.results
+        assert status == "OK", detail
+        assert f"chipset: {personality}" in detail and f"duplex: {duplex}" in detail
+        assert "plays and records at once" in detail
+        assert emu.commands[-1] == "ATH"          # closed: hung up, port released
+
+
+def test_modem_leaving_duplex_on_its_inactivity_timer_is_picked_up_again(make):
+    emu, line = make("conexant", line_kw={"init": "AT+VIT=1"})
+    answered(emu, line)
+    assert emu.mode == "vtr"
+    line.tick()
+    time.sleep(1.3)                          # the driver stalls: the modem's timer runs out
+    assert emu.wait_for(lambda e: e.mode == "command")
+    before = len(emu.commands)
+    marker = decode(emu.kind, encode(emu.kind, [1234]))[0]
+    emu.feed_audio([0] * 400 + [1234] * 100)
+    ticks = tick_until(line, lambda ts: marker in audio_of(ts))
+    assert emu.commands[before:] == ["AT+VTR"]
+    assert facts(ticks) == []

@@ -25,11 +25,11 @@ from linebox.hw.modem.formats import (
     encode_audio,
     parse_vsm_list,
 )
-from linebox.hw.modem.line import SWITCH_BACK_FRAMES, Backoff, ModemLine
+from linebox.hw.modem.line import SWITCH_BACK_FRAMES, Backoff, ModemLine, from_config
 
 __all__ = [
     "CHIPSETS", "SWITCH_BACK_FRAMES", "Backoff", "Chipset", "ModemError", "ModemLine",
     "ModemStuck", "VsmEntry", "WallClock", "callerid_fact", "choose_format",
-    "classify_format", "decode_audio", "detect_chipset", "encode_audio", "open_serial",
-    "parse_vsm_list",
+    "classify_format", "decode_audio", "detect_chipset", "encode_audio", "from_config",
+    "open_serial", "parse_vsm_list",
 ]

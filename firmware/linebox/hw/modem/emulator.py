@@ -509,9 +509,10 @@ class ModemCore:
         if self._held:
             self._send(bytes(self._held))
             self._held.clear()
-        if self.vit and self.mode != "command" and now - self._dte_at >= self.vit:
-            # [CX930] the inactivity timer leaves voice duplex (ASSUMED: every data state).
-            self._leave(stream_end=self.mode != "vtx")
+        if self.vit and self.mode in ("vtr", "vtx") and now - self._dte_at >= self.vit:
+            # [CX930] the inactivity timer leaves voice duplex when the computer sends
+            # nothing for that long (ASSUMED: transmit too; seconds).
+            self._leave(stream_end=self.mode == "vtr")
 
     def _line_frame(self, t: float) -> None:
         out = None

@@ -86,6 +86,12 @@ class Backoff:
         return delay
 
 
+def from_config(cfg) -> "ModemLine":
+    """The driver for a ``driver = "modem"`` [[line]] (the daemon and ``linebox hwcheck``)."""
+    return ModemLine(cfg.id, cfg.port, cfg.plan, baud=cfg.baud,
+                     rtscts=cfg.flow_control == "rtscts", duplex=cfg.duplex, init=cfg.init)
+
+
 class ModemLine(AtChannel, DataStates, Line):
     """One analog line on a V.253 voice modem (``driver = "modem"``).
 
