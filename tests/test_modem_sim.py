@@ -130,7 +130,7 @@ def test_false_dial_tone_report_while_the_caller_talks_does_not_cut_the_message(
     voice = speech_wav(tmp_path, speech_files[0], 6.0)
     events = ModemSim(tmp_path, chipset).run(
         TAKE.format(voice=voice),
-        hook=lambda app, ex: inject_after(app, ex, "_prompt_end", 1.5, b"d"))
+        hook=lambda app, ex: inject_after(app, ex, "record_start", 1.5, b"d"))
     (saved,) = of(events, "message_saved")
     assert saved["seconds"] >= 5.5
     assert [e["cause"] for e in of(events, "hangup_detected")] == ["busy"]
@@ -166,3 +166,16 @@ def test_modem_keys_are_refused_on_other_drivers(tmp_path):
         'driver = "sim"', 'driver = "sim"\nchipset = "usr"'))
     res = run_linebox("config", "check", "--config", sim.config_path)
     assert res.returncode == 2 and 'only for driver "modem-sim"' in res.stderr.decode()
+
+
+@pytest.mark.parametrize("chipset", ["usr", "conexant"])
+def test_false_dial_tone_report_before_a_hash_does_not_end_the_call(tmp_path, speech_files,
+                                                                    chipset):
+    voice = speech_wav(tmp_path, speech_files[1], 3.0)
+    events = ModemSim(tmp_path, chipset).run(
+        REVIEW.format(voice=voice),
+        hook=lambda app, ex: inject_after(app, ex, "record_start", 1.0, b"d"))
+    assert of(events, "prompt", name="review") and of(events, "prompt", name="message_sent")
+    (saved,) = of(events, "message_saved")
+    assert 2.5 <= saved["seconds"] <= 3.5
+    assert of(events, "hangup_detected") == []       # the firmware said goodbye and hung up

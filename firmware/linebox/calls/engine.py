@@ -28,10 +28,11 @@ LOOP_DROP_SECONDS = 0.1
 KEY_RELEASE_WAIT = 1.0
 # A driver's report of a hang-up tone (a modem's DLE b / DLE d) comes seconds after the
 # tone began (Rockwell RCV144ACX: "after any remaining data in the voice receive buffer",
-# then every 3-4 s) and may be false (vgetty US_Robotics.c: DLE d while recording).
-# While the caller is recorded, such a report waits this long for the listener, which
-# hears the tone itself (its onset is where the message ends); a report the listener
-# does not confirm ends the call only if the caller stopped talking by then.
+# then every 3-4 s) and may be false (vgetty US_Robotics.c: DLE d while recording or
+# playing). Such a report waits this long for the listener, which hears the tone itself
+# (its onset is where a message ends). Unconfirmed, it is dropped where the listener
+# could hear the line (full duplex, or recording), and taken where it could not (a
+# half-duplex modem playing a prompt hears for itself only).
 DRIVER_TONE_CONFIRM_SECONDS = 4.0
 DRIVER_TONE_CAUSES = ("busy", "reorder", "dial")
 
@@ -55,7 +56,7 @@ class Call:
         self.last_key_t = 0.0                 # line time where the last key began
         self._loop_seen = False
         self._loop_low_frames = 0
-        self._reported: tuple[str, float] | None = None   # a driver's tone report, unconfirmed
+        self._reported: tuple[str, float, bool] | None = None   # cause, t, listener could hear
         self.state = "answered"
 
     # -- facts -------------------------------------------------------------
@@ -113,34 +114,30 @@ class Call:
                 self._key(fact.digit, frame_start if fact.t is None else fact.t)
             elif isinstance(fact, HungUp):
                 at = frame_start if fact.t is None else fact.t
-                if fact.cause in DRIVER_TONE_CAUSES and self.state == "recording":
+                if fact.cause in DRIVER_TONE_CAUSES:
                     if self._reported is None:
-                        self._reported = (fact.cause, at)
+                        hearing = self.runner.line.full_duplex or self.state == "recording"
+                        self._reported = (fact.cause, at, hearing)
                 else:
                     self._hung_up(fact.cause, at)
         if self._reported is not None:
             self._check_report()
 
     def _check_report(self) -> None:
-        """A driver's tone report while recording: confirmed by the listener (which then
-        has set the hang-up at the tone's onset), or judged after the confirm window."""
-        cause, at = self._reported
-        if self.hangup_cause is not None or self.state != "recording":
+        """A driver's tone report: confirmed by the listener (which then has set the
+        hang-up at the tone's onset), or judged once the confirm window is over."""
+        cause, at, hearing = self._reported
+        if self.hangup_cause is not None:
             self._reported = None
-            if self.hangup_cause is None:       # no longer recording: take it as it is
-                self._hung_up(cause, at)
             return
         if self.t - at < DRIVER_TONE_CONFIRM_SECONDS:
             return
         self._reported = None
-        last = self.listener.vad.last_voice_end
-        last_t = None if last is None else self.line_time(last)
-        if last_t is not None and last_t > at + 0.5:
-            log.info("line %s: the line reported %s tone but the caller went on talking: "
-                     "ignored", self.runner.id, cause)
+        if hearing:
+            log.info("line %s: the line reported %s tone; the listener heard none: ignored",
+                     self.runner.id, cause)
             return
-        # Unconfirmed but plausible: end where the caller's voice ended, never later.
-        self._hung_up(cause, at if last_t is None else min(at, last_t))
+        self._hung_up(cause, at)
 
     def _key(self, digit: str, at: float) -> None:
         """One key press, whoever decoded it (the listener or the driver): ``at`` is the
