@@ -179,3 +179,43 @@ def test_false_dial_tone_report_before_a_hash_does_not_end_the_call(tmp_path, sp
     (saved,) = of(events, "message_saved")
     assert 2.5 <= saved["seconds"] <= 3.5
     assert of(events, "hangup_detected") == []       # the firmware said goodbye and hung up
+
+
+TWO_CALLS = """
+[[call]]
+line = 1
+at = 1.0
+steps = [ {{ wait = "beep" }}, {{ say = "{voice}" }}, {{ hangup = "busy" }} ]
+
+[[call]]
+line = 1
+after = 20.0
+caller = {{ number = "5550002222" }}
+steps = [ {{ wait = "beep" }}, {{ say = "{voice}" }}, {{ hangup = "busy" }} ]
+"""
+
+
+@pytest.mark.parametrize("chipset,duplex,state", [("usr", "auto", "duplex"),
+                                                  ("conexant", "half", "transmit")])
+def test_modem_that_will_not_leave_its_data_state_is_a_fault_and_the_next_call_is_answered(
+        tmp_path, speech_files, chipset, duplex, state):
+    voice = speech_wav(tmp_path, speech_files[0], 3.0)
+
+    def hook(app, exchange):
+        core = modem_line(app).core
+        first = []
+
+        def on(ev):
+            if ev.get("event") == "record_start" and not first:
+                first.append(ev)
+                core.stuck = True          # ignores DLE ^ / DLE ! / DLE ETX from now on
+            elif ev.get("event") == "line_fault":
+                core.stuck = False         # a DTR drop got it out; it behaves again
+        exchange.bus.subscribe(on)
+
+    events = ModemSim(tmp_path, chipset, duplex).run(TWO_CALLS.format(voice=voice), hook=hook)
+    (fault,) = of(events, "line_fault")
+    assert f"did not leave voice {state}" in fault["reason"]
+    assert of(events, "line_fault_cleared")
+    assert len(of(events, "message_saved")) == 2     # the first kept, the next call taken
+    assert of(events, "message_saved")[1]["caller_number"] == "5550002222"
