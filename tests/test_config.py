@@ -262,7 +262,7 @@ CASES = {
     "id zero": (MINIMAL.replace("id = 1", "id = 0"), f"config: {L1} key 'id': must be a positive integer"),
     "duplicate line id": (FXO.replace("id = 2", "id = 1"),
                           "config: [[line]] #2 key 'id': 1 is already used by [[line]] #1"),
-    "driver": (MINIMAL.replace('"sim"', '"voip"'), f"config: {L1} key 'driver': must be one of fxo, modem, sim"),
+    "driver": (MINIMAL.replace('"sim"', '"voip"'), f"config: {L1} key 'driver': must be one of fxo, modem, sim, modem-sim"),
     "plan": (set_key(MINIMAL, "[[line]]", "plan", '"jp"'),
              f"config: {L1} key 'plan': must be one of us, uk, de, fr, eu"),
     "rings bool is not an integer": (set_key(MINIMAL, "[[line]]", "rings", "true"),

@@ -1,5 +1,6 @@
-"""The voice-modem line driver, through real pyserial on a pty, against USR and Conexant
-emulators (tests/modem_emulator.py)."""
+"""The voice-modem line driver, through real pyserial on a pty, against the USR and
+Conexant modems of linebox.hw.modem.emulator (built from the chipsets' manuals and
+captured logs, not from the driver)."""
 
 import time
 from array import array
@@ -22,9 +23,11 @@ from linebox.hw.modem import (
     encode_audio,
     parse_vsm_list,
 )
-from modem_emulator import ModemEmulator, decode, encode, sine
+from linebox.hw.modem.emulator import ModemCore, PtyModem, decode, encode, sine
 
 BOTH = ["usr", "conexant"]
+# Each chipset in full and in half duplex (auto: what the chipset is known to do).
+MODES = [("usr", "auto"), ("usr", "half"), ("conexant", "auto"), ("conexant", "half")]
 
 
 @pytest.fixture
@@ -33,7 +36,7 @@ def make(tmp_path):
     made = []
 
     def _make(personality, line_kw=None, **emu_kw):
-        emu = ModemEmulator(personality, tmp_path / f"ttyModem{len(made)}", **emu_kw).__enter__()
+        emu = PtyModem(personality, tmp_path / f"ttyModem{len(made)}", **emu_kw).__enter__()
         kw = {"rtscts": False, "command_timeout": 0.5, "reset_timeout": 0.5, "backoff": (0.05, 0.4),
               "callerid_quiet": 0.15, "keepalive": 60.0}
         kw.update(line_kw or {})
@@ -104,12 +107,13 @@ def audio_of(ticks):
 
 
 def first_nonzero(samples):
-    return next(i for i, x in enumerate(samples) if x)
+    """The first sample above A-law's quietest codes (+-8: G.711 A-law has no zero)."""
+    return next(i for i, x in enumerate(samples) if abs(x) > 8)
 
 
 def heard_after_onset(samples) -> int:
     """Samples from the first non-zero one on (0 before any)."""
-    return len(samples) - first_nonzero(samples) if any(samples) else 0
+    return len(samples) - first_nonzero(samples) if any(abs(x) > 8 for x in samples) else 0
 
 
 # ---------------------------------------------------------------- pure parts
@@ -124,6 +128,26 @@ def test_vsm_list_parsed_in_both_layouts():
         (140, "16-BIT LINEAR", 16, "lin16")]
     assert [e.supports(8000) for e in entries] == [True, True, True]
     assert entries[1].supports(11025) is False
+
+
+def test_vsm_list_without_parentheses_as_conexant_answers():
+    # Verbatim from ncidd logs of CX93001 modems (NCID documentation).
+    entries = parse_vsm_list(['0,"SIGNED PCM",8,0,8000,0,0', '131,"Mu-Law",8,0,8000,0,0',
+                              '133,"14 bit PCM",14,0,8000,0,0', '140,"2 Bit ADPCM",2,0,8000,0,0',
+                              "OK"])
+    assert [(e.code, e.bits, e.kind, e.supports(8000)) for e in entries] == [
+        (0, 8, "lin8s", True), (131, 8, "ulaw", True), (133, 14, None, True),
+        (140, 2, None, True)]
+    assert choose_format(entries).code == 131
+
+
+def test_vsm_list_with_parentheses_as_the_usr_reference_prints_it():
+    entries = parse_vsm_list(['1,"UNSIGNED PCM",8,0,(7200,8000),(0),(0)',
+                              '131,"ULAW",8,0,(7200,8000),(0),(0)',
+                              '133,"LINEAR",16,0,(7200,8000),(0),(0)', '+VSM: 129,"ADPCM",4,0,(8000),(0),(0)'])
+    assert [(e.code, e.kind) for e in entries] == [(1, "lin8u"), (131, "ulaw"), (133, "lin16"),
+                                                   (129, None)]
+    assert choose_format(entries).code == 133
 
 
 @pytest.mark.parametrize("name,bits,kind", [
@@ -202,22 +226,42 @@ def test_usr_identified_and_set_up_for_16_bit_full_duplex(make):
     ident = connected(line).identify()
     assert ident["chipset"] == "usr"
     assert ident["manufacturer"] == "U.S. Robotics"
-    assert (ident["format"], ident["format_code"], ident["duplex"]) == \
-        ("16-BIT LINEAR", 129, "full")
+    assert (ident["format"], ident["format_code"], ident["duplex"]) == ("LINEAR", 133, "full")
+    assert ident["duplex_source"] == "AT+VTR=?"
     assert ident["callerid"] is True
     cmds = emu.commands
-    assert cmds[:2] == ["ATZ", "ATE0"]
+    # AT first, and ATZ only once AT has answered: the modem is in command mode.
+    assert cmds[:3] == ["AT", "ATZ", "ATE0"]
     order = [cmds.index(c) for c in ("ATI", "ATI3", "AT+FCLASS=8", "AT+VCID=1", "AT+VSM=?",
-                                     "AT+VSM=129,8000", "AT+VTR=?")]
+                                     "AT+VSM=133,8000", "AT+VTR=?")]
     assert order == sorted(order)
 
 
-def test_conexant_identified_and_set_up_for_ulaw_half_duplex(make):
+def test_conexant_set_up_for_mu_law_and_full_duplex_although_its_vtr_test_says_error(make):
     emu, line = make("conexant")
     ident = connected(line).identify()
     assert ident["chipset"] == "conexant"
-    assert (ident["format"], ident["format_code"], ident["duplex"]) == ("G.711U", 4, "half")
-    assert "AT+VSM=4,8000" in emu.commands
+    assert (ident["format"], ident["format_code"]) == ("Mu-Law", 131)
+    assert "AT+VSM=131,8000" in emu.commands
+    assert (ident["duplex"], ident["duplex_source"]) == ("full", "chipset")
+    assert "at once" in ident["duplex_explanation"]
+    line.set_hook(True)                       # AT+VTR=? said ERROR; AT+VTR works
+    assert emu.commands[-2:] == ["AT+VLS=1", "AT+VTR"] and emu.mode == "vtr"
+    assert line.identify()["duplex_source"] == "AT+VTR"
+
+
+def test_conexant_firmware_without_duplex_falls_back_to_half_duplex_at_the_first_call(make):
+    emu, line = make("conexant", full_duplex=False)
+    connected(line)
+    line.set_hook(True)
+    assert emu.commands[-3:] == ["AT+VLS=1", "AT+VTR", "AT+VRX"] and emu.mode == "vrx"
+    ident = line.identify()
+    assert (ident["duplex"], ident["duplex_source"]) == ("half", "AT+VTR")
+    assert "either plays" in ident["duplex_explanation"]
+    assert not line.full_duplex
+    line.set_hook(False)
+    line.set_hook(True)
+    assert emu.commands[-2:] == ["AT+VLS=1", "AT+VRX"]       # not asked again
 
 
 @pytest.mark.parametrize("personality,vsm,code,kind", [
@@ -225,6 +269,7 @@ def test_conexant_identified_and_set_up_for_ulaw_half_duplex(make):
     ("usr", ['128,"8-BIT LINEAR",(7200,8000,11025)', '132,"IMA ADPCM",(8000)'], 128, "lin8u"),
     ("conexant", ['1,"UNSIGNED PCM",8,0,(8000),(0),(0)', '129,"IMA ADPCM",4,0,(8000),(0),(0)'],
      1, "lin8u"),
+    ("conexant", ['1,"UNSIGNED PCM",8,0,8000,0,0', '132,"A-Law",8,0,8000,0,0'], 132, "alaw"),
 ])
 def test_format_chosen_from_what_the_modem_lists(make, personality, vsm, code, kind):
     emu, line = make(personality, vsm=vsm)
@@ -287,9 +332,11 @@ def test_callerid_completed_by_the_next_ring_when_no_quiet_came_first(make):
 # ---------------------------------------------------------------- answer and receive
 
 
-@pytest.mark.parametrize("personality,start", [("usr", "AT+VTR"), ("conexant", "AT+VRX")])
-def test_answer_goes_off_hook_then_starts_receiving(make, personality, start):
-    emu, line = make(personality)
+@pytest.mark.parametrize("personality,duplex,start", [
+    ("usr", "auto", "AT+VTR"), ("usr", "half", "AT+VRX"),
+    ("conexant", "auto", "AT+VTR"), ("conexant", "half", "AT+VRX")])
+def test_answer_goes_off_hook_then_starts_receiving(make, personality, duplex, start):
+    emu, line = make(personality, line_kw={"duplex": duplex})
     connected(line)
     before = len(emu.commands)
     line.set_hook(True)
@@ -302,6 +349,7 @@ def test_answer_goes_off_hook_then_starts_receiving(make, personality, start):
     ("conexant", None),                                              # mu-law
     ("usr", ['128,"8-BIT LINEAR",(8000)']),                          # 8-bit unsigned
     ("conexant", ['5,"G.711A",8,0,(8000),(0),(0)']),                 # A-law
+    ("conexant", ['0,"SIGNED PCM",8,0,8000,0,0']),                   # 8-bit signed
 ])
 def test_received_sine_arrives_as_the_codec_delivers_it(make, personality, vsm):
     emu, line = make(personality, vsm=vsm)
@@ -313,7 +361,7 @@ def test_received_sine_arrives_as_the_codec_delivers_it(make, personality, vsm):
     start = first_nonzero(got)
     expected = decode(emu.kind, encode(emu.kind, tone))
     assert list(got[start:start + len(tone)]) == expected
-    assert not any(got[:start])
+    assert all(abs(x) <= 8 for x in got[:start])
     assert facts(ticks) == []
 
 
@@ -334,10 +382,40 @@ def test_keys_reported_by_the_modem_are_dtmf_facts(make, personality, shielded):
     emu, line = make(personality)
     answered(emu, line)
     for key in "5#A":
-        emu.press_dtmf(key, shielded=shielded)
+        emu.press_dtmf(key, shielded=shielded, repeats=3)   # shielded: the key 4 times
     ticks = tick_until(line, has("dtmf", 3))
     ticks += [line.tick() for _ in range(5)]
     assert facts(ticks) == [("dtmf", "5"), ("dtmf", "#"), ("dtmf", "A")]
+
+
+@pytest.mark.parametrize("personality", BOTH)
+def test_shielded_key_repeated_after_the_switch_to_transmit_counts_once(make, personality):
+    emu, line = make(personality, line_kw={"duplex": "half"})
+    answered(emu, line)
+    emu.send_raw(b"\x10/\x105\x105")           # the tone starts, the key twice, still on
+    ticks = tick_until(line, has("dtmf"))
+    feed = frames_of(sine(FRAME * 3))
+    for _ in range(2):
+        ticks.append(line.tick(feed()))       # a prompt starts: receive -> transmit
+    assert line.state == "tx"
+    emu.send_raw(b"\x105\x105\x10~")           # the same tone goes on, then ends
+    ticks += [line.tick(feed()) for _ in range(1)]
+    ticks += [line.tick() for _ in range(SWITCH_BACK_FRAMES + 10)]
+    assert line.state == "rx"
+    emu.press_dtmf("5", shielded=True)         # a new press of the same key
+    ticks += tick_until(line, has("dtmf"))
+    assert facts(ticks) == [("dtmf", "5"), ("dtmf", "5")]
+
+
+@pytest.mark.parametrize("personality", BOTH)
+def test_keys_the_modem_hears_on_the_line_are_reported_in_its_style(make, personality):
+    from linebox.dsp import gen
+    emu, line = make(personality)
+    answered(emu, line)
+    emu.feed_audio(gen.silence(0.2) + gen.dtmf("7", 0.2, 0.2, -6.0, -4.0))
+    ticks = tick_until(line, has("dtmf"))
+    ticks += [line.tick() for _ in range(30)]
+    assert facts(ticks) == [("dtmf", "7")]
 
 
 def test_dle_split_across_reads_is_one_code_and_audio_goes_on(make):
@@ -351,13 +429,28 @@ def test_dle_split_across_reads_is_one_code_and_audio_goes_on(make):
     assert all(len(t.audio) == FRAME for t in ticks)
 
 
+@pytest.mark.parametrize("personality,duplex", MODES)
 @pytest.mark.parametrize("code,cause", [("b", "busy"), ("d", "dial"), ("l", "loop")])
-def test_call_progress_reported_by_the_modem_is_a_hangup_fact(make, code, cause):
-    emu, line = make("usr")
+def test_call_progress_reported_by_the_modem_is_a_hangup_fact(make, personality, duplex,
+                                                               code, cause):
+    emu, line = make(personality, line_kw={"duplex": duplex})
     answered(emu, line)
     emu.send_dle(code)
     ticks = tick_until(line, has("hangup"))
     assert facts(ticks) == [("hangup", cause)]
+
+
+@pytest.mark.parametrize("personality", BOTH)
+def test_busy_tone_on_the_line_is_reported_late_and_again_every_4_s(make, personality):
+    from linebox.dsp.plans import tone_signal
+    emu, line = make(personality)
+    answered(emu, line)
+    emu.feed_audio(tone_signal("us", "busy", 10.0))
+    ticks = tick_until(line, has("hangup", 2), timeout=15)
+    frames = [i for i, t in enumerate(ticks) for f in t.events if isinstance(f, HungUp)]
+    first, second = frames[0] * FRAME / 8000, frames[1] * FRAME / 8000
+    assert first >= 0.5                          # declared after some cadence, not at once
+    assert abs((second - first) - 4.0) < 0.3     # Rockwell RCV144ACX: every 4 s
 
 
 def test_unknown_dle_codes_are_ignored(make):
@@ -369,9 +462,9 @@ def test_unknown_dle_codes_are_ignored(make):
     assert facts(ticks) == [("dtmf", "9")]
 
 
-@pytest.mark.parametrize("personality", BOTH)
-def test_receive_ended_by_the_modem_is_started_again(make, personality):
-    emu, line = make(personality)
+@pytest.mark.parametrize("personality,duplex", MODES)
+def test_receive_ended_by_the_modem_is_started_again(make, personality, duplex):
+    emu, line = make(personality, line_kw={"duplex": duplex})
     answered(emu, line)
     line.tick()
     before = len(emu.commands)
@@ -379,7 +472,7 @@ def test_receive_ended_by_the_modem_is_started_again(make, personality):
     marker = decode(emu.kind, encode(emu.kind, [1234]))[0]       # exact in the codec
     emu.feed_audio([0] * 400 + [1234] * 100)
     ticks = tick_until(line, lambda ts: marker in audio_of(ts))
-    assert emu.commands[before:] == ["AT+VTR" if personality == "usr" else "AT+VRX"]
+    assert emu.commands[before:] == ["AT+VRX" if duplex == "half" else "AT+VTR"]
     assert facts(ticks) == []
 
 
@@ -404,8 +497,7 @@ def frames_of(samples):
     return nxt
 
 
-@pytest.mark.parametrize("personality,duplex", [("usr", "full"), ("usr", "half"),
-                                                ("conexant", "auto")])
+@pytest.mark.parametrize("personality,duplex", MODES)
 def test_transmitted_audio_arrives_intact_with_dle_doubled(make, personality, duplex):
     emu, line = make(personality, line_kw={"duplex": duplex})
     answered(emu, line)
@@ -428,13 +520,14 @@ def test_transmitted_audio_arrives_intact_with_dle_doubled(make, personality, du
     else:
         assert all(abs(g - s) <= abs(s) // 16 + 8 for g, s in zip(got, sent, strict=True))
     assert b"\x10" in emu.received_bytes()
-    if line.identify()["duplex"] == "half":
+    if duplex == "half":
         assert emu.stops[-1] == ("vtx", b"\x03")          # played out, then ended
     assert not facts([line.tick()], "fault")
 
 
-def test_half_duplex_switches_to_transmit_and_back_to_receive(make):
-    emu, line = make("conexant")
+@pytest.mark.parametrize("personality", BOTH)
+def test_half_duplex_switches_to_transmit_and_back_to_receive(make, personality):
+    emu, line = make(personality, line_kw={"duplex": "half"})
     answered(emu, line)
     before = len(emu.commands)
     feed = frames_of(sine(FRAME * 3))
@@ -445,17 +538,14 @@ def test_half_duplex_switches_to_transmit_and_back_to_receive(make):
         line.tick(None)
     assert line.state == "rx"
     assert emu.commands[before:] == ["AT+VTX", "AT+VRX"]
-    # Conexant: the lone DLE ! is ignored, DLE DC4 ends receive; DLE ETX ends transmit.
-    assert emu.stops == [("vrx", b"!"), ("vrx", b"\x14"), ("vtx", b"\x03")]
+    # V.253: DLE ! ends receive, DLE ETX ends transmit once played out.
+    assert emu.stops == [("vrx", b"!"), ("vtx", b"\x03")]
     emu.press_dtmf("3")
     assert facts(tick_until(line, has("dtmf"))) == [("dtmf", "3")]
 
 
-@pytest.mark.parametrize("personality,stops", [
-    ("usr", [("vrx", b"!"), ("vtx", b"\x18"), ("vtx", b"\x03")]),
-    ("conexant", [("vrx", b"!"), ("vrx", b"\x14"), ("vtx", b"\x14")]),
-])
-def test_hang_up_mid_prompt_ends_transmit_with_the_chipsets_sequence(make, personality, stops):
+@pytest.mark.parametrize("personality", BOTH)
+def test_hang_up_mid_prompt_clears_and_ends_transmit_with_documented_codes(make, personality):
     emu, line = make(personality, line_kw={"duplex": "half"})
     answered(emu, line)
     feed = frames_of(sine(FRAME * 3))
@@ -463,21 +553,111 @@ def test_hang_up_mid_prompt_ends_transmit_with_the_chipsets_sequence(make, perso
         line.tick(feed())
     before = len(emu.commands)
     line.set_hook(False)
-    assert emu.stops == stops
+    # DLE CAN clears the buffer, DLE ETX ends (IS-101, RC56); never ZyXEL's DLE DC4.
+    assert emu.stops == [("vrx", b"!"), ("vtx", b"\x18"), ("vtx", b"\x03")]
     assert emu.commands[before:] == ["ATH"]
     assert line.state == "idle" and not emu.offhook
+    assert not facts([line.tick()], "fault")
 
 
-@pytest.mark.parametrize("personality,stops", [
-    ("usr", [("vtr", b"!")]), ("conexant", [("vrx", b"!"), ("vrx", b"\x14")])])
-def test_hang_up_while_receiving_ends_receive_with_the_chipsets_sequence(make, personality, stops):
-    emu, line = make(personality)
+@pytest.mark.parametrize("personality,duplex,stops", [
+    ("usr", "auto", [("vtr", b"^")]), ("conexant", "auto", [("vtr", b"^")]),
+    ("usr", "half", [("vrx", b"!")]), ("conexant", "half", [("vrx", b"!")])])
+def test_hang_up_while_receiving_leaves_each_state_with_its_own_code(make, personality,
+                                                                     duplex, stops):
+    emu, line = make(personality, line_kw={"duplex": duplex})
     answered(emu, line)
     line.tick()
     line.set_hook(False)
     assert emu.stops == stops
     assert emu.commands[-1] == "ATH"
-    assert line.state == "idle"
+    assert line.state == "idle" and not emu.offhook
+
+
+# ---------------------------------------------------------------- the emulator itself
+
+
+def test_emulated_modem_takes_atz_in_a_data_state_as_audio():
+    core = ModemCore("usr")
+    for cmd in ("AT+FCLASS=8", "AT+VSM=128,8000", "AT+VLS=1", "AT+VTX"):
+        core.receive(cmd.encode() + b"\r")
+    assert core.mode == "vtx"
+    core.receive(b"ATZ\r")
+    assert core.mode == "vtx" and core.offhook and "ATZ" not in core.commands
+    assert bytes(core.audio_in) == b"ATZ\r"
+
+
+@pytest.mark.parametrize("personality", BOTH)
+def test_emulated_modem_ignores_zyxels_dc4_and_leaves_duplex_only_on_dle_caret(personality):
+    core = ModemCore(personality)
+    for cmd in ("AT+FCLASS=8", "AT+VLS=1"):
+        core.receive(cmd.encode() + b"\r")
+    core.receive(b"AT+VSM=131,8000\r")
+    core.receive(b"AT+VTX\r")
+    core.receive(b"\x10\x14")
+    assert core.mode == "vtx"
+    core.receive(b"\x10\x03")
+    assert core.mode == "command"
+    core.receive(b"AT+VTR\r")
+    core.receive(b"\x10!\x10\x03")
+    assert core.mode == "vtr"
+    core.receive(b"\x10^")
+    assert core.mode == "command"
+    assert core.take_output().endswith(b"\x10\x03\r\nOK\r\n")
+
+
+def test_emulated_modem_drops_the_call_when_dtr_drops():
+    core = ModemCore("conexant")
+    for cmd in ("AT+FCLASS=8", "AT+VSM=131,8000", "AT+VLS=1", "AT+VTR"):
+        core.receive(cmd.encode() + b"\r")
+    core.dtr_drop()
+    assert core.mode == "command" and not core.offhook
+
+
+# ---------------------------------------------------------------- set-up: country, init
+
+
+@pytest.mark.parametrize("plan,code", [("us", "B5"), ("uk", "B4"), ("de", "42"), ("fr", "3D")])
+def test_conexant_country_set_from_the_plan(make, plan, code):
+    emu, line = make("conexant")
+    line.close()
+    line = ModemLine(1, emu.path, plan, rtscts=False, command_timeout=0.5)
+    try:
+        ident = line.identify()
+        assert f"AT+GCI={code}" in emu.commands
+        assert emu.core.gci == code and ident["country"] == code
+        assert emu.commands.index(f"AT+GCI={code}") < emu.commands.index("AT+FCLASS=8")
+    finally:
+        line.close()
+
+
+def test_country_left_alone_where_the_modem_or_the_plan_has_none(make):
+    emu, line = make("usr")
+    ident = connected(line).identify()
+    assert ident["country"] is None and "AT+GCI" in ident["country_note"]
+    assert not any(c.startswith("AT+GCI=") and c != "AT+GCI=?" for c in emu.commands)
+    emu2, line2 = make("conexant")
+    line2.close()
+    line2 = ModemLine(1, emu2.path, "eu", rtscts=False, command_timeout=0.5)
+    try:
+        assert line2.identify()["country"] is None
+        assert not any(c.startswith("AT+GCI") for c in emu2.commands)
+    finally:
+        line2.close()
+
+
+def test_init_string_is_sent_after_the_reset_and_before_voice_mode(make):
+    emu, line = make("conexant", line_kw={"init": "AT!4886=00"})
+    assert connected(line).identify()["init"] == "AT!4886=00"
+    cmds = emu.commands
+    assert cmds.index("ATZ") < cmds.index("AT!4886=00") < cmds.index("AT+FCLASS=8")
+
+
+def test_init_string_the_modem_refuses_is_a_fault_naming_it(make):
+    emu, line = make("usr", line_kw={"init": "AT!4886=00"})
+    ticks = [line.tick()]
+    assert facts(ticks) == [("fault", f"modem on {emu.path}: AT!4886=00 answered ERROR "
+                                      "(the line's init string)")]
 
 
 # ---------------------------------------------------------------- faults
@@ -506,18 +686,49 @@ def test_unplug_is_one_fault_and_replug_brings_the_line_back(make, personality):
     assert facts(tick_until(line, has("ring"))) == [("ring",)]
 
 
-def test_modem_that_stops_answering_is_a_fault_and_is_reset_with_backoff(make):
+def test_modem_that_stops_answering_is_a_fault_and_never_gets_atz_until_it_answers(make):
     emu, line = make("usr", line_kw={"keepalive": 0.2})
     connected(line)
     emu.responding = False
     ticks = tick_until(line, has("fault"))
     assert facts(ticks) == [("fault", f"modem on {emu.path}: no answer to AT")]
-    ticks = tick_until(line, lambda ts: emu.commands.count("ATZ") >= 3)
-    assert facts(ticks) == []
+    resets = emu.commands.count("ATZ")
+    ticks = tick_until(line, lambda ts: emu.commands.count("AT") >= 8)     # retried, backoff
+    assert facts(ticks) == [] and emu.commands.count("ATZ") == resets
     emu.responding = True
     ticks = tick_until(line, has("fault_cleared"))
     assert facts(ticks) == [("fault_cleared",)]
+    assert emu.commands.count("ATZ") == resets + 1
     assert line.identify()["chipset"] == "usr"
+
+
+@pytest.mark.parametrize("personality,duplex,state", [
+    ("usr", "auto", "duplex"), ("conexant", "auto", "duplex"),
+    ("usr", "half", "rx"), ("conexant", "half", "rx"),
+    ("usr", "half", "tx"), ("conexant", "half", "tx")])
+def test_modem_stuck_in_a_data_state_is_a_fault_recovered_by_dtr_not_atz(make, personality,
+                                                                         duplex, state):
+    emu, line = make(personality, line_kw={"duplex": duplex})
+    answered(emu, line)
+    if state == "tx":
+        feed = frames_of(sine(FRAME * 3))
+        for _ in range(3):
+            line.tick(feed())
+    assert line.state == state
+    with emu.lock:
+        emu.core.stuck = True
+    line.set_hook(False)                       # the caller is gone: the line must go on-hook
+    ticks = [line.tick()]
+    (fault,) = facts(ticks, "fault")
+    assert "did not leave voice" in fault[1]
+    assert emu.wait_for(lambda e: e.dtr_drops >= 1 and not e.offhook)
+    assert b"ATZ" not in emu.received_bytes() and b"ATH" not in emu.received_bytes()
+    with emu.lock:
+        emu.core.stuck = False
+    ticks = tick_until(line, has("fault_cleared"))
+    assert line.state == "idle" and not emu.offhook
+    emu.ring(1)
+    assert facts(tick_until(line, has("ring"))) == [("ring",)]
 
 
 def test_missing_port_at_start_is_a_fault_not_an_exception(tmp_path):
@@ -535,3 +746,36 @@ def test_close_hangs_up(make):
     line.close()
     assert emu.commands[-1] == "ATH"
     assert not emu.offhook
+
+
+@pytest.mark.parametrize("personality,duplex", [("usr", "full"), ("conexant", "full")])
+def test_hwcheck_reports_the_chipset_and_what_its_duplex_means(tmp_path, personality, duplex):
+    import io
+
+    from linebox.config import LineConfig
+    from linebox.hw.check import Report, check_modem
+    with PtyModem(personality, tmp_path / "ttyModem") as emu:
+        out = io.StringIO()
+        report = Report(out)
+        check_modem(LineConfig(id=1, driver="modem", plan="us", rings=4, toll_saver_rings=0,
+                               route="100", port=emu.path, flow_control="none"), report)
+        (status, _, detail), = report.results
+        assert status == "OK", detail
+        assert f"chipset: {personality}" in detail and f"duplex: {duplex}" in detail
+        assert "plays and records at once" in detail
+        assert emu.commands[-1] == "ATH"          # closed: hung up, port released
+
+
+def test_modem_leaving_duplex_on_its_inactivity_timer_is_picked_up_again(make):
+    emu, line = make("conexant", line_kw={"init": "AT+VIT=1"})
+    answered(emu, line)
+    assert emu.mode == "vtr"
+    line.tick()
+    time.sleep(1.3)                          # the driver stalls: the modem's timer runs out
+    assert emu.wait_for(lambda e: e.mode == "command")
+    before = len(emu.commands)
+    marker = decode(emu.kind, encode(emu.kind, [1234]))[0]
+    emu.feed_audio([0] * 400 + [1234] * 100)
+    ticks = tick_until(line, lambda ts: marker in audio_of(ts))
+    assert emu.commands[before:] == ["AT+VTR"]
+    assert facts(ticks) == []

@@ -271,9 +271,9 @@ def make_line(cfg, pins):
         from linebox.hw import fxo
         return fxo.from_config(cfg, pins)
     if cfg.driver == "modem":
-        from linebox.hw.modem import ModemLine
-        return ModemLine(cfg.id, cfg.port, cfg.plan, baud=cfg.baud, rtscts=cfg.flow_control == "rtscts")
-    raise LineboxError(f"line {cfg.id}: driver \"sim\" lines run only in `linebox sim`")
+        from linebox.hw.modem import from_config
+        return from_config(cfg)
+    raise LineboxError(f"line {cfg.id}: driver \"{cfg.driver}\" lines run only in `linebox sim`")
 
 
 class Daemon:

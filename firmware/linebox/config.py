@@ -19,7 +19,7 @@ from linebox.dsp.plans import PLAN_NAMES
 from linebox.errors import LineboxError
 from linebox.voicemail.pins import looks_like_pin_hash
 
-DRIVERS = ("fxo", "modem", "sim")
+DRIVERS = ("fxo", "modem", "sim", "modem-sim")
 LANGUAGES = ("en", "de", "fr", "es", "it")
 PROMPT_VOICES = ("auto", "espeak")     # auto: Asterisk's human voice where installed
 DTMF_KEYS = "0123456789*#"
@@ -30,8 +30,12 @@ DEVICE_KEYS = ("id", "name", "data_dir", "status_led_pin", "timezone", "prompts"
 FXO_KEYS = ("audio", "hook_pin", "ring_pin", "loop_pin", "hook_active_high",
             "ring_active_low", "loop_active_low", "rx_gain_db", "tx_gain_db")
 MODEM_KEYS = ("port", "baud", "flow_control")
+# Voice-modem keys for both "modem" and "modem-sim" (the emulated modem of `linebox sim`).
+VOICE_MODEM_KEYS = ("init", "duplex")
+MODEM_SIM_KEYS = ("chipset",)
+MODEM_CHIPSETS = ("usr", "conexant")
 LINE_KEYS = ("id", "driver", "plan", "rings", "toll_saver_rings", "route", "answer",
-             "schedule", *FXO_KEYS, *MODEM_KEYS)
+             "schedule", *FXO_KEYS, *MODEM_KEYS, *VOICE_MODEM_KEYS, *MODEM_SIM_KEYS)
 SCHEDULE_KEYS = ("days", "from", "to", "rings", "answer")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 BOX_KEYS = ("number", "name", "language", "pin_hash", "pin_required", "email",
@@ -114,6 +118,9 @@ class LineConfig:
     baud: int = 115200
     flow_control: str = "rtscts"    # modem: "rtscts" (hardware) or "none"
     schedule: tuple["Hours", ...] = ()   # office hours; outside them rings/answer apply
+    init: str | None = None         # modem, modem-sim: one more AT command after the reset
+    duplex: str = "auto"            # modem, modem-sim: auto | full | half
+    chipset: str | None = None      # modem-sim: which emulated modem (usr | conexant)
 
 
 @dataclass(frozen=True)
@@ -390,8 +397,13 @@ def _read_device(t: _Table) -> DeviceConfig:
 
 def _read_line(t: _Table) -> LineConfig:
     driver = t.get_str("driver", choices=DRIVERS)
-    own = {"fxo": FXO_KEYS, "modem": MODEM_KEYS}.get(driver, ())
+    own = {"fxo": FXO_KEYS, "modem": MODEM_KEYS + VOICE_MODEM_KEYS,
+           "modem-sim": VOICE_MODEM_KEYS + MODEM_SIM_KEYS}.get(driver, ())
     for key in t.data:
+        if key in VOICE_MODEM_KEYS and key not in own:
+            raise t.error(key, 'only for driver "modem" or "modem-sim"')
+        if key in MODEM_SIM_KEYS and key not in own:
+            raise t.error(key, 'only for driver "modem-sim"')
         if key in FXO_KEYS + MODEM_KEYS and key not in own:
             other = "fxo" if key in FXO_KEYS else "modem"
             raise t.error(key, f'only for driver "{other}"')
@@ -427,6 +439,13 @@ def _read_line(t: _Table) -> LineConfig:
             flow_control=t.get_str("flow_control", "rtscts", choices=("rtscts", "none")))
         if line.baud not in BAUD_RATES:
             raise t.error("baud", f"must be one of {', '.join(map(str, BAUD_RATES))}")
+    if driver == "modem-sim":
+        line = replace(line, chipset=t.get_str("chipset", "conexant", choices=MODEM_CHIPSETS))
+    if driver in ("modem", "modem-sim"):
+        init = t.get_str("init", None, pattern=_INIT_STRING,
+                         must='must be one AT command, printable ASCII ("AT!4886=00")')
+        line = replace(line, init=init,
+                       duplex=t.get_str("duplex", "auto", choices=("auto", "full", "half")))
     return line
 
 
@@ -487,6 +506,7 @@ def _read_emails(t: _Table) -> tuple[str, ...]:
     if len(set(values)) != len(values):
         raise t.error("email", "the same address twice")
     return tuple(values)
+_INIT_STRING = re.compile(r"(?i)AT[\x20-\x7e]{1,60}")
 
 
 def _read_box(t: _Table) -> BoxConfig:

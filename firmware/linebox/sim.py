@@ -68,10 +68,11 @@ def build(config, scenario, out=None, as_json: bool = True, clock_start: float |
     """The appliance, the exchange and the transcript for one simulation."""
     from linebox.hw.sim import SimExchange
 
-    sim_lines = {line.id: line for line in config.lines if line.driver == "sim"}
+    sim_lines = {line.id: line for line in config.lines if line.driver in ("sim", "modem-sim")}
     for lid in sorted(scenario.lines()):
         if lid not in sim_lines:
-            raise LineboxError(f"scenario: line {lid} is not a line with driver = \"sim\" in {config.source}")
+            raise LineboxError(f"scenario: line {lid} is not a line with driver = \"sim\" "
+                               f"(or \"modem-sim\") in {config.source}")
     bus = Bus()
     exchange = SimExchange(scenario, {lid: c.plan for lid, c in sim_lines.items()}, bus)
     if scenario.start is not None:
@@ -84,8 +85,18 @@ def build(config, scenario, out=None, as_json: bool = True, clock_start: float |
     app.open()
     app.run_reporting()
     for lid in sorted(sim_lines):
-        app.add_line(exchange.line(lid), sim_lines[lid])
+        app.add_line(_sim_line(exchange, sim_lines[lid]), sim_lines[lid])
     return app, exchange, transcript
+
+
+def _sim_line(exchange, cfg):
+    """The exchange's line, or for ``driver = "modem-sim"`` the real modem driver and an
+    emulated modem (``linebox.hw.modem.emulator``) in front of it."""
+    if cfg.driver != "modem-sim":
+        return exchange.line(cfg.id)
+    from linebox.hw.modem.emulator import ModemSimLine
+    return ModemSimLine(exchange.line(cfg.id), cfg.id, cfg.plan, cfg.chipset,
+                        duplex=cfg.duplex, init=cfg.init)
 
 
 def run(app, exchange, transcript) -> None:

@@ -26,6 +26,15 @@ LOOP_DROP_SECONDS = 0.1
 # How long a prompt stopped by a key waits for that key to be released (longer presses
 # are still seen, later, by whatever waits for keys next).
 KEY_RELEASE_WAIT = 1.0
+# A driver's report of a hang-up tone (a modem's DLE b / DLE d) comes seconds after the
+# tone began (Rockwell RCV144ACX: "after any remaining data in the voice receive buffer",
+# then every 3-4 s) and may be false (vgetty US_Robotics.c: DLE d while recording or
+# playing). Such a report waits this long for the listener, which hears the tone itself
+# (its onset is where a message ends). Unconfirmed, it is dropped where the listener
+# could hear the line (full duplex, or recording), and taken where it could not (a
+# half-duplex modem playing a prompt hears for itself only).
+DRIVER_TONE_CONFIRM_SECONDS = 4.0
+DRIVER_TONE_CAUSES = ("busy", "reorder", "dial")
 
 Flow = Generator[array | None, None, object]
 
@@ -47,6 +56,7 @@ class Call:
         self.last_key_t = 0.0                 # line time where the last key began
         self._loop_seen = False
         self._loop_low_frames = 0
+        self._reported: tuple[str, float, bool] | None = None   # cause, t, listener could hear
         self.state = "answered"
 
     # -- facts -------------------------------------------------------------
@@ -103,7 +113,31 @@ class Call:
             if isinstance(fact, KeyPressed):
                 self._key(fact.digit, frame_start if fact.t is None else fact.t)
             elif isinstance(fact, HungUp):
-                self._hung_up(fact.cause, frame_start if fact.t is None else fact.t)
+                at = frame_start if fact.t is None else fact.t
+                if fact.cause in DRIVER_TONE_CAUSES:
+                    if self._reported is None:
+                        hearing = self.runner.line.full_duplex or self.state == "recording"
+                        self._reported = (fact.cause, at, hearing)
+                else:
+                    self._hung_up(fact.cause, at)
+        if self._reported is not None:
+            self._check_report()
+
+    def _check_report(self) -> None:
+        """A driver's tone report: confirmed by the listener (which then has set the
+        hang-up at the tone's onset), or judged once the confirm window is over."""
+        cause, at, hearing = self._reported
+        if self.hangup_cause is not None:
+            self._reported = None
+            return
+        if self.t - at < DRIVER_TONE_CONFIRM_SECONDS:
+            return
+        self._reported = None
+        if hearing:
+            log.info("line %s: the line reported %s tone; the listener heard none: ignored",
+                     self.runner.id, cause)
+            return
+        self._hung_up(cause, at)
 
     def _key(self, digit: str, at: float) -> None:
         """One key press, whoever decoded it (the listener or the driver): ``at`` is the
@@ -127,6 +161,10 @@ class Call:
             raise Hangup(self.hangup_cause)
 
     def key_waiting(self) -> bool:
+        if self.runner.line.reports_dtmf:
+            # The driver reports a key while its tone is still on (a modem's DLE code);
+            # the listener hearing that same tone is no second key to wait for.
+            return bool(self.digits)
         return bool(self.digits) or self.listener.pressed is not None
 
     def take_key(self) -> str | None:
@@ -158,6 +196,8 @@ class Call:
     def _await_release(self) -> Flow:
         """A key is down: let it come up, so the flow sees which key it was."""
         frames = int(KEY_RELEASE_WAIT * RATE / FRAME)
+        if self.runner.line.reports_dtmf:
+            return
         while not self.digits and self.listener.pressed is not None and frames > 0:
             frames -= 1
             yield None

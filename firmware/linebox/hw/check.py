@@ -284,8 +284,10 @@ def describe_modem(info) -> str:
         parts.append(f"{info['duplex']} duplex")
     if "callerid" in info:
         parts.append("caller ID on" if info["callerid"] else "caller ID not supported (AT+VCID)")
+    # What the driver explains at length (duplex, country) gets INFO lines of its own.
     known = {"port", "manufacturer", "model", "ati", "ati3", "chipset", "formats", "format",
-             "format_code", "format_kind", "duplex", "callerid"}
+             "format_code", "format_kind", "duplex", "callerid", "chipset_label", "quirks",
+             "duplex_source", "duplex_explanation", "country_note", "init"}
     parts += [f"{k.replace('_', ' ')} {v}" for k, v in info.items()
               if k not in known and isinstance(v, str | int | float) and not isinstance(v, bool)]
     return ", ".join(parts)

@@ -16,7 +16,8 @@ from the modem (DCE to DTE)
 
 to the modem (DTE to DCE): audio with every 0x10 doubled (``dle_escape``), ended by
 ``DLE ETX`` (play out, then OK), ``DLE CAN`` (drop buffered audio), ``DLE !`` (abort
-receive) or, on Rockwell/Conexant chips, ``DLE DC4`` (drop buffer, back to command mode).
+receive), ``DLE ^`` (leave duplex); ``DLE DC4`` is ZyXEL's alone (see
+``linebox.hw.modem.chipsets``).
 
 ``DleDecoder`` is pure: feed it bytes as they come, cut anywhere (a DLE at the very end
 of one read waits for its code in the next), and it returns audio and events in order.
@@ -83,13 +84,26 @@ class DleDecoder:
     it (fed then or later) collects in ``remainder``, for the command-mode reader.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, shielded: bool = False, shield_key: str | None = None) -> None:
         self.ended = False
         self.remainder = bytearray()
         self._dle = False          # the last byte fed was an unpaired DLE
-        self._shielded = False     # inside DLE / ... DLE ~
-        self._shield_key = None    # the key already reported inside this shield
+        # Inside DLE / ... DLE ~, and the key already reported there. A new decoder (the
+        # next data state) takes them over: a modem goes on repeating the key of a tone
+        # that outlasts the switch from receive to transmit (IS-101, vgetty IS_101.c).
+        self._shielded = shielded
+        self._shield_key = shield_key
         self._packet: bytearray | None = None   # inside DLE X ... DLE .
+
+    @property
+    def pending(self) -> bool:
+        """The last byte fed was a DLE whose code has not come yet."""
+        return self._dle
+
+    @property
+    def shield(self) -> dict:
+        """The shielded-DTMF state, for the decoder of the next data state."""
+        return {"shielded": self._shielded, "shield_key": self._shield_key}
 
     def feed(self, chunk: bytes) -> list:
         if self.ended:
