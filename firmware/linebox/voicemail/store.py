@@ -17,10 +17,8 @@ Message ids are six-digit strings from a counter that never goes back, so they s
 the order messages were started and a recovered ``.part`` file maps back to its record.
 """
 
-import functools
 import json
 import logging
-import os
 import threading
 import time
 from array import array
@@ -33,51 +31,30 @@ from tinydb import TinyDB
 from tinydb.table import Document
 
 from linebox import RATE
-from linebox.errors import LineboxError
 from linebox.events import Bus
-from linebox.fileio import fsync_dir, move_aside, write_file_atomic
+from linebox.fileio import fsync_dir
+from linebox.voicemail.logins import LoginsMixin
 from linebox.voicemail.migrate import check as check_version
 from linebox.voicemail.migrate import migrate
-from linebox.voicemail.recorder import HEADER, Recording, part_path, repair_partial
+from linebox.voicemail.recorder import Recording
+from linebox.voicemail.recovery import RecoveryMixin
 from linebox.voicemail.storage import AtomicJSONStorage
-from linebox.wavfile import WavError, read_wav, write_wav
+from linebox.voicemail.storebase import (
+    DAY,
+    LIVE,
+    RECORDING,
+    STATES,
+    BadTransition,
+    NoSuchMessage,
+    StoreError,
+    StoreFull,
+    writes,
+)
+from linebox.wavfile import write_wav
 
 log = logging.getLogger("linebox.store")
 
-LIVE = ("new", "heard", "saved")          # counted against max_messages
-STATES = (*LIVE, "trash")
-RECORDING = "recording"                   # internal: a message still being recorded
-DAY = 86400.0
-LOCK_FAILURES = 10                        # this many failed logins ...
-LOCK_WINDOW = 3600.0                      # ... within this many seconds ...
-LOCK_SECONDS = 900.0                      # ... lock remote login this long
 _META = 1                                 # doc id of the one document in the meta table
-
-
-class StoreError(LineboxError):
-    """A store operation that cannot be done; the message says why."""
-
-
-class StoreFull(StoreError):
-    """The box already holds max_messages messages."""
-
-
-class NoSuchMessage(StoreError):
-    """No message with that id."""
-
-
-class BadTransition(StoreError):
-    """A state change the message's current state does not allow."""
-
-
-def _writes(method):
-    """Mark a method that changes the store: refused on a store opened read-only."""
-    @functools.wraps(method)
-    def checked(self, *args, **kwargs):
-        if self._read_only:
-            raise StoreError(f"store {self.data_dir} is open read-only")
-        return method(self, *args, **kwargs)
-    return checked
 
 
 class PendingMessage:
@@ -123,8 +100,11 @@ class PendingMessage:
         self._store._discarded(self.id, reason)
 
 
-class Store:
-    """Messages, greetings, PINs and login lockouts of every box in one data folder."""
+class Store(RecoveryMixin, LoginsMixin):
+    """Messages, greetings, PINs and login lockouts of every box in one data folder.
+
+    The messages are here; crash recovery is in :mod:`~linebox.voicemail.recovery`,
+    PINs and lockout in :mod:`~linebox.voicemail.logins`."""
 
     def __init__(self, data_dir: Path, boxes: Mapping[str, Any], bus: Bus | None = None,
                  clock: Callable[[], float] = time.time, tz: tzinfo | None = None) -> None:
@@ -188,7 +168,7 @@ class Store:
 
     # ================================================================ recording
 
-    @_writes
+    @writes
     def start_recording(self, box: str, line: int | None, caller_number: str | None,
                         caller_name: str | None) -> PendingMessage:
         """Start a message; raises StoreFull when the box holds max_messages messages
@@ -278,14 +258,14 @@ class Store:
 
     # ================================================================ state changes
 
-    @_writes
+    @writes
     def set_state(self, message_id: str, state: str) -> dict:
         """new/heard/saved among each other or to trash; trash back to a live state
         (undelete). Returns the updated record; setting the current state does nothing."""
         with self._lock:
             return self._transition(message_id, state)
 
-    @_writes
+    @writes
     def delete(self, message_id: str) -> dict:
         """Move to trash and remember it as the box's last deleted (for undelete_last)."""
         with self._lock:
@@ -297,7 +277,7 @@ class Store:
             self._write_meta(meta)
             return self._transition(message_id, "trash")
 
-    @_writes
+    @writes
     def undelete_last(self, box: str) -> dict | None:
         """Bring the box's last deleted message back to the state it had, if still in trash."""
         with self._lock:
@@ -311,7 +291,7 @@ class Store:
                 return None
             return self._transition(message_id, rec.get("prev_state") or "saved")
 
-    @_writes
+    @writes
     def purge(self, message_id: str) -> None:
         """Delete for good: file and record. Publishes state ``deleted``."""
         with self._lock:
@@ -322,7 +302,7 @@ class Store:
                            "state": "deleted"})
             self._publish_counts(rec["box"], before)
 
-    @_writes
+    @writes
     def retract(self, message_id: str) -> None:
         """The caller took back an unheard message: gone for good."""
         with self._lock:
@@ -335,7 +315,7 @@ class Store:
             self._publish({"event": "message_retracted", "id": message_id, "box": rec["box"]})
             self._publish_counts(rec["box"], before)
 
-    @_writes
+    @writes
     def apply_retention(self, now: float | None = None) -> None:
         """Heard messages older than keep_heard_days (since heard) go to trash; trash
         older than trash_days (since trashed) is purged. A limit of 0 or None keeps."""
@@ -401,171 +381,20 @@ class Store:
         path = self.greetings_dir / f"{box}.wav"
         return path if path.exists() else None
 
-    @_writes
+    @writes
     def set_greeting(self, box: str, samples: array) -> None:
         self._box(box)
         self.greetings_dir.mkdir(parents=True, exist_ok=True)
         write_wav(self.greetings_dir / f"{box}.wav", samples)
         log.info("box %s: new greeting, %.2f s", box, len(samples) / RATE)
 
-    @_writes
+    @writes
     def clear_greeting(self, box: str) -> None:
         path = self.greetings_dir / f"{box}.wav"
         if path.exists():
             path.unlink()
             fsync_dir(self.greetings_dir)
             log.info("box %s: greeting removed", box)
-
-    # ================================================================ PINs and lockout
-
-    def pin_hash(self, box: str) -> str | None:
-        """The hash of the PIN changed by phone, else the one from the configuration."""
-        with self._lock:
-            return self._pins.get(box) or getattr(self.boxes.get(box), "pin_hash", None)
-
-    @_writes
-    def set_pin_hash(self, box: str, pin_hash: str) -> None:
-        with self._lock:
-            self._box(box)
-            pins = dict(self._pins, **{box: pin_hash})
-            write_file_atomic(self.pins_file, (json.dumps(pins, indent=1, sort_keys=True)
-                                               + "\n").encode())
-            self._pins = pins
-            log.info("box %s: PIN changed by phone", box)
-
-    @_writes
-    def login_failed(self, box: str) -> bool:
-        """Count a failed remote login; the tenth within an hour locks login for 15 min.
-        Returns whether login is now locked."""
-        with self._lock:
-            now = self.clock()
-            meta = self._meta()
-            entry = meta["logins"].setdefault(box, {"failures": [], "locked_until": 0.0})
-            entry["failures"] = [t for t in entry["failures"] if now - t < LOCK_WINDOW] + [now]
-            if len(entry["failures"]) >= LOCK_FAILURES:
-                entry["failures"] = []
-                entry["locked_until"] = now + LOCK_SECONDS
-                log.warning("box %s: %d failed logins within an hour: login locked for %d min",
-                            box, LOCK_FAILURES, LOCK_SECONDS // 60)
-            self._write_meta(meta)
-            return now < entry["locked_until"]
-
-    @_writes
-    def login_ok(self, box: str) -> None:
-        with self._lock:
-            meta = self._meta()
-            if meta["logins"].pop(box, None) is not None:
-                self._write_meta(meta)
-
-    def is_locked(self, box: str) -> bool:
-        with self._lock:
-            entry = self._meta()["logins"].get(box)
-            return entry is not None and self.clock() < entry["locked_until"]
-
-    # ================================================================ recovery
-
-    def _recover(self) -> list[dict]:
-        """Finish what a crash interrupted; see open()."""
-        self._bump_counter()
-        recovered = []
-        for rec in [r for r in self._table.all() if r["state"] == RECORDING]:
-            got = self._recover_recording(dict(rec))
-            if got is not None:
-                recovered.append(got)
-        for box_dir in sorted(p for p in self.messages_dir.iterdir() if p.is_dir()):
-            for f in sorted(box_dir.iterdir()):
-                got = self._recover_orphan(box_dir.name, f)
-                if got is not None:
-                    recovered.append(got)
-        for rec in self._table.all():
-            if rec["state"] != RECORDING and not self._path(rec).exists():
-                log.warning("box %s: message %s has no audio file: record dropped",
-                            rec["box"], rec["id"])
-                self._table.remove(doc_ids=[rec.doc_id])
-        return [self._out(self._record(r["id"])) for r in recovered]
-
-    def _recover_recording(self, rec: dict) -> dict | None:
-        """A record still "recording": the process died during that message."""
-        path = self._path(rec)
-        part = part_path(path)
-        if rec["box"] not in self.boxes:
-            if part.exists():
-                self._keep_aside(part)
-            self._table.remove(doc_ids=[int(rec["id"])])
-            return None
-        if not path.exists():
-            if part.exists() and repair_partial(part) is None:
-                log.info("box %s: message %s cut short before half a second: dropped",
-                         rec["box"], rec["id"])
-            if not path.exists():
-                self._table.remove(doc_ids=[int(rec["id"])])
-                return None
-        n = (path.stat().st_size - HEADER) // 2
-        self._update(rec["id"], state="new", seconds=round(n / RATE, 2), recovered=True,
-                     saved_at=self.clock())
-        log.warning("box %s: message %s recovered after a crash, %.2f s",
-                    rec["box"], rec["id"], n / RATE)
-        return rec
-
-    def _recover_orphan(self, box: str, f: Path) -> dict | None:
-        """An audio file the database does not know (the database was restored from its
-        backup): keep it as a recovered message without caller details."""
-        if not (f.name.endswith(".wav") or f.name.endswith(".wav.part")):
-            return None
-        stem = f.name.split(".")[0]
-        doc = self._table.get(doc_id=int(stem)) if stem.isdigit() else None
-        if doc is not None and doc["box"] == box:
-            return None
-        if box not in self.boxes:
-            if f.name.endswith(".part"):
-                self._keep_aside(f)
-            else:
-                log.warning("%s: message of box %s, which is not configured: left alone", f, box)
-            return None
-        if f.name.endswith(".part"):
-            f = repair_partial(f)
-            if f is None:
-                return None
-        try:
-            n = len(read_wav(f))
-        except WavError as e:
-            log.error("unreadable message file: %s: kept in place", e)
-            return None
-        st = f.stat()
-        message_id = stem if doc is None and stem.isdigit() and len(stem) == 6 else self._allocate_id()
-        record = self._new_record(message_id, box, st.st_mtime - n / RATE,
-                                  state="new", seconds=round(n / RATE, 2), recovered=True,
-                                  saved_at=self.clock())
-        target = self._path(record)
-        if target != f:
-            os.replace(f, target)
-            fsync_dir(target.parent)
-        self._insert(record)
-        log.warning("box %s: audio file %s was not in the database: recovered as message %s",
-                    box, f.name, record["id"])
-        return record
-
-    def _keep_aside(self, part: Path) -> None:
-        aside = self.data_dir / "lost+found"
-        aside.mkdir(exist_ok=True)
-        target = aside / f"{part.parent.name}-{part.name}"
-        os.replace(part, target)
-        fsync_dir(aside)
-        fsync_dir(part.parent)
-        log.warning("%s: partial recording for box %s, which is not configured: kept as %s",
-                    part.name, part.parent.name, target)
-
-    def _bump_counter(self) -> None:
-        """Never hand out an id already on disk, even if the database lost its counter."""
-        ids = [int(r["id"]) for r in self._table.all()]
-        for box_dir in self.messages_dir.iterdir():
-            if box_dir.is_dir():
-                ids += [int(p.name.split(".")[0]) for p in box_dir.iterdir()
-                        if p.name.split(".")[0].isdigit()]
-        meta = self._meta()
-        if ids and meta["next_id"] <= max(ids):
-            meta["next_id"] = max(ids) + 1
-            self._write_meta(meta)
 
     # ================================================================ internals
 
@@ -652,20 +481,3 @@ class Store:
         counts = self.counts(box)
         if counts != before:
             self._publish({"event": "box_changed", "box": box, "counts": counts})
-
-    def _load_pins(self, read_only: bool = False) -> dict[str, str]:
-        try:
-            pins = json.loads(self.pins_file.read_text(encoding="utf-8"))
-            if not isinstance(pins, dict) or not all(isinstance(v, str) for v in pins.values()):
-                raise ValueError("not an object of strings")
-            return pins
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as e:
-            if read_only:
-                log.warning("%s is unreadable (%s)", self.pins_file, e)
-                return {}
-            aside = move_aside(self.pins_file, "corrupt")
-            log.error("%s is unreadable (%s, kept as %s): PINs from the configuration apply",
-                      self.pins_file, e, aside.name)
-            return {}
