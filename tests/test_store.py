@@ -17,6 +17,7 @@ import pytest
 
 from linebox.errors import LineboxError
 from linebox.events import Bus
+from linebox.voicemail.logins import LOCK_FOREVER
 from linebox.voicemail.recorder import Recording
 from linebox.voicemail.store import BadTransition, NoSuchMessage, Store, StoreError, StoreFull
 from linebox.wavfile import read_wav
@@ -449,6 +450,93 @@ def test_lockout_survives_a_restart(store, make_store, clock):
     assert again.is_locked("100")
     clock.advance(900)
     assert not again.is_locked("100")
+
+
+def _fail(store, clock, n, every=10.0):
+    for _ in range(n):
+        store.login_failed("100")
+        clock.advance(every)
+
+
+def test_each_lock_lasts_twice_as_long_as_the_one_before(store, clock, events):
+    durations = []
+    for _ in range(4):
+        _fail(store, clock, 10, every=0.0)
+        start = clock.t
+        while store.is_locked("100"):
+            clock.advance(60)
+        durations.append(clock.t - start)
+    assert durations == [15 * 60, 30 * 60, 60 * 60, 120 * 60]
+    locks = [e for e in events if e.get("event") == "box_locked"]
+    assert [e["first"] for e in locks] == [True, False, False, False]
+    assert locks[0]["box"] == "100" and locks[0]["permanent"] is False
+    assert locks[0]["until"] == "2023-11-15T00:28:20+02:00"    # T0 + 15 min, in the store's tz
+
+
+def test_one_hundred_failures_without_a_success_lock_for_good(store, clock, events):
+    for n in range(LOCK_FOREVER):
+        assert not store.is_locked("100"), n
+        store.login_failed("100", "web")
+        while store.is_locked("100") and n < LOCK_FOREVER - 1:
+            clock.advance(3600)
+    assert store.is_locked("100")
+    clock.advance(365 * DAY)
+    assert store.is_locked("100")
+    assert store.lock_state("100") == {"locked": True, "permanent": True, "until": None,
+                                       "failures": LOCK_FOREVER}
+    last = [e for e in events if e.get("event") == "box_locked"][-1]
+    assert last["permanent"] is True and last["until"] is None and last["source"] == "web"
+    assert store.unlock("100", by="owner") is True
+    assert not store.is_locked("100")
+    assert events[-1] == {"event": "box_unlocked", "box": "100", "by": "owner"}
+    assert store.lock_state("100")["failures"] == 0
+
+
+def test_a_patient_guesser_gets_at_most_one_hundred_guesses(store, clock):
+    """Guessing as fast as the lock allows, for a year."""
+    guesses = 0
+    end = clock.t + 365 * DAY
+    while clock.t < end:
+        if store.is_locked("100"):
+            clock.advance(600)
+            continue
+        store.login_failed("100")
+        guesses += 1
+        clock.advance(20)                  # one call, three tries, about a minute
+    assert guesses == LOCK_FOREVER
+
+
+def test_check_pin_is_one_counter_for_every_door(tmp_path, clock, events):
+    from linebox.voicemail.pins import hash_pin
+    boxes = {"100": Box("100", "Main office", pin_hash=hash_pin("4731", salt=b"s" * 16))}
+    bus = Bus()
+    bus.subscribe(events.append)
+    store = Store(tmp_path / "data", boxes, bus=bus, clock=clock, tz=TZ)
+    store.open()
+    try:
+        assert store.check_pin("100", "4731", "phone") == "ok"
+        for i, door in enumerate(["phone", "sip", "web"] * 3):
+            assert store.check_pin("100", "0150", door) == "wrong", i
+        assert not store.is_locked("100")
+        assert store.check_pin("100", "0150", "web") == "wrong"     # the tenth locks ...
+        assert store.check_pin("100", "4731", "sip") == "locked"    # ... the right PIN too
+        assert store.check_pin("999", "4731", "phone") == "wrong"   # no such box: no count
+        assert store.lock_state("999")["failures"] == 0
+        clock.advance(15 * 60)
+        assert store.check_pin("100", "4731", "web") == "ok"
+        assert store.lock_state("100") == {"locked": False, "permanent": False, "until": None,
+                                           "failures": 0}
+    finally:
+        store.close()
+
+
+def test_set_pin_refuses_trivial_pins(store):
+    with pytest.raises(StoreError, match="one repeated digit"):
+        store.set_pin("100", "0000")
+    with pytest.raises(StoreError, match="consecutive digits"):
+        store.set_pin("100", "9876")
+    store.set_pin("100", "4731")
+    assert store.pin_hash("100").startswith("scrypt$16384$8$1$")
 
 
 def test_pin_changed_by_phone_overrides_config_and_is_kept(store, make_store, tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from linebox.dsp.plans import PLAN_NAMES
 from linebox.errors import LineboxError
-from linebox.voicemail.pins import looks_like_pin_hash
+from linebox.voicemail.pins import hash_problem, looks_like_pin_hash
 
 DRIVERS = ("fxo", "modem", "sim")
 LANGUAGES = ("en", "de", "fr", "es")
@@ -33,7 +33,7 @@ LINE_KEYS = ("id", "driver", "plan", "rings", "toll_saver_rings", "route", "answ
              *FXO_KEYS, *MODEM_KEYS)
 BOX_KEYS = ("number", "name", "language", "pin_hash", "pin_required", "email",
             "email_on_new", "led_pin", "max_messages", "max_message_seconds",
-            "keep_heard_days", "trash_days", "retract_minutes")
+            "keep_heard_days", "trash_days", "retract_minutes", "remote_login")
 ATTENDANT_KEYS = ("prompt", "options", "default", "timeout_seconds")
 MQTT_KEYS = ("host", "port", "username", "password", "tls", "ca_file", "base_topic",
              "discovery", "keepalive")
@@ -123,6 +123,7 @@ class BoxConfig:
     keep_heard_days: float = 30.0
     trash_days: float = 7.0
     retract_minutes: float = 15.0        # 0 = callers cannot retract
+    remote_login: bool = True            # the owner may log in from a line (* or the attendant)
 
 
 @dataclass(frozen=True)
@@ -384,6 +385,8 @@ def _read_box(t: _Table) -> BoxConfig:
     pin_hash = t.get_str("pin_hash", None, must=not_hash)
     if pin_hash is not None and not looks_like_pin_hash(pin_hash):
         raise t.error("pin_hash", not_hash)
+    if pin_hash is not None and hash_problem(pin_hash) is not None:
+        raise t.error("pin_hash", hash_problem(pin_hash))
     pin_required = t.get_bool("pin_required", True)
     if pin_required and pin_hash is None:
         raise t.error("pin_hash", "missing (pin_required is true; make one with linebox pin-hash)")
@@ -402,6 +405,7 @@ def _read_box(t: _Table) -> BoxConfig:
         keep_heard_days=t.get_num("keep_heard_days", 30.0, lo=0, lo_open=True),
         trash_days=t.get_num("trash_days", 7.0, lo=0, lo_open=True),
         retract_minutes=t.get_num("retract_minutes", 15.0, lo=0),
+        remote_login=t.get_bool("remote_login", True),
     )
 
 

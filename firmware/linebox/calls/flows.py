@@ -10,7 +10,7 @@ from linebox import FRAME, RATE
 from linebox.calls.engine import Call, Flow, Hangup
 from linebox.errors import LineboxError
 from linebox.log import get as get_logger
-from linebox.voicemail.pins import hash_pin, valid_pin, verify_pin
+from linebox.voicemail.pins import pin_problem
 
 log = get_logger("calls")
 
@@ -97,7 +97,7 @@ def leave_message(svc: Services, call: Call, box: str) -> Flow:
         return
     yield from greeting(svc, call, box)
     key = call.take_key()
-    if key == "*":
+    if key == "*" and svc.config.boxes[box].remote_login:
         yield from login(svc, call, box)
         return
     call.digits.clear()
@@ -300,7 +300,7 @@ def attendant(svc: Services, call: Call) -> Flow:
         if key is None:
             target = att.default
         else:
-            target = att.options.get(key) or ("login" if key == "*" else None)
+            target = att.options.get(key)     # "*" logs in only where the table says so
         if target is not None:
             break
         call.digits.clear()
@@ -323,31 +323,34 @@ def _attendant_prompt(svc, prompt: str) -> array:
 # -- login and the mailbox ---------------------------------------------------------
 
 def login(svc: Services, call: Call, box: str | None) -> Flow:
-    """Box number (from the attendant) and PIN, three tries; then the mailbox."""
+    """Box number (from the attendant) and PIN, three tries; then the mailbox.
+
+    A box number that is not a box (or whose remote login is off) still gets the PIN
+    prompt and the same refusal, so a caller cannot tell real boxes from others, and
+    its digits are never published (they may be a PIN typed at the wrong prompt)."""
     store = svc.store
     for _ in range(PIN_TRIES):
         number = box
         if number is None:
             yield from say(svc, call, None, "box_number")
             number = yield from call.collect(8)
-            if number not in svc.config.boxes:
-                call.publish("login", box=number or None, ok=False)
-                yield from say(svc, call, None, "login_incorrect")
-                continue
-        if store.is_locked(number):
+        cfg = svc.config.boxes.get(number)
+        real = cfg is not None and cfg.remote_login
+        shown = number if real else None
+        if real and not cfg.pin_required and not store.is_locked(number):
+            result = "ok"
+        else:
+            yield from say(svc, call, shown, "pin")
+            pin = yield from call.collect(10)
+            result = store.check_pin(number, pin, "phone") if real else "wrong"
+        if result == "locked":
             call.publish("login", box=number, ok=False, reason="locked")
             yield from say(svc, call, number, "locked", interruptible=False)
             return
-        cfg = svc.config.boxes[number]
-        if cfg.pin_required:
-            yield from say(svc, call, number, "pin")
-            pin = yield from call.collect(10)
-            pin_hash = store.pin_hash(number)
-            if not pin_hash or not verify_pin(pin, pin_hash):
-                store.login_failed(number)
-                call.publish("login", box=number, ok=False)
-                yield from say(svc, call, number, "login_incorrect")
-                continue
+        if result != "ok":
+            call.publish("login", box=shown, ok=False)
+            yield from say(svc, call, shown, "login_incorrect")
+            continue
         store.login_ok(number)
         call.publish("login", box=number, ok=True)
         yield from mailbox(svc, call, number)
@@ -477,7 +480,7 @@ def record_greeting(svc: Services, call: Call, box: str) -> Flow:
 def change_pin(svc: Services, call: Call, box: str) -> Flow:
     yield from say(svc, call, box, "new_pin")
     first = yield from call.collect(10)
-    if not valid_pin(first):
+    if pin_problem(first, box) is not None:     # not 4-10 digits, or too easy to guess
         yield from say(svc, call, box, "pin_invalid")
         return
     yield from say(svc, call, box, "new_pin_again")
@@ -485,5 +488,5 @@ def change_pin(svc: Services, call: Call, box: str) -> Flow:
     if second != first:
         yield from say(svc, call, box, "pins_differ")
         return
-    svc.store.set_pin_hash(box, hash_pin(first))
+    svc.store.set_pin(box, first)
     yield from say(svc, call, box, "pin_changed")

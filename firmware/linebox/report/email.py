@@ -92,7 +92,11 @@ class Mailer:
     # ------------------------------------------------------------ queueing
 
     def handle(self, ev: dict) -> None:
-        """A bus event: a saved message of a box with email_on_new is queued."""
+        """A bus event: a saved message of a box with email_on_new is queued; the owner
+        of a box whose login was locked (the first time, and for good) is alerted."""
+        if ev.get("event") == "box_locked":
+            self._lock_alert(ev)
+            return
         if ev.get("event") != "message_saved":
             return
         box = self.boxes.get(ev.get("box"))
@@ -104,6 +108,30 @@ class Mailer:
         except OSError as e:
             log.error("mail for message %s of box %s not queued: %s", ev.get("id"),
                       box.number, e.strerror or e)
+
+    def _lock_alert(self, ev: dict) -> None:
+        """Someone may be guessing the PIN: tell the owner at the first lock and when
+        the box is locked for good (the locks between follow from the first)."""
+        box = self.boxes.get(ev.get("box"))
+        if box is None or not box.email or not (ev.get("first") or ev.get("permanent")):
+            return
+        msg = EmailMessage(policy=policy.SMTP)
+        msg["Subject"] = f"Login to box {box.number} locked after {ev.get('failures')} wrong PINs"
+        msg["From"] = self.config.sender
+        msg["To"] = box.email
+        msg["Date"] = format_datetime(datetime.fromtimestamp(self.clock(), UTC).astimezone(self.tz))
+        until = ("until you or an administrator unlock it (web portal, or "
+                 f"`linebox unlock {box.number}`)" if ev.get("permanent")
+                 else f"until {ev.get('until')}; each further lock lasts twice as long")
+        msg.set_content(
+            f"Login to box {box.number} ({box.name}) is locked {until}.\n\n"
+            f"{ev.get('failures')} wrong PINs were entered since the last successful login "
+            f"(last from: {ev.get('source')}). If that was not you, someone may be guessing "
+            f"your PIN: choose a longer one after logging in.\n\n-- {self.device_name}\n")
+        try:
+            self.queue(msg, box.email, box=box.number)
+        except OSError as e:
+            log.error("lock alert for box %s not queued: %s", box.number, e.strerror or e)
 
     def compose(self, ev: dict, box) -> EmailMessage:
         """The mail for one saved message."""
