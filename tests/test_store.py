@@ -388,17 +388,36 @@ def test_window_counts_from_the_end_of_the_message(store, clock):
     assert store.recent_from("100", "5551234567", 900) is not None
 
 
-def test_retract_removes_the_message_for_good(store, events):
+def test_retract_moves_the_message_to_the_trash_marked_retracted(store, events, clock):
+    """Caller ID can be forged: a retraction must stay undoable by the owner."""
     msg = leave(store)
     events.clear()
     store.retract(msg["id"])
-    assert store.get(msg["id"]) is None
-    assert not Path(msg["file"]).exists()
+    got = store.get(msg["id"])
+    assert (got["state"], got["retracted"], got["prev_state"]) == ("trash", True, "new")
+    assert Path(msg["file"]).exists()
+    assert store.recent_from("100", msg["caller_number"], 900) is None   # not offered again
     assert events == [
         {"event": "message_retracted", "id": msg["id"], "box": "100"},
         {"event": "box_changed", "box": "100",
          "counts": {"new": 0, "saved": 0, "total": 0, "full": False, "name": "Main office"}},
     ]
+
+
+def test_the_owner_restores_a_retracted_message_within_trash_days(store, clock):
+    msg = leave(store)
+    store.retract(msg["id"])
+    clock.advance(6 * DAY)
+    back = store.undelete_last("100")
+    assert (back["state"], back["retracted"]) == ("new", False)
+
+
+def test_a_retracted_message_is_purged_after_trash_days(store, clock):
+    msg = leave(store)
+    store.retract(msg["id"])
+    clock.advance(7 * DAY)
+    store.apply_retention()
+    assert store.get(msg["id"]) is None and not Path(msg["file"]).exists()
 
 
 def test_a_heard_message_cannot_be_retracted(store):

@@ -38,6 +38,7 @@ from linebox.voicemail.migrate import check as check_version
 from linebox.voicemail.migrate import migrate
 from linebox.voicemail.recorder import Recording
 from linebox.voicemail.recovery import RecoveryMixin
+from linebox.voicemail.schema import db_problem
 from linebox.voicemail.storage import AtomicJSONStorage
 from linebox.voicemail.storebase import (
     DAY,
@@ -138,15 +139,18 @@ class Store(RecoveryMixin, LoginsMixin):
             if read_only:
                 check_version(self.data_dir)
                 self._db = TinyDB(self.data_dir / "db.json", storage=AtomicJSONStorage,
-                                  read_only=True)
+                                  read_only=True, validate=db_problem)
                 self._pins = self._load_pins(read_only=True)
+                self._warn_unknown()
                 return []
             self.data_dir.mkdir(parents=True, exist_ok=True)
             migrate(self.data_dir)       # an older layout is upgraded; a newer one refused
             for folder in (self.data_dir, self.messages_dir, self.greetings_dir):
                 folder.mkdir(parents=True, exist_ok=True)
-            self._db = TinyDB(self.data_dir / "db.json", storage=AtomicJSONStorage)
+            self._db = TinyDB(self.data_dir / "db.json", storage=AtomicJSONStorage,
+                              validate=db_problem)
             self._pins = self._load_pins()
+            self._warn_unknown()
             if not recover:
                 return []
             recovered = self._recover()
@@ -156,6 +160,14 @@ class Store(RecoveryMixin, LoginsMixin):
             for box in self.boxes:
                 self._publish({"event": "box_changed", "box": box, "counts": self.counts(box)})
             return recovered
+
+    def _warn_unknown(self) -> None:
+        """A record in a state this Linebox does not know (written by a newer or a
+        broken one) is kept and listed as it is, not dropped: say so once."""
+        for r in self._table.all():
+            if r["state"] not in STATES and r["state"] != RECORDING:
+                log.warning("box %s: message %s has an unknown state %r: kept and listed as "
+                            "it is", r["box"], r["id"], r["state"][:40])
 
     def close(self) -> None:
         with self._lock:
@@ -218,11 +230,12 @@ class Store(RecoveryMixin, LoginsMixin):
     # ================================================================ queries
 
     def messages(self, box: str | None = None, states: Iterable[str] | None = None) -> list[dict]:
-        """Messages (not those still being recorded), oldest first."""
-        wanted = set(STATES if states is None else states)
+        """Messages (not those still being recorded), oldest first. Without ``states``
+        also those in a state this Linebox does not know (see :meth:`_warn_unknown`)."""
         with self._lock:
             found = [self._out(r) for r in self._table.all()
-                     if r["state"] in wanted and (box is None or r["box"] == box)]
+                     if (r["state"] != RECORDING if states is None else r["state"] in states)
+                     and (box is None or r["box"] == box)]
         found.sort(key=lambda r: (r["received_ts"], r["id"]))
         return found
 
@@ -303,17 +316,26 @@ class Store(RecoveryMixin, LoginsMixin):
             self._publish_counts(rec["box"], before)
 
     @writes
-    def retract(self, message_id: str) -> None:
-        """The caller took back an unheard message: gone for good."""
+    def retract(self, message_id: str) -> dict:
+        """The caller took back an unheard message. Caller ID is easy to forge, so it
+        goes to the trash marked ``retracted`` (the owner can restore it for
+        trash_days, also as the box's last deleted), not away for good."""
         with self._lock:
             rec = self._record(message_id)
             if rec["state"] != "new":
                 raise BadTransition(f"message {message_id} is {rec['state']}: only a new "
                                     "message can be retracted")
-            rec, before = self._remove(message_id)
-            log.info("box %s: message %s retracted by the caller", rec["box"], message_id)
+            before = self.counts(rec["box"])
+            meta = self._meta()
+            meta["last_deleted"][rec["box"]] = message_id
+            self._write_meta(meta)
+            self._update(message_id, state="trash", prev_state="new", trashed_at=self.clock(),
+                         retracted=True)
+            log.info("box %s: message %s retracted by the caller (kept in the trash)",
+                     rec["box"], message_id)
             self._publish({"event": "message_retracted", "id": message_id, "box": rec["box"]})
             self._publish_counts(rec["box"], before)
+            return self._out(self._record(message_id))
 
     @writes
     def apply_retention(self, now: float | None = None) -> None:
@@ -348,7 +370,7 @@ class Store(RecoveryMixin, LoginsMixin):
         if state == "trash":
             fields.update(prev_state=old, trashed_at=now)
         elif old == "trash":
-            fields.update(prev_state=None, trashed_at=None)
+            fields.update(prev_state=None, trashed_at=None, retracted=False)
         if state == "heard":
             fields["heard_at"] = now            # retention counts from here
         before = self.counts(rec["box"])
@@ -433,7 +455,7 @@ class Store(RecoveryMixin, LoginsMixin):
                   "caller_name": None, "received": self._iso(received_ts),
                   "received_ts": received_ts, "seconds": 0.0, "line": None,
                   "recovered": False, "saved_at": None, "heard_at": None,
-                  "trashed_at": None, "prev_state": None}
+                  "trashed_at": None, "prev_state": None, "retracted": False}
         record.update(fields)
         return record
 
@@ -460,6 +482,7 @@ class Store(RecoveryMixin, LoginsMixin):
 
     def _out(self, rec: dict) -> dict:
         out = dict(rec)
+        out.setdefault("retracted", False)       # records from before retraction kept them
         out["file"] = str(self._path(rec))
         return out
 
