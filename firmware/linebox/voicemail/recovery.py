@@ -64,7 +64,7 @@ class RecoveryMixin:
                 return None
         n = (path.stat().st_size - HEADER) // 2
         self._update(rec["id"], state="new", seconds=round(n / RATE, 2), recovered=True,
-                     saved_at=self.clock())
+                     saved_at=self.clock(), notified=False)
         log.warning("box %s: message %s recovered after a crash, %.2f s",
                     rec["box"], rec["id"], n / RATE)
         return rec
@@ -97,7 +97,7 @@ class RecoveryMixin:
         message_id = stem if doc is None and stem.isdigit() and len(stem) == 6 else self._allocate_id()
         record = self._new_record(message_id, box, st.st_mtime - n / RATE,
                                   state="new", seconds=round(n / RATE, 2), recovered=True,
-                                  saved_at=self.clock())
+                                  saved_at=self.clock(), notified=False)
         target = self._path(record)
         if target != f:
             os.replace(f, target)

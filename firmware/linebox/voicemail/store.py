@@ -36,6 +36,7 @@ from linebox.fileio import fsync_dir
 from linebox.voicemail.logins import LoginsMixin
 from linebox.voicemail.migrate import check as check_version
 from linebox.voicemail.migrate import migrate
+from linebox.voicemail.notified import NotifiedJournal
 from linebox.voicemail.recorder import Recording
 from linebox.voicemail.recovery import RecoveryMixin
 from linebox.voicemail.schema import db_problem
@@ -117,6 +118,7 @@ class Store(RecoveryMixin, LoginsMixin):
         self.messages_dir = self.data_dir / "messages"
         self.greetings_dir = self.data_dir / "greetings"
         self.pins_file = self.data_dir / "pins.json"
+        self.notified = NotifiedJournal(self.data_dir / "notified")
         self._lock = threading.RLock()
         self._db: TinyDB | None = None
         self._read_only = False
@@ -154,8 +156,7 @@ class Store(RecoveryMixin, LoginsMixin):
             if not recover:
                 return []
             recovered = self._recover()
-            for rec in recovered:
-                self._publish(self._saved_event(rec))
+            self._announce_missing()
             # Every box's state once, so LEDs and MQTT start from the truth.
             for box in self.boxes:
                 self._publish({"event": "box_changed", "box": box, "counts": self.counts(box)})
@@ -212,10 +213,10 @@ class Store(RecoveryMixin, LoginsMixin):
             rec = self._record(message_id)
             before = self.counts(rec["box"])
             self._update(message_id, state="new", seconds=round(n_samples / RATE, 2),
-                         saved_at=self.clock())
+                         saved_at=self.clock(), notified=False)
             rec = self._record(message_id)
             log.info("box %s: message %s saved, %.2f s", rec["box"], message_id, rec["seconds"])
-            self._publish(self._saved_event(rec))
+            self._announce(rec)
             self._publish_counts(rec["box"], before)
             return self._out(rec)
 
@@ -482,6 +483,7 @@ class Store(RecoveryMixin, LoginsMixin):
 
     def _out(self, rec: dict) -> dict:
         out = dict(rec)
+        out.pop("notified", None)                # internal: see _announce
         out.setdefault("retracted", False)       # records from before retraction kept them
         out["file"] = str(self._path(rec))
         return out
@@ -498,6 +500,33 @@ class Store(RecoveryMixin, LoginsMixin):
 
     def _publish(self, event: dict) -> None:
         self.bus.publish(event)
+
+    def _announce(self, rec: dict) -> None:
+        """message_saved on the bus (the mailer and MQTT queue it durably), then the
+        journal says so; see :mod:`~linebox.voicemail.notified`."""
+        self._publish(self._saved_event(rec))
+        try:
+            self.notified.add(rec["id"])
+        except OSError as e:     # announced anyway: at worst it is announced again
+            log.warning("message %s: %s not written: %s", rec["id"], self.notified.path,
+                        e.strerror or e)
+
+    def _announce_missing(self) -> None:
+        """At open: announce what a kill kept from being announced (recovered messages
+        included), mark the rest, empty the journal."""
+        done = self.notified.ids()
+        pending = sorted((r for r in self._table.all()
+                          if r.get("notified") is False and r["state"] != RECORDING),
+                         key=lambda r: r["id"])
+        for rec in pending:
+            if rec["id"] not in done:
+                if not rec.get("recovered"):
+                    log.warning("box %s: message %s was saved but not announced (killed "
+                                "in between): announcing it now", rec["box"], rec["id"])
+                self._publish(self._saved_event(dict(rec)))
+        if pending:
+            self._table.update({"notified": True}, doc_ids=[r.doc_id for r in pending])
+        self.notified.clear()
 
     def _publish_counts(self, box: str, before: dict) -> None:
         """box_changed, only when the counts really changed (LEDs and MQTT listen)."""
