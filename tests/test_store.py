@@ -604,6 +604,7 @@ def test_unfinished_recording_comes_back_as_recovered_message(store, make_store,
         pending.write(tone(160, start))
     # The process "dies" here: nothing is finished or closed.
     events.clear()
+    store.folder_lock.release()          # the process died: the kernel drops its lock
     again = make_store()
     [msg] = again.open()
     assert {k: msg[k] for k in ("id", "box", "state", "caller_number", "caller_name", "line",
@@ -623,6 +624,7 @@ def test_unfinished_recording_comes_back_as_recovered_message(store, make_store,
 def test_unfinished_recording_under_half_a_second_is_dropped(store, make_store, tmp_path):
     pending = store.start_recording("100", 1, None, None)
     pending.write(tone(3000))
+    store.folder_lock.release()          # the process died: the kernel drops its lock
     again = make_store()
     assert again.open() == []
     assert list((tmp_path / "data" / "messages" / "100").iterdir()) == []
@@ -708,6 +710,7 @@ def test_partial_recording_without_a_record_is_recovered_into_its_folders_box(
     part_dir.mkdir(parents=True)
     rec = Recording(part_dir / "000042.wav")
     rec.write(tone(12000))
+    store.folder_lock.release()          # the process died: the kernel drops its lock
     again = make_store()
     [msg] = again.open()
     assert (msg["id"], msg["box"], msg["seconds"], msg["recovered"]) == ("000042", "200", 1.5, True)
@@ -722,6 +725,7 @@ def test_partial_recording_of_an_unknown_box_is_kept_aside(store, make_store, tm
     stray.mkdir()
     rec = Recording(stray / "000007.wav")
     rec.write(tone(12000))
+    store.folder_lock.release()          # the process died: the kernel drops its lock
     again = make_store()
     assert again.open() == []
     kept = tmp_path / "data" / "lost+found" / "999-000007.wav.part"
@@ -734,6 +738,7 @@ def test_partial_recording_of_an_unknown_box_is_kept_aside(store, make_store, tm
 def test_record_whose_audio_file_vanished_is_dropped_at_open(store, make_store, store_log):
     msg = leave(store)
     Path(msg["file"]).unlink()
+    store.folder_lock.release()          # the process died: the kernel drops its lock
     again = make_store()
     assert again.open() == []
     assert again.messages() == []

@@ -11,6 +11,7 @@ from linebox.calls.engine import Call, Flow, Hangup
 from linebox.errors import LineboxError
 from linebox.log import get as get_logger
 from linebox.voicemail.pins import pin_problem
+from linebox.voicemail.storebase import StoreError, StoreFull
 
 log = get_logger("calls")
 
@@ -90,10 +91,9 @@ def leave_message(svc: Services, call: Call, box: str) -> Flow:
     """Box route: retraction offer, greeting, beep, record, review."""
     store = svc.store
     yield from retract_offer(svc, call, box)
-    if store.is_full(box):
-        call.publish("record_end", reason="box_full", box=box)
-        call.publish("message_discarded", reason="box_full", box=box)
-        yield from say(svc, call, box, "box_full", interruptible=False)
+    refused = store.recording_refused(box)        # box_full, or no_space on the disk
+    if refused is not None:
+        yield from refuse_message(svc, call, box, refused)
         return
     yield from greeting(svc, call, box)
     key = call.take_key()
@@ -102,8 +102,22 @@ def leave_message(svc: Services, call: Call, box: str) -> Flow:
         return
     call.digits.clear()
     while True:
-        yield from say(svc, call, box, "beep", interruptible=False)
-        rec = yield from record(svc, call, box)
+        # The message is started before the beep: a caller who meets a box that another
+        # line filled meanwhile (or a disk that filled) hears why, not a beep then a drop.
+        try:
+            pending = store.start_recording(box, call.runner.id, call.caller_number,
+                                            call.caller_name)
+        except StoreError as e:
+            log.warning("line %s: %s", call.runner.id, e)
+            yield from refuse_message(svc, call, box,
+                                      "box_full" if type(e) is StoreFull else "no_space")
+            return
+        try:
+            yield from say(svc, call, box, "beep", interruptible=False)
+        except BaseException:
+            pending.discard("hangup")       # gone during the beep: nothing was said
+            raise
+        rec = yield from record(svc, call, box, pending)
         if rec is None:
             break
         if rec.reason != "key":
@@ -129,6 +143,13 @@ def greeting(svc: Services, call: Call, box: str) -> Flow:
             log.warning("box %s: own greeting unusable, using the system one: %s", box, e)
     p = _prompts(svc, box)
     return (yield from call.play("greeting", p.samples(p.greeting(box))))
+
+
+def refuse_message(svc: Services, call: Call, box: str, reason: str) -> Flow:
+    """No message can be left (the box is full, or the disk): say so and hang up."""
+    call.publish("record_end", reason="box_full", box=box)
+    call.publish("message_discarded", reason=reason, box=box)
+    yield from say(svc, call, box, "box_full", interruptible=False)
 
 
 def retract_offer(svc: Services, call: Call, box: str) -> Flow:
@@ -229,7 +250,7 @@ def hear_caller(call: Call, limit: float, silence_end: float, sink=None) -> Flow
     return take
 
 
-def record(svc: Services, call: Call, box: str) -> Flow:
+def record(svc: Services, call: Call, box: str, pending=None) -> Flow:
     """Record a message until hang-up, silence, the box's length limit or ``#``.
 
     Returns a Recorded, or None when nothing worth keeping was said (discarded here).
@@ -237,7 +258,9 @@ def record(svc: Services, call: Call, box: str) -> Flow:
     talking, before any hang-up tone, key or silence.
     """
     limit = svc.config.boxes[box].max_message_seconds
-    pending = svc.store.start_recording(box, call.runner.id, call.caller_number, call.caller_name)
+    if pending is None:
+        pending = svc.store.start_recording(box, call.runner.id, call.caller_number,
+                                            call.caller_name)
     call.publish("record_start", box=box)
     call.set_state("recording")
     try:

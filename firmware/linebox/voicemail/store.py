@@ -17,6 +17,8 @@ Message ids are six-digit strings from a counter that never goes back, so they s
 the order messages were started and a recovered ``.part`` file maps back to its record.
 """
 
+import errno
+import functools
 import json
 import logging
 import threading
@@ -32,7 +34,14 @@ from tinydb.table import Document
 
 from linebox import RATE
 from linebox.events import Bus
-from linebox.fileio import fsync_dir
+from linebox.fileio import fsync_dir, write_file_atomic
+from linebox.voicemail.folder import (
+    READ_ONLY_ERRNOS,
+    RESERVE_BYTES,
+    FolderLock,
+    FolderReadOnly,
+    free_bytes,
+)
 from linebox.voicemail.logins import LoginsMixin
 from linebox.voicemail.migrate import check as check_version
 from linebox.voicemail.migrate import migrate
@@ -47,6 +56,7 @@ from linebox.voicemail.storebase import (
     RECORDING,
     STATES,
     BadTransition,
+    NoSpace,
     NoSuchMessage,
     StoreError,
     StoreFull,
@@ -59,6 +69,19 @@ log = logging.getLogger("linebox.store")
 _META = 1                                 # doc id of the one document in the meta table
 
 
+def writes_unless_degraded(method):
+    """Housekeeping that changes the store: refused on a store opened read-only, skipped
+    (returning 0) on one whose folder turned out not writable (a fault already said so)."""
+    guarded = writes(method)
+
+    @functools.wraps(method)
+    def checked(self, *args, **kwargs):
+        if self._degraded:
+            return 0
+        return guarded(self, *args, **kwargs)
+    return checked
+
+
 class PendingMessage:
     """A message being recorded: write audio, then finish (save) or discard it."""
 
@@ -69,6 +92,7 @@ class PendingMessage:
         self.box: str = record["box"]
         self.line: int | None = record["line"]
         self._done: str | None = None
+        self._next_space_check = RATE
 
     @property
     def samples(self) -> int:
@@ -81,7 +105,17 @@ class PendingMessage:
         return self._done is not None
 
     def write(self, samples: array) -> None:
+        """Append audio; once a second the free space is looked at, and the recording
+        stops (OSError ENOSPC, which ends the take and keeps what was said) while there
+        is still room for what saving it takes: the database write, the mail that
+        carries it (base64: 4/3 of its size) and the MQTT event."""
         self._recording.write(samples)
+        if self._recording.samples >= self._next_space_check:
+            self._next_space_check = self._recording.samples + RATE
+            needed = self._store.reserve_bytes // 2 + 3 * self._recording.samples
+            if free_bytes(self._store.data_dir) < needed:
+                raise OSError(errno.ENOSPC, "disk nearly full: recording stopped, room kept "
+                              "for the database")
 
     def finish(self, keep_samples: int | None = None) -> dict:
         """Keep the first ``keep_samples`` samples (trailing tone and silence cut), save
@@ -109,7 +143,8 @@ class Store(RecoveryMixin, LoginsMixin):
     PINs and lockout in :mod:`~linebox.voicemail.logins`."""
 
     def __init__(self, data_dir: Path, boxes: Mapping[str, Any], bus: Bus | None = None,
-                 clock: Callable[[], float] = time.time, tz: tzinfo | None = None) -> None:
+                 clock: Callable[[], float] = time.time, tz: tzinfo | None = None,
+                 reserve_bytes: int = RESERVE_BYTES) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.boxes = dict(boxes)
         self.bus = bus if bus is not None else Bus()
@@ -123,10 +158,16 @@ class Store(RecoveryMixin, LoginsMixin):
         self._db: TinyDB | None = None
         self._read_only = False
         self._pins: dict[str, str] = {}
+        self.reserve_bytes = reserve_bytes
+        self.folder_lock = FolderLock(self.data_dir)
+        self.fault: str | None = None            # why the disk cannot take messages
+        self._degraded = False                   # opened read-only: the folder is not writable
+        self._unsaved: dict[str, dict] = {}      # finished messages the database refused
 
     # ================================================================ open / close
 
-    def open(self, read_only: bool = False, recover: bool = True) -> list[dict]:
+    def open(self, read_only: bool = False, recover: bool = True,
+             exclusive: bool | None = None) -> list[dict]:
         """Create the folders, open the database (recovering it if damaged), turn
         recordings cut short by a crash into new messages flagged ``recovered``, publish
         every box's counts, and return the recovered messages.
@@ -134,18 +175,35 @@ class Store(RecoveryMixin, LoginsMixin):
         For commands run beside the daemon: ``recover=False`` leaves recording files alone
         and publishes nothing; ``read_only`` also changes nothing on disk and refuses
         every change (StoreError).
+
+        ``exclusive`` (default: ``recover``) takes the folder's writer lock, so a second
+        owner (``run`` or ``sim`` on the same folder) is refused with one line naming
+        the holder. A command that changes the database beside the daemon (``unlock``)
+        asks for it too; one that writes only its own files (``greeting``) need not.
         """
         with self._lock:
             self.close()
             self._read_only = read_only
+            self._degraded = False
             if read_only:
-                check_version(self.data_dir)
-                self._db = TinyDB(self.data_dir / "db.json", storage=AtomicJSONStorage,
-                                  read_only=True, validate=db_problem)
-                self._pins = self._load_pins(read_only=True)
-                self._warn_unknown()
+                self._open_read_only()
                 return []
             self.data_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                if recover if exclusive is None else exclusive:
+                    self.folder_lock.acquire()   # one writer; see voicemail/folder.py
+                else:
+                    self._probe_writable()
+            except FolderReadOnly as e:
+                # Noticed now, not after the beep of every call: messages can still be
+                # listened to, none recorded, and the fault is reported.
+                self._open_read_only()
+                self._degraded = True
+                log.error("%s: no message can be recorded", e)
+                self._set_fault(str(e))
+                for box in self.boxes:
+                    self._publish({"event": "box_changed", "box": box, "counts": self.counts(box)})
+                return []
             migrate(self.data_dir)       # an older layout is upgraded; a newer one refused
             for folder in (self.data_dir, self.messages_dir, self.greetings_dir):
                 folder.mkdir(parents=True, exist_ok=True)
@@ -162,6 +220,24 @@ class Store(RecoveryMixin, LoginsMixin):
                 self._publish({"event": "box_changed", "box": box, "counts": self.counts(box)})
             return recovered
 
+    def _probe_writable(self) -> None:
+        try:
+            write_file_atomic(self.data_dir / ".probe", b"")
+            (self.data_dir / ".probe").unlink()
+        except OSError as e:
+            if e.errno in READ_ONLY_ERRNOS:
+                raise FolderReadOnly(f"data folder {self.data_dir} is not writable: "
+                                     f"{e.strerror}") from None
+            raise
+
+    def _open_read_only(self) -> None:
+        self._read_only = True
+        check_version(self.data_dir)
+        self._db = TinyDB(self.data_dir / "db.json", storage=AtomicJSONStorage,
+                          read_only=True, validate=db_problem)
+        self._pins = self._load_pins(read_only=True)
+        self._warn_unknown()
+
     def _warn_unknown(self) -> None:
         """A record in a state this Linebox does not know (written by a newer or a
         broken one) is kept and listed as it is, not dropped: say so once."""
@@ -175,6 +251,7 @@ class Store(RecoveryMixin, LoginsMixin):
             if self._db is not None:
                 self._db.close()
                 self._db = None
+            self.folder_lock.release()
 
     def subscribe(self, fn: Callable[[dict], None]) -> Callable[[dict], None]:
         return self.bus.subscribe(fn)
@@ -187,7 +264,13 @@ class Store(RecoveryMixin, LoginsMixin):
         """Start a message; raises StoreFull when the box holds max_messages messages
         (messages being recorded on other lines count too, so none can overflow it)."""
         with self._lock:
+            self.retry_unsaved()
             cfg = self._box(box)
+            if free_bytes(self.data_dir) < self.reserve_bytes:
+                reason = (f"disk of {self.data_dir} nearly full (less than "
+                          f"{self.reserve_bytes // 2**20} MiB free)")
+                self._set_fault(reason)
+                raise NoSpace(f"box {box}: no message recorded: {reason}")
             taken = sum(1 for r in self._table.all() if r["box"] == box
                         and (r["state"] in LIVE or r["state"] == RECORDING))
             if taken >= cfg.max_messages:
@@ -212,13 +295,81 @@ class Store(RecoveryMixin, LoginsMixin):
         with self._lock:
             rec = self._record(message_id)
             before = self.counts(rec["box"])
-            self._update(message_id, state="new", seconds=round(n_samples / RATE, 2),
-                         saved_at=self.clock(), notified=False)
+            fields = {"state": "new", "seconds": round(n_samples / RATE, 2),
+                      "saved_at": self.clock(), "notified": False}
+            if not self._write_saved(message_id, fields):
+                return self._out({**rec, **fields})
             rec = self._record(message_id)
             log.info("box %s: message %s saved, %.2f s", rec["box"], message_id, rec["seconds"])
             self._announce(rec)
             self._publish_counts(rec["box"], before)
             return self._out(rec)
+
+    def _write_saved(self, message_id: str, fields: dict, tries: int = 3) -> bool:
+        """The database write that saves a message, tried again if the disk refuses it;
+        if it keeps refusing, the message waits in memory for :meth:`retry_unsaved`
+        (its audio is safe on disk, and a restart would recover it too)."""
+        for attempt in range(tries):
+            try:
+                self._update(message_id, **fields)
+                return True
+            except OSError as e:
+                error = e
+                log.warning("message %s: database write failed (%s), try %d of %d",
+                            message_id, e.strerror or e, attempt + 1, tries)
+        self._unsaved[message_id] = fields
+        self._set_fault(f"database {self.data_dir / 'db.json'} cannot be written: "
+                        f"{error.strerror or error}")
+        return False
+
+    @writes_unless_degraded
+    def retry_unsaved(self) -> int:
+        """Save what the database refused before (the disk has room again): listed,
+        lamped, reported and mailed now, without a restart. Returns how many remain.
+        Cheap when there is nothing to do: the appliance calls it at every turn."""
+        if not self._unsaved and self.fault is None:
+            return 0
+        with self._lock:
+            for message_id, fields in list(self._unsaved.items()):
+                rec = self._get_doc(message_id)
+                if rec is None:
+                    del self._unsaved[message_id]
+                    continue
+                before = self.counts(rec["box"])
+                try:
+                    self._update(message_id, **fields)
+                except OSError:
+                    return len(self._unsaved)
+                del self._unsaved[message_id]
+                rec = self._record(message_id)
+                log.info("box %s: message %s saved after the disk recovered", rec["box"],
+                         message_id)
+                self._announce(rec)
+                self._publish_counts(rec["box"], before)
+            if free_bytes(self.data_dir) >= self.reserve_bytes:
+                self._clear_fault()
+            return 0
+
+    def _set_fault(self, reason: str) -> None:
+        if reason != self.fault:
+            self.fault = reason
+            log.error("disk fault: %s", reason)
+            self._publish({"event": "disk_fault", "key": "disk", "reason": reason})
+
+    def _clear_fault(self) -> None:
+        if self.fault is not None and not self._unsaved:
+            self.fault = None
+            log.info("disk fault cleared")
+            self._publish({"event": "disk_fault_cleared", "key": "disk"})
+
+    def recording_refused(self, box: str) -> str | None:
+        """Why a caller could not leave a message in ``box`` now, or None:
+        ``box_full``, or ``no_space`` (the disk is nearly full or read-only)."""
+        if self.is_full(box):
+            return "box_full"
+        if self._read_only or free_bytes(self.data_dir) < self.reserve_bytes:
+            return "no_space"
+        return None
 
     def _discarded(self, message_id: str, reason: str) -> None:
         with self._lock:
@@ -338,7 +489,7 @@ class Store(RecoveryMixin, LoginsMixin):
             self._publish_counts(rec["box"], before)
             return self._out(self._record(message_id))
 
-    @writes
+    @writes_unless_degraded
     def apply_retention(self, now: float | None = None) -> None:
         """Heard messages older than keep_heard_days (since heard) go to trash; trash
         older than trash_days (since trashed) is purged. A limit of 0 or None keeps."""

@@ -18,6 +18,10 @@ class StoreFull(StoreError):
     """The box already holds max_messages messages."""
 
 
+class NoSpace(StoreFull):
+    """The data folder's disk is nearly full (below the reserve) or read-only."""
+
+
 class NoSuchMessage(StoreError):
     """No message with that id."""
 

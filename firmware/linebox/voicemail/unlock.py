@@ -12,7 +12,7 @@ def cmd_unlock(args) -> int:
     if args.box not in cfg.boxes:
         raise LineboxError(f"no box {args.box} in {cfg.source}")
     store = Store(cfg.device.data_dir, cfg.boxes)
-    store.open(recover=False)
+    store.open(recover=False, exclusive=True)   # the daemon keeps the database in memory
     try:
         state = store.lock_state(args.box)
         was = store.unlock(args.box, by="linebox unlock")
