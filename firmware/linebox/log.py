@@ -8,7 +8,17 @@ _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERRO
 
 class _JournalFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return f"<{_PRIORITY.get(record.levelno, 6)}>{record.name}: {record.getMessage()}"
+        text = f"<{_PRIORITY.get(record.levelno, 6)}>{record.name}: {record.getMessage()}"
+        if record.exc_info and record.exc_info[1] is not None:
+            # log.exception: keep what went wrong, on the same line (the journal takes
+            # one entry a line), and where.
+            e = record.exc_info[1]
+            tb = e.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            where = f" (at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})" if tb else ""
+            text += f": {type(e).__name__}: {' '.join(str(e).split())}{where}"
+        return text
 
 
 def setup(level: str = "info", stream=None) -> None:
