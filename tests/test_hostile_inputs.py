@@ -28,3 +28,10 @@ def test_analyze_of_an_endless_stream_stops_at_the_bound():
         r = subprocess.run([sys.executable, "-m", "linebox", "analyze", "-"], stdin=endless,
                            capture_output=True, timeout=120)
     _one_line_error(r, "<stdin>: larger than 100 MB")
+
+
+def test_an_empty_data_option_is_one_line(tmp_path):
+    sim = Sim(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "linebox", "messages", "--config", str(sim.config_path),
+                        "--data", ""], capture_output=True)
+    _one_line_error(r, "--data: must be the path of a folder")
