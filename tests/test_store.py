@@ -803,3 +803,23 @@ def test_pending_message_is_done_once_and_discard_after_finish_keeps_it(store):
     assert store.get(msg["id"]) == msg and Path(msg["file"]).exists()
     with pytest.raises(ValueError, match="already saved"):
         pending.finish()
+
+
+@pytest.mark.parametrize("bad", ["٠٠٠٠٠١", "²", "9" * 5000, "", " 1", "1e3"])
+def test_only_ascii_digit_ids_name_a_message(store, bad):
+    leave(store)                                   # message 000001 exists
+    assert store.get(bad) is None
+    with pytest.raises(NoSuchMessage):
+        store.set_state(bad, "saved")
+
+
+def test_files_with_odd_digit_names_do_not_stop_recovery(store, make_store, tmp_path):
+    msg = leave(store)
+    store.close()
+    folder = Path(msg["file"]).parent
+    for odd in ("²", "٠٠٠٠٠٧"):
+        (folder / f"{odd}.wav").write_bytes(Path(msg["file"]).read_bytes())
+    again = make_store()
+    again.open()
+    ids = [m["id"] for m in again.messages()]
+    assert ids[0] == msg["id"] and len(ids) == 3 and all(i.isascii() for i in ids)

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from linebox.fileio import fsync_dir, write_file_atomic
+from linebox.voicemail.storebase import is_id
 
 log = logging.getLogger("linebox.store")
 
@@ -43,7 +44,7 @@ class NotifiedJournal:
             log.warning("%s unreadable (%s): every unmarked message is announced again",
                         self.path, e.strerror or e)
             return set()
-        return {x for x in raw.decode("ascii", "replace").split("\n") if x.isdigit()}
+        return {x for x in raw.decode("ascii", "replace").split("\n") if is_id(x)}
 
     def clear(self) -> None:
         if self.path.exists():

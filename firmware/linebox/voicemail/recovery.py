@@ -14,7 +14,7 @@ from pathlib import Path
 from linebox import RATE
 from linebox.fileio import fsync_dir
 from linebox.voicemail.recorder import HEADER, part_path, repair_partial
-from linebox.voicemail.storebase import RECORDING
+from linebox.voicemail.storebase import RECORDING, is_id
 from linebox.wavfile import WavError, read_wav
 
 log = logging.getLogger("linebox.store")
@@ -75,7 +75,7 @@ class RecoveryMixin:
         if not (f.name.endswith(".wav") or f.name.endswith(".wav.part")):
             return None
         stem = f.name.split(".")[0]
-        doc = self._table.get(doc_id=int(stem)) if stem.isdigit() else None
+        doc = self._table.get(doc_id=int(stem)) if is_id(stem) else None
         if doc is not None and doc["box"] == box:
             return None
         if box not in self.boxes:
@@ -94,7 +94,7 @@ class RecoveryMixin:
             log.error("unreadable message file: %s: kept in place", e)
             return None
         st = f.stat()
-        message_id = stem if doc is None and stem.isdigit() and len(stem) == 6 else self._allocate_id()
+        message_id = stem if doc is None and is_id(stem) and len(stem) == 6 else self._allocate_id()
         record = self._new_record(message_id, box, st.st_mtime - n / RATE,
                                   state="new", seconds=round(n / RATE, 2), recovered=True,
                                   saved_at=self.clock(), notified=False)
@@ -123,7 +123,7 @@ class RecoveryMixin:
         for box_dir in self.messages_dir.iterdir():
             if box_dir.is_dir():
                 ids += [int(p.name.split(".")[0]) for p in box_dir.iterdir()
-                        if p.name.split(".")[0].isdigit()]
+                        if is_id(p.name.split(".")[0])]
         meta = self._meta()
         if ids and meta["next_id"] <= max(ids):
             meta["next_id"] = max(ids) + 1

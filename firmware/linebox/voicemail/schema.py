@@ -9,6 +9,8 @@ this Linebox does not know is kept: it is logged and listed, never dropped.
 
 from numbers import Real
 
+from linebox.voicemail.storebase import is_id
+
 _STR_OR_NONE = ("caller_number", "caller_name", "received", "prev_state")
 _NUM_OR_NONE = ("saved_at", "heard_at", "trashed_at")
 
@@ -19,7 +21,7 @@ def db_problem(data: dict) -> str | None:
         if not isinstance(table, dict):
             return f"table {name!r} is not an object"
         for key, doc in table.items():
-            if not key.isascii() or not key.isdigit():
+            if not is_id(key):
                 return f"table {name!r}: document id {key[:20]!r} is not a number"
             if not isinstance(doc, dict):
                 return f"table {name!r}: document {key} is not an object"
@@ -35,13 +37,13 @@ def db_problem(data: dict) -> str | None:
 
 def record_problem(key: str, rec: dict) -> str | None:
     mid = rec.get("id")
-    if not isinstance(mid, str) or not mid.isascii() or not mid.isdigit() or int(mid) != int(key):
+    if not is_id(mid) or int(mid) != int(key):
         return "id is missing or not its number"
     for field in ("box", "state"):
         v = rec.get(field)
         if not isinstance(v, str) or not v:
             return f"{field} is missing or not a string"
-    if not rec["box"].isascii() or not rec["box"].isdigit():
+    if not is_id(rec["box"]):
         return "box is not a box number"
     if not _number(rec.get("received_ts")):
         return "received_ts is missing or not a number"

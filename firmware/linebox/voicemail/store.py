@@ -60,6 +60,7 @@ from linebox.voicemail.storebase import (
     NoSuchMessage,
     StoreError,
     StoreFull,
+    is_id,
     writes,
 )
 from linebox.wavfile import write_wav
@@ -618,7 +619,7 @@ class Store(RecoveryMixin, LoginsMixin):
         self._table.update(fields, doc_ids=[int(message_id)])
 
     def _get_doc(self, message_id: str) -> dict | None:
-        if not str(message_id).isdigit():
+        if not is_id(message_id):
             return None
         doc = self._table.get(doc_id=int(message_id))
         return None if doc is None else dict(doc)

@@ -30,6 +30,12 @@ class BadTransition(StoreError):
     """A state change the message's current state does not allow."""
 
 
+def is_id(s) -> bool:
+    """A message id (or a number in a file name): 1 to 12 ASCII digits. ``str.isdigit``
+    alone takes "٠٠٠٠٠١" (which int() reads as 1) and "²" (which int() refuses)."""
+    return isinstance(s, str) and 0 < len(s) <= 12 and s.isascii() and s.isdigit()
+
+
 def writes(method):
     """Mark a method that changes the store: refused on a store opened read-only."""
     @functools.wraps(method)
