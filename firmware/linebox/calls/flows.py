@@ -107,7 +107,7 @@ def leave_message(svc: Services, call: Call, box: str) -> Flow:
         try:
             pending = store.start_recording(box, call.runner.id, call.caller_number,
                                             call.caller_name)
-        except StoreError as e:
+        except (StoreError, OSError) as e:     # OSError: the disk refused the record
             log.warning("line %s: %s", call.runner.id, e)
             yield from refuse_message(svc, call, box,
                                       "box_full" if type(e) is StoreFull else "no_space")
