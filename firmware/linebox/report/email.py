@@ -102,12 +102,27 @@ class Mailer:
         box = self.boxes.get(ev.get("box"))
         if box is None or not getattr(box, "email_on_new", False) or not box.email:
             return
+        if ev.get("again") and self._queued_for(box.number, ev.get("id")):
+            return      # announced again after a kill that came after this mail was queued
         try:
             msg = self.compose(ev, box)
             self.queue(msg, box.email, box=box.number, message=ev.get("id"))
         except OSError as e:
             log.error("mail for message %s of box %s not queued: %s", ev.get("id"),
                       box.number, e.strerror or e)
+
+    def _queued_for(self, box: str, message_id) -> bool:
+        """A mail for this message is still in the queue (or was given up)."""
+        tag = f".linebox.{box}.{message_id}@".encode()
+        for folder in (self.folder, self.failed_dir):
+            for eml in folder.glob("*.eml") if folder.is_dir() else ():
+                try:
+                    with open(eml, "rb") as f:
+                        if tag in f.read(8192):
+                            return True
+                except OSError:
+                    continue
+        return False
 
     def _lock_alert(self, ev: dict) -> None:
         """Someone may be guessing the PIN: tell the owner at the first lock and when

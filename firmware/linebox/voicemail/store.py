@@ -675,7 +675,8 @@ class Store(RecoveryMixin, LoginsMixin):
                 if not rec.get("recovered"):
                     log.warning("box %s: message %s was saved but not announced (killed "
                                 "in between): announcing it now", rec["box"], rec["id"])
-                self._publish(self._saved_event(dict(rec)))
+                # "again": a subscriber that queued it before the kill may skip it.
+                self._publish({**self._saved_event(dict(rec)), "again": True})
         if pending:
             self._table.update({"notified": True}, doc_ids=[r.doc_id for r in pending])
         self.notified.clear()
