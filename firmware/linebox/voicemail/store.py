@@ -215,7 +215,7 @@ class Store(RecoveryMixin, LoginsMixin):
             if not recover:
                 return []
             recovered = self._recover()
-            self._announce_missing()
+            self._announce_missing({r["id"] for r in recovered})
             # Every box's state once, so LEDs and MQTT start from the truth.
             for box in self.boxes:
                 self._publish({"event": "box_changed", "box": box, "counts": self.counts(box)})
@@ -663,7 +663,7 @@ class Store(RecoveryMixin, LoginsMixin):
             log.warning("message %s: %s not written: %s", rec["id"], self.notified.path,
                         e.strerror or e)
 
-    def _announce_missing(self) -> None:
+    def _announce_missing(self, just_recovered: set[str]) -> None:
         """At open: announce what a kill kept from being announced (recovered messages
         included), mark the rest, empty the journal."""
         done = self.notified.ids()
@@ -675,8 +675,11 @@ class Store(RecoveryMixin, LoginsMixin):
                 if not rec.get("recovered"):
                     log.warning("box %s: message %s was saved but not announced (killed "
                                 "in between): announcing it now", rec["box"], rec["id"])
-                # "again": a subscriber that queued it before the kill may skip it.
-                self._publish({**self._saved_event(dict(rec)), "again": True})
+                event = self._saved_event(dict(rec))
+                if rec["id"] not in just_recovered:
+                    # Saved before the kill: a subscriber that queued it may skip it.
+                    event["again"] = True
+                self._publish(event)
         if pending:
             self._table.update({"notified": True}, doc_ids=[r.doc_id for r in pending])
         self.notified.clear()
