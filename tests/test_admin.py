@@ -95,7 +95,7 @@ def test_sudo_greeting_runs_as_the_data_folder_owner(site):
     top, cfg, data = site
     res = _linebox("greeting", "100", _wav(top), "--config", cfg)
     assert res.returncode == 0, res.stderr.decode()
-    assert res.stdout.decode() == "box 100: greeting set (1.0 s)\n"
+    assert res.stdout.decode() == "box 100: unavailable greeting set (1.0 s)\n"
     owners = _owners(data)
     assert "greetings" in owners and any(k.startswith("greetings/") for k in owners)
     assert set(owners.values()) == {(OWNER, OWNER)}, owners

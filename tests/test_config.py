@@ -2,6 +2,8 @@
 
 import dataclasses
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -458,3 +460,47 @@ def test_cli_reports_invalid_toml_as_one_line_and_exit_2(tmp_path):
     assert (code, out) == (2, b"")
     assert err.startswith(f"linebox: error: config: {path}: ")
     assert err.count("\n") == 1 and "line 1" in err
+
+
+# ------------------------------------------------------------------ hostile configurations
+
+HOSTILE = Path(__file__).parent / "fixtures" / "hostile"
+HOSTILE_CONFIGS = {
+    "config-nested-500.toml": "values nested too deep",
+    "config-email-from-cr.toml": "config: [email] key 'from': must not contain control characters or line breaks",
+    "config-email-from-u2028.toml": "config: [email] key 'from': must not contain control characters or line breaks",
+    "config-data-dir-nul.toml": "config: [device] key 'data_dir': must not contain control characters or line breaks",
+    "config-base-topic-nul.toml": "config: [mqtt] key 'base_topic': must not contain control characters or line breaks",
+    "config-device-id-70000.toml": "config: [device] key 'id': is too long (70000 characters; at most 64)",
+    "config-weak-scrypt.toml": "config: [[box]] #1 key 'pin_hash': scrypt parameters N=2, r=1 are too weak",
+}
+
+
+@pytest.mark.parametrize("name, expected", HOSTILE_CONFIGS.items(), ids=HOSTILE_CONFIGS.keys())
+def test_config_check_refuses_what_would_break_at_run_time(name, expected):
+    r = subprocess.run([sys.executable, "-m", "linebox", "config", "check", "--config", str(HOSTILE / name)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.startswith("linebox: error: ") and r.stderr.count("\n") == 1
+    assert expected in r.stderr
+
+
+@pytest.mark.parametrize("data", ["", "   ", "a\0b"], ids=["empty", "blank", "nul"])
+def test_an_empty_data_option_is_refused(tmp_path, data):
+    path = tmp_path / "c.toml"
+    path.write_text(MINIMAL)
+    with pytest.raises(ConfigError, match="--data: must be the path of a folder"):
+        load_config(path, data_dir=data)
+
+
+def test_a_huge_configuration_is_refused_without_reading_it_all(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_bytes(b"# " + b"x" * (2 << 20) + b"\n")
+    with pytest.raises(ConfigError, match="larger than 1024 KiB"):
+        load_config(path)
+
+
+def test_a_box_may_switch_remote_login_off():
+    cfg = parse_config(tomllib.loads(MINIMAL + "remote_login = false\n"), "t")
+    assert cfg.boxes["100"].remote_login is False
+    assert parse_config(tomllib.loads(MINIMAL), "t").boxes["100"].remote_login is True

@@ -546,3 +546,25 @@ def test_a_failed_transcription_releases_the_mail_at_once(waiting_rig, inbox):
     rig.bus.publish({"event": "transcription_failed", "id": rec["id"], "reason": "given up"})
     assert rig.mailer.pump() == 1
     assert "No transcript" in _body(inbox.parsed()[0])
+
+
+def test_the_owner_is_mailed_at_the_first_lock_and_at_the_lock_for_good(rig, inbox):
+    for _ in range(10):
+        rig.store.login_failed("100", "web")
+    assert rig.mailer.pump() == 1
+    (mail,) = inbox.parsed()
+    assert mail["To"] == "office@example.com"
+    assert mail["Subject"] == "Login to box 100 locked after 10 wrong PINs"
+    body = mail.get_body(("plain",)).get_content()
+    assert "twice as long" in body and "web" in body
+    rig.clock.t += 3600
+    for _ in range(10):                         # the second lock: no new mail
+        rig.store.login_failed("100")
+    assert rig.mailer.pump() == 0
+    rig.store.unlock("100")
+    while rig.store.lock_state("100")["failures"] < 99:
+        rig.store.login_failed("100")
+        rig.clock.t += 10 ** 6
+    rig.store.login_failed("100")
+    assert rig.mailer.pump() == 1                # the lock for good
+    assert "linebox unlock 100" in inbox.parsed()[-1].get_body(("plain",)).get_content()

@@ -120,13 +120,20 @@ def test_check_refuses_newer_and_never_writes(tmp_path):
         migrate.check(tmp_path)
 
 
-@pytest.mark.parametrize("text", ["", "one\n", "-1", "1.0"])
+@pytest.mark.parametrize("text", ["", "one\n", "-1", "1.0", "9" * 60])
 def test_a_damaged_version_file_is_a_one_line_error(tmp_path, text):
     (tmp_path / "VERSION").write_text(text)
     with pytest.raises(DataVersionError) as e:
         migrate.migrate(tmp_path)
-    assert str(e.value) == (f"data folder {tmp_path}: VERSION is damaged ({text.strip()!r}); "
+    assert str(e.value) == (f"data folder {tmp_path}: VERSION is damaged ({text.strip()[:20]!r}); "
                             "write the folder's version number into it or restore a backup")
+
+
+@pytest.mark.parametrize("text", ["9" * 5000, "\u0661"], ids=["5000 digits", "arabic digit"])
+def test_a_version_file_int_cannot_take_is_a_one_line_error(tmp_path, text):
+    (tmp_path / "VERSION").write_text(text)
+    with pytest.raises(DataVersionError, match="VERSION"):
+        migrate.migrate(tmp_path)
 
 
 def test_an_unwritable_folder_is_a_one_line_error(tmp_path):

@@ -6,7 +6,15 @@ import hashlib
 import pytest
 
 from conftest import run_linebox
-from linebox.voicemail.pins import hash_pin, looks_like_pin_hash, valid_pin, verify_pin
+from linebox.voicemail.pins import (
+    BAD_PIN,
+    hash_pin,
+    hash_problem,
+    looks_like_pin_hash,
+    pin_problem,
+    valid_pin,
+    verify_pin,
+)
 
 SALT = bytes(range(16))
 HASH_1234 = hash_pin("1234", salt=SALT)   # computed once: scrypt takes tens of ms
@@ -96,18 +104,18 @@ def test_invalid_pin_never_verifies_even_against_its_own_digits():
 
 
 def test_pin_hash_command_prints_a_hash_that_verifies():
-    r = run_linebox("pin-hash", input=b"  4321 \n")
+    r = run_linebox("pin-hash", input=b"  4731 \n")
     assert r.returncode == 0
     assert r.stderr == b""
     out = r.stdout.decode()
     assert out.endswith("\n") and out.count("\n") == 1
-    assert verify_pin("4321", out.strip()) is True
+    assert verify_pin("4731", out.strip()) is True
 
 
 def test_pin_hash_command_reads_only_the_first_line():
-    r = run_linebox("pin-hash", input=b"5678\n1111\n")
+    r = run_linebox("pin-hash", input=b"5718\n1111\n")
     assert r.returncode == 0
-    assert verify_pin("5678", r.stdout.decode().strip()) is True
+    assert verify_pin("5718", r.stdout.decode().strip()) is True
 
 
 @pytest.mark.parametrize("given", [b"12a4\n", b"123\n", b"\n", b"", b"12 34\n", b"\xff\xfe12\n"],
@@ -148,14 +156,57 @@ def _on_a_terminal(*answers: bytes) -> tuple[int, str]:
 
 
 def test_pin_hash_on_a_terminal_asks_twice_and_prints_the_hash():
-    rc, out = _on_a_terminal(b"4321\n", b"4321\n")
+    rc, out = _on_a_terminal(b"4731\n", b"4731\n")
     assert rc == 0, out
-    assert "PIN: " in out and "PIN again: " in out and "4321" not in out   # never echoed
-    assert verify_pin("4321", out.split()[-1])
+    assert "PIN: " in out and "PIN again: " in out and "4731" not in out   # never echoed
+    assert verify_pin("4731", out.split()[-1])
 
 
 def test_pin_hash_on_a_terminal_refuses_two_different_pins():
-    rc, out = _on_a_terminal(b"4321\n", b"4312\n")
+    rc, out = _on_a_terminal(b"4731\n", b"4713\n")
     assert rc == 2
     assert out.strip().endswith("linebox: error: pin-hash: the two PINs differ; nothing printed")
     assert "scrypt$" not in out
+
+
+# ------------------------------------------------------------------ trivial PINs and weak hashes
+
+TRIVIAL = ["0000", "1111", "999999", "1234", "4321", "0123", "9876", "7890", "3210987", "0123456789"]
+
+
+@pytest.mark.parametrize("pin", TRIVIAL)
+def test_trivial_pins_are_refused_with_a_reason(pin):
+    assert pin_problem(pin) is not None
+    assert pin_problem(pin) != BAD_PIN
+
+
+@pytest.mark.parametrize("pin", ["0150", "4731", "1235", "2468", "1000", "12341234"])
+def test_ordinary_pins_are_accepted(pin):
+    assert pin_problem(pin) is None
+
+
+def test_the_box_number_is_refused_as_its_pin():
+    assert pin_problem("1007", "1007") == "a PIN may not be the box's own number"
+    assert pin_problem("1007", "100") is None
+
+
+@pytest.mark.parametrize("given", [b"1234\n", b"0000\n", b"9876\n"])
+def test_pin_hash_command_refuses_a_trivial_pin(given):
+    r = run_linebox("pin-hash", input=given)
+    assert r.returncode == 2
+    assert r.stdout == b""
+    assert r.stderr.startswith(b"linebox: error: pin-hash: a PIN of ")
+    assert given.strip() not in r.stderr
+
+
+def test_pin_hash_command_refuses_the_box_number_with_box():
+    r = run_linebox("pin-hash", "--box", "4731", input=b"4731\n")
+    assert r.returncode == 2
+    assert r.stderr == b"linebox: error: pin-hash: a PIN may not be the box's own number\n"
+
+
+def test_weak_scrypt_parameters_are_a_hash_problem():
+    weak = hash_pin("4731", salt=SALT).replace("scrypt$16384$8$1$", "scrypt$2$1$1$")
+    assert looks_like_pin_hash(weak)             # well-formed, verifiable ...
+    assert "too weak" in hash_problem(weak)      # ... but refused in a configuration
+    assert hash_problem(HASH_1234) is None

@@ -17,6 +17,7 @@ import pytest
 
 from linebox.errors import LineboxError
 from linebox.events import Bus
+from linebox.voicemail.logins import LOCK_FOREVER
 from linebox.voicemail.recorder import Recording
 from linebox.voicemail.store import BadTransition, NoSuchMessage, Store, StoreError, StoreFull
 from linebox.wavfile import read_wav
@@ -387,17 +388,36 @@ def test_window_counts_from_the_end_of_the_message(store, clock):
     assert store.recent_from("100", "5551234567", 900) is not None
 
 
-def test_retract_removes_the_message_for_good(store, events):
+def test_retract_moves_the_message_to_the_trash_marked_retracted(store, events, clock):
+    """Caller ID can be forged: a retraction must stay undoable by the owner."""
     msg = leave(store)
     events.clear()
     store.retract(msg["id"])
-    assert store.get(msg["id"]) is None
-    assert not Path(msg["file"]).exists()
+    got = store.get(msg["id"])
+    assert (got["state"], got["retracted"], got["prev_state"]) == ("trash", True, "new")
+    assert Path(msg["file"]).exists()
+    assert store.recent_from("100", msg["caller_number"], 900) is None   # not offered again
     assert events == [
         {"event": "message_retracted", "id": msg["id"], "box": "100"},
         {"event": "box_changed", "box": "100",
          "counts": {"new": 0, "saved": 0, "total": 0, "full": False, "name": "Main office"}},
     ]
+
+
+def test_the_owner_restores_a_retracted_message_within_trash_days(store, clock):
+    msg = leave(store)
+    store.retract(msg["id"])
+    clock.advance(6 * DAY)
+    back = store.undelete_last("100")
+    assert (back["state"], back["retracted"]) == ("new", False)
+
+
+def test_a_retracted_message_is_purged_after_trash_days(store, clock):
+    msg = leave(store)
+    store.retract(msg["id"])
+    clock.advance(7 * DAY)
+    store.apply_retention()
+    assert store.get(msg["id"]) is None and not Path(msg["file"]).exists()
 
 
 def test_a_heard_message_cannot_be_retracted(store):
@@ -451,6 +471,93 @@ def test_lockout_survives_a_restart(store, make_store, clock):
     assert not again.is_locked("100")
 
 
+def _fail(store, clock, n, every=10.0):
+    for _ in range(n):
+        store.login_failed("100")
+        clock.advance(every)
+
+
+def test_each_lock_lasts_twice_as_long_as_the_one_before(store, clock, events):
+    durations = []
+    for _ in range(4):
+        _fail(store, clock, 10, every=0.0)
+        start = clock.t
+        while store.is_locked("100"):
+            clock.advance(60)
+        durations.append(clock.t - start)
+    assert durations == [15 * 60, 30 * 60, 60 * 60, 120 * 60]
+    locks = [e for e in events if e.get("event") == "box_locked"]
+    assert [e["first"] for e in locks] == [True, False, False, False]
+    assert locks[0]["box"] == "100" and locks[0]["permanent"] is False
+    assert locks[0]["until"] == "2023-11-15T00:28:20+02:00"    # T0 + 15 min, in the store's tz
+
+
+def test_one_hundred_failures_without_a_success_lock_for_good(store, clock, events):
+    for n in range(LOCK_FOREVER):
+        assert not store.is_locked("100"), n
+        store.login_failed("100", "web")
+        while store.is_locked("100") and n < LOCK_FOREVER - 1:
+            clock.advance(3600)
+    assert store.is_locked("100")
+    clock.advance(365 * DAY)
+    assert store.is_locked("100")
+    assert store.lock_state("100") == {"locked": True, "permanent": True, "until": None,
+                                       "failures": LOCK_FOREVER}
+    last = [e for e in events if e.get("event") == "box_locked"][-1]
+    assert last["permanent"] is True and last["until"] is None and last["source"] == "web"
+    assert store.unlock("100", by="owner") is True
+    assert not store.is_locked("100")
+    assert events[-1] == {"event": "box_unlocked", "box": "100", "by": "owner"}
+    assert store.lock_state("100")["failures"] == 0
+
+
+def test_a_patient_guesser_gets_at_most_one_hundred_guesses(store, clock):
+    """Guessing as fast as the lock allows, for a year."""
+    guesses = 0
+    end = clock.t + 365 * DAY
+    while clock.t < end:
+        if store.is_locked("100"):
+            clock.advance(600)
+            continue
+        store.login_failed("100")
+        guesses += 1
+        clock.advance(20)                  # one call, three tries, about a minute
+    assert guesses == LOCK_FOREVER
+
+
+def test_check_pin_is_one_counter_for_every_door(tmp_path, clock, events):
+    from linebox.voicemail.pins import hash_pin
+    boxes = {"100": Box("100", "Main office", pin_hash=hash_pin("4731", salt=b"s" * 16))}
+    bus = Bus()
+    bus.subscribe(events.append)
+    store = Store(tmp_path / "data", boxes, bus=bus, clock=clock, tz=TZ)
+    store.open()
+    try:
+        assert store.check_pin("100", "4731", "phone") == "ok"
+        for i, door in enumerate(["phone", "sip", "web"] * 3):
+            assert store.check_pin("100", "0150", door) == "wrong", i
+        assert not store.is_locked("100")
+        assert store.check_pin("100", "0150", "web") == "wrong"     # the tenth locks ...
+        assert store.check_pin("100", "4731", "sip") == "locked"    # ... the right PIN too
+        assert store.check_pin("999", "4731", "phone") == "wrong"   # no such box: no count
+        assert store.lock_state("999")["failures"] == 0
+        clock.advance(15 * 60)
+        assert store.check_pin("100", "4731", "web") == "ok"
+        assert store.lock_state("100") == {"locked": False, "permanent": False, "until": None,
+                                           "failures": 0}
+    finally:
+        store.close()
+
+
+def test_set_pin_refuses_trivial_pins(store):
+    with pytest.raises(StoreError, match="one repeated digit"):
+        store.set_pin("100", "0000")
+    with pytest.raises(StoreError, match="consecutive digits"):
+        store.set_pin("100", "9876")
+    store.set_pin("100", "4731")
+    assert store.pin_hash("100").startswith("scrypt$16384$8$1$")
+
+
 def test_pin_changed_by_phone_overrides_config_and_is_kept(store, make_store, tmp_path):
     assert store.pin_hash("100") == "scrypt$config"
     assert store.pin_hash("200") is None
@@ -497,6 +604,7 @@ def test_unfinished_recording_comes_back_as_recovered_message(store, make_store,
         pending.write(tone(160, start))
     # The process "dies" here: nothing is finished or closed.
     events.clear()
+    store.folder_lock.release()          # the process died: the kernel drops its lock
     again = make_store()
     [msg] = again.open()
     assert {k: msg[k] for k in ("id", "box", "state", "caller_number", "caller_name", "line",
@@ -516,6 +624,7 @@ def test_unfinished_recording_comes_back_as_recovered_message(store, make_store,
 def test_unfinished_recording_under_half_a_second_is_dropped(store, make_store, tmp_path):
     pending = store.start_recording("100", 1, None, None)
     pending.write(tone(3000))
+    store.folder_lock.release()          # the process died: the kernel drops its lock
     again = make_store()
     assert again.open() == []
     assert list((tmp_path / "data" / "messages" / "100").iterdir()) == []
@@ -601,6 +710,7 @@ def test_partial_recording_without_a_record_is_recovered_into_its_folders_box(
     part_dir.mkdir(parents=True)
     rec = Recording(part_dir / "000042.wav")
     rec.write(tone(12000))
+    store.folder_lock.release()          # the process died: the kernel drops its lock
     again = make_store()
     [msg] = again.open()
     assert (msg["id"], msg["box"], msg["seconds"], msg["recovered"]) == ("000042", "200", 1.5, True)
@@ -615,6 +725,7 @@ def test_partial_recording_of_an_unknown_box_is_kept_aside(store, make_store, tm
     stray.mkdir()
     rec = Recording(stray / "000007.wav")
     rec.write(tone(12000))
+    store.folder_lock.release()          # the process died: the kernel drops its lock
     again = make_store()
     assert again.open() == []
     kept = tmp_path / "data" / "lost+found" / "999-000007.wav.part"
@@ -627,6 +738,7 @@ def test_partial_recording_of_an_unknown_box_is_kept_aside(store, make_store, tm
 def test_record_whose_audio_file_vanished_is_dropped_at_open(store, make_store, store_log):
     msg = leave(store)
     Path(msg["file"]).unlink()
+    store.folder_lock.release()          # the process died: the kernel drops its lock
     again = make_store()
     assert again.open() == []
     assert again.messages() == []
@@ -691,3 +803,23 @@ def test_pending_message_is_done_once_and_discard_after_finish_keeps_it(store):
     assert store.get(msg["id"]) == msg and Path(msg["file"]).exists()
     with pytest.raises(ValueError, match="already saved"):
         pending.finish()
+
+
+@pytest.mark.parametrize("bad", ["٠٠٠٠٠١", "²", "9" * 5000, "", " 1", "1e3"])
+def test_only_ascii_digit_ids_name_a_message(store, bad):
+    leave(store)                                   # message 000001 exists
+    assert store.get(bad) is None
+    with pytest.raises(NoSuchMessage):
+        store.set_state(bad, "saved")
+
+
+def test_files_with_odd_digit_names_do_not_stop_recovery(store, make_store, tmp_path):
+    msg = leave(store)
+    store.close()
+    folder = Path(msg["file"]).parent
+    for odd in ("²", "٠٠٠٠٠٧"):
+        (folder / f"{odd}.wav").write_bytes(Path(msg["file"]).read_bytes())
+    again = make_store()
+    again.open()
+    ids = [m["id"] for m in again.messages()]
+    assert ids[0] == msg["id"] and len(ids) == 3 and all(i.isascii() for i in ids)

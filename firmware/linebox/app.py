@@ -258,7 +258,9 @@ class Appliance:
                 log.info("box %s: message %s mailed, marked heard (email_marks_heard)", box, message)
 
     def maintain(self) -> None:
-        """Periodic housekeeping on the store clock: retention."""
+        """Periodic housekeeping on the store clock: retention; messages a full disk kept
+        from being saved are saved once there is room."""
+        self.store.retry_unsaved()
         now = self.clock()
         if now >= self._next_retention:
             self.store.apply_retention(now)

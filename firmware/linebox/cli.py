@@ -30,7 +30,14 @@ def _build_parser() -> argparse.ArgumentParser:
     cc.set_defaults(handler="linebox.config:cmd_check")
 
     ph = sub.add_parser("pin-hash", help="read a PIN on standard input, print its hash")
+    ph.add_argument("--box", help="refuse the box's own number as its PIN")
     ph.set_defaults(handler="linebox.voicemail.pins:cmd_pin_hash")
+
+    u = sub.add_parser("unlock", help="lift the login lock of a box")
+    u.add_argument("box")
+    u.add_argument("--config", default=DEFAULT_CONFIG)
+    u.add_argument("--data")
+    u.set_defaults(handler="linebox.voicemail.unlock:cmd_unlock")
 
     s = sub.add_parser("sim", help="run a scenario on simulated lines")
     s.add_argument("scenario")

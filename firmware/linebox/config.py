@@ -11,13 +11,14 @@ import json
 import math
 import re
 import tomllib
+import unicodedata
 import zoneinfo
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from linebox.dsp.plans import PLAN_NAMES
 from linebox.errors import LineboxError
-from linebox.voicemail.pins import looks_like_pin_hash
+from linebox.voicemail.pins import hash_problem, looks_like_pin_hash
 
 DRIVERS = ("fxo", "modem", "sim", "modem-sim")
 LANGUAGES = ("en", "de", "fr", "es", "it")
@@ -40,7 +41,8 @@ SCHEDULE_KEYS = ("days", "from", "to", "rings", "answer")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 BOX_KEYS = ("number", "name", "language", "pin_hash", "pin_required", "email",
             "email_on_new", "email_marks_heard", "email_deletes", "led_pin", "max_messages",
-            "max_message_seconds", "keep_heard_days", "trash_days", "retract_minutes", "prompts")
+            "max_message_seconds", "keep_heard_days", "trash_days", "retract_minutes", "prompts",
+            "remote_login")
 ATTENDANT_KEYS = ("prompt", "options", "default", "timeout_seconds")
 MQTT_KEYS = ("host", "port", "username", "password", "tls", "ca_file", "base_topic",
              "discovery", "keepalive")
@@ -68,6 +70,10 @@ _NAME = re.compile(r"[a-z0-9_-]+")             # prompt names
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _ADDRESS = re.compile(r"[^@\s<>\"]+@[^@\s<>\"]+")
 _TOPIC = re.compile(r"[^/#+\s]+(/[^/#+\s]+)*")
+MAX_TEXT = 4096                                # characters in any string value
+MAX_ID = 64                                    # characters in the device id
+MAX_CONFIG_BYTES = 1 << 20                     # a configuration is a few kB
+_BREAKS = "\u0085\u2028\u2029"                  # line breaks that are not control characters
 
 
 class ConfigError(LineboxError):
@@ -166,6 +172,7 @@ class BoxConfig:
     trash_days: float = 7.0
     retract_minutes: float = 15.0        # 0 = callers cannot retract
     prompts: str | None = None           # "auto" | "espeak"; None = [device] prompts
+    remote_login: bool = True            # the owner may log in from a line (* or the attendant)
 
 
 @dataclass(frozen=True)
@@ -297,7 +304,8 @@ class _Table:
             raise self.error(key, "missing")
         return False, default
 
-    def get_str(self, key, default=_REQUIRED, *, pattern=None, choices=None, must=None):
+    def get_str(self, key, default=_REQUIRED, *, pattern=None, choices=None, must=None,
+                max_len=None):
         found, v = self._raw(key, default)
         if not found:
             return v
@@ -305,9 +313,19 @@ class _Table:
             if not isinstance(v, str) or v not in choices:
                 raise self.error(key, f"must be one of {', '.join(choices)}")
             return v
+        if isinstance(v, str):
+            self._check_text(key, v, max_len or MAX_TEXT)
         if not isinstance(v, str) or not v.strip() or (pattern and not pattern.fullmatch(v)):
             raise self.error(key, must or "must be a non-empty string")
         return v
+
+    def _check_text(self, key, v: str, max_len: int = MAX_TEXT) -> None:
+        """No string may carry what breaks it later: a line break in a mail header
+        (every mail fails), a NUL in a path or a topic, a 70,000-character id."""
+        if len(v) > max_len:
+            raise self.error(key, f"is too long ({len(v)} characters; at most {max_len})")
+        if any(c in _BREAKS or unicodedata.category(c) == "Cc" for c in v):
+            raise self.error(key, "must not contain control characters or line breaks")
 
     def get_int(self, key, default=_REQUIRED, *, lo=None, hi=None, must=None):
         found, v = self._raw(key, default)
@@ -347,6 +365,7 @@ class _Table:
             return v
         if not isinstance(v, str) or not v.strip():
             raise self.error(key, "must be a path")
+        self._check_text(key, v)
         p = self.base_dir / v            # an absolute v stays as it is
         if exists and folder and not p.is_dir():
             raise self.error(key, f"no such folder: {p}")
@@ -385,7 +404,7 @@ def _read_device(t: _Table) -> DeviceConfig:
             raise t.error("timezone", f"unknown time zone {tz!r} "
                           '(an IANA name like "Europe/Berlin")') from None
     return DeviceConfig(
-        id=t.get_str("id", "linebox", pattern=_DEVICE_ID,
+        id=t.get_str("id", "linebox", pattern=_DEVICE_ID, max_len=MAX_ID,
                      must="must be lowercase letters, digits, '_' or '-'"),
         name=t.get_str("name", "Linebox"),
         data_dir=t.get_path("data_dir", Path("/var/lib/linebox")),
@@ -516,6 +535,8 @@ def _read_box(t: _Table) -> BoxConfig:
     pin_hash = t.get_str("pin_hash", None, must=not_hash)
     if pin_hash is not None and not looks_like_pin_hash(pin_hash):
         raise t.error("pin_hash", not_hash)
+    if pin_hash is not None and hash_problem(pin_hash) is not None:
+        raise t.error("pin_hash", hash_problem(pin_hash))
     pin_required = t.get_bool("pin_required", True)
     if pin_required and pin_hash is None:
         raise t.error("pin_hash", "missing (pin_required is true; make one with linebox pin-hash)")
@@ -539,6 +560,7 @@ def _read_box(t: _Table) -> BoxConfig:
         trash_days=t.get_num("trash_days", 7.0, lo=0, lo_open=True),
         retract_minutes=t.get_num("retract_minutes", 15.0, lo=0),
         prompts=t.get_str("prompts", None, choices=PROMPT_VOICES),
+        remote_login=t.get_bool("remote_login", True),
     )
 
 
@@ -736,11 +758,17 @@ def load_config(path: str | Path, data_dir: str | Path | None = None) -> Config:
     [device] data_dir."""
     source = str(path)
     try:
-        text = Path(path).read_bytes().decode("utf-8")
+        with open(path, "rb") as f:
+            blob = f.read(MAX_CONFIG_BYTES + 1)
+        if len(blob) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{source}: larger than {MAX_CONFIG_BYTES // 1024} KiB: not a configuration")
+        text = blob.decode("utf-8")
         data = tomllib.loads(text)
     except PermissionError:
         from linebox.access import denied
         raise ConfigError(denied(path, "read")) from None
+    except RecursionError:
+        raise ConfigError(f"{source}: values nested too deep") from None
     except OSError as e:
         raise ConfigError(f"{source}: {e.strerror or e}") from None
     except UnicodeDecodeError as e:
@@ -750,6 +778,9 @@ def load_config(path: str | Path, data_dir: str | Path | None = None) -> Config:
         raise ConfigError(f"{source}: {e}") from None
     cfg = parse_config(data, source)
     if data_dir is not None:
+        data_dir = str(data_dir)
+        if not data_dir.strip() or "\0" in data_dir:
+            raise ConfigError("--data: must be the path of a folder")
         cfg = replace(cfg, device=replace(cfg.device, data_dir=Path(data_dir).absolute()))
     return cfg
 

@@ -61,6 +61,11 @@ class _Parsed:
 
 # ---------------------------------------------------------------- reading
 
+# Input is read whole, so it is bounded: an endless stream (`analyze -` of a live pipe)
+# would otherwise end in MemoryError. 100 MB is 1 h 44 min at 8 kHz 16-bit, 9 min at
+# 48 kHz stereo, and keeps a Pi Zero 2 W (512 MB) alive.
+MAX_WAV_BYTES = 100_000_000
+
 def read_wav(source, name: str | None = None) -> array:
     """Samples of a WAV file as 8 kHz mono signed 16-bit (the first channel if several).
 
@@ -113,17 +118,24 @@ def _load(source, name: str | None) -> tuple[bytes, str]:
         name = name or os.fspath(source)
         try:
             with open(source, "rb") as f:
-                return f.read(), name
+                return _bounded(f.read(MAX_WAV_BYTES + 1), name), name
         except OSError as e:
             raise WavError(name, f"cannot read: {e.strerror or e}") from None
     name = name or str(getattr(source, "name", "") or "<input>")
     try:
-        data = source.read()
+        data = source.read(MAX_WAV_BYTES + 1)   # a pipe may never end: read a bounded part
     except OSError as e:
         raise WavError(name, f"cannot read: {e.strerror or e}") from None
     if not isinstance(data, (bytes, bytearray)):
         raise WavError(name, "not a binary stream")
-    return bytes(data), name
+    return _bounded(bytes(data), name), name
+
+
+def _bounded(data: bytes, name: str) -> bytes:
+    if len(data) > MAX_WAV_BYTES:
+        raise WavError(name, f"larger than {MAX_WAV_BYTES // 10**6} MB: not read "
+                       "(cut it into shorter pieces)")
+    return data
 
 
 def _parse(buf: bytes, name: str, any_rate: bool = False) -> _Parsed:

@@ -19,7 +19,8 @@ from linebox import FRAME, RATE
 from linebox.calls.engine import Call, Flow, Hangup
 from linebox.errors import LineboxError
 from linebox.log import get as get_logger
-from linebox.voicemail.pins import hash_pin, valid_pin, verify_pin
+from linebox.voicemail.pins import pin_problem
+from linebox.voicemail.storebase import StoreError, StoreFull
 
 log = get_logger("calls")
 
@@ -100,20 +101,33 @@ def leave_message(svc: Services, call: Call, box: str) -> Flow:
     """Box route: retraction offer, greeting, beep, record, review."""
     store = svc.store
     yield from retract_offer(svc, call, box)
-    if store.is_full(box):
-        call.publish("record_end", reason="box_full", box=box)
-        call.publish("message_discarded", reason="box_full", box=box)
-        yield from say(svc, call, box, "box_full", interruptible=False)
+    refused = store.recording_refused(box)        # box_full, or no_space on the disk
+    if refused is not None:
+        yield from refuse_message(svc, call, box, refused)
         return
     yield from greeting(svc, call, box)
     key = call.take_key()
-    if key == "*":
+    if key == "*" and svc.config.boxes[box].remote_login:
         yield from login(svc, call, box)
         return
     call.digits.clear()
     while True:
-        yield from say(svc, call, box, "beep", interruptible=False)
-        rec = yield from record(svc, call, box)
+        # The message is started before the beep: a caller who meets a box that another
+        # line filled meanwhile (or a disk that filled) hears why, not a beep then a drop.
+        try:
+            pending = store.start_recording(box, call.runner.id, call.caller_number,
+                                            call.caller_name)
+        except (StoreError, OSError) as e:     # OSError: the disk refused the record
+            log.warning("line %s: %s", call.runner.id, e)
+            yield from refuse_message(svc, call, box,
+                                      "box_full" if type(e) is StoreFull else "no_space")
+            return
+        try:
+            yield from say(svc, call, box, "beep", interruptible=False)
+        except BaseException:
+            pending.discard("hangup")       # gone during the beep: nothing was said
+            raise
+        rec = yield from record(svc, call, box, pending)
         if rec is None:
             break
         if rec.reason != "key":
@@ -183,6 +197,13 @@ def prepare_names(svc: Services) -> None:
     from linebox.calls.speech import spoken_name
     for cfg in svc.config.boxes.values():
         spoken_name(_names_dir(svc), cfg.language, cfg.name)
+
+
+def refuse_message(svc: Services, call: Call, box: str, reason: str) -> Flow:
+    """No message can be left (the box is full, or the disk): say so and hang up."""
+    call.publish("record_end", reason="box_full", box=box)
+    call.publish("message_discarded", reason=reason, box=box)
+    yield from say(svc, call, box, "box_full", interruptible=False)
 
 
 def retract_offer(svc: Services, call: Call, box: str) -> Flow:
@@ -283,7 +304,7 @@ def hear_caller(call: Call, limit: float, silence_end: float, sink=None) -> Flow
     return take
 
 
-def record(svc: Services, call: Call, box: str) -> Flow:
+def record(svc: Services, call: Call, box: str, pending=None) -> Flow:
     """Record a message until hang-up, silence, the box's length limit or ``#``.
 
     Returns a Recorded, or None when nothing worth keeping was said (discarded here).
@@ -291,7 +312,9 @@ def record(svc: Services, call: Call, box: str) -> Flow:
     talking, before any hang-up tone, key or silence.
     """
     limit = svc.config.boxes[box].max_message_seconds
-    pending = svc.store.start_recording(box, call.runner.id, call.caller_number, call.caller_name)
+    if pending is None:
+        pending = svc.store.start_recording(box, call.runner.id, call.caller_number,
+                                            call.caller_name)
     call.publish("record_start", box=box)
     call.set_state("recording")
     try:
@@ -354,7 +377,7 @@ def attendant(svc: Services, call: Call) -> Flow:
         if key is None:
             target = att.default
         else:
-            target = att.options.get(key) or ("login" if key == "*" else None)
+            target = att.options.get(key)     # "*" logs in only where the table says so
         if target is not None:
             break
         call.digits.clear()
@@ -377,31 +400,34 @@ def _attendant_prompt(svc, prompt: str) -> array:
 # -- login and the mailbox ---------------------------------------------------------
 
 def login(svc: Services, call: Call, box: str | None) -> Flow:
-    """Box number (from the attendant) and PIN, three tries; then the mailbox."""
+    """Box number (from the attendant) and PIN, three tries; then the mailbox.
+
+    A box number that is not a box (or whose remote login is off) still gets the PIN
+    prompt and the same refusal, so a caller cannot tell real boxes from others, and
+    its digits are never published (they may be a PIN typed at the wrong prompt)."""
     store = svc.store
     for _ in range(PIN_TRIES):
         number = box
         if number is None:
             yield from say(svc, call, None, "box_number")
             number = yield from call.collect(8)
-            if number not in svc.config.boxes:
-                call.publish("login", box=number or None, ok=False)
-                yield from say(svc, call, None, "login_incorrect")
-                continue
-        if store.is_locked(number):
+        cfg = svc.config.boxes.get(number)
+        real = cfg is not None and cfg.remote_login
+        shown = number if real else None
+        if real and not cfg.pin_required and not store.is_locked(number):
+            result = "ok"
+        else:
+            yield from say(svc, call, shown, "pin")
+            pin = yield from call.collect(10)
+            result = store.check_pin(number, pin, "phone") if real else "wrong"
+        if result == "locked":
             call.publish("login", box=number, ok=False, reason="locked")
             yield from say(svc, call, number, "locked", interruptible=False)
             return
-        cfg = svc.config.boxes[number]
-        if cfg.pin_required:
-            yield from say(svc, call, number, "pin")
-            pin = yield from call.collect(10)
-            pin_hash = store.pin_hash(number)
-            if not pin_hash or not verify_pin(pin, pin_hash):
-                store.login_failed(number)
-                call.publish("login", box=number, ok=False)
-                yield from say(svc, call, number, "login_incorrect")
-                continue
+        if result != "ok":
+            call.publish("login", box=shown, ok=False)
+            yield from say(svc, call, shown, "login_incorrect")
+            continue
         store.login_ok(number)
         call.publish("login", box=number, ok=True)
         yield from mailbox(svc, call, number)
@@ -570,7 +596,7 @@ def temporary_greeting(svc: Services, call: Call, box: str) -> Flow:
 def change_pin(svc: Services, call: Call, box: str) -> Flow:
     yield from say(svc, call, box, "new_pin")
     first = yield from call.collect(10)
-    if not valid_pin(first):
+    if pin_problem(first, box) is not None:     # not 4-10 digits, or too easy to guess
         yield from say(svc, call, box, "pin_invalid")
         return
     yield from say(svc, call, box, "new_pin_again")
@@ -578,5 +604,5 @@ def change_pin(svc: Services, call: Call, box: str) -> Flow:
     if second != first:
         yield from say(svc, call, box, "pins_differ")
         return
-    svc.store.set_pin_hash(box, hash_pin(first))
+    svc.store.set_pin(box, first)
     yield from say(svc, call, box, "pin_changed")

@@ -184,6 +184,9 @@ def _optional_level(data: dict, key: str, default: float, lo: float, hi: float) 
     return float(v)
 
 
+START_YEARS = (1971, 2999)
+
+
 def _start(v) -> datetime | None:
     if v is None:
         return None
@@ -194,6 +197,11 @@ def _start(v) -> datetime | None:
             raise ScenarioError(f"key 'start': not an ISO 8601 date and time: {v!r}") from None
     if not isinstance(v, datetime):
         raise ScenarioError("key 'start': must be a date and time, e.g. 2024-03-05T09:30:00")
+    # Years the clock, the store's ISO times and the caller-ID date can all represent
+    # (year 1 overflowed the local time conversion into a traceback).
+    if not START_YEARS[0] <= v.year <= START_YEARS[1]:
+        raise ScenarioError(f"key 'start': the year must be from {START_YEARS[0]} to "
+                            f"{START_YEARS[1]}, not {v.year}")
     # A time without offset is local time; keep its wall-clock fields.
     return v if v.tzinfo else v.astimezone()
 

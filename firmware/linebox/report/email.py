@@ -248,10 +248,14 @@ class Mailer:
     # ------------------------------------------------------------ queueing
 
     def handle(self, ev: dict) -> None:
-        """A bus event: a saved message of a box with email_on_new is queued. With
+        """A bus event: a saved message of a box with email_on_new is queued (with
         transcription on, its mail waits up to ``transcript_wait`` seconds for the text:
-        ``message_transcribed`` (or ``transcription_failed``) releases it sooner."""
+        ``message_transcribed`` or ``transcription_failed`` releases it sooner); the owner
+        of a box whose login was locked (the first time, and for good) is alerted."""
         kind = ev.get("event")
+        if kind == "box_locked":
+            self._lock_alert(ev)
+            return
         if kind in ("message_transcribed", "transcription_failed"):
             self._release(ev.get("id"), ev.get("transcript"))
             return
@@ -260,6 +264,8 @@ class Mailer:
         box = self.boxes.get(ev.get("box"))
         if box is None or not getattr(box, "email_on_new", False) or not box.email:
             return
+        if ev.get("again") and self._queued_for(box.number, ev.get("id")):
+            return      # announced again after a kill that came after this mail was queued
         fields = {k: ev.get(k) for k in ("id", "box", "line", "caller_number", "caller_name",
                                          "seconds", "recovered")}
         wait = self.transcript_wait
@@ -294,6 +300,43 @@ class Mailer:
                           e.strerror or e)
         with self._cond:
             self._cond.notify_all()
+
+    def _queued_for(self, box: str, message_id) -> bool:
+        """A mail for this message is still in the queue (or was given up)."""
+        tag = f".linebox.{box}.{message_id}@".encode()
+        for folder in (self.folder, self.failed_dir):
+            for eml in folder.glob("*.eml") if folder.is_dir() else ():
+                try:
+                    with open(eml, "rb") as f:
+                        if tag in f.read(8192):
+                            return True
+                except OSError:
+                    continue
+        return False
+
+    def _lock_alert(self, ev: dict) -> None:
+        """Someone may be guessing the PIN: tell the owner at the first lock and when
+        the box is locked for good (the locks between follow from the first)."""
+        box = self.boxes.get(ev.get("box"))
+        if box is None or not box.email or not (ev.get("first") or ev.get("permanent")):
+            return
+        msg = EmailMessage(policy=policy.SMTP)
+        msg["Subject"] = f"Login to box {box.number} locked after {ev.get('failures')} wrong PINs"
+        msg["From"] = self.config.sender
+        msg["To"] = ", ".join(_addresses(box))
+        msg["Date"] = format_datetime(datetime.fromtimestamp(self.clock(), UTC).astimezone(self.tz))
+        until = ("until you or an administrator unlock it (web portal, or "
+                 f"`linebox unlock {box.number}`)" if ev.get("permanent")
+                 else f"until {ev.get('until')}; each further lock lasts twice as long")
+        msg.set_content(
+            f"Login to box {box.number} ({box.name}) is locked {until}.\n\n"
+            f"{ev.get('failures')} wrong PINs were entered since the last successful login "
+            f"(last from: {ev.get('source')}). If that was not you, someone may be guessing "
+            f"your PIN: choose a longer one after logging in.\n\n-- {self.device_name}\n")
+        try:
+            self.queue(msg, list(_addresses(box)), box=box.number)
+        except OSError as e:
+            log.error("lock alert for box %s not queued: %s", box.number, e.strerror or e)
 
     def compose(self, ev: dict, box, transcript: str | None = None,
                 no_transcript: bool = False) -> EmailMessage:

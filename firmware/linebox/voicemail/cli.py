@@ -6,7 +6,7 @@ import sys
 from linebox.errors import LineboxError
 
 FIELDS = ("id", "box", "state", "caller_number", "caller_name", "received", "seconds", "line", "file", "recovered",
-          "transcript", "transcript_engine")
+          "transcript", "transcript_engine", "retracted")
 
 
 def _store(args, read_only: bool):
@@ -42,7 +42,8 @@ def cmd_messages(args) -> int:
     out.write(f"{'id':<8} {'box':<6} {'state':<6} {'from':<24} {'received':<26} {'secs':>6}\n")
     for m in msgs:
         who = " ".join(x for x in (m.get("caller_number"), m.get("caller_name")) if x) or "unknown"
-        out.write(f"{m['id']:<8} {m['box']:<6} {m['state']:<6} {who[:24]:<24} {m['received']:<26} {m['seconds']:>6.1f}\n")
+        note = "  (retracted by caller)" if m.get("retracted") else ""
+        out.write(f"{m['id']:<8} {m['box']:<6} {m['state']:<6} {who[:24]:<24} {m['received']:<26} {m['seconds']:>6.1f}{note}\n")
     return 0
 
 

@@ -58,7 +58,8 @@ def read_version(data_dir: Path) -> int | None:
     data_dir = Path(data_dir)
     vfile = data_dir / VERSION_FILE
     try:
-        text = vfile.read_text(encoding="ascii")
+        with open(vfile, "rb") as f:
+            text = f.read(64).decode("ascii")    # a version is a few digits
     except FileNotFoundError:
         if any((data_dir / name).exists() for name in V0_ENTRIES):
             return 0
@@ -66,7 +67,8 @@ def read_version(data_dir: Path) -> int | None:
     except (OSError, UnicodeDecodeError) as e:
         raise DataVersionError(f"data folder {data_dir}: cannot read {VERSION_FILE}: {e}") from None
     text = text.strip()
-    if not text.isdigit():
+    # ASCII digits only, and few: int() of 4,301 digits raises, of "٣" succeeds.
+    if not (text.isascii() and text.isdigit() and len(text) <= 6):
         raise DataVersionError(
             f"data folder {data_dir}: {VERSION_FILE} is damaged ({text[:20]!r}); "
             f"write the folder's version number into it or restore a backup")

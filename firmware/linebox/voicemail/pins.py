@@ -31,11 +31,44 @@ _B64 = r"[A-Za-z0-9+/]+={0,2}"
 _HASH = re.compile(rf"scrypt\$([0-9]{{1,8}})\$([0-9]{{1,3}})\$([0-9]{{1,3}})\$({_B64})\$({_B64})")
 
 BAD_PIN = "a PIN is 4 to 10 digits"
+# The weakest hash `config check` accepts: below this a stolen configuration gives
+# every PIN in seconds (scrypt$2$1$1$... costs nothing). RFC 7914 §2 recommends
+# r = 8; N = 2^14 is what hash_pin makes.
+MIN_SCRYPT_N = 2**14
+MIN_SCRYPT_R = 8
 
 
 def valid_pin(pin: str) -> bool:
     """True for 4 to 10 ASCII digits (and nothing else: no spaces, no other scripts' digits)."""
     return isinstance(pin, str) and _PIN.fullmatch(pin) is not None
+
+
+def pin_problem(pin: str, box: str | None = None) -> str | None:
+    """Why ``pin`` may not be a box's PIN, or None: not 4 to 10 digits, one digit
+    repeated (0000), a run up or down (1234, 4321, 0123, 9876, 7890), or the box's own
+    number. The first guesses of anyone trying; refused by phone, web and pin-hash."""
+    if not valid_pin(pin):
+        return BAD_PIN
+    if len(set(pin)) == 1:
+        return "a PIN of one repeated digit is too easy to guess"
+    steps = {(int(b) - int(a)) % 10 for a, b in zip(pin, pin[1:], strict=False)}
+    if steps in ({1}, {9}):
+        return "a PIN of consecutive digits, up or down, is too easy to guess"
+    if box is not None and pin == box:
+        return "a PIN may not be the box's own number"
+    return None
+
+
+def hash_problem(pin_hash: str) -> str | None:
+    """Why ``pin_hash`` may not be used in a configuration, or None."""
+    parsed = _parse(pin_hash)
+    if parsed is None:
+        return "must be a hash made by linebox pin-hash"
+    n, r, _p, _salt, _key = parsed
+    if n < MIN_SCRYPT_N or r < MIN_SCRYPT_R:
+        return (f"scrypt parameters N={n}, r={r} are too weak (at least N={MIN_SCRYPT_N}, "
+                f"r={MIN_SCRYPT_R}); make a new hash with linebox pin-hash")
+    return None
 
 
 def _scrypt(pin: str, salt: bytes, n: int, r: int, p: int) -> bytes:
@@ -121,9 +154,11 @@ def _read_pin_line() -> str:
 
 
 def cmd_pin_hash(args) -> int:
-    """`linebox pin-hash`: one PIN line on standard input, its hash on standard output."""
+    """`linebox pin-hash [--box N]`: one PIN line on standard input, its hash on
+    standard output; a trivial PIN (or the box's number, with --box) is refused."""
     pin = _read_pin_line().strip()
-    if not valid_pin(pin):
-        raise LineboxError(f"pin-hash: {BAD_PIN}")
+    problem = pin_problem(pin, getattr(args, "box", None))
+    if problem is not None:
+        raise LineboxError(f"pin-hash: {problem}")
     print(hash_pin(pin))
     return 0

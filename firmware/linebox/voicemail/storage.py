@@ -4,7 +4,8 @@ TinyDB's own JSONStorage rewrites ``db.json`` in place, so a power cut in the mi
 a write leaves half a file and every message record is gone. Here every write goes to
 a temporary file that is fsynced and renamed over ``db.json``, and the previous good
 version is kept as ``db.json.bak``. At every instant one of the two is complete, so a
-damaged ``db.json`` (a disk fault, a card pulled out) is recovered from the backup,
+damaged ``db.json`` (a disk fault, a card pulled out, or data of the wrong shape, as
+the owner's ``validate`` says) is recovered from the backup,
 and if both are damaged the evidence is moved aside and an empty database starts.
 """
 
@@ -12,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,11 @@ class AtomicJSONStorage(Storage):
     touched: a damaged file is read from its backup in memory only, and writes fail.
     """
 
-    def __init__(self, path: str | os.PathLike, read_only: bool = False, **_ignored: Any) -> None:
+    def __init__(self, path: str | os.PathLike, read_only: bool = False,
+                 validate: Callable[[dict], str | None] | None = None, **_ignored: Any) -> None:
         super().__init__()
         self.read_only = read_only
+        self.validate = validate            # data -> what is wrong with its shape, or None
         self.path = Path(path)
         self.bak = self.path.with_name(self.path.name + ".bak")
         self._text: str | None = None      # the last good serialized state
@@ -54,10 +58,10 @@ class AtomicJSONStorage(Storage):
         for name in (self.path.name, self.bak.name):
             for stale in self.path.parent.glob(f".{name}.*.tmp"):
                 stale.unlink(missing_ok=True)
-        main_text, main_problem = _parse(self.path)
+        main_text, main_problem = _parse(self.path, self.validate)
         if main_problem is None:
             return main_text
-        bak_text, bak_problem = _parse(self.bak)
+        bak_text, bak_problem = _parse(self.bak, self.validate)
         if main_problem == "missing" and bak_problem == "missing":
             return None                                     # a new database
         if bak_problem is None:
@@ -76,10 +80,10 @@ class AtomicJSONStorage(Storage):
         return None
 
     def _load_read_only(self) -> str | None:
-        main_text, main_problem = _parse(self.path)
+        main_text, main_problem = _parse(self.path, self.validate)
         if main_problem is None:
             return main_text
-        bak_text, bak_problem = _parse(self.bak)
+        bak_text, bak_problem = _parse(self.bak, self.validate)
         if main_problem != "missing" or bak_problem not in ("missing", None):
             log.warning("database %s is %s (backup: %s): reading %s", self.path, main_problem,
                         bak_problem or "good", "the backup" if bak_text else "nothing")
@@ -136,8 +140,9 @@ class AtomicJSONStorage(Storage):
         self._text = None
 
 
-def _parse(path: Path) -> tuple[str | None, str | None]:
-    """(text, None) if ``path`` holds a JSON object, else (None, what is wrong)."""
+def _parse(path: Path, validate=None) -> tuple[str | None, str | None]:
+    """(text, None) if ``path`` holds a JSON object of the right shape, else (None,
+    what is wrong): a file of the wrong shape is as damaged as one cut in half."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -153,6 +158,11 @@ def _parse(path: Path) -> tuple[str | None, str | None]:
         return None, "not UTF-8 text"
     except json.JSONDecodeError as e:
         return None, f"bad JSON at byte {e.pos}"
+    except RecursionError:
+        return None, "JSON nested too deep"
     if not isinstance(data, dict):
         return None, "not a JSON object"
+    problem = validate(data) if validate is not None else None
+    if problem is not None:
+        return None, f"wrong shape: {problem}"
     return text, None

@@ -17,10 +17,10 @@ Message ids are six-digit strings from a counter that never goes back, so they s
 the order messages were started and a recovered ``.part`` file maps back to its record.
 """
 
+import errno
 import functools
 import json
 import logging
-import os
 import threading
 import time
 from array import array
@@ -33,50 +33,53 @@ from tinydb import TinyDB
 from tinydb.table import Document
 
 from linebox import RATE
-from linebox.errors import LineboxError
 from linebox.events import Bus
-from linebox.fileio import fsync_dir, move_aside, write_file_atomic
+from linebox.fileio import fsync_dir, write_file_atomic
+from linebox.voicemail.folder import (
+    READ_ONLY_ERRNOS,
+    RESERVE_BYTES,
+    FolderLock,
+    FolderReadOnly,
+    free_bytes,
+)
+from linebox.voicemail.logins import LoginsMixin
 from linebox.voicemail.migrate import check as check_version
 from linebox.voicemail.migrate import migrate
-from linebox.voicemail.recorder import HEADER, Recording, part_path, repair_partial
+from linebox.voicemail.notified import NotifiedJournal
+from linebox.voicemail.recorder import Recording
+from linebox.voicemail.recovery import RecoveryMixin
+from linebox.voicemail.schema import db_problem
 from linebox.voicemail.storage import AtomicJSONStorage
-from linebox.wavfile import WavError, read_wav, write_wav
+from linebox.voicemail.storebase import (
+    DAY,
+    LIVE,
+    RECORDING,
+    STATES,
+    BadTransition,
+    NoSpace,
+    NoSuchMessage,
+    StoreError,
+    StoreFull,
+    is_id,
+    writes,
+)
+from linebox.wavfile import write_wav
 
 log = logging.getLogger("linebox.store")
 
-LIVE = ("new", "heard", "saved")          # counted against max_messages
-STATES = (*LIVE, "trash")
-RECORDING = "recording"                   # internal: a message still being recorded
-DAY = 86400.0
-LOCK_FAILURES = 10                        # this many failed logins ...
-LOCK_WINDOW = 3600.0                      # ... within this many seconds ...
-LOCK_SECONDS = 900.0                      # ... lock remote login this long
 _META = 1                                 # doc id of the one document in the meta table
 
 
-class StoreError(LineboxError):
-    """A store operation that cannot be done; the message says why."""
+def writes_unless_degraded(method):
+    """Housekeeping that changes the store: refused on a store opened read-only, skipped
+    (returning 0) on one whose folder turned out not writable (a fault already said so)."""
+    guarded = writes(method)
 
-
-class StoreFull(StoreError):
-    """The box already holds max_messages messages."""
-
-
-class NoSuchMessage(StoreError):
-    """No message with that id."""
-
-
-class BadTransition(StoreError):
-    """A state change the message's current state does not allow."""
-
-
-def _writes(method):
-    """Mark a method that changes the store: refused on a store opened read-only."""
     @functools.wraps(method)
     def checked(self, *args, **kwargs):
-        if self._read_only:
-            raise StoreError(f"store {self.data_dir} is open read-only")
-        return method(self, *args, **kwargs)
+        if self._degraded:
+            return 0
+        return guarded(self, *args, **kwargs)
     return checked
 
 
@@ -90,6 +93,7 @@ class PendingMessage:
         self.box: str = record["box"]
         self.line: int | None = record["line"]
         self._done: str | None = None
+        self._next_space_check = RATE
 
     @property
     def samples(self) -> int:
@@ -102,7 +106,17 @@ class PendingMessage:
         return self._done is not None
 
     def write(self, samples: array) -> None:
+        """Append audio; once a second the free space is looked at, and the recording
+        stops (OSError ENOSPC, which ends the take and keeps what was said) while there
+        is still room for what saving it takes: the database write, the mail that
+        carries it (base64: 4/3 of its size) and the MQTT event."""
         self._recording.write(samples)
+        if self._recording.samples >= self._next_space_check:
+            self._next_space_check = self._recording.samples + RATE
+            needed = self._store.reserve_bytes // 2 + 3 * self._recording.samples
+            if free_bytes(self._store.data_dir) < needed:
+                raise OSError(errno.ENOSPC, "disk nearly full: recording stopped, room kept "
+                              "for the database")
 
     def finish(self, keep_samples: int | None = None) -> dict:
         """Keep the first ``keep_samples`` samples (trailing tone and silence cut), save
@@ -125,11 +139,16 @@ class PendingMessage:
 
 GREETING_KINDS = ("unavailable", "temporary", "name")
 
-class Store:
-    """Messages, greetings, PINs and login lockouts of every box in one data folder."""
+
+class Store(RecoveryMixin, LoginsMixin):
+    """Messages, greetings, PINs and login lockouts of every box in one data folder.
+
+    The messages are here; crash recovery is in :mod:`~linebox.voicemail.recovery`,
+    PINs and lockout in :mod:`~linebox.voicemail.logins`."""
 
     def __init__(self, data_dir: Path, boxes: Mapping[str, Any], bus: Bus | None = None,
-                 clock: Callable[[], float] = time.time, tz: tzinfo | None = None) -> None:
+                 clock: Callable[[], float] = time.time, tz: tzinfo | None = None,
+                 reserve_bytes: int = RESERVE_BYTES) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.boxes = dict(boxes)
         self.bus = bus if bus is not None else Bus()
@@ -138,14 +157,21 @@ class Store:
         self.messages_dir = self.data_dir / "messages"
         self.greetings_dir = self.data_dir / "greetings"
         self.pins_file = self.data_dir / "pins.json"
+        self.notified = NotifiedJournal(self.data_dir / "notified")
         self._lock = threading.RLock()
         self._db: TinyDB | None = None
         self._read_only = False
         self._pins: dict[str, str] = {}
+        self.reserve_bytes = reserve_bytes
+        self.folder_lock = FolderLock(self.data_dir)
+        self.fault: str | None = None            # why the disk cannot take messages
+        self._degraded = False                   # opened read-only: the folder is not writable
+        self._unsaved: dict[str, dict] = {}      # finished messages the database refused
 
     # ================================================================ open / close
 
-    def open(self, read_only: bool = False, recover: bool = True) -> list[dict]:
+    def open(self, read_only: bool = False, recover: bool = True,
+             exclusive: bool | None = None) -> list[dict]:
         """Create the folders, open the database (recovering it if damaged), turn
         recordings cut short by a crash into new messages flagged ``recovered``, publish
         every box's counts, and return the recovered messages.
@@ -153,50 +179,102 @@ class Store:
         For commands run beside the daemon: ``recover=False`` leaves recording files alone
         and publishes nothing; ``read_only`` also changes nothing on disk and refuses
         every change (StoreError).
+
+        ``exclusive`` (default: ``recover``) takes the folder's writer lock, so a second
+        owner (``run`` or ``sim`` on the same folder) is refused with one line naming
+        the holder. A command that changes the database beside the daemon (``unlock``)
+        asks for it too; one that writes only its own files (``greeting``) need not.
         """
         with self._lock:
             self.close()
             self._read_only = read_only
+            self._degraded = False
             if read_only:
-                check_version(self.data_dir)
-                self._db = TinyDB(self.data_dir / "db.json", storage=AtomicJSONStorage,
-                                  read_only=True)
-                self._pins = self._load_pins(read_only=True)
+                self._open_read_only()
                 return []
             self.data_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                if recover if exclusive is None else exclusive:
+                    self.folder_lock.acquire()   # one writer; see voicemail/folder.py
+                else:
+                    self._probe_writable()
+            except FolderReadOnly as e:
+                # Noticed now, not after the beep of every call: messages can still be
+                # listened to, none recorded, and the fault is reported.
+                self._open_read_only()
+                self._degraded = True
+                log.error("%s: no message can be recorded", e)
+                self._set_fault(str(e))
+                for box in self.boxes:
+                    self._publish({"event": "box_changed", "box": box, "counts": self.counts(box)})
+                return []
             migrate(self.data_dir)       # an older layout is upgraded; a newer one refused
             for folder in (self.data_dir, self.messages_dir, self.greetings_dir):
                 folder.mkdir(parents=True, exist_ok=True)
-            self._db = TinyDB(self.data_dir / "db.json", storage=AtomicJSONStorage)
+            self._db = TinyDB(self.data_dir / "db.json", storage=AtomicJSONStorage,
+                              validate=db_problem)
             self._pins = self._load_pins()
+            self._warn_unknown()
             if not recover:
                 return []
             recovered = self._recover()
-            for rec in recovered:
-                self._publish(self._saved_event(rec))
+            self._announce_missing({r["id"] for r in recovered})
             # Every box's state once, so LEDs and MQTT start from the truth.
             for box in self.boxes:
                 self._publish({"event": "box_changed", "box": box, "counts": self.counts(box)})
             return recovered
+
+    def _probe_writable(self) -> None:
+        try:
+            write_file_atomic(self.data_dir / ".probe", b"")
+            (self.data_dir / ".probe").unlink()
+        except OSError as e:
+            if e.errno in READ_ONLY_ERRNOS:
+                raise FolderReadOnly(f"data folder {self.data_dir} is not writable: "
+                                     f"{e.strerror}") from None
+            raise
+
+    def _open_read_only(self) -> None:
+        self._read_only = True
+        check_version(self.data_dir)
+        self._db = TinyDB(self.data_dir / "db.json", storage=AtomicJSONStorage,
+                          read_only=True, validate=db_problem)
+        self._pins = self._load_pins(read_only=True)
+        self._warn_unknown()
+
+    def _warn_unknown(self) -> None:
+        """A record in a state this Linebox does not know (written by a newer or a
+        broken one) is kept and listed as it is, not dropped: say so once."""
+        for r in self._table.all():
+            if r["state"] not in STATES and r["state"] != RECORDING:
+                log.warning("box %s: message %s has an unknown state %r: kept and listed as "
+                            "it is", r["box"], r["id"], r["state"][:40])
 
     def close(self) -> None:
         with self._lock:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+            self.folder_lock.release()
 
     def subscribe(self, fn: Callable[[dict], None]) -> Callable[[dict], None]:
         return self.bus.subscribe(fn)
 
     # ================================================================ recording
 
-    @_writes
+    @writes
     def start_recording(self, box: str, line: int | None, caller_number: str | None,
                         caller_name: str | None) -> PendingMessage:
         """Start a message; raises StoreFull when the box holds max_messages messages
         (messages being recorded on other lines count too, so none can overflow it)."""
         with self._lock:
+            self.retry_unsaved()
             cfg = self._box(box)
+            if free_bytes(self.data_dir) < self.reserve_bytes:
+                reason = (f"disk of {self.data_dir} nearly full (less than "
+                          f"{self.reserve_bytes // 2**20} MiB free)")
+                self._set_fault(reason)
+                raise NoSpace(f"box {box}: no message recorded: {reason}")
             taken = sum(1 for r in self._table.all() if r["box"] == box
                         and (r["state"] in LIVE or r["state"] == RECORDING))
             if taken >= cfg.max_messages:
@@ -221,13 +299,81 @@ class Store:
         with self._lock:
             rec = self._record(message_id)
             before = self.counts(rec["box"])
-            self._update(message_id, state="new", seconds=round(n_samples / RATE, 2),
-                         saved_at=self.clock())
+            fields = {"state": "new", "seconds": round(n_samples / RATE, 2),
+                      "saved_at": self.clock(), "notified": False}
+            if not self._write_saved(message_id, fields):
+                return self._out({**rec, **fields})
             rec = self._record(message_id)
             log.info("box %s: message %s saved, %.2f s", rec["box"], message_id, rec["seconds"])
-            self._publish(self._saved_event(rec))
+            self._announce(rec)
             self._publish_counts(rec["box"], before)
             return self._out(rec)
+
+    def _write_saved(self, message_id: str, fields: dict, tries: int = 3) -> bool:
+        """The database write that saves a message, tried again if the disk refuses it;
+        if it keeps refusing, the message waits in memory for :meth:`retry_unsaved`
+        (its audio is safe on disk, and a restart would recover it too)."""
+        for attempt in range(tries):
+            try:
+                self._update(message_id, **fields)
+                return True
+            except OSError as e:
+                error = e
+                log.warning("message %s: database write failed (%s), try %d of %d",
+                            message_id, e.strerror or e, attempt + 1, tries)
+        self._unsaved[message_id] = fields
+        self._set_fault(f"database {self.data_dir / 'db.json'} cannot be written: "
+                        f"{error.strerror or error}")
+        return False
+
+    @writes_unless_degraded
+    def retry_unsaved(self) -> int:
+        """Save what the database refused before (the disk has room again): listed,
+        lamped, reported and mailed now, without a restart. Returns how many remain.
+        Cheap when there is nothing to do: the appliance calls it at every turn."""
+        if not self._unsaved and self.fault is None:
+            return 0
+        with self._lock:
+            for message_id, fields in list(self._unsaved.items()):
+                rec = self._get_doc(message_id)
+                if rec is None:
+                    del self._unsaved[message_id]
+                    continue
+                before = self.counts(rec["box"])
+                try:
+                    self._update(message_id, **fields)
+                except OSError:
+                    return len(self._unsaved)
+                del self._unsaved[message_id]
+                rec = self._record(message_id)
+                log.info("box %s: message %s saved after the disk recovered", rec["box"],
+                         message_id)
+                self._announce(rec)
+                self._publish_counts(rec["box"], before)
+            if free_bytes(self.data_dir) >= self.reserve_bytes:
+                self._clear_fault()
+            return 0
+
+    def _set_fault(self, reason: str) -> None:
+        if reason != self.fault:
+            self.fault = reason
+            log.error("disk fault: %s", reason)
+            self._publish({"event": "disk_fault", "key": "disk", "reason": reason})
+
+    def _clear_fault(self) -> None:
+        if self.fault is not None and not self._unsaved:
+            self.fault = None
+            log.info("disk fault cleared")
+            self._publish({"event": "disk_fault_cleared", "key": "disk"})
+
+    def recording_refused(self, box: str) -> str | None:
+        """Why a caller could not leave a message in ``box`` now, or None:
+        ``box_full``, or ``no_space`` (the disk is nearly full or read-only)."""
+        if self.is_full(box):
+            return "box_full"
+        if self._read_only or free_bytes(self.data_dir) < self.reserve_bytes:
+            return "no_space"
+        return None
 
     def _discarded(self, message_id: str, reason: str) -> None:
         with self._lock:
@@ -240,11 +386,12 @@ class Store:
     # ================================================================ queries
 
     def messages(self, box: str | None = None, states: Iterable[str] | None = None) -> list[dict]:
-        """Messages (not those still being recorded), oldest first."""
-        wanted = set(STATES if states is None else states)
+        """Messages (not those still being recorded), oldest first. Without ``states``
+        also those in a state this Linebox does not know (see :meth:`_warn_unknown`)."""
         with self._lock:
             found = [self._out(r) for r in self._table.all()
-                     if r["state"] in wanted and (box is None or r["box"] == box)]
+                     if (r["state"] != RECORDING if states is None else r["state"] in states)
+                     and (box is None or r["box"] == box)]
         found.sort(key=lambda r: (r["received_ts"], r["id"]))
         return found
 
@@ -280,14 +427,14 @@ class Store:
 
     # ================================================================ state changes
 
-    @_writes
+    @writes
     def set_state(self, message_id: str, state: str) -> dict:
         """new/heard/saved among each other or to trash; trash back to a live state
         (undelete). Returns the updated record; setting the current state does nothing."""
         with self._lock:
             return self._transition(message_id, state)
 
-    @_writes
+    @writes
     def delete(self, message_id: str) -> dict:
         """Move to trash and remember it as the box's last deleted (for undelete_last)."""
         with self._lock:
@@ -299,7 +446,7 @@ class Store:
             self._write_meta(meta)
             return self._transition(message_id, "trash")
 
-    @_writes
+    @writes
     def undelete_last(self, box: str) -> dict | None:
         """Bring the box's last deleted message back to the state it had, if still in trash."""
         with self._lock:
@@ -313,8 +460,7 @@ class Store:
                 return None
             return self._transition(message_id, rec.get("prev_state") or "saved")
 
-    @_writes
-    @_writes
+    @writes
     def set_transcript(self, message_id: str, text: str, engine: str) -> dict:
         """Keep a message's transcript; publishes ``message_transcribed``."""
         with self._lock:
@@ -325,6 +471,7 @@ class Store:
                        "caller_number": rec["caller_number"], "caller_name": rec["caller_name"]})
         return self._out(self._record(message_id))
 
+    @writes
     def purge(self, message_id: str) -> None:
         """Delete for good: file and record. Publishes state ``deleted``."""
         with self._lock:
@@ -335,20 +482,29 @@ class Store:
                            "state": "deleted"})
             self._publish_counts(rec["box"], before)
 
-    @_writes
-    def retract(self, message_id: str) -> None:
-        """The caller took back an unheard message: gone for good."""
+    @writes
+    def retract(self, message_id: str) -> dict:
+        """The caller took back an unheard message. Caller ID is easy to forge, so it
+        goes to the trash marked ``retracted`` (the owner can restore it for
+        trash_days, also as the box's last deleted), not away for good."""
         with self._lock:
             rec = self._record(message_id)
             if rec["state"] != "new":
                 raise BadTransition(f"message {message_id} is {rec['state']}: only a new "
                                     "message can be retracted")
-            rec, before = self._remove(message_id)
-            log.info("box %s: message %s retracted by the caller", rec["box"], message_id)
+            before = self.counts(rec["box"])
+            meta = self._meta()
+            meta["last_deleted"][rec["box"]] = message_id
+            self._write_meta(meta)
+            self._update(message_id, state="trash", prev_state="new", trashed_at=self.clock(),
+                         retracted=True)
+            log.info("box %s: message %s retracted by the caller (kept in the trash)",
+                     rec["box"], message_id)
             self._publish({"event": "message_retracted", "id": message_id, "box": rec["box"]})
             self._publish_counts(rec["box"], before)
+            return self._out(self._record(message_id))
 
-    @_writes
+    @writes_unless_degraded
     def apply_retention(self, now: float | None = None) -> None:
         """Heard messages older than keep_heard_days (since heard) go to trash; trash
         older than trash_days (since trashed) is purged. A limit of 0 or None keeps."""
@@ -381,7 +537,7 @@ class Store:
         if state == "trash":
             fields.update(prev_state=old, trashed_at=now)
         elif old == "trash":
-            fields.update(prev_state=None, trashed_at=None)
+            fields.update(prev_state=None, trashed_at=None, retracted=False)
         if state == "heard":
             fields["heard_at"] = now            # retention counts from here
         before = self.counts(rec["box"])
@@ -414,14 +570,14 @@ class Store:
         path = self._greeting_file(box, kind)
         return path if path.exists() else None
 
-    @_writes
+    @writes
     def set_greeting(self, box: str, samples: array, kind: str = "unavailable") -> None:
         self._box(box)
         self.greetings_dir.mkdir(parents=True, exist_ok=True)
         write_wav(self._greeting_file(box, kind), samples)
         log.info("box %s: new %s greeting, %.2f s", box, kind, len(samples) / RATE)
 
-    @_writes
+    @writes
     def clear_greeting(self, box: str, kind: str = "unavailable") -> None:
         path = self._greeting_file(box, kind)
         if path.exists():
@@ -436,157 +592,6 @@ class Store:
             raise ValueError(f"no greeting kind {kind!r}")
         suffix = "" if kind == "unavailable" else f"-{kind}"
         return self.greetings_dir / f"{box}{suffix}.wav"
-
-    # ================================================================ PINs and lockout
-
-    def pin_hash(self, box: str) -> str | None:
-        """The hash of the PIN changed by phone, else the one from the configuration."""
-        with self._lock:
-            return self._pins.get(box) or getattr(self.boxes.get(box), "pin_hash", None)
-
-    @_writes
-    def set_pin_hash(self, box: str, pin_hash: str) -> None:
-        with self._lock:
-            self._box(box)
-            pins = dict(self._pins, **{box: pin_hash})
-            write_file_atomic(self.pins_file, (json.dumps(pins, indent=1, sort_keys=True)
-                                               + "\n").encode())
-            self._pins = pins
-            log.info("box %s: PIN changed by phone", box)
-
-    @_writes
-    def login_failed(self, box: str) -> bool:
-        """Count a failed remote login; the tenth within an hour locks login for 15 min.
-        Returns whether login is now locked."""
-        with self._lock:
-            now = self.clock()
-            meta = self._meta()
-            entry = meta["logins"].setdefault(box, {"failures": [], "locked_until": 0.0})
-            entry["failures"] = [t for t in entry["failures"] if now - t < LOCK_WINDOW] + [now]
-            if len(entry["failures"]) >= LOCK_FAILURES:
-                entry["failures"] = []
-                entry["locked_until"] = now + LOCK_SECONDS
-                log.warning("box %s: %d failed logins within an hour: login locked for %d min",
-                            box, LOCK_FAILURES, LOCK_SECONDS // 60)
-            self._write_meta(meta)
-            return now < entry["locked_until"]
-
-    @_writes
-    def login_ok(self, box: str) -> None:
-        with self._lock:
-            meta = self._meta()
-            if meta["logins"].pop(box, None) is not None:
-                self._write_meta(meta)
-
-    def is_locked(self, box: str) -> bool:
-        with self._lock:
-            entry = self._meta()["logins"].get(box)
-            return entry is not None and self.clock() < entry["locked_until"]
-
-    # ================================================================ recovery
-
-    def _recover(self) -> list[dict]:
-        """Finish what a crash interrupted; see open()."""
-        self._bump_counter()
-        recovered = []
-        for rec in [r for r in self._table.all() if r["state"] == RECORDING]:
-            got = self._recover_recording(dict(rec))
-            if got is not None:
-                recovered.append(got)
-        for box_dir in sorted(p for p in self.messages_dir.iterdir() if p.is_dir()):
-            for f in sorted(box_dir.iterdir()):
-                got = self._recover_orphan(box_dir.name, f)
-                if got is not None:
-                    recovered.append(got)
-        for rec in self._table.all():
-            if rec["state"] != RECORDING and not self._path(rec).exists():
-                log.warning("box %s: message %s has no audio file: record dropped",
-                            rec["box"], rec["id"])
-                self._table.remove(doc_ids=[rec.doc_id])
-        return [self._out(self._record(r["id"])) for r in recovered]
-
-    def _recover_recording(self, rec: dict) -> dict | None:
-        """A record still "recording": the process died during that message."""
-        path = self._path(rec)
-        part = part_path(path)
-        if rec["box"] not in self.boxes:
-            if part.exists():
-                self._keep_aside(part)
-            self._table.remove(doc_ids=[int(rec["id"])])
-            return None
-        if not path.exists():
-            if part.exists() and repair_partial(part) is None:
-                log.info("box %s: message %s cut short before half a second: dropped",
-                         rec["box"], rec["id"])
-            if not path.exists():
-                self._table.remove(doc_ids=[int(rec["id"])])
-                return None
-        n = (path.stat().st_size - HEADER) // 2
-        self._update(rec["id"], state="new", seconds=round(n / RATE, 2), recovered=True,
-                     saved_at=self.clock())
-        log.warning("box %s: message %s recovered after a crash, %.2f s",
-                    rec["box"], rec["id"], n / RATE)
-        return rec
-
-    def _recover_orphan(self, box: str, f: Path) -> dict | None:
-        """An audio file the database does not know (the database was restored from its
-        backup): keep it as a recovered message without caller details."""
-        if not (f.name.endswith(".wav") or f.name.endswith(".wav.part")):
-            return None
-        stem = f.name.split(".")[0]
-        doc = self._table.get(doc_id=int(stem)) if stem.isdigit() else None
-        if doc is not None and doc["box"] == box:
-            return None
-        if box not in self.boxes:
-            if f.name.endswith(".part"):
-                self._keep_aside(f)
-            else:
-                log.warning("%s: message of box %s, which is not configured: left alone", f, box)
-            return None
-        if f.name.endswith(".part"):
-            f = repair_partial(f)
-            if f is None:
-                return None
-        try:
-            n = len(read_wav(f))
-        except WavError as e:
-            log.error("unreadable message file: %s: kept in place", e)
-            return None
-        st = f.stat()
-        message_id = stem if doc is None and stem.isdigit() and len(stem) == 6 else self._allocate_id()
-        record = self._new_record(message_id, box, st.st_mtime - n / RATE,
-                                  state="new", seconds=round(n / RATE, 2), recovered=True,
-                                  saved_at=self.clock())
-        target = self._path(record)
-        if target != f:
-            os.replace(f, target)
-            fsync_dir(target.parent)
-        self._insert(record)
-        log.warning("box %s: audio file %s was not in the database: recovered as message %s",
-                    box, f.name, record["id"])
-        return record
-
-    def _keep_aside(self, part: Path) -> None:
-        aside = self.data_dir / "lost+found"
-        aside.mkdir(exist_ok=True)
-        target = aside / f"{part.parent.name}-{part.name}"
-        os.replace(part, target)
-        fsync_dir(aside)
-        fsync_dir(part.parent)
-        log.warning("%s: partial recording for box %s, which is not configured: kept as %s",
-                    part.name, part.parent.name, target)
-
-    def _bump_counter(self) -> None:
-        """Never hand out an id already on disk, even if the database lost its counter."""
-        ids = [int(r["id"]) for r in self._table.all()]
-        for box_dir in self.messages_dir.iterdir():
-            if box_dir.is_dir():
-                ids += [int(p.name.split(".")[0]) for p in box_dir.iterdir()
-                        if p.name.split(".")[0].isdigit()]
-        meta = self._meta()
-        if ids and meta["next_id"] <= max(ids):
-            meta["next_id"] = max(ids) + 1
-            self._write_meta(meta)
 
     # ================================================================ internals
 
@@ -625,7 +630,7 @@ class Store:
                   "caller_name": None, "received": self._iso(received_ts),
                   "received_ts": received_ts, "seconds": 0.0, "line": None,
                   "recovered": False, "saved_at": None, "heard_at": None,
-                  "trashed_at": None, "prev_state": None,
+                  "trashed_at": None, "prev_state": None, "retracted": False,
                   "transcript": None, "transcript_engine": None}
         record.update(fields)
         return record
@@ -637,7 +642,7 @@ class Store:
         self._table.update(fields, doc_ids=[int(message_id)])
 
     def _get_doc(self, message_id: str) -> dict | None:
-        if not str(message_id).isdigit():
+        if not is_id(message_id):
             return None
         doc = self._table.get(doc_id=int(message_id))
         return None if doc is None else dict(doc)
@@ -653,6 +658,8 @@ class Store:
 
     def _out(self, rec: dict) -> dict:
         out = dict(rec)
+        out.pop("notified", None)                # internal: see _announce
+        out.setdefault("retracted", False)       # records from before retraction kept them
         out["file"] = str(self._path(rec))
         # In the device's zone as configured now, whatever zone it was written in.
         if isinstance(rec.get("received_ts"), int | float):
@@ -672,25 +679,39 @@ class Store:
     def _publish(self, event: dict) -> None:
         self.bus.publish(event)
 
+    def _announce(self, rec: dict) -> None:
+        """message_saved on the bus (the mailer and MQTT queue it durably), then the
+        journal says so; see :mod:`~linebox.voicemail.notified`."""
+        self._publish(self._saved_event(rec))
+        try:
+            self.notified.add(rec["id"])
+        except OSError as e:     # announced anyway: at worst it is announced again
+            log.warning("message %s: %s not written: %s", rec["id"], self.notified.path,
+                        e.strerror or e)
+
+    def _announce_missing(self, just_recovered: set[str]) -> None:
+        """At open: announce what a kill kept from being announced (recovered messages
+        included), mark the rest, empty the journal."""
+        done = self.notified.ids()
+        pending = sorted((r for r in self._table.all()
+                          if r.get("notified") is False and r["state"] != RECORDING),
+                         key=lambda r: r["id"])
+        for rec in pending:
+            if rec["id"] not in done:
+                if not rec.get("recovered"):
+                    log.warning("box %s: message %s was saved but not announced (killed "
+                                "in between): announcing it now", rec["box"], rec["id"])
+                event = self._saved_event(dict(rec))
+                if rec["id"] not in just_recovered:
+                    # Saved before the kill: a subscriber that queued it may skip it.
+                    event["again"] = True
+                self._publish(event)
+        if pending:
+            self._table.update({"notified": True}, doc_ids=[r.doc_id for r in pending])
+        self.notified.clear()
+
     def _publish_counts(self, box: str, before: dict) -> None:
         """box_changed, only when the counts really changed (LEDs and MQTT listen)."""
         counts = self.counts(box)
         if counts != before:
             self._publish({"event": "box_changed", "box": box, "counts": counts})
-
-    def _load_pins(self, read_only: bool = False) -> dict[str, str]:
-        try:
-            pins = json.loads(self.pins_file.read_text(encoding="utf-8"))
-            if not isinstance(pins, dict) or not all(isinstance(v, str) for v in pins.values()):
-                raise ValueError("not an object of strings")
-            return pins
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as e:
-            if read_only:
-                log.warning("%s is unreadable (%s)", self.pins_file, e)
-                return {}
-            aside = move_aside(self.pins_file, "corrupt")
-            log.error("%s is unreadable (%s, kept as %s): PINs from the configuration apply",
-                      self.pins_file, e, aside.name)
-            return {}
