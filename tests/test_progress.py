@@ -261,6 +261,88 @@ def test_keys_and_caller_id_are_no_tones(plan):
     assert detect(plan, keys + to_pcm(fsk(bits, mark, space))) == []
 
 
+# -- SIT as ITU-T E.180 defines it, on every plan -----------------------------------------
+
+E180_FREQS = (950.0, 1400.0, 1800.0)
+E180_SEGMENT = 0.330
+E180_BAND = 50.0          # E.180: each frequency +-50 Hz
+
+
+def e180_sit(freqs=E180_FREQS, lengths=(E180_SEGMENT,) * 3, level=-24.0, offset=700, seed=1):
+    """An E.180 SIT (three segments, no gap between them, then 1 s of silence) at the
+    E.180 level of -24 dBm0, with white noise 20 dB down, through a mu-law channel."""
+    tone = []
+    for i, (f, d) in enumerate(zip(freqs, lengths, strict=True)):
+        tone += sines([f], int(round(d * RATE)), level, phase=0.7 * i)
+    sig = [0.0] * offset + tone + [0.0] * 8000
+    hiss = noise(len(sig), level - 20.0, seed=seed)
+    return ulaw_roundtrip(to_pcm(map(operator.add, sig, hiss)))
+
+
+def assert_sit(plan, sig, offset=700):
+    events = detect(plan, sig)
+    assert [e["tone"] for e in events] == ["sit"], events
+    assert abs(events[0]["t"] - offset / RATE) <= 0.03, events
+
+
+@pytest.mark.parametrize("plan", PLAN_NAMES)
+def test_e180_sit_is_heard_on_every_plan(plan):
+    assert_sit(plan, e180_sit())
+
+
+@pytest.mark.parametrize("plan", PLAN_NAMES)
+@pytest.mark.parametrize("segment", [0, 1, 2])
+@pytest.mark.parametrize("delta", [-E180_BAND, E180_BAND])
+def test_e180_sit_segment_at_the_edge_of_its_band_is_heard(plan, segment, delta):
+    freqs = list(E180_FREQS)
+    freqs[segment] += delta
+    assert_sit(plan, e180_sit(freqs, seed=segment))
+
+
+@pytest.mark.parametrize("plan", PLAN_NAMES)
+@pytest.mark.parametrize("segment", [0, 1, 2])
+@pytest.mark.parametrize("delta", [-E180_BAND - 10.0, E180_BAND + 10.0])
+def test_e180_sit_segment_beyond_its_band_is_not_sit(plan, segment, delta):
+    # 10 Hz beyond the band (a fifth of its tolerance) is some other tone.
+    freqs = list(E180_FREQS)
+    freqs[segment] += delta
+    assert detect(plan, e180_sit(freqs, seed=segment)) == []
+
+
+@pytest.mark.parametrize("plan", PLAN_NAMES)
+def test_sit_segments_at_the_length_edges_are_heard(plan):
+    # E.180: 330 +- 70 ms; the us plan also takes GR-1162's 276 / 380 ms +-20 %.
+    lo, hi = get_plan(plan).sit.lengths
+    assert lo <= 0.260 and hi >= 0.400
+    for i, d in enumerate((lo, hi)):
+        for segment in range(3):
+            lengths = [E180_SEGMENT] * 3
+            lengths[segment] = d
+            assert_sit(plan, e180_sit(lengths=lengths, offset=700 + 31 * i, seed=segment),
+                       offset=700 + 31 * i)
+
+
+@pytest.mark.parametrize("plan", PLAN_NAMES)
+def test_sit_segments_beyond_the_length_edges_are_not_sit(plan):
+    lo, hi = get_plan(plan).sit.lengths
+    for d in (lo - 0.03, hi + 0.03):
+        for segment in range(3):
+            lengths = [E180_SEGMENT] * 3
+            lengths[segment] = d
+            assert detect(plan, e180_sit(lengths=lengths, seed=segment)) == [], (d, segment)
+
+
+@pytest.mark.parametrize("plan", PLAN_NAMES)
+def test_north_american_sit_is_heard_on_every_plan(plan):
+    # GR-1162's frequencies and lengths lie inside E.180's: a us-style intercept is SIT
+    # on a line of any plan too.
+    na = get_plan("us").sit
+    for low in (0, 1):
+        freqs = (na.segments[0][low], na.segments[1][1 - low], na.segments[2][0])
+        lengths = (na.durations[low], na.durations[1 - low], na.durations[1])
+        assert_sit(plan, e180_sit(freqs, lengths))
+
+
 # -- occurrences ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("plan", PLAN_NAMES)

@@ -22,14 +22,26 @@ class ToneSpec:
     level_dbm0: float = -13.0
 
 
+# ITU-T E.180 (03/1998) §7 and Annex: SIT is three segments of 950 +- 50, 1400 +- 50
+# and 1800 +- 50 Hz, each 330 +- 70 ms, with up to 30 ms of silence between them. Every
+# plan accepts at least this, whatever its own exchanges send.
+E180_SIT_BANDS = ((900.0, 1000.0), (1350.0, 1450.0), (1750.0, 1850.0))
+E180_SIT_LENGTHS = (0.260, 0.400)
+
+
 @dataclass(frozen=True)
 class SitSpec:
-    """Special information tone: three rising segments, each one of a few frequencies."""
+    """Special information tone: three rising segments, each one of a few frequencies.
+
+    ``segments`` and ``durations`` are what the plan's exchanges send (the simulator
+    sends the first choice); ``bands`` and ``lengths`` are what a detector accepts."""
 
     segments: tuple[tuple[float, ...], ...]   # frequency choices per segment
-    durations: tuple[float, ...]              # allowed durations of a segment (s)
+    durations: tuple[float, ...]              # durations a segment is sent with (s)
     gap_after: float                          # silence after the three segments (s)
     level_dbm0: float = -24.0
+    bands: tuple[tuple[float, float], ...] = E180_SIT_BANDS   # accepted Hz per segment
+    lengths: tuple[float, float] = E180_SIT_LENGTHS           # accepted segment length (s)
 
 
 @dataclass(frozen=True)
@@ -47,10 +59,14 @@ class Plan:
 # ITU-T E.180 SIT (950 / 1400 / 1800 Hz, 330 ms each, then 1 s of silence).
 ITU_SIT = SitSpec(segments=((950.0,), (1400.0,), (1800.0,)), durations=(0.330,), gap_after=1.0)
 # North American SIT (Telcordia GR-1162): low or high frequency per segment, each short
-# (276 ms) or long (380 ms); the third is always 1776.7 Hz and long.
+# (276 ms) or long (380 ms); the third is always 1776.7 Hz and long. Its frequencies lie
+# inside E.180's bands; its lengths are accepted +-20 % (assumption: GR-1162's own
+# tolerance is not at hand), which covers E.180's 260 to 400 ms.
 NA_SIT = SitSpec(segments=((913.8, 985.2), (1370.6, 1428.5), (1776.7,)),
-                 durations=(0.276, 0.380), gap_after=0.0)
-# Germany (1TR110): the E.180 tone, whose first segment older exchanges send at 900 Hz.
+                 durations=(0.276, 0.380), gap_after=0.0,
+                 lengths=(round(0.276 * 0.8, 4), round(0.380 * 1.2, 4)))
+# Germany (1TR110): the E.180 tone, whose first segment older exchanges send at 900 Hz
+# (the edge of E.180's band).
 DE_SIT = SitSpec(segments=((950.0, 900.0), (1400.0,), (1800.0,)), durations=(0.330,),
                  gap_after=1.0)
 

@@ -39,6 +39,8 @@ _HZ_PER_RAD = RATE / (2 * math.pi * _HALF)   # phase turn between half frames ->
 # GR-506 precise tones hold better than +-0.5 %); 2.5 % sits midway between that and
 # the +-5 % that is clearly some other tone.
 FREQ_TOL = 0.025
+# What a run's refined frequency may be off by at a band's edge (noise, mu-law).
+FREQ_SLACK = 1.0
 # Cadence tolerance: ITU-T E.180 lets cadences vary by +-10 %; a reorder at 0.25 s must
 # still be told from 0.3 s (+20 %), so the accept band stops at 15 % (plus the few
 # milliseconds the edge estimate may be off).
@@ -64,8 +66,6 @@ JUDGE_STEPS = 100
 QUIET_REL = 0.1
 # Gaps between SIT segments (E.180 allows 30 ms of silence; the mixed frame adds 20 ms).
 SIT_GAP_MAX = 0.07
-# E.180: SIT segments of 330 +- 70 ms; GR-1162: 276 or 380 ms.
-SIT_TOL = 0.2
 # SIT repeats after its silence (1 s in E.180): the same occurrence if back within this.
 SIT_REPEAT_GRACE = 2.0
 # Shortest run of "on" frames that counts as a tone period (the shortest is 225 ms).
@@ -93,12 +93,12 @@ _BIAS = 1 << (_LANE_BITS - 1)
 
 @dataclass
 class _Sig:
-    """A tone signature: one frequency (with the nominal frequencies it may stand for,
-    e.g. SIT's 913.8 or 985.2 Hz) or a pair of frequencies sounding together."""
+    """A tone signature: one frequency (correlated at one bin, accepted in a band, e.g.
+    SIT's 900 to 1000 Hz) or a pair of frequencies sounding together."""
 
     key: str
     bins: tuple[float, ...]
-    options: tuple[float, ...]          # singles only: accepted nominal frequencies
+    bands: tuple[tuple[float, float], ...]   # accepted frequencies (Hz), one per bin
     lanes: tuple[int, ...] = ()
     gram: complex = 0j                  # pairs: correlation of the two bins over a frame
     gram_even: complex = 0j             # the same over its even samples
@@ -148,11 +148,12 @@ def _plan_sigs(plan: Plan) -> tuple[list[_Sig], list[_Tone]]:
     sigs: dict[str, _Sig] = {}
     tones: list[_Tone] = []
 
-    def sig_for(freqs, options=None) -> str:
+    def sig_for(freqs, bands=None, prefix="") -> str:
         freqs = tuple(freqs)
-        key = "+".join(f"{f:g}" for f in freqs)
+        key = prefix + "+".join(f"{f:g}" for f in freqs)
         if key not in sigs:
-            sigs[key] = _Sig(key, freqs, tuple(options or freqs))
+            sigs[key] = _Sig(key, freqs, bands or tuple(
+                (f * (1 - FREQ_TOL), f * (1 + FREQ_TOL)) for f in freqs))
         return key
 
     specs = dict(plan.tones)
@@ -160,9 +161,12 @@ def _plan_sigs(plan: Plan) -> tuple[list[_Sig], list[_Tone]]:
     specs["fax-ced"] = FAX_CED
     for name, spec in specs.items():
         tones.append(_Tone(name, sig_for(spec.freqs), tuple(spec.cadence)))
-    for i, seg in enumerate(plan.sit.segments):
-        centre = (min(seg) + max(seg)) / 2
-        tones.append(_Tone(f"sit{i + 1}", sig_for((centre,), seg), ()))
+    for i, (lo, hi) in enumerate(plan.sit.bands):
+        # One bin at the band's centre: E.180's +-50 Hz is the edge of what the phase turn
+        # between half frames measures unambiguously; beyond it the tone aliases to the
+        # other side of the bin, where the window's loss no longer matches, and the
+        # frame fails the purity test.
+        tones.append(_Tone(f"sit{i + 1}", sig_for(((lo + hi) / 2,), ((lo, hi),), "sit:"), ()))
     for t in tones:
         if t.name.startswith("sit"):
             continue
@@ -209,8 +213,7 @@ class ProgressDetector:
     def __init__(self, plan: str = "us") -> None:
         self.plan = get_plan(plan)
         sigs, self._tones = _plan_sigs(self.plan)
-        self._sit_keys = [sig.key for sig in sigs if len(sig.bins) == 1
-                          and sig.options in self.plan.sit.segments]
+        self._sit_keys = [sig.key for sig in sigs if sig.key.startswith("sit:")]
         self._sit = self.plan.sit
         bins = sorted({f for s in sigs for f in s.bins})
         self._nb = len(bins)
@@ -414,10 +417,13 @@ class ProgressDetector:
             if a1 == 0 or a2 == 0:
                 return None
             # Phase turn between the halves (80 samples apart): frequency offset, +-50 Hz.
-            d = cmath.phase(h2 * h1.conjugate())
+            z = h2 * h1.conjugate()
+            d = cmath.phase(z)
             df = d * _HZ_PER_RAD
             f = sig.bins[0] + df
-            if not any(abs(f - o) <= 2 * FREQ_TOL * o for o in sig.options):
+            lo, hi = sig.bands[0]
+            slack = FREQ_TOL * sig.bins[0]
+            if not lo - slack <= f <= hi + slack:
                 return None
             # Correct for the window's loss away from the bin centre (Dirichlet kernel).
             g = _dirichlet(d / m, m)
@@ -427,7 +433,10 @@ class ProgressDetector:
             purity = explained / energy
             if purity < purity_min:
                 return None
-            return purity, (a1 + a2) / g, ((h1 + h2),), (df,)
+            # The frame's phasor: the second half turned back onto the first, so that a
+            # tone 50 Hz off the bin (a 20 ms window's null) keeps its phase from frame
+            # to frame.
+            return purity, (a1 + a2) / g, (h1 + h2 * z.conjugate() / abs(z),), (df,)
         i, j = sig.lanes
         c1 = vals[i] + vals[i + nb]
         c2 = vals[j] + vals[j + nb]
@@ -637,7 +646,6 @@ class ProgressDetector:
         also keep to a straight line (a vibrato or a voice wanders off it)."""
         sig = run.sig
         freqs = []
-        single = len(sig.bins) == 1
         for b, steps in enumerate(run.steps):
             steps = steps[-JUDGE_STEPS:]
             dfs = run.dfs[b][-JUDGE_STEPS:]
@@ -654,8 +662,8 @@ class ProgressDetector:
             coarse = sum(dfs) / len(dfs)
             df = fine + round((coarse - fine) * _FT) / _FT
             f = sig.bins[b] + df
-            options = sig.options if single else (sig.options[b],)
-            if not any(abs(f - o) <= FREQ_TOL * o for o in options):
+            lo, hi = sig.bands[b]
+            if not lo - FREQ_SLACK <= f <= hi + FREQ_SLACK:
                 return False, ()
             freqs.append(f)
         return True, tuple(freqs)
@@ -751,8 +759,8 @@ class ProgressDetector:
         tail = runs[-3:]
         if [r.sig.key for r in tail] != self._sit_keys:
             return []
-        lo = min(self._sit.durations) * (1 - SIT_TOL)
-        hi = max(self._sit.durations) * (1 + SIT_TOL)
+        lo = self._sit.lengths[0] - CADENCE_SLACK
+        hi = self._sit.lengths[1] + CADENCE_SLACK
         for i, r in enumerate(tail):
             if not r.ok or not lo <= r.end - r.start <= hi:
                 return []
