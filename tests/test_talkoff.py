@@ -113,22 +113,25 @@ def test_music_generator_makes_real_chords():
 
 # -- synthetic voices: text-to-speech callers (robocalls, announcements) ----------------
 
-ROBOCALL = ("Hello, this is an important message about your account. Please call us back "
-            "as soon as possible. Your call is important to us. Please stay on the line and "
-            "the next available agent will answer. Press one for sales, press two for "
-            "support, or stay on the line for the operator. We are closed for the holidays "
-            "and will reopen on Monday, January the fourth, at nine in the morning. "
-            "Congratulations, you have won a free cruise to the Bahamas. To claim your "
-            "prize, press nine now. Have a wonderful evening, and goodbye.")
+ROBOCALL = ("Hello, this is an important message about your account. Please call us back as soon "
+            "as possible. Your call is important to us. Please stay on the line and the next "
+            "available agent will answer. Press one for sales, press two for support, or stay on "
+            "the line for the operator. The quick brown fox jumps over the lazy dog. We are "
+            "closed for the holidays and will reopen on Monday, January the fourth, at nine in "
+            "the morning. Thank you for calling. Congratulations, you have won a free cruise to "
+            "the Bahamas. To claim your prize, press nine now. This is the county library calling "
+            "to remind you that your books are due on Friday. Have a wonderful evening, and "
+            "goodbye.")
 # (voice, pitch 0-99, words per minute). en+f5 at pitch 70 and en+f2 at 99 put their
 # 4th/5th and 3rd/4th harmonics on 941 + 1209 Hz ("Bahamas", "goodbye") and were heard
 # as "*"; en+m7 at 99, 6 dB up, its 5th and 7th on 941 + 1336 Hz ("0"); fr+f2 reading
-# English made the listener hear "*" in issue 14. The others cover male, female,
+# English made the listener hear "*" in issue 14; en+klatt4 at 99, 6 dB up, "#" (5th and
+# 8th harmonics on 941 + 1477 Hz). The others cover male, female,
 # whispered and Klatt voices of four languages at low and high pitches.
 VOICES = [("en+f3", 90, 140), ("en+f5", 70, 140), ("en+f5", 90, 175), ("en+f2", 99, 140),
           ("en+m7", 99, 140), ("fr+f2", 50, 175), ("fr+f2", 90, 140), ("en+f1", 99, 175),
           ("en+f4", 30, 140), ("en+m3", 10, 175), ("de+f4", 70, 160), ("es+f3", 80, 160),
-          ("en+klatt4", 60, 150), ("en+whisper", 50, 160)]
+          ("en+klatt4", 60, 150), ("en+klatt4", 99, 140), ("en+whisper", 50, 160)]
 
 
 def espeak(text: str, voice: str, pitch: int, wpm: int) -> array:

@@ -191,13 +191,15 @@ _FIT = tuple(tuple(_fit_matrix(lo, hi) for hi in DTMF_HIGH) for lo in DTMF_LOW)
 # and 9th) passes every test above, two tones carrying 0.75 of the energy. But a voice
 # has the rest of its comb too. A frame the key fills is probed through a 20 ms Hann
 # window: below the key's lowest tone (150 to 550 Hz: a voice's fundamental and first
-# harmonics) and on the comb beside the two tones (one step below the low tone and one
-# above the high tone, the step being high - low, or half of it, as the two tones'
-# frequencies measure over the frame; the midpoint too). Probes lie at least 150 Hz from
+# harmonics) and on the comb through the two tones (one step below the low tone, one above
+# the high tone and every step between, the step being (high - low) / m, from the two
+# tones' frequencies as measured over the frame). Probes lie at least 150 Hz from
 # both tones, where the window leaks under -35 dB of them, and a key leaves only noise
 # there: -32 dB of the frame at Q.24's 15 dB signal to noise. Voices put -7 to -18 dB
-# there (espeak-ng voices that gave "*", "0" and "7").
+# there (espeak-ng voices that gave "*", "0", "7" and "#").
 HARMONIC_DB = -20.0
+# Combs whose step is the tones' distance over 1 to this (harmonics k and k + m).
+_COMB_MAX = 4
 LOW_PROBES = (150.0, 250.0, 350.0, 450.0, 550.0)
 # Probes are placed to this step (Hz); the window's main lobe is +-100 Hz wide.
 _PROBE_STEP = 5.0
@@ -249,10 +251,14 @@ def _voiced(frame, energy: int, b1: "_Block", b2: "_Block") -> bool:
     flo = FREQS[b1.lo] + math.atan2(d.imag, d.real) / _RAD_PER_HZ
     d = b2.xhi * b1.xhi.conjugate() * _DEROTATE[b1.hi]
     fhi = FREQS[b1.hi] + math.atan2(d.imag, d.real) / _RAD_PER_HZ
-    step = fhi - flo
-    probes = [flo - step, fhi + step]
-    if step >= 2 * _PROBE_GAP:
-        probes += [flo - step / 2.0, (flo + fhi) / 2.0, fhi + step / 2.0]
+    probes = []
+    for m in range(1, _COMB_MAX + 1):
+        # The two tones as the k-th and (k + m)-th harmonic: the comb's step is 1/m of
+        # their distance; probed one step outside each and at every step between.
+        step = (fhi - flo) / m
+        if step < _PROBE_GAP:
+            break
+        probes += [flo + j * step for j in range(-1, m + 2) if j not in (0, m)]
     for f in probes:
         if not LOW_PROBES[-1] < f <= 3800.0:
             continue
