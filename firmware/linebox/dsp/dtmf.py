@@ -98,7 +98,7 @@ _SCREEN_POWER = (amplitude(MIN_TONE_DBM0 - 3.0) * BLOCK * _SCALE / 2.0) ** 2
 _SCREEN_DB = 4.0
 # Frame energy below which no block of the frame can hold a key (two tones at the
 # minimum over one block), with 1 dB to spare.
-_FRAME_GATE = int(2 * (amplitude(MIN_TONE_DBM0 - 1.0) ** 2 / 2.0) * BLOCK)
+FRAME_GATE = int(2 * (amplitude(MIN_TONE_DBM0 - 1.0) ** 2 / 2.0) * BLOCK)
 _REVERSE_LIMIT = 10.0 ** ((REVERSE_TWIST_DB + TWIST_MARGIN_DB) / 10.0)
 _STANDARD_LIMIT = 10.0 ** ((STANDARD_TWIST_DB + TWIST_MARGIN_DB) / 10.0)
 _SCREEN_REVERSE = _REVERSE_LIMIT * 10.0 ** (_SCREEN_DB / 10.0)
@@ -184,6 +184,52 @@ def _lag1_bounds() -> tuple[float, float]:
 # Room in the slope bounds for noise, quantisation and frame edges.
 _SLOPE_ALLOWANCE = 0.08
 _LAG1_LOW, _LAG1_HIGH = _lag1_bounds()
+
+
+def _lag2_bounds() -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per 0.01-wide bin of (lag-1 autocorrelation / energy), the bounds of (lag-2 / energy)
+    a frame holding a key may have.
+
+    For tones of energy shares a and 1 - a at w1 and w2, lag k over energy is
+    a cos(k w1) + (1 - a) cos(k w2): every key, each tone up to FREQ_REJECT off, at every
+    twist up to the limits, mapped out on a grid; white noise down to 10 dB S/N shrinks
+    both towards 0, and the bounds keep _SLOPE_ALLOWANCE of room on each side. A frame of
+    speech or music that passes the lag-1 test seldom has a lag 2 that fits: one more
+    160-sample product spares most of them the two block correlations.
+    """
+    nbins = len(_LAG2_BINS)
+    lo, hi = [math.inf] * nbins, [-math.inf] * nbins
+    a_min, a_max = 1.0 / (1.0 + _STANDARD_LIMIT), _REVERSE_LIMIT / (1.0 + _REVERSE_LIMIT)
+    errs = [FREQ_REJECT * (2 * i / 6 - 1) for i in range(7)]
+    shares = [a_min + (a_max - a_min) * i / 20 for i in range(21)]
+    for fl in DTMF_LOW:
+        for fh in DTMF_HIGH:
+            for el in errs:
+                wl = 2.0 * math.pi * fl * (1 + el) / RATE
+                for eh in errs:
+                    wh = 2.0 * math.pi * fh * (1 + eh) / RATE
+                    for a in shares:
+                        r1 = a * math.cos(wl) + (1 - a) * math.cos(wh)
+                        r2 = a * math.cos(2 * wl) + (1 - a) * math.cos(2 * wh)
+                        for snr in (1.0, 0.95, 0.9):
+                            k = _lag2_bin(r1 * snr)
+                            lo[k] = min(lo[k], r2 * snr)
+                            hi[k] = max(hi[k], r2 * snr)
+    # A bin's bounds hold for its neighbours too (estimates over 160 samples wander).
+    spread = 3
+    out_lo = [min(lo[max(0, k - spread):k + spread + 1]) - _SLOPE_ALLOWANCE for k in range(nbins)]
+    out_hi = [max(hi[max(0, k - spread):k + spread + 1]) + _SLOPE_ALLOWANCE for k in range(nbins)]
+    return tuple(out_lo), tuple(out_hi)
+
+
+_LAG2_BINS = range(201)
+
+
+def _lag2_bin(r1: float) -> int:
+    return min(200, max(0, int((r1 + 1.0) * 100.0)))
+
+
+_LAG2_LOW, _LAG2_HIGH = _lag2_bounds()
 _FIT = tuple(tuple(_fit_matrix(lo, hi) for hi in DTMF_HIGH) for lo in DTMF_LOW)
 
 # Talk-off by a voice: a pitch whose harmonics fall on both of a key's frequencies (a
@@ -271,6 +317,11 @@ def _voiced(frame, energy: int, b1: "_Block", b2: "_Block") -> bool:
     return False
 
 
+def _fits_lag2(lag2: int, lag1: int, energy: int) -> bool:
+    k = _lag2_bin(lag1 / energy)
+    return _LAG2_LOW[k] * energy <= lag2 <= _LAG2_HIGH[k] * energy
+
+
 class _Block:
     """What one 10 ms block showed: lane powers, and the key it is a hit for (or None)."""
 
@@ -318,12 +369,15 @@ class DtmfDetector:
         """The key confirmed as held down right now, or None."""
         return self._pressed
 
-    def feed(self, frame, energy: int) -> list[dict]:
-        """Take one 160-sample frame and its energy (sum of squares); return ended keys."""
+    def feed(self, frame, energy: int, lag1: int | None = None) -> list[dict]:
+        """Take one 160-sample frame and its energy (sum of squares), and if the caller has
+        it, its lag-1 autocorrelation ``sum(frame[i] * frame[i + 1])``; return ended keys."""
         pos = self._n
         self._n = pos + FRAME
-        if energy < _FRAME_GATE or not (
-                energy * _LAG1_LOW <= sum(map(_mul, frame, frame[1:])) <= energy * _LAG1_HIGH):
+        if energy >= FRAME_GATE and lag1 is None:
+            lag1 = sum(map(_mul, frame, frame[1:]))
+        if energy < FRAME_GATE or not energy * _LAG1_LOW <= lag1 <= energy * _LAG1_HIGH or (
+                not _fits_lag2(sum(map(_mul, frame, frame[2:])), lag1, energy)):
             if self._pressed is None and not self._run and self._broken is None:
                 self._hist = _QUIET    # nothing pending: a quiet frame costs only this
                 return []
@@ -344,9 +398,12 @@ class DtmfDetector:
                 e1 = sum(map(_mul, first, first))
             if not self._enough(b2, energy - e1):
                 b2.key = None
-        if b1.key is not None and b1.key == b2.key and _voiced(frame, energy, b1, b2):
-            # Only a frame the key fills is probed: a tone's edge inside the window
-            # splatters into the probes.
+        if (b1.key is not None and b1.key == b2.key and b1.key != self._pressed
+                and self._same_tones(b1, b2) and _voiced(frame, energy, b1, b2)):
+            # Only a frame the key fills, steadily, is probed: a tone's edge inside the
+            # window splatters into the probes. Every press has such a frame among its
+            # MIN_ON_BLOCKS blocks (three in a row hold a whole frame), so none is missed;
+            # a key already down needs no probing.
             b1.key = b2.key = None
         out = []
         if (b1.key is None and b2.key is None and self._pressed is None and not self._run
