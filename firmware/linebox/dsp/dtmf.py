@@ -277,7 +277,7 @@ _LOW_BIAS = sum(_LANE_BIAS << (k * _LANE_BITS) for k in range(2 * len(LOW_PROBES
 _PROBE_BIAS = _LANE_BIAS + (_LANE_BIAS << _LANE_BITS)
 
 
-@functools.lru_cache(maxsize=128)
+@functools.lru_cache(maxsize=64)
 def _probe(step: int) -> tuple[int, ...]:
     """The probe table of one frequency, ``step * _PROBE_STEP`` Hz."""
     return _probe_table((step * _PROBE_STEP,))
