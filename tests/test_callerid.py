@@ -15,7 +15,7 @@ import pytest
 
 from conftest import run_detector
 from linebox import FRAME
-from linebox.dsp import fskmod, g711, gen
+from linebox.dsp import fsk, fskmod, g711, gen
 from linebox.dsp.callerid import CallerIdDetector, DtmfCallerIdParser, parse_message
 from linebox.dsp.fsk import STANDARDS
 from linebox.dsp.levels import mean_square
@@ -38,18 +38,33 @@ def bits_8n1(message: bytes, seizure: int, marks: int, stop_bits=1) -> str:
     return out + "1111"
 
 
-@functools.cache
-def minimodem_tx(bits: str, mark: int, space: int) -> array:
-    """minimodem's FSK of raw ``bits`` at 1200 baud, as 8 kHz samples.
+# minimodem makes every bit a whole number of samples: at 8 kHz, 7 samples (1142.9 baud,
+# 4.8 % slow, outside the +-1 % that Bell 202 and V.23 allow). At 40 samples a bit it is
+# exact (measured below, test_minimodem_reference_runs_at_the_bit_rate_asked), so it
+# modulates at 40 x the bit rate (48 kHz for 1200 baud) and sox resamples to 8 kHz.
+SAMPLES_PER_BIT = 40
 
-    minimodem rounds a bit to a whole number of samples (7 at 8 kHz, which is 1143
-    baud), so it modulates at 48 kHz (40 samples a bit) and sox resamples to 8 kHz.
-    """
+
+@functools.cache
+def minimodem_tx(bits: str, mark: int, space: int, baud: float = 1200.0) -> array:
+    """minimodem's FSK of raw ``bits`` at ``baud``, as 8 kHz samples."""
+    return resample_8k(minimodem_wav(bits, mark, space, baud))
+
+
+def minimodem_wav(bits: str, mark: int, space: int, baud: float = 1200.0) -> bytes:
+    """minimodem's own WAV file of ``bits``, at SAMPLES_PER_BIT samples a bit."""
     with tempfile.TemporaryDirectory() as d:
-        hi, lo = Path(d) / "48k.wav", Path(d) / "8k.wav"
-        subprocess.run(["minimodem", "--tx", "1200", "-M", str(mark), "-S", str(space),
-                        "-R", "48000", "-v", "0.5", "--binary-raw", "1", "-f", str(hi)],
-                       input=bits.encode(), check=True, capture_output=True)
+        hi = Path(d) / "hi.wav"
+        subprocess.run(["minimodem", "--tx", f"{baud:g}", "-M", str(mark), "-S", str(space),
+                        "-R", f"{SAMPLES_PER_BIT * baud:g}", "-v", "0.5", "--binary-raw", "1",
+                        "-f", str(hi)], input=bits.encode(), check=True, capture_output=True)
+        return hi.read_bytes()
+
+
+def resample_8k(wav: bytes) -> array:
+    with tempfile.TemporaryDirectory() as d:
+        hi, lo = Path(d) / "hi.wav", Path(d) / "8k.wav"
+        hi.write_bytes(wav)
         subprocess.run(["sox", "-D", str(hi), "-r", "8000", str(lo)], check=True,
                        capture_output=True)
         return read_wav(lo)
@@ -67,11 +82,12 @@ def at_level(sig: array, dbm0: float) -> array:
 
 
 def minimodem_burst(standard: str, message: bytes, seizure=300, marks=180, freq_error=0.0,
-                    level=-13.0, stop_bits=1) -> array:
+                    level=-13.0, stop_bits=1, baud_error=0.0) -> array:
     std = STANDARDS[standard]
     k = 1.0 + freq_error
     bits = bits_8n1(message, seizure, marks, stop_bits)
-    sig = minimodem_tx(bits, round(std.mark * k), round(std.space * k))
+    sig = minimodem_tx(bits, round(std.mark * k), round(std.space * k),
+                       round(1200.0 * (1.0 + baud_error), 3))
     return at_level(sig, level)
 
 
@@ -140,6 +156,47 @@ def test_minimodem_burst_decodes_exactly(standard, fmt, seizure, marks, freq_err
     burst = minimodem_burst(standard, msg, seizure, marks, freq_error, level)
     line, starts = on_line(burst)
     assert_one(detect(standard, line), expected(standard, **fields), starts[0])
+
+
+def test_minimodem_reference_runs_at_the_bit_rate_asked():
+    # The reference must itself be right: 1000 more bits make exactly 1000 bit times more
+    # of minimodem's output at every rate swept, at its own sample rate (no resampler).
+    import io
+    for baud in (1188.0, 1200.0, 1212.0):
+        lengths = []
+        for n in (1000, 2000):
+            with wave.open(io.BytesIO(minimodem_wav("01" * (n // 2), 1200, 2200, baud))) as w:
+                assert w.getframerate() == SAMPLES_PER_BIT * baud
+                lengths.append(w.getnframes())
+        assert (lengths[1] - lengths[0]) / 1000 == SAMPLES_PER_BIT, baud
+    # ... and the 8 kHz reference at 1200 baud is 1000 bits = 6666.7 samples longer.
+    short = minimodem_tx("01" * 500, 1200, 2200)
+    long = minimodem_tx("01" * 1000, 1200, 2200)
+    assert abs(len(long) - len(short) - 8000 * 1000 / 1200) <= 1
+
+
+# Bell 202 (Telcordia GR-30): 1200 baud +-1 %; V.23 (ITU-T V.23, ETSI EN 300 659-2):
+# 1200 baud +-1 %. Swept with the frequency corners and at both levels.
+@pytest.mark.parametrize("baud_error", [-0.01, -0.005, 0.005, 0.01])
+@pytest.mark.parametrize("freq_error", [-0.01, 0.0, 0.01])
+@pytest.mark.parametrize("level", [-8.0, -32.0])
+@pytest.mark.parametrize("standard", ["bell202", "v23"])
+def test_burst_at_the_bit_rate_edges_decodes_exactly(standard, level, freq_error, baud_error):
+    burst = minimodem_burst(standard, MDMF_MSG, 96, 80, freq_error, level,
+                            baud_error=baud_error)
+    line, starts = on_line(burst)
+    assert_one(detect(standard, line), expected(standard, **MDMF_FIELDS), starts[0])
+
+
+@pytest.mark.parametrize("baud_error", [-0.01, 0.01])
+@pytest.mark.parametrize("standard", ["bell202", "v23"])
+def test_burst_at_the_bit_rate_edges_in_noise_after_mu_law_decodes(standard, baud_error):
+    burst = minimodem_burst(standard, MDMF_MSG, 96, 80, -0.01 if baud_error > 0 else 0.01,
+                            -32.0, baud_error=baud_error)
+    line, starts = on_line(burst)
+    noisy = gen.mix(line, gen.white_noise(len(line) / 8000, -52.0, seed=4))
+    assert_one(detect(standard, g711.ulaw_roundtrip(noisy)), expected(standard, **MDMF_FIELDS),
+               starts[0])
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -326,6 +383,31 @@ def test_minimodem_receiver_decodes_our_modulator(standard, tmp_path):
 
 
 # --- speech ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("standard", ["bell202", "v23"])
+def test_frames_the_slope_screen_skips_could_not_pass_the_band_check(standard):
+    # The detector skips the band check when lag 1 exceeds LAG1_MAX of the energy. Over
+    # every mixture of two tones (50 Hz steps, three energy shares), every frame above
+    # 0.8 of its energy (below LAG1_MAX, for a margin) scores under BAND_START.
+    from linebox.dsp.callerid import BAND_START, LAG1_MAX
+    std = STANDARDS[standard]
+    band = fsk.BandCheck(std.mark, std.space)
+    n = range(FRAME)
+    worst, screened = 0.0, 0
+    for f1 in range(50, 4000, 50):
+        for f2 in range(f1, 4000, 50):
+            for share in (0.3, 0.6, 0.9):
+                a1, a2 = 9000 * math.sqrt(share), 9000 * math.sqrt(1 - share)
+                w1, w2 = 2 * math.pi * f1 / 8000, 2 * math.pi * f2 / 8000
+                x = array("h", (int(a1 * math.sin(w1 * i) + a2 * math.sin(w2 * i + 1.0))
+                                for i in n))
+                e = sum(map(operator.mul, x, x))
+                if sum(map(operator.mul, x, x[1:])) > 0.8 * e:
+                    screened += 1
+                    worst = max(worst, band.ratio(x, e))
+    assert LAG1_MAX >= 0.8 and screened > 1000
+    assert worst < BAND_START, worst
+
 
 @pytest.mark.parametrize("standard", ["bell202", "v23"])
 def test_speech_gives_no_callerid_and_rarely_wakes_the_demodulator(standard, speech_files):

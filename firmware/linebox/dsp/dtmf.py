@@ -25,10 +25,15 @@ blocks (a 40 ms tone always covers three whole blocks, a 22 ms tone never fills 
 to ``MIN_TONE_FRACTION``), and comes up after ``RELEASE_BLOCKS`` blocks without it (a
 10 ms drop-out spoils at most two blocks, a 40 ms pause always clears three).
 
+A frame that both blocks find to be one key is also probed where a voice whose pitch
+put two harmonics on the key's frequencies has the rest of its comb (see
+``HARMONIC_DB``): a key has nothing there.
+
 Onset and release times are refined inside the block from the tone's amplitude in the
 partly filled blocks at each edge (amplitude grows with the number of tone samples).
 """
 
+import functools
 import math
 import operator
 import struct
@@ -93,7 +98,7 @@ _SCREEN_POWER = (amplitude(MIN_TONE_DBM0 - 3.0) * BLOCK * _SCALE / 2.0) ** 2
 _SCREEN_DB = 4.0
 # Frame energy below which no block of the frame can hold a key (two tones at the
 # minimum over one block), with 1 dB to spare.
-_FRAME_GATE = int(2 * (amplitude(MIN_TONE_DBM0 - 1.0) ** 2 / 2.0) * BLOCK)
+FRAME_GATE = int(2 * (amplitude(MIN_TONE_DBM0 - 1.0) ** 2 / 2.0) * BLOCK)
 _REVERSE_LIMIT = 10.0 ** ((REVERSE_TWIST_DB + TWIST_MARGIN_DB) / 10.0)
 _STANDARD_LIMIT = 10.0 ** ((STANDARD_TWIST_DB + TWIST_MARGIN_DB) / 10.0)
 _SCREEN_REVERSE = _REVERSE_LIMIT * 10.0 ** (_SCREEN_DB / 10.0)
@@ -179,7 +184,144 @@ def _lag1_bounds() -> tuple[float, float]:
 # Room in the slope bounds for noise, quantisation and frame edges.
 _SLOPE_ALLOWANCE = 0.08
 _LAG1_LOW, _LAG1_HIGH = _lag1_bounds()
+
+
+def _lag2_bounds() -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per 0.01-wide bin of (lag-1 autocorrelation / energy), the bounds of (lag-2 / energy)
+    a frame holding a key may have.
+
+    For tones of energy shares a and 1 - a at w1 and w2, lag k over energy is
+    a cos(k w1) + (1 - a) cos(k w2): every key, each tone up to FREQ_REJECT off, at every
+    twist up to the limits, mapped out on a grid; white noise down to 10 dB S/N shrinks
+    both towards 0, and the bounds keep _SLOPE_ALLOWANCE of room on each side. A frame of
+    speech or music that passes the lag-1 test seldom has a lag 2 that fits: one more
+    160-sample product spares most of them the two block correlations.
+    """
+    nbins = len(_LAG2_BINS)
+    lo, hi = [math.inf] * nbins, [-math.inf] * nbins
+    a_min, a_max = 1.0 / (1.0 + _STANDARD_LIMIT), _REVERSE_LIMIT / (1.0 + _REVERSE_LIMIT)
+    errs = [FREQ_REJECT * (2 * i / 6 - 1) for i in range(7)]
+    shares = [a_min + (a_max - a_min) * i / 20 for i in range(21)]
+    for fl in DTMF_LOW:
+        for fh in DTMF_HIGH:
+            for el in errs:
+                wl = 2.0 * math.pi * fl * (1 + el) / RATE
+                for eh in errs:
+                    wh = 2.0 * math.pi * fh * (1 + eh) / RATE
+                    for a in shares:
+                        r1 = a * math.cos(wl) + (1 - a) * math.cos(wh)
+                        r2 = a * math.cos(2 * wl) + (1 - a) * math.cos(2 * wh)
+                        for snr in (1.0, 0.95, 0.9):
+                            k = _lag2_bin(r1 * snr)
+                            lo[k] = min(lo[k], r2 * snr)
+                            hi[k] = max(hi[k], r2 * snr)
+    # A bin's bounds hold for its neighbours too (estimates over 160 samples wander).
+    spread = 3
+    out_lo = [min(lo[max(0, k - spread):k + spread + 1]) - _SLOPE_ALLOWANCE for k in range(nbins)]
+    out_hi = [max(hi[max(0, k - spread):k + spread + 1]) + _SLOPE_ALLOWANCE for k in range(nbins)]
+    return tuple(out_lo), tuple(out_hi)
+
+
+_LAG2_BINS = range(201)
+
+
+def _lag2_bin(r1: float) -> int:
+    return min(200, max(0, int((r1 + 1.0) * 100.0)))
+
+
+_LAG2_LOW, _LAG2_HIGH = _lag2_bounds()
 _FIT = tuple(tuple(_fit_matrix(lo, hi) for hi in DTMF_HIGH) for lo in DTMF_LOW)
+
+# Talk-off by a voice: a pitch whose harmonics fall on both of a key's frequencies (a
+# woman's 240 Hz puts its 4th and 5th near 941 and 1209 Hz, "*"; a man's 134 Hz its 7th
+# and 9th) passes every test above, two tones carrying 0.75 of the energy. But a voice
+# has the rest of its comb too. A frame the key fills is probed through a 20 ms Hann
+# window: below the key's lowest tone (150 to 550 Hz: a voice's fundamental and first
+# harmonics) and on the comb through the two tones (one step below the low tone, one above
+# the high tone and every step between, the step being (high - low) / m, from the two
+# tones' frequencies as measured over the frame). Probes lie at least 150 Hz from
+# both tones, where the window leaks under -35 dB of them, and a key leaves only noise
+# there: -32 dB of the frame at Q.24's 15 dB signal to noise. Voices put -7 to -18 dB
+# there (espeak-ng voices that gave "*", "0", "7" and "#").
+HARMONIC_DB = -20.0
+# Combs whose step is the tones' distance over 1 to this (harmonics k and k + m).
+_COMB_MAX = 4
+LOW_PROBES = (150.0, 250.0, 350.0, 450.0, 550.0)
+# Probes are placed on a 25 Hz grid (at most 12.5 Hz off: under 0.4 dB of loss in the
+# window's +-100 Hz main lobe), so that the tables of the 131 places between 550 and
+# 3800 Hz, built when first needed, serve every frame.
+_PROBE_STEP = 25.0
+_PROBE_GAP = 150.0
+_HANN = tuple(0.5 - 0.5 * math.cos(2.0 * math.pi * (n + 0.5) / FRAME) for n in range(FRAME))
+# |correlation|^2 of a probe over energy for a sine holding HARMONIC_DB of the frame:
+# a sine of amplitude A correlates to A/2 * S * sum(w), sum(w) = FRAME / 2.
+_PROBE_FACTOR = 10.0 ** (HARMONIC_DB / 10.0) * (_SCALE * FRAME / 2.0) ** 2 / (2.0 * FRAME)
+_UNPACK2 = struct.Struct("<2q").unpack
+_UNPACK_LOW = struct.Struct(f"<{2 * len(LOW_PROBES)}q").unpack
+_RAD_PER_HZ = 2.0 * math.pi * BLOCK / RATE
+
+
+def _probe_table(freqs) -> tuple[int, ...]:
+    """Packed Hann-windowed cos and sin (two 64-bit lanes per frequency)."""
+    out = []
+    for n, h in enumerate(_HANN):
+        v = 0
+        for i, f in enumerate(freqs):
+            w = 2.0 * math.pi * f * n / RATE
+            v += (round(_SCALE * h * math.cos(w)) << (2 * i * _LANE_BITS))
+            v += (round(_SCALE * h * math.sin(w)) << ((2 * i + 1) * _LANE_BITS))
+        out.append(v)
+    return tuple(out)
+
+
+_LOW_TABLE = _probe_table(LOW_PROBES)
+_LOW_BIAS = sum(_LANE_BIAS << (k * _LANE_BITS) for k in range(2 * len(LOW_PROBES)))
+_PROBE_BIAS = _LANE_BIAS + (_LANE_BIAS << _LANE_BITS)
+
+
+@functools.lru_cache(maxsize=160)
+def _probe(step: int) -> tuple[int, ...]:
+    """The probe table of one frequency, ``step * _PROBE_STEP`` Hz."""
+    return _probe_table((step * _PROBE_STEP,))
+
+
+def _voiced(frame, energy: int, b1: "_Block", b2: "_Block") -> bool:
+    """The frame holds a voice's harmonics beside the key's two tones (b1, b2: its two
+    blocks, both hits for one key)."""
+    limit = energy * _PROBE_FACTOR
+    c = _UNPACK_LOW((sum(map(_mul, frame, _LOW_TABLE)) + _LOW_BIAS).to_bytes(
+        16 * len(LOW_PROBES), "little"))
+    for k in range(0, len(c), 2):
+        x, y = c[k] - _LANE_BIAS, c[k + 1] - _LANE_BIAS
+        if x * x + y * y > limit:
+            return True
+    d = b2.xlo * b1.xlo.conjugate() * _DEROTATE[b1.lo]
+    flo = FREQS[b1.lo] + math.atan2(d.imag, d.real) / _RAD_PER_HZ
+    d = b2.xhi * b1.xhi.conjugate() * _DEROTATE[b1.hi]
+    fhi = FREQS[b1.hi] + math.atan2(d.imag, d.real) / _RAD_PER_HZ
+    probes = []
+    for m in range(1, _COMB_MAX + 1):
+        # The two tones as the k-th and (k + m)-th harmonic: the comb's step is 1/m of
+        # their distance; probed one step outside each and at every step between.
+        step = (fhi - flo) / m
+        if step < _PROBE_GAP:
+            break
+        probes += [flo + j * step for j in range(-1, m + 2) if j not in (0, m)]
+    for f in probes:
+        if not LOW_PROBES[-1] < f <= 3800.0:
+            continue
+        x, y = _UNPACK2((sum(map(_mul, frame, _probe(round(f / _PROBE_STEP)))) + _PROBE_BIAS)
+                        .to_bytes(16, "little"))
+        x -= _LANE_BIAS
+        y -= _LANE_BIAS
+        if x * x + y * y > limit:
+            return True
+    return False
+
+
+def _fits_lag2(lag2: int, lag1: int, energy: int) -> bool:
+    k = _lag2_bin(lag1 / energy)
+    return _LAG2_LOW[k] * energy <= lag2 <= _LAG2_HIGH[k] * energy
 
 
 class _Block:
@@ -229,12 +371,15 @@ class DtmfDetector:
         """The key confirmed as held down right now, or None."""
         return self._pressed
 
-    def feed(self, frame, energy: int) -> list[dict]:
-        """Take one 160-sample frame and its energy (sum of squares); return ended keys."""
+    def feed(self, frame, energy: int, lag1: int | None = None) -> list[dict]:
+        """Take one 160-sample frame and its energy (sum of squares), and if the caller has
+        it, its lag-1 autocorrelation ``sum(frame[i] * frame[i + 1])``; return ended keys."""
         pos = self._n
         self._n = pos + FRAME
-        if energy < _FRAME_GATE or not (
-                energy * _LAG1_LOW <= sum(map(_mul, frame, frame[1:])) <= energy * _LAG1_HIGH):
+        if energy >= FRAME_GATE and lag1 is None:
+            lag1 = sum(map(_mul, frame, frame[1:]))
+        if energy < FRAME_GATE or not energy * _LAG1_LOW <= lag1 <= energy * _LAG1_HIGH or (
+                not _fits_lag2(sum(map(_mul, frame, frame[2:])), lag1, energy)):
             if self._pressed is None and not self._run and self._broken is None:
                 self._hist = _QUIET    # nothing pending: a quiet frame costs only this
                 return []
@@ -255,6 +400,13 @@ class DtmfDetector:
                 e1 = sum(map(_mul, first, first))
             if not self._enough(b2, energy - e1):
                 b2.key = None
+        if (b1.key is not None and b1.key == b2.key and b1.key != self._pressed
+                and self._same_tones(b1, b2) and _voiced(frame, energy, b1, b2)):
+            # Only a frame the key fills, steadily, is probed: a tone's edge inside the
+            # window splatters into the probes. Every press has such a frame among its
+            # MIN_ON_BLOCKS blocks (three in a row hold a whole frame), so none is missed;
+            # a key already down needs no probing.
+            b1.key = b2.key = None
         out = []
         if (b1.key is None and b2.key is None and self._pressed is None and not self._run
                 and self._broken is None):

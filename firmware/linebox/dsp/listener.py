@@ -10,13 +10,19 @@ import operator
 from array import array
 
 from linebox import FRAME, RATE
+from linebox.dsp.callerid import GATE_DBM0 as FSK_GATE_DBM0
 from linebox.dsp.callerid import CallerIdDetector, DtmfCallerIdParser
+from linebox.dsp.dtmf import FRAME_GATE as DTMF_GATE
 from linebox.dsp.dtmf import DtmfDetector
+from linebox.dsp.levels import frame_energy
 from linebox.dsp.plans import get_plan
 from linebox.dsp.progress import ProgressDetector
 from linebox.dsp.vad import VoiceActivityDetector
 
 _mul = operator.mul
+# The lag-1 autocorrelation (DTMF's and caller ID's spectral-slope screen) is computed once
+# per frame, for frames loud enough for either.
+_LAG1_GATE = min(DTMF_GATE, frame_energy(FSK_GATE_DBM0))
 # A DTMF caller-ID string whose next digit does not come within this long is over.
 DTMF_CID_GAP = 1.0
 # Caller-ID FSK bursts last well under this; voice activity during one is not speech.
@@ -70,7 +76,10 @@ class Listener:
         """Process one 160-sample frame; return the events it completed."""
         energy = sum(map(_mul, frame, frame))
         self.samples += FRAME
-        events = self.dtmf.feed(frame, energy)
+        fsk = self.fsk
+        lag1 = (sum(map(_mul, frame, frame[1:]))
+                if energy >= (_LAG1_GATE if fsk is not None else DTMF_GATE) else None)
+        events = self.dtmf.feed(frame, energy, lag1)
         if events:
             events = self._dtmf_events(events)
         elif self._last_digit_t is not None and self.now - self._last_digit_t > DTMF_CID_GAP:
@@ -88,8 +97,8 @@ class Listener:
                 self._tone_open = None
             else:
                 self._tone_open[1] = self.now
-        if self.fsk is not None:
-            cid = self.fsk.feed(frame, energy)
+        if fsk is not None:
+            cid = fsk.feed(frame, energy, lag1)
             if cid:
                 events = events + cid
                 for ev in cid:
