@@ -150,12 +150,12 @@ def test_full_lifecycle_publishes_events_in_order(store, clock, events):
     assert without_counts(events) == [
         {"event": "message_saved", "box": "100", "id": mid, "seconds": 2.5, "line": 1,
          "caller_number": "5551234567", "caller_name": "JOHN DOE", "recovered": False},
-        {"event": "message_state", "id": mid, "box": "100", "state": "heard"},
-        {"event": "message_state", "id": mid, "box": "100", "state": "saved"},
-        {"event": "message_state", "id": mid, "box": "100", "state": "trash"},
-        {"event": "message_state", "id": mid, "box": "100", "state": "saved"},
-        {"event": "message_state", "id": mid, "box": "100", "state": "trash"},
-        {"event": "message_state", "id": mid, "box": "100", "state": "deleted"},
+        {"event": "message_state", "id": mid, "box": "100", "state": "heard", "line": 1},
+        {"event": "message_state", "id": mid, "box": "100", "state": "saved", "line": 1},
+        {"event": "message_state", "id": mid, "box": "100", "state": "trash", "line": 1},
+        {"event": "message_state", "id": mid, "box": "100", "state": "saved", "line": 1},
+        {"event": "message_state", "id": mid, "box": "100", "state": "trash", "line": 1},
+        {"event": "message_state", "id": mid, "box": "100", "state": "deleted", "line": 1},
     ]
     # box_changed follows each change of the counts, and only those (saved -> purge from
     # trash changes nothing).
@@ -315,8 +315,8 @@ def test_heard_goes_to_trash_after_keep_days_and_trash_is_purged_after_trash_day
     assert store.get(heard["id"]) is None
     assert not Path(heard["file"]).exists()
     assert without_counts(events) == [
-        {"event": "message_state", "id": heard["id"], "box": "100", "state": "trash"},
-        {"event": "message_state", "id": heard["id"], "box": "100", "state": "deleted"},
+        {"event": "message_state", "id": heard["id"], "box": "100", "state": "trash", "line": 1},
+        {"event": "message_state", "id": heard["id"], "box": "100", "state": "deleted", "line": 1},
     ]
     clock.advance(1000 * DAY)
     store.apply_retention()
@@ -394,7 +394,7 @@ def test_retract_removes_the_message_for_good(store, events):
     assert store.get(msg["id"]) is None
     assert not Path(msg["file"]).exists()
     assert events == [
-        {"event": "message_retracted", "id": msg["id"], "box": "100"},
+        {"event": "message_retracted", "id": msg["id"], "box": "100", "line": 1},
         {"event": "box_changed", "box": "100",
          "counts": {"new": 0, "saved": 0, "total": 0, "full": False, "name": "Main office"}},
     ]

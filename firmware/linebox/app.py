@@ -10,11 +10,13 @@ from linebox.calls.flows import Services, answer
 from linebox.calls.prompts import Prompts
 from linebox.errors import LineboxError
 from linebox.hw.leds import MessageLeds
+from linebox.linesettings import LineSettings
 from linebox.log import get as get_logger
 from linebox.voicemail.store import Store
 
 log = get_logger("app")
 RETENTION_EVERY = 3600.0   # seconds of (store) clock between retention runs
+REPORTER_GRACE = 30.0      # seconds a dead MQTT reporter may take to come back
 
 
 class Appliance:
@@ -30,8 +32,8 @@ class Appliance:
         self.svc = Services(config, self.store, bus, self.prompts_for)
         self.leds = MessageLeds(bus, self.store, config.boxes, led_backend)
         self.runners: list[LineRunner] = []
-        self.answering = {line.id: line.answer for line in config.lines}
-        self.rings = {line.id: line.rings for line in config.lines}
+        # Answering and rings as changed from outside (commands) over the config's values.
+        self.settings = LineSettings(self.data_dir, config.lines)
         self._next_retention = 0.0
         self.reporter = None
         self.mailer = None
@@ -57,7 +59,10 @@ class Appliance:
         tz = zoneinfo.ZoneInfo(cfg.device.timezone) if cfg.device.timezone else None
         if cfg.mqtt is not None:
             outbox = Outbox(self.data_dir / "outbox", clock=self.clock, tz=tz)
-            self.reporter = MqttReporter(cfg.mqtt, cfg.device, self.bus, outbox, self, self, clock=self.clock)
+            self.reporter = MqttReporter(cfg.mqtt, cfg.device, self.bus, outbox, self,
+                                         self.run_command, clock=self.clock,
+                                         configuration_url=web_url(cfg),
+                                         extensions=_extensions(cfg))
         if cfg.email is not None:
             self.mailer = Mailer(cfg.email, cfg.boxes, self.data_dir / "mailq", self.clock,
                                  lookup=self.store.get, tz=tz, device_name=cfg.device.name)
@@ -93,47 +98,31 @@ class Appliance:
         return {b: self.store.counts(b) for b in self.config.boxes}
 
     def line_settings(self) -> dict[int, dict]:
-        return {line.id: {"answering": self.answering[line.id], "rings": self.rings[line.id]}
-                for line in self.config.lines}
+        return self.settings.as_dict()
 
-    def mark_heard(self, box=None, message=None) -> int:
-        if message is not None:
-            self.store.set_state(message, "heard")
-            return 1
-        new = self.store.messages(box, ["new"])
-        for m in new:
-            self.store.set_state(m["id"], "heard")
-        return len(new)
+    def last_messages(self) -> dict[str, dict | None]:
+        """Each box's newest message that is not in the trash (Home Assistant's sensor)."""
+        out = {}
+        for b in self.config.boxes:
+            live = self.store.messages(b, ["new", "heard", "saved"])
+            out[b] = live[-1] if live else None
+        return out
 
-    def delete(self, message) -> None:
-        self.store.delete(message)
-
-    def undelete(self, box):
-        rec = self.store.undelete_last(box)
-        if rec is None:
-            raise LineboxError(f"box {box}: nothing to undelete")
-        return rec["id"]
-
-    def set_answering(self, line, on: bool) -> None:
-        self.answering[line] = bool(on)
-
-    def set_rings(self, line, rings: int) -> None:
-        self.rings[line] = int(rings)
-
-    def led_test(self, pattern) -> None:
-        self.leds.test_pattern(pattern)
+    # -- commands from outside (MQTT, the web portal): linebox.commands -----------
+    def run_command(self, action: str, args: dict) -> dict:
+        from linebox.commands import dispatch
+        return dispatch(self, action, args)
 
     def reload(self) -> None:
-        """Re-read what can change without a restart: answering and rings per line."""
+        """Re-read what can change without a restart: the answering and rings defaults
+        per line (what was set from outside stays)."""
         from linebox.config import load_config
 
         if not self.config.source or self.config.source.startswith("<"):
             raise LineboxError("reload: this configuration was not read from a file")
         fresh = load_config(self.config.source, data_dir=self.data_dir)
-        for line in fresh.lines:
-            if line.id in self.rings:
-                self.rings[line.id] = line.rings
-                self.answering[line.id] = line.answer
+        known = {line.id for line in self.config.lines}
+        self.settings.reconfigure([line for line in fresh.lines if line.id in known])
 
     def open(self) -> None:
         try:
@@ -154,7 +143,7 @@ class Appliance:
         runner = LineRunner(
             line, cfg.id, cfg.plan, self.bus, answer(self.svc, cfg),
             rings_needed=lambda: self.rings_needed(cfg),
-            answering=lambda: self.answering[cfg.id])
+            answering=lambda: self.settings.answering(cfg.id))
         self.runners.append(runner)
         return runner
 
@@ -162,7 +151,7 @@ class Appliance:
         if cfg.toll_saver_rings and any(self.store.counts(b.number)["new"]
                                       for b in self.config.boxes_for_line(cfg.id)):
             return cfg.toll_saver_rings
-        return self.rings[cfg.id]
+        return self.settings.rings(cfg.id)
 
     def maintain(self) -> None:
         """Periodic housekeeping on the store clock: retention."""
@@ -170,6 +159,34 @@ class Appliance:
         if now >= self._next_retention:
             self.store.apply_retention(now)
             self._next_retention = now + RETENTION_EVERY
+
+
+def web_url(cfg) -> str | None:
+    """The web portal's address for Home Assistant's "visit device" link, when a portal
+    is configured (``[web] listen = "HOST:PORT"``)."""
+    web = getattr(cfg, "web", None)
+    listen = getattr(web, "listen", None) if web is not None else None
+    if not listen or getattr(web, "enabled", True) is False:
+        return None
+    host, _, port = str(listen).rpartition(":")
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        import socket
+        host = socket.getfqdn()
+    scheme = "https" if getattr(web, "tls_cert", None) else "http"
+    return f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}/"
+
+
+def _extensions(cfg) -> list[str]:
+    """The configured SIP extensions' numbers, if this build has them."""
+    out = []
+    for ext in getattr(cfg, "extensions", None) or ():
+        n = ext if isinstance(ext, str | int) else (
+            getattr(ext, "number", None) or getattr(ext, "extension", None)
+            or (ext.get("number") if isinstance(ext, dict) else None))
+        if n is not None:
+            out.append(str(n))
+    return out
 
 
 def make_line(cfg, pins):
@@ -203,6 +220,8 @@ class Daemon:
         self.lines = []
         self.threads = []
         self.last_step: dict[int, float] = {}
+        self.reporter_down_since: float | None = None   # monotonic; None while it runs
+        self.reporter_restarts = 0
 
     def start(self) -> None:
         import threading
@@ -228,20 +247,51 @@ class Daemon:
             self.last_step[runner.id] = time.monotonic()
 
     def healthy(self, stale: float = 5.0) -> bool:
-        """Every line loop went round recently (the watchdog is fed only then)."""
+        """Every line loop went round recently and the MQTT reporter runs, or is being
+        restarted since less than REPORTER_GRACE (the watchdog is fed only then)."""
         now = time.monotonic()
-        return all(now - self.last_step.get(r.id, 0.0) < stale for r in self.app.runners)
+        lines = all(now - self.last_step.get(r.id, 0.0) < stale for r in self.app.runners)
+        down = self.reporter_down_since
+        return lines and (down is None or now - down < REPORTER_GRACE)
 
     def summary(self) -> str:
         """One line for `systemctl status`: the lines' states, the boxes' new messages."""
         with self.lock:
             new = {b: self.app.store.counts(b)["new"] for b in self.config.boxes}
-            return sdnotify.summary(self.app.line_states(), new)
+            text = sdnotify.summary(self.app.line_states(), new)
+        if self.reporter_down_since is not None:
+            text += "; fault: MQTT reporter stopped, restarting"
+        elif self.reporter_restarts:
+            text += f"; MQTT reporter restarted {self.reporter_restarts}x"
+        return text
 
     def housekeeping(self) -> None:
         with self.lock:
             self.app.maintain()
             self.app.process_commands()
+            self.check_reporter()
+
+    def check_reporter(self) -> None:
+        """A reporter whose threads died (a bug, an exception paho let through) is a
+        fault: logged, shown in the status, restarted; the watchdog stops being fed if
+        it stays down (systemd then restarts the whole appliance)."""
+        r = self.app.reporter
+        if r is None:
+            return
+        why = r.dead()
+        if why is None:
+            self.reporter_down_since = None
+            return
+        if self.reporter_down_since is None:
+            self.reporter_down_since = time.monotonic()
+        log.error("fault: the MQTT reporter stopped (%s); restarting it", why)
+        try:
+            r.restart()
+        except Exception as e:          # noqa: BLE001 - tried again next round
+            log.error("restarting the MQTT reporter failed: %s", e)
+            return
+        self.reporter_restarts += 1
+        self.reporter_down_since = None if r.dead() is None else self.reporter_down_since
 
     def stop(self) -> None:
         self.stopping.set()
