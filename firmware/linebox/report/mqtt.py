@@ -81,6 +81,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import paho.mqtt.client as paho
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from linebox import events as ev_
 from linebox.commands import MAX_PAYLOAD, CommandError, parse_payload
@@ -228,7 +229,7 @@ class MqttReporter:
 
     def _make_client(self) -> paho.Client:
         c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"linebox-{self.device.id}",
-                        clean_session=True, protocol=paho.MQTTv311)
+                        protocol=paho.MQTTv5)
         # Second line of defence behind _guarded: paho logs what escapes a callback.
         c.suppress_exceptions = True
         c.will_set(self.status_topic, "offline", qos=1, retain=True)
@@ -264,7 +265,8 @@ class MqttReporter:
         self._thread.start()
 
     def _connect(self) -> None:
-        self.client.connect_async(self.config.host, self.config.port, self.config.keepalive)
+        self.client.connect_async(self.config.host, self.config.port, self.config.keepalive,
+                                  clean_start=True)       # as clean_session in MQTT 3.1.1
         self.client.loop_start()
 
     def dead(self) -> str | None:
@@ -469,9 +471,13 @@ class MqttReporter:
                       self.config.port, reason_code)
             return
         log.info("MQTT: connected to %s:%d", self.config.host, self.config.port)
-        subs = [(f"{self.cmd_prefix}+", 1)] if self.dispatch is not None else []
+        # MQTT 5's "retain as published": a command someone published with the retain
+        # flag arrives flagged even live, so it is ignored every time, not only at a
+        # reconnect (MQTT 3.1.1 clears the flag on live delivery).
+        opts = SubscribeOptions(qos=1, retainAsPublished=True)
+        subs = [(f"{self.cmd_prefix}+", opts)] if self.dispatch is not None else []
         if self.config.discovery:
-            subs.append((STATUS_TOPIC, 1))
+            subs.append((STATUS_TOPIC, SubscribeOptions(qos=1)))
         if subs:
             client.subscribe(subs)
         client.publish(self.status_topic, "online", qos=1, retain=True)
