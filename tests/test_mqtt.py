@@ -864,3 +864,46 @@ def test_tls_with_a_ca_file_and_a_password(tls_broker, tmp_path, caplog):
     finally:
         watcher.close()
     assert "s3cret-word" not in caplog.text and "wrong-word" not in caplog.text
+
+
+# ---------------------------------------------------------------- the documented ACL
+
+def _doc_block(first_line: str) -> str:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "mqtt-security.md").read_text()
+    for block in re.findall(r"^```\w*\n(.*?)^```", text, re.S | re.M):
+        if block.startswith(first_line):
+            return block
+    raise AssertionError(f"no block starting {first_line!r} in docs/mqtt-security.md")
+
+
+def test_the_documented_acl_keeps_commands_and_callers_to_their_users(tmp_path):
+    if not shutil.which("mosquitto_passwd"):
+        pytest.skip("mosquitto_passwd is needed for the ACL test")
+    d = tmp_path / "acl"
+    d.mkdir()
+    (d / "linebox.acl").write_text(_doc_block("# /etc/mosquitto/linebox.acl"))
+    for i, user in enumerate(("linebox", "homeassistant", "dashboard")):
+        subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []), d / "passwd",
+                        user, f"pw-{user}"], check=True, capture_output=True)
+    b = Broker(d, extra=f"password_file {d}/passwd\nacl_file {d}/linebox.acl\n"
+                        "allow_anonymous false").start()
+    ha = Watcher(b.port, auth=("homeassistant", "pw-homeassistant"))
+    dash = Watcher(b.port, auth=("dashboard", "pw-dashboard"), topics=("linebox/#",))
+    rig = AppRig(tmp_path, b.port, mqtt_extra='username = "linebox"\npassword = "pw-linebox"')
+    try:
+        m = rig.leave()
+        wait_until(lambda: any(e.get("message") == m for e in ha.events()), what="HA's event")
+        wait_until(lambda: dash.last(f"{BASE}/box/100/state") is not None, what="dash state")
+        # The dashboard may not command, and its publish is dropped by the broker.
+        dash.publish(f"{BASE}/cmd/delete", m)
+        assert no_answer(rig, ha) and rig.state_of(m) == "new"
+        assert send_command(rig, ha, "delete", m)["ok"] is True       # Home Assistant may
+        assert rig.state_of(m) == "trash"
+        seen = {t for t, _, _ in dash.messages}
+        assert f"{BASE}/event" not in seen and f"{BASE}/line/1/caller" not in seen
+        assert not any("/cmd/" in t or "last_message" in t for t in seen)
+    finally:
+        rig.close()
+        ha.close()
+        dash.close()
+        b.stop()
