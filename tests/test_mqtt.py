@@ -678,12 +678,20 @@ def test_a_dead_reporter_is_a_fault_in_the_status_and_is_restarted(broker, watch
         reporter.client.loop_stop()           # paho's network thread gone, as a crash leaves it
         assert reporter.dead() == "the network thread ended"
         # A restart that keeps failing: unhealthy (no watchdog) after the grace period.
-        monkeypatch.setattr(reporter, "restart", lambda: (_ for _ in ()).throw(OSError("no")))
+        calls = []
+
+        def failing():
+            calls.append(1)
+            raise OSError("no route to host")
+        monkeypatch.setattr(reporter, "restart", failing)
         monkeypatch.setattr("linebox.app.REPORTER_GRACE", 0.0)
         daemon.housekeeping()
         assert "fault: MQTT reporter stopped" in daemon.summary()
         assert not daemon.healthy()
+        daemon.housekeeping()                 # not tried again at once (no log flood)
+        assert calls == [1]
         monkeypatch.undo()
+        daemon._next_reporter_try = 0.0       # the retry interval has passed
         daemon.housekeeping()                 # restarted for real this time
         assert reporter.dead() is None and daemon.healthy()
         assert "MQTT reporter restarted 1x" in daemon.summary()
@@ -731,7 +739,7 @@ def test_discovery_is_published_and_republished_when_home_assistant_comes_online
     assert doc["cmps"]["line_1_missed_calls"]["state_class"] == "total_increasing"
     assert doc["cmps"]["events"]["event_types"] == [
         "call", "missed_call", "message_saved", "message_heard", "message_deleted",
-        "message_retracted", "login_failed", "line_fault"]
+        "message_retracted", "login_failed", "line_fault", "box_locked"]
     assert doc["cmps"]["line_1_state"]["options"] == [
         "idle", "ringing", "answered", "recording", "playing", "fault"]
     assert all(c["object_id"] == c["unique_id"] for c in doc["cmps"].values())
@@ -907,3 +915,61 @@ def test_the_documented_acl_keeps_commands_and_callers_to_their_users(tmp_path):
         ha.close()
         dash.close()
         b.stop()
+
+
+# ---------------------------------------------------------------- what must not leak or get lost
+
+def test_digits_that_are_not_a_box_are_never_published(rig, watcher):
+    rig.bus.publish({"event": "login", "line": 1, "box": "4321", "ok": False})   # a PIN, early
+    rig.bus.publish({"event": "login", "line": 1, "box": "100", "ok": False})
+    assert rig.reporter.flush(WAIT)
+    wait_until(lambda: len(watcher.events()) >= 2, what="two events")
+    assert [e["box"] for e in watcher.events()] == [None, "100"]
+    assert "4321" not in json.dumps(watcher.events())
+
+
+def test_a_message_saved_while_nothing_reported_it_is_reported_at_the_next_start(
+        broker, watcher, tmp_path):
+    rig = AppRig(tmp_path, broker.port)
+    before = rig.leave()                        # reported as it happens
+    rig.close()
+    # The store committed a message, then the process died before the outbox had it:
+    # here the same data folder without a reporter.
+    bare = Appliance(app_config(tmp_path, broker.port), Bus())
+    bare.open()
+    lost = leave_message(bare, number="5550001234")
+    bare.close()
+    watcher.clear()
+    again = AppRig(tmp_path, broker.port)
+    try:
+        wait_until(lambda: any(e.get("message") == lost for e in watcher.events()),
+                   what="the late message_saved")
+        (late,) = [e for e in watcher.events() if e["type"] == "message_saved"]
+        assert (late["message"], late["caller_number"], late["box"]) == (lost, "5550001234", "100")
+        assert before != lost
+    finally:
+        again.close()
+
+
+def test_the_first_start_on_a_folder_with_messages_does_not_replay_them(broker, watcher, tmp_path):
+    bare = Appliance(app_config(tmp_path, broker.port), Bus())
+    bare.open()
+    leave_message(bare)
+    bare.close()
+    rig = AppRig(tmp_path, broker.port)
+    try:
+        assert rig.reporter.flush(WAIT)
+        time.sleep(0.3)
+        assert [e for e in watcher.events() if e["type"] == "message_saved"] == []
+    finally:
+        rig.close()
+
+
+def test_a_pin_lockout_is_an_event_for_the_owner(rig, watcher):
+    rig.bus.publish({"event": "box_locked", "box": "100", "until": "2026-12-02T05:00:00+01:00",
+                     "reason": "too many wrong PINs"})
+    assert rig.reporter.flush(WAIT)
+    wait_until(lambda: watcher.events(), what="the event")
+    assert strip(watcher.events()) == [{"type": "box_locked", "box": "100",
+                                        "until": "2026-12-02T05:00:00+01:00",
+                                        "reason": "too many wrong PINs"}]

@@ -17,6 +17,7 @@ from linebox.voicemail.store import Store
 log = get_logger("app")
 RETENTION_EVERY = 3600.0   # seconds of (store) clock between retention runs
 REPORTER_GRACE = 30.0      # seconds a dead MQTT reporter may take to come back
+REPORTER_RETRY = 5.0       # seconds between attempts to restart it
 
 
 class Appliance:
@@ -99,6 +100,11 @@ class Appliance:
 
     def line_settings(self) -> dict[int, dict]:
         return self.settings.as_dict()
+
+    def saved_messages(self) -> list[dict]:
+        """Every saved message (any state but recording): what MQTT checks at start for
+        a ``message_saved`` an interrupted run did not queue."""
+        return self.store.messages()
 
     def last_messages(self) -> dict[str, dict | None]:
         """Each box's newest message that is not in the trash (Home Assistant's sensor)."""
@@ -222,6 +228,7 @@ class Daemon:
         self.last_step: dict[int, float] = {}
         self.reporter_down_since: float | None = None   # monotonic; None while it runs
         self.reporter_restarts = 0
+        self._next_reporter_try = 0.0
 
     def start(self) -> None:
         import threading
@@ -282,8 +289,12 @@ class Daemon:
         if why is None:
             self.reporter_down_since = None
             return
+        now = time.monotonic()
         if self.reporter_down_since is None:
-            self.reporter_down_since = time.monotonic()
+            self.reporter_down_since = now
+        elif now < self._next_reporter_try:
+            return
+        self._next_reporter_try = now + REPORTER_RETRY
         log.error("fault: the MQTT reporter stopped (%s); restarting it", why)
         try:
             r.restart()

@@ -46,6 +46,7 @@ MESSAGE_DISCARDED = "message_discarded"
 MESSAGE_STATE = "message_state"
 MESSAGE_RETRACTED = "message_retracted"
 BOX_CHANGED = "box_changed"
+BOX_LOCKED = "box_locked"              # PIN lockout began (for the owner's alert)
 # ---- the lamps (hw/leds.py)
 LED = "led"
 # ---- the SIP server: registration of an IP phone
@@ -81,6 +82,7 @@ CATALOGUE: dict[str, EventKind] = {k.name: k for k in (
     EventKind(MESSAGE_STATE, ("id", "box", "state", "line"), "voicemail/store.py"),
     EventKind(MESSAGE_RETRACTED, ("id", "box", "line"), "voicemail/store.py"),
     EventKind(BOX_CHANGED, ("box", "counts"), "voicemail/store.py", transcript=False),
+    EventKind(BOX_LOCKED, ("box", "until", "reason"), "voicemail/store.py"),
     EventKind(LED, ("box", "pattern"), "hw/leds.py"),
     EventKind(EXTENSION_STATE, ("extension", "state"), "sip", transcript=False),
     EventKind(INCOMING, ("caller_number", "caller_name"), "hw/sim.py"),

@@ -39,7 +39,7 @@ from linebox.linesettings import MAX_RINGS, MIN_RINGS
 PREFIX = "homeassistant"
 STATUS_TOPIC = f"{PREFIX}/status"
 EVENT_TYPES = ("call", "missed_call", "message_saved", "message_heard", "message_deleted",
-               "message_retracted", "login_failed", "line_fault")
+               "message_retracted", "login_failed", "line_fault", "box_locked")
 LINE_STATES = ("idle", "ringing", "answered", "recording", "playing", "fault")
 REGISTERED = ("registered", "online", "ON", "up")     # extension_state values that mean up
 __all__ = ["MAX_RINGS", "MIN_RINGS", "discovery_payload", "discovery_topic", "board"]

@@ -157,6 +157,9 @@ def report_for(ev: dict) -> dict | None:
                 "reason": ev.get("reason") or "wrong_pin"}
     if kind == ev_.LINE_FAULT:
         return {"type": "line_fault", "line": ev.get("line"), "reason": ev.get("reason")}
+    if kind == ev_.BOX_LOCKED:
+        return {"type": "box_locked", "box": ev.get("box"), "until": ev.get("until"),
+                "reason": ev.get("reason")}
     return None
 
 
@@ -252,8 +255,10 @@ class MqttReporter:
     # ------------------------------------------------------------ life cycle
 
     def start(self) -> None:
-        """Read the state source, then connect in the background."""
+        """Read the state source, report what an interrupted run did not, then connect
+        in the background."""
         self._read_state_source()
+        self.catch_up()
         self._start_sender()
         log.info("MQTT: connecting to %s:%d as %s (base topic %s)", self.config.host,
                  self.config.port, f"linebox-{self.device.id}", self.base)
@@ -276,9 +281,12 @@ class MqttReporter:
                 return None
         if self._thread is None or not self._thread.is_alive():
             return "the sender thread ended"
-        net = getattr(self.client, "_thread", None)     # paho's loop_start() thread
-        if net is None or not net.is_alive():
-            return "the network thread ended"
+        # paho's loop_start() thread (paho 2 keeps it there, None after loop_stop());
+        # a paho without the attribute is not second-guessed.
+        if hasattr(self.client, "_thread"):
+            net = self.client._thread
+            if net is None or not net.is_alive():
+                return "the network thread ended"
         return None
 
     def restart(self) -> None:
@@ -368,8 +376,15 @@ class MqttReporter:
         if kind in (ev_.MESSAGE_SAVED, ev_.MESSAGE_STATE, ev_.MESSAGE_RETRACTED):
             self._refresh_last_messages()
         report = report_for(ev)
-        if report is not None:
-            self.queue_event(report)
+        if report is None:
+            return
+        if report["type"] == "login_failed" and report.get("box") not in self._boxes:
+            # What a caller typed at the box-number prompt may be a PIN typed early:
+            # only a configured box number is worth (and safe) reporting.
+            report["box"] = None
+        self.queue_event(report)
+        if report["type"] == "message_saved":
+            self._note_saved(report["message"])
 
     def queue_event(self, report: dict) -> None:
         """Put an event in the outbox (durably) and wake the sender."""
@@ -400,8 +415,15 @@ class MqttReporter:
             self._set_state(f"{self.base}/box/{box}/last_message", _last_payload(rec))
 
     def _load_counters(self) -> dict[int, int]:
+        """Missed calls per line, and (``self._saved_upto``) the newest message whose
+        ``message_saved`` is in the outbox."""
+        self._saved_upto: str | None = None
         try:
-            raw = json.loads(self.counters_file.read_bytes()).get("missed_calls", {})
+            doc = json.loads(self.counters_file.read_bytes())
+            upto = doc.get("saved_upto")
+            if isinstance(upto, str) and upto.isascii() and upto.isdigit():
+                self._saved_upto = upto
+            raw = doc.get("missed_calls", {})
             return {int(k): int(v) for k, v in raw.items()
                     if str(k).isascii() and str(k).isdigit() and isinstance(v, int) and v >= 0}
         except FileNotFoundError:
@@ -411,8 +433,34 @@ class MqttReporter:
                         type(e).__name__)
             return {}
 
+    def _note_saved(self, message_id: str) -> None:
+        if self._saved_upto is None or int(message_id) > int(self._saved_upto):
+            self._saved_upto = message_id
+            self._save_counters()
+
+    def catch_up(self) -> int:
+        """Queue ``message_saved`` for messages saved after the last one queued: a kill
+        between the store's commit and the outbox loses no event. The first run on a
+        data folder only notes where it stands. Returns how many were queued."""
+        source = getattr(self.state_source, "saved_messages", None)
+        if source is None:
+            return 0
+        records = sorted(source(), key=lambda r: int(r["id"]))
+        if self._saved_upto is None:
+            self._saved_upto = records[-1]["id"] if records else "0"
+            self._save_counters()
+            return 0
+        missing = [r for r in records if int(r["id"]) > int(self._saved_upto)]
+        for rec in missing:
+            log.warning("MQTT: message %s was saved but not reported (interrupted); "
+                        "reporting it now", rec["id"])
+            self.queue_event(report_for({"event": ev_.MESSAGE_SAVED, **rec}))
+            self._note_saved(rec["id"])
+        return len(missing)
+
     def _save_counters(self) -> None:
-        blob = json.dumps({"missed_calls": {str(k): v for k, v in self._missed.items()}})
+        blob = json.dumps({"missed_calls": {str(k): v for k, v in self._missed.items()},
+                           "saved_upto": self._saved_upto})
         try:
             write_file_atomic(self.counters_file, blob.encode())
         except OSError as e:
