@@ -762,7 +762,7 @@ def test_the_button_payload_of_discovery_is_a_valid_command(app_rig, watcher):
     rings = doc["cmps"]["line_1_rings"]["command_template"].replace("{{ value | int }}", "7")
     assert send_command(app_rig, watcher, "rings", rings)["ok"] is True
     assert app_rig.state_of(m) == "heard"
-    assert app_rig.app.line_settings()[1] == {"answering": False, "rings": 7}
+    assert app_rig.app.line_settings()[1] == {"answering": False, "rings": 7, "min_rings": 3}
 
 
 def test_the_caller_is_shown_while_the_line_still_rings(rig, watcher):
@@ -973,3 +973,9 @@ def test_a_pin_lockout_is_an_event_for_the_owner(rig, watcher):
     assert strip(watcher.events()) == [{"type": "box_locked", "box": "100",
                                         "until": "2026-12-02T05:00:00+01:00",
                                         "reason": "too many wrong PINs"}]
+
+
+def test_the_rings_number_starts_above_the_toll_saver(app_rig, watcher):
+    wait_until(lambda: watcher.of("homeassistant/device/office/config"), what="discovery")
+    doc = json.loads(watcher.last("homeassistant/device/office/config"))
+    assert (doc["cmps"]["line_1_rings"]["min"], doc["cmps"]["line_2_rings"]["min"]) == (3, 1)

@@ -39,7 +39,9 @@ class LineSettings:
         return self._over.get(line_id, {}).get("rings", self._lines[line_id].rings)
 
     def as_dict(self) -> dict[int, dict]:
-        return {i: {"answering": self.answering(i), "rings": self.rings(i)} for i in self._lines}
+        """line id -> {"answering", "rings", "min_rings"} (the last for a dashboard's slider)."""
+        return {i: {"answering": self.answering(i), "rings": self.rings(i),
+                    "min_rings": min_rings(cfg)} for i, cfg in self._lines.items()}
 
     def set(self, line_id: int, *, answering: bool | None = None, rings: int | None = None) -> None:
         """Change one line's settings, on disk first (LineboxError if it cannot be written)."""

@@ -68,10 +68,12 @@ def board() -> tuple[str | None, str | None]:
 def discovery_payload(device: DeviceConfig, base: str, boxes: Mapping[str, str],
                       lines: Iterable[int], *, commands: bool = True,
                       configuration_url: str | None = None,
-                      extensions: Iterable[str] = ()) -> dict:
+                      extensions: Iterable[str] = (),
+                      min_rings: Mapping[int, int] | None = None) -> dict:
     """The discovery document. ``base`` is the device's base topic (``linebox/office``),
     ``boxes`` maps box number to box name, ``lines`` are the line ids, ``extensions`` the
-    configured SIP extensions (none before the SIP server is configured)."""
+    configured SIP extensions (none before the SIP server is configured), ``min_rings``
+    the fewest rings each line takes (more than its toll saver)."""
     slug = f"linebox_{device.id.replace('-', '_')}"
     cmps: dict[str, dict] = {}
 
@@ -126,7 +128,8 @@ def discovery_payload(device: DeviceConfig, base: str, boxes: Mapping[str, str],
             add(f"line_{line}_rings", "number", f"Line {line} rings before answering",
                 command_topic=f"{base}/cmd/rings",
                 command_template='{"line": ' + str(line) + ', "rings": {{ value | int }}}',
-                state_topic=f"{lt}/rings", min=MIN_RINGS, max=MAX_RINGS, step=1,
+                state_topic=f"{lt}/rings", min=(min_rings or {}).get(line, MIN_RINGS),
+                max=MAX_RINGS, step=1,
                 mode="box", entity_category="config", icon="mdi:phone-ring")
     for ext in extensions:
         add(f"extension_{ext}_registered", "binary_sensor", f"Extension {ext} registered",

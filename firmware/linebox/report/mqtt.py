@@ -27,16 +27,21 @@ Events, from bus events:
 ============================  ====================  =====================================
 bus event                     type                  fields
 ============================  ====================  =====================================
-answer                        call                  line, caller_number, caller_name, rings
+answer (its caller fields)    call                  line, caller_number, caller_name, rings
 missed_call                   missed_call           line, caller_number, caller_name, rings
 message_saved                 message_saved         box, message, line, caller_number,
                                                     caller_name, seconds (recovered if so)
 message_state heard           message_heard         box, message
 message_state trash           message_deleted       box, message
 message_retracted             message_retracted     box, message
-login with ok false           login_failed          line, box, reason
+login with ok false           login_failed          line, box (configured boxes only), reason
 line_fault                    line_fault            line, reason
+box_locked                    box_locked            box, until, reason
 ============================  ====================  =====================================
+
+Every field comes from the bus event itself (the catalogue in :mod:`linebox.events`
+says which), never from the order of earlier events. ``login_failed`` carries ``box``
+only when it is a configured box: digits typed at the box-number prompt may be a PIN.
 
 ``message_deleted`` is sent when a message goes to the trash (deleted by phone or by
 command; retention of heard messages too): that is when it disappears for its owner.
@@ -49,6 +54,9 @@ the outbox in order with at most ``window`` events in flight; after a reconnect 
 events that were in flight are resent (by paho, in order) and acknowledged before any
 newer one is sent; after a restart the outbox is replayed first. Delivery is at least
 once: an event in flight when the process dies is sent again, with the same ``id``.
+A kill between the store's commit and the outbox would lose a ``message_saved``: the
+newest message queued is noted (``saved_upto`` in ``mqtt-counters.json``) and at start
+the messages saved after it are reported (:meth:`MqttReporter.catch_up`).
 
 Commands, on ``<base>/cmd/<action>``, answered on ``<base>/cmd/result`` with
 ``{"ok": bool, "error": str|null, "action": ..., "request_id": ...}`` (and ``result``
@@ -56,16 +64,17 @@ when the command has one): the table of :mod:`linebox.commands` (docs/commands.m
 which actions there are and what they take. A payload is a JSON object, or for the actions
 that have a main key, that key's value as plain text (``cmd/delete`` ``000012``).
 Payloads over ``MAX_PAYLOAD`` bytes, retained messages (a command published once with
-the retain flag would run again at every connect) and, with ``[mqtt] commands = false``,
-every command are not carried out. Nothing a sender sends can stop the reporter: every
+the retain flag would run again at every connect; MQTT 5's "retain as published" shows
+the flag on live delivery too) and, with ``[mqtt] commands = false``, every command are
+not carried out (nothing is subscribed then). Nothing a sender sends can stop the reporter: every
 callback catches what it raises.
 
 Threads: paho's network thread runs the callbacks; the sender thread publishes; bus
 events (``handle``) come from the firmware's loop. Commands read from their payload are
 queued and checked and run by :meth:`MqttReporter.process_commands`, which the firmware's
 loop calls, so the appliance is only ever touched from that loop. :meth:`dead` says when
-a thread died; the daemon then calls :meth:`restart`. No lock of this
-module is held while calling paho (paho calls ``on_publish`` holding its own lock).
+a thread died; the daemon then calls :meth:`restart`. No lock of this module is held
+while calling paho (paho calls ``on_publish`` holding its own lock).
 """
 
 import functools
@@ -225,6 +234,7 @@ class MqttReporter:
         self._acked: list[int] = []
         self._boxes: dict[str, str] = {}      # number -> name (for discovery)
         self._lines: list[int] = []
+        self._min_rings: dict[int, int] = {}  # line -> the fewest rings it takes
         self._thread: threading.Thread | None = None
         self._warned_down = False
         self.client = self._make_client()
@@ -639,6 +649,7 @@ class MqttReporter:
                 self._dirty.add(topic)
             self._boxes = {n: str(c.get("name") or n) for n, c in boxes.items()}
             self._lines = sorted(lines)
+            self._min_rings = {i: s.get("min_rings", 1) for i, s in settings.items()}
             self._cond.notify_all()
 
 
@@ -698,8 +709,8 @@ class MqttReporter:
 
     def _publish_discovery(self) -> None:
         with self._cond:
-            boxes, lines = dict(self._boxes), list(self._lines)
-        doc = discovery_payload(self.device, self.base, boxes, lines,
+            boxes, lines, lo = dict(self._boxes), list(self._lines), dict(self._min_rings)
+        doc = discovery_payload(self.device, self.base, boxes, lines, min_rings=lo,
                                 commands=self.dispatch is not None,
                                 configuration_url=self.configuration_url,
                                 extensions=self.extensions)
