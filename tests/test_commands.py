@@ -11,11 +11,12 @@ import pytest
 
 from conftest import run_linebox
 from linebox import commands
-from linebox.app import Appliance, web_url
+from linebox.app import Appliance
 from linebox.commands import TABLE, CommandError, dispatch, parse_payload
 from linebox.config import parse_config
 from linebox.events import Bus
 from linebox.linesettings import FILE as SETTINGS_FILE
+from linebox.report.discovery import configured_extensions, web_url
 from linebox.voicemail.pins import hash_pin
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -335,6 +336,13 @@ def test_web_url_reads_the_portal_setting_defensively():
     assert web_url(NS(web=NS(listen="[fd00::5]:443", tls_cert="/c.pem"))) == "https://[fd00::5]:443/"
     assert web_url(NS(web=NS(listen="127.0.0.1:80", enabled=False))) is None
     assert web_url(NS(web=NS(listen="0.0.0.0:8080"))).endswith(":8080/")
+
+
+def test_extensions_are_read_defensively():
+    from types import SimpleNamespace as NS
+    assert configured_extensions(NS()) == []
+    assert configured_extensions(NS(extensions=[NS(number="201"), {"number": 202}, "203"])) == [
+        "201", "202", "203"]
 
 
 # ---------------------------------------------------------------- `linebox cmd`

@@ -320,6 +320,7 @@ def test_the_will_sets_offline_when_the_process_is_killed(broker, watcher, tmp_p
 def test_retained_states_come_from_the_state_source_on_connect(broker, tmp_path):
     with Rig(broker.port, tmp_path / "outbox") as rig:
         rig.wait_connected()
+        assert rig.reporter.flush(WAIT)               # every state handed to paho
         late = Watcher(broker.port, topics=(f"{BASE}/line/#", f"{BASE}/box/#"))
         wait_until(lambda: late.last(f"{BASE}/box/101/state") is not None, what="retained box")
         assert json.loads(late.last(f"{BASE}/box/100/state")) == {
@@ -329,7 +330,12 @@ def test_retained_states_come_from_the_state_source_on_connect(broker, tmp_path)
         assert late.last(f"{BASE}/line/1/answering") == "ON"
         assert late.last(f"{BASE}/line/2/answering") == "OFF"
         assert late.last(f"{BASE}/line/2/rings") == "6"
-        assert all(retained for _, _, retained in late.messages)
+        # What a newcomer gets first on each topic is the broker's retained copy (the
+        # reporter may still be republishing the same states live behind it).
+        first = {}
+        for topic, _, retained in late.messages:
+            first.setdefault(topic, retained)
+        assert all(first.values()), first
         late.close()
 
 

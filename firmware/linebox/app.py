@@ -52,6 +52,7 @@ class Appliance:
         recovered at open are reported and mailed too)."""
         import zoneinfo
 
+        from linebox.report.discovery import configured_extensions, web_url
         from linebox.report.email import Mailer
         from linebox.report.mqtt import MqttReporter
         from linebox.report.outbox import Outbox
@@ -63,7 +64,7 @@ class Appliance:
             self.reporter = MqttReporter(cfg.mqtt, cfg.device, self.bus, outbox, self,
                                          self.run_command, clock=self.clock,
                                          configuration_url=web_url(cfg),
-                                         extensions=_extensions(cfg))
+                                         extensions=configured_extensions(cfg))
         if cfg.email is not None:
             self.mailer = Mailer(cfg.email, cfg.boxes, self.data_dir / "mailq", self.clock,
                                  lookup=self.store.get, tz=tz, device_name=cfg.device.name)
@@ -165,34 +166,6 @@ class Appliance:
         if now >= self._next_retention:
             self.store.apply_retention(now)
             self._next_retention = now + RETENTION_EVERY
-
-
-def web_url(cfg) -> str | None:
-    """The web portal's address for Home Assistant's "visit device" link, when a portal
-    is configured (``[web] listen = "HOST:PORT"``)."""
-    web = getattr(cfg, "web", None)
-    listen = getattr(web, "listen", None) if web is not None else None
-    if not listen or getattr(web, "enabled", True) is False:
-        return None
-    host, _, port = str(listen).rpartition(":")
-    host = host.strip("[]")
-    if host in ("", "0.0.0.0", "::"):
-        import socket
-        host = socket.getfqdn()
-    scheme = "https" if getattr(web, "tls_cert", None) else "http"
-    return f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}/"
-
-
-def _extensions(cfg) -> list[str]:
-    """The configured SIP extensions' numbers, if this build has them."""
-    out = []
-    for ext in getattr(cfg, "extensions", None) or ():
-        n = ext if isinstance(ext, str | int) else (
-            getattr(ext, "number", None) or getattr(ext, "extension", None)
-            or (ext.get("number") if isinstance(ext, dict) else None))
-        if n is not None:
-            out.append(str(n))
-    return out
 
 
 def make_line(cfg, pins):

@@ -42,7 +42,36 @@ EVENT_TYPES = ("call", "missed_call", "message_saved", "message_heard", "message
                "message_retracted", "login_failed", "line_fault", "box_locked")
 LINE_STATES = ("idle", "ringing", "answered", "recording", "playing", "fault")
 REGISTERED = ("registered", "online", "ON", "up")     # extension_state values that mean up
-__all__ = ["MAX_RINGS", "MIN_RINGS", "discovery_payload", "discovery_topic", "board"]
+__all__ = ["MAX_RINGS", "MIN_RINGS", "board", "configured_extensions", "discovery_payload",
+           "discovery_topic", "web_url"]
+
+
+def web_url(cfg) -> str | None:
+    """The web portal's address for Home Assistant's "visit device" link, when a portal
+    is configured (``[web] listen = "HOST:PORT"``)."""
+    web = getattr(cfg, "web", None)
+    listen = getattr(web, "listen", None) if web is not None else None
+    if not listen or getattr(web, "enabled", True) is False:
+        return None
+    host, _, port = str(listen).rpartition(":")
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        import socket
+        host = socket.getfqdn()
+    scheme = "https" if getattr(web, "tls_cert", None) else "http"
+    return f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}/"
+
+
+def configured_extensions(cfg) -> list[str]:
+    """The configured SIP extensions' numbers, if this build has them."""
+    out = []
+    for ext in getattr(cfg, "extensions", None) or ():
+        n = ext if isinstance(ext, str | int) else (
+            getattr(ext, "number", None) or getattr(ext, "extension", None)
+            or (ext.get("number") if isinstance(ext, dict) else None))
+        if n is not None:
+            out.append(str(n))
+    return out
 
 
 def discovery_topic(device: DeviceConfig) -> str:
