@@ -12,7 +12,7 @@ from simkit import Sim, of, speech_wav
 FIRMWARE = Path(__file__).resolve().parent.parent / "firmware" / "linebox"
 # publish("kind", ...), _publish(line, "kind", ...), {"event": "kind", ...}
 LITERAL = re.compile(r'(?:publish\((?:self, |line, )?|"event": )"([a-z_]+)"')
-CONSTANT = re.compile(r'(?:publish\(|"event": )events\.([A-Z_]+)')
+CONSTANT = re.compile(r'(?:publish\(|"event": )(?:events\.)?([A-Z][A-Z_]+)\b')
 
 
 def test_every_published_event_is_in_the_catalogue():

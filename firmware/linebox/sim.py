@@ -5,13 +5,11 @@ import sys
 import time
 from datetime import datetime
 
-from linebox import FRAME, RATE, events
+from linebox import FRAME, RATE
 from linebox.app import Appliance
 from linebox.errors import LineboxError
-from linebox.events import Bus
+from linebox.events import HIDDEN, Bus
 
-# Events for the machinery, not for the story (the catalogue marks them).
-HIDDEN = events.HIDDEN
 # A scenario's calls must be over this long after the last one began.
 MAX_CALL_SECONDS = 4 * 3600.0
 # The longest jump over idle time (seconds): retention is checked after each.

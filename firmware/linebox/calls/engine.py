@@ -10,10 +10,11 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Generator, Iterable
 
-from linebox import FRAME, RATE, events
+from linebox import FRAME, RATE
 from linebox.caller import CallerId
 from linebox.calls.rings import RingCounter
 from linebox.dsp.listener import Listener
+from linebox.events import ANSWER, LINE_STATE, PROMPT_END
 from linebox.hw.line import CallerIdReceived, Fault, FaultCleared, HungUp, KeyPressed, Line, Tick
 from linebox.log import get as get_logger
 
@@ -150,7 +151,7 @@ class Call:
             if interruptible and self.key_waiting():
                 done = False
                 break
-        self.publish(events.PROMPT_END, name=name)
+        self.publish(PROMPT_END, name=name)
         if not done:
             yield from self._await_release()
         return done
@@ -242,7 +243,7 @@ class LineRunner:
     def set_state(self, state: str) -> None:
         if state != self.state:
             self.state = state
-            self.bus.publish({"event": events.LINE_STATE, "line": self.id, "state": state})
+            self.bus.publish({"event": LINE_STATE, "line": self.id, "state": state})
 
     def skip(self, samples: int) -> None:
         """Jump the clock over idle time (the simulator does this between calls)."""
@@ -339,7 +340,7 @@ class LineRunner:
         self.listener.dtmf_callerid = False
         self.listener.fsk = None
         # The caller as the answer knew it, so a reporter needs no memory of the ring cycle.
-        self.publish(events.ANSWER, after_rings=self.rings.count, **self._caller_fields())
+        self.publish(ANSWER, after_rings=self.rings.count, **self._caller_fields())
         self.set_state("answered")
         self.call = Call(self, self.callerid)
         self.flow = self.flow_factory(self.call)

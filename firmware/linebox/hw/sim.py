@@ -20,10 +20,10 @@ from array import array
 from datetime import datetime, timedelta
 from operator import add
 
-from linebox import FRAME, RATE, events
+from linebox import FRAME, RATE
 from linebox.dsp import gen
 from linebox.dsp.plans import get_plan, tone_signal
-from linebox.events import Bus
+from linebox.events import PROMPT, PROMPT_END, Bus
 from linebox.hw.line import SILENT_FRAME, Line, Tick
 from linebox.hw.scenario import CallSpec, Dtmf, Hangup, Say, Scenario, Silence, Wait
 
@@ -169,7 +169,7 @@ class SimExchange:
 
     def _on_event(self, ev: dict) -> None:
         kind = ev.get("event")
-        if kind not in (events.PROMPT, events.PROMPT_END):
+        if kind not in (PROMPT, PROMPT_END):
             return
         line = self._lines.get(ev.get("line"))
         if line is not None:
@@ -336,7 +336,7 @@ class SimLine(Line):
         """A prompt started or ended on this line: a waiting caller may go on."""
         if self.phase != CONNECTED:
             return
-        key = ("end" if kind == events.PROMPT_END else "start", name)
+        key = ("end" if kind == PROMPT_END else "start", name)
         if key == self._blocked:
             self._blocked = None
             self._seen.clear()
