@@ -95,7 +95,7 @@ def test_minimal_file_gets_the_documented_defaults():
                                     route="100", answer=True),)
     assert cfg.boxes == {"100": BoxConfig(
         number="100", name="Box 100", language="en", pin_hash=HASH, pin_required=True,
-        email=None, email_on_new=False, led_pin=None, max_messages=100,
+        email=(), email_on_new=False, led_pin=None, max_messages=100,
         max_message_seconds=180, keep_heard_days=30.0, trash_days=7.0, retract_minutes=15.0)}
     assert (cfg.attendant, cfg.mqtt, cfg.email) == (None, None, None)
     assert cfg.source == "<test>"

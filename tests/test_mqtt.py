@@ -818,6 +818,9 @@ def test_each_box_shows_its_last_message(app_rig, watcher):
     assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$", shown["received"])
     send_command(app_rig, watcher, "delete", second)
     wait_until(lambda: json.loads(watcher.last(topic))["message"] == first, what="the one before")
+    app_rig.app.store.set_transcript(first, "please call me back", "test")
+    wait_until(lambda: json.loads(watcher.last(topic))["transcript"] == "please call me back",
+               what="the transcript as an attribute")
 
 
 def test_an_extension_registration_is_a_retained_state_and_a_sensor(broker, watcher, tmp_path):

@@ -52,7 +52,8 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--clear", action="store_true", help="go back to the system greeting")
     g.add_argument("--config", default=DEFAULT_CONFIG)
     g.add_argument("--data")
-    g.set_defaults(handler="linebox.voicemail.cli:cmd_greeting")
+    # writes_data: run as the data folder's owner (linebox.access); these inputs are read first.
+    g.set_defaults(handler="linebox.voicemail.cli:cmd_greeting", writes_data=("file",))
 
     d = sub.add_parser("demo", help="a complete story on a simulated line")
     d.add_argument("--json", action="store_true")
@@ -71,7 +72,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    "main argument as plain text")
     k.add_argument("--config", default=DEFAULT_CONFIG)
     k.add_argument("--data")
-    k.set_defaults(handler="linebox.commands:cmd_main")
+    k.set_defaults(handler="linebox.commands:cmd_main", writes_data=())
 
     h = sub.add_parser("hwcheck", help="check the configured hardware")
     h.add_argument("--config", default=DEFAULT_CONFIG)
@@ -90,13 +91,38 @@ def _resolve(spec: str):
     return getattr(module, fn)
 
 
+def _as_data_owner(args) -> None:
+    """A command that writes the data folder runs as the folder's owner: as root, it
+    becomes that user (see linebox.access), so the service keeps owning its files."""
+    import os
+
+    if os.geteuid() != 0:
+        return
+    from linebox.access import become_data_owner
+    from linebox.config import load_config
+
+    for name in ("config", "data"):      # relative to where the administrator stands
+        if getattr(args, name, None):
+            setattr(args, name, os.path.abspath(getattr(args, name)))
+    cfg = load_config(args.config, data_dir=getattr(args, "data", None))
+    become_data_owner(cfg.device.data_dir, args, args.writes_data)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     from linebox import log
 
     log.setup(args.log_level)
     try:
-        return _resolve(args.handler)(args) or 0
+        handler = _resolve(args.handler)
+        if getattr(args, "writes_data", None) is not None:
+            _as_data_owner(args)
+        return handler(args) or 0
+    except PermissionError as e:
+        from linebox.access import denied
+
+        print(f"linebox: error: {denied(e.filename) if e.filename else e}", file=sys.stderr)
+        return 2
     except LineboxError as e:
         print(f"linebox: error: {e}", file=sys.stderr)
         return e.exit_code

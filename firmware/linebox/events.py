@@ -45,8 +45,11 @@ MESSAGE_SAVED = "message_saved"
 MESSAGE_DISCARDED = "message_discarded"
 MESSAGE_STATE = "message_state"
 MESSAGE_RETRACTED = "message_retracted"
+MESSAGE_TRANSCRIBED = "message_transcribed"
 BOX_CHANGED = "box_changed"
 BOX_LOCKED = "box_locked"              # PIN lockout began (for the owner's alert)
+# ---- the appliance (app.py)
+TRANSCRIPTION_FAILED = "transcription_failed"
 # ---- the lamps (hw/leds.py)
 LED = "led"
 # ---- the SIP server: registration of an IP phone
@@ -81,8 +84,11 @@ CATALOGUE: dict[str, EventKind] = {k.name: k for k in (
     EventKind(MESSAGE_DISCARDED, ("box", "reason", "line"), "voicemail/store.py"),
     EventKind(MESSAGE_STATE, ("id", "box", "state", "line"), "voicemail/store.py"),
     EventKind(MESSAGE_RETRACTED, ("id", "box", "line"), "voicemail/store.py"),
+    EventKind(MESSAGE_TRANSCRIBED, ("id", "box", "line", "transcript", "engine"),
+              "voicemail/store.py"),
     EventKind(BOX_CHANGED, ("box", "counts"), "voicemail/store.py", transcript=False),
     EventKind(BOX_LOCKED, ("box", "until", "reason"), "voicemail/store.py"),
+    EventKind(TRANSCRIPTION_FAILED, ("id", "reason"), "app.py"),
     EventKind(LED, ("box", "pattern"), "hw/leds.py"),
     EventKind(EXTENSION_STATE, ("extension", "state"), "sip", transcript=False),
     EventKind(INCOMING, ("caller_number", "caller_name"), "hw/sim.py"),

@@ -16,7 +16,8 @@ Topics, under ``<base> = <base_topic>/<device id>``:
   was made (kept in ``mqtt-counters.json`` beside the outbox).
 - ``<base>/box/<number>/last_message`` retained: JSON ``{"message", "caller_number",
   "caller_name", "received", "seconds", "line", "transcript"}`` of the box's newest
-  message not in the trash (all null when there is none).
+  message not in the trash (all null when there is none; ``transcript`` once the
+  transcription kept one, republished on ``message_transcribed``).
 - ``<base>/extension/<n>/state`` retained: an IP phone's registration, from the
   ``extension_state`` bus event.
   All retained states are republished on every (re)connect from the state source.
@@ -383,7 +384,8 @@ class MqttReporter:
             ext = str(ev.get("extension"))
             if _TOPIC_LEVEL.fullmatch(ext):
                 self._set_state(f"{self.base}/extension/{ext}/state", str(ev.get("state"))[:32])
-        if kind in (ev_.MESSAGE_SAVED, ev_.MESSAGE_STATE, ev_.MESSAGE_RETRACTED):
+        if kind in (ev_.MESSAGE_SAVED, ev_.MESSAGE_STATE, ev_.MESSAGE_RETRACTED,
+                    ev_.MESSAGE_TRANSCRIBED):
             self._refresh_last_messages()
         report = report_for(ev)
         if report is None:
@@ -739,7 +741,7 @@ class MqttReporter:
 
 
 def _last_payload(rec: dict | None) -> str:
-    """A box's ``last_message`` topic; ``transcript`` is for the speech-to-text helper."""
+    """A box's ``last_message`` topic (``transcript`` once transcription kept one)."""
     rec = rec or {}
     out = {"message": rec.get("id"), **{k: rec.get(k) for k in LAST_FIELDS},
            "transcript": rec.get("transcript")}

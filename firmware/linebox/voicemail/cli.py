@@ -5,17 +5,20 @@ import sys
 
 from linebox.errors import LineboxError
 
-FIELDS = ("id", "box", "state", "caller_number", "caller_name", "received", "seconds", "line", "file", "recovered")
+FIELDS = ("id", "box", "state", "caller_number", "caller_name", "received", "seconds", "line", "file", "recovered",
+          "transcript", "transcript_engine")
 
 
 def _store(args, read_only: bool):
-    from linebox.config import load_config
+    from linebox.access import require
+    from linebox.config import device_tz, load_config
     from linebox.voicemail.store import Store
 
     cfg = load_config(args.config, data_dir=args.data)
     if args.box is not None and args.box not in cfg.boxes:
         raise LineboxError(f"no box {args.box} in {cfg.source}")
-    store = Store(cfg.device.data_dir, cfg.boxes)
+    require(cfg.device.data_dir, write=not read_only)   # a missing permission: one line
+    store = Store(cfg.device.data_dir, cfg.boxes, tz=device_tz(cfg.device))
     # Never repair recordings here: a running daemon may be writing one right now.
     store.open(read_only=read_only, recover=False)
     return cfg, store

@@ -312,6 +312,17 @@ class Store:
             return self._transition(message_id, rec.get("prev_state") or "saved")
 
     @_writes
+    @_writes
+    def set_transcript(self, message_id: str, text: str, engine: str) -> dict:
+        """Keep a message's transcript; publishes ``message_transcribed``."""
+        with self._lock:
+            rec = self._record(message_id)
+            self._update(message_id, transcript=text, transcript_engine=engine)
+        self._publish({"event": "message_transcribed", "id": message_id, "box": rec["box"],
+                       "line": rec["line"], "transcript": text, "engine": engine,
+                       "caller_number": rec["caller_number"], "caller_name": rec["caller_name"]})
+        return self._out(self._record(message_id))
+
     def purge(self, message_id: str) -> None:
         """Delete for good: file and record. Publishes state ``deleted``."""
         with self._lock:
@@ -605,7 +616,8 @@ class Store:
                   "caller_name": None, "received": self._iso(received_ts),
                   "received_ts": received_ts, "seconds": 0.0, "line": None,
                   "recovered": False, "saved_at": None, "heard_at": None,
-                  "trashed_at": None, "prev_state": None}
+                  "trashed_at": None, "prev_state": None,
+                  "transcript": None, "transcript_engine": None}
         record.update(fields)
         return record
 
@@ -633,6 +645,9 @@ class Store:
     def _out(self, rec: dict) -> dict:
         out = dict(rec)
         out["file"] = str(self._path(rec))
+        # In the device's zone as configured now, whatever zone it was written in.
+        if isinstance(rec.get("received_ts"), int | float):
+            out["received"] = self._iso(rec["received_ts"])
         return out
 
     def _iso(self, ts: float) -> str:
