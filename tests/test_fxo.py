@@ -27,7 +27,7 @@ from linebox.calls.rings import RingCounter
 from linebox.config import LineConfig
 from linebox.dsp import gen
 from linebox.dsp.plans import get_plan
-from linebox.events import Bus
+from linebox.events import HIDDEN, Bus
 from linebox.hw.audio import PREFILL, AlsaAudio, AudioGone, SimAudio
 from linebox.hw.fxo import FxoLine, _Poller, calibrate, from_config, tone_level_dbm0
 from linebox.hw.gpio import ManualClock, SimPins
@@ -393,7 +393,7 @@ def test_a_call_rung_in_on_gpio_is_answered_and_talks_through_alsa(tmp_path, mon
     ring = RingSignal(pins, RING_PIN, line.clock, "us")
     bus = Bus()
     events = []
-    bus.subscribe(lambda ev: events.append(ev) if not ev["event"].startswith("_") else None)
+    bus.subscribe(lambda ev: events.append(ev) if ev["event"] not in HIDDEN else None)
     greeting = gen.tone(1000.0, 0.5, -10.0)
     heard = []
 

@@ -225,11 +225,11 @@ def test_wait_beep_holds_the_caller_until_the_beep_prompt_ends():
     fw.run(1.0)
     ex.bus.publish({"event": "prompt", "name": "beep", "line": 1})
     fw.run(1.0)
-    ex.bus.publish({"event": "_prompt_end", "name": "beep", "line": 2})    # another line's
+    ex.bus.publish({"event": "prompt_end", "name": "beep", "line": 2})    # another line's
     fw.run(1.0)
     assert max(fw.audio(1, 0.0, 3.0, off_hook=True)) < 100          # only line noise so far
     end_t = ex.now
-    ex.bus.publish({"event": "_prompt_end", "name": "beep", "line": 1})
+    ex.bus.publish({"event": "prompt_end", "name": "beep", "line": 1})
     fw.run(1.0)
     levels = frame_levels(fw.audio(1, end_t))
     assert levels[0] > -10 and levels[3] > -10 and levels[4] < -50

@@ -151,12 +151,12 @@ def test_full_lifecycle_publishes_events_in_order(store, clock, events):
     assert without_counts(events) == [
         {"event": "message_saved", "box": "100", "id": mid, "seconds": 2.5, "line": 1,
          "caller_number": "5551234567", "caller_name": "JOHN DOE", "recovered": False},
-        {"event": "message_state", "id": mid, "box": "100", "state": "heard"},
-        {"event": "message_state", "id": mid, "box": "100", "state": "saved"},
-        {"event": "message_state", "id": mid, "box": "100", "state": "trash"},
-        {"event": "message_state", "id": mid, "box": "100", "state": "saved"},
-        {"event": "message_state", "id": mid, "box": "100", "state": "trash"},
-        {"event": "message_state", "id": mid, "box": "100", "state": "deleted"},
+        {"event": "message_state", "id": mid, "box": "100", "state": "heard", "line": 1},
+        {"event": "message_state", "id": mid, "box": "100", "state": "saved", "line": 1},
+        {"event": "message_state", "id": mid, "box": "100", "state": "trash", "line": 1},
+        {"event": "message_state", "id": mid, "box": "100", "state": "saved", "line": 1},
+        {"event": "message_state", "id": mid, "box": "100", "state": "trash", "line": 1},
+        {"event": "message_state", "id": mid, "box": "100", "state": "deleted", "line": 1},
     ]
     # box_changed follows each change of the counts, and only those (saved -> purge from
     # trash changes nothing).
@@ -316,8 +316,8 @@ def test_heard_goes_to_trash_after_keep_days_and_trash_is_purged_after_trash_day
     assert store.get(heard["id"]) is None
     assert not Path(heard["file"]).exists()
     assert without_counts(events) == [
-        {"event": "message_state", "id": heard["id"], "box": "100", "state": "trash"},
-        {"event": "message_state", "id": heard["id"], "box": "100", "state": "deleted"},
+        {"event": "message_state", "id": heard["id"], "box": "100", "state": "trash", "line": 1},
+        {"event": "message_state", "id": heard["id"], "box": "100", "state": "deleted", "line": 1},
     ]
     clock.advance(1000 * DAY)
     store.apply_retention()
@@ -398,7 +398,7 @@ def test_retract_moves_the_message_to_the_trash_marked_retracted(store, events, 
     assert Path(msg["file"]).exists()
     assert store.recent_from("100", msg["caller_number"], 900) is None   # not offered again
     assert events == [
-        {"event": "message_retracted", "id": msg["id"], "box": "100"},
+        {"event": "message_retracted", "id": msg["id"], "box": "100", "line": 1},
         {"event": "box_changed", "box": "100",
          "counts": {"new": 0, "saved": 0, "total": 0, "full": False, "name": "Main office"}},
     ]

@@ -13,11 +13,14 @@ from linebox.calls.prompts import Prompts
 from linebox.config import device_tz
 from linebox.errors import LineboxError
 from linebox.hw.leds import MessageLeds
+from linebox.linesettings import LineSettings
 from linebox.log import get as get_logger
 from linebox.voicemail.store import Store
 
 log = get_logger("app")
 RETENTION_EVERY = 3600.0   # seconds of (store) clock between retention runs
+REPORTER_GRACE = 30.0      # seconds a dead MQTT reporter may take to come back
+REPORTER_RETRY = 5.0       # seconds between attempts to restart it
 
 
 class Appliance:
@@ -34,8 +37,8 @@ class Appliance:
         self.svc = Services(config, self.store, bus, self.prompts_for)
         self.leds = MessageLeds(bus, self.store, config.boxes, led_backend)
         self.runners: list[LineRunner] = []
-        self.answering = {line.id: line.answer for line in config.lines}
-        self.rings = {line.id: line.rings for line in config.lines}
+        # Answering and rings as changed from outside (commands) over the config's values.
+        self.settings = LineSettings(self.data_dir, config.lines)
         self.schedules = {line.id: line.schedule for line in config.lines}
         self._next_retention = 0.0
         self.reporter = None
@@ -54,6 +57,7 @@ class Appliance:
     def start_reporting(self) -> None:
         """Create the MQTT reporter and the mailer (before open(), so that messages
         recovered at open are reported and mailed too)."""
+        from linebox.report.discovery import configured_extensions, web_url
         from linebox.report.email import Mailer
         from linebox.report.mqtt import MqttReporter
         from linebox.report.outbox import Outbox
@@ -62,7 +66,10 @@ class Appliance:
         tz = self.tz
         if cfg.mqtt is not None:
             outbox = Outbox(self.data_dir / "outbox", clock=self.clock, tz=tz)
-            self.reporter = MqttReporter(cfg.mqtt, cfg.device, self.bus, outbox, self, self, clock=self.clock)
+            self.reporter = MqttReporter(cfg.mqtt, cfg.device, self.bus, outbox, self,
+                                         self.run_command, clock=self.clock,
+                                         configuration_url=web_url(cfg),
+                                         extensions=configured_extensions(cfg))
         if cfg.email is not None:
             self.mailer = Mailer(cfg.email, cfg.boxes, self.data_dir / "mailq", self.clock,
                                  lookup=self.store.get, tz=tz, device_name=cfg.device.name,
@@ -133,48 +140,38 @@ class Appliance:
         return {b: self.store.counts(b) for b in self.config.boxes}
 
     def line_settings(self) -> dict[int, dict]:
-        return {line.id: {"answering": self.answering[line.id], "rings": self.rings[line.id]}
-                for line in self.config.lines}
+        return self.settings.as_dict()
 
-    def mark_heard(self, box=None, message=None) -> int:
-        if message is not None:
-            self.store.set_state(message, "heard")
-            return 1
-        new = self.store.messages(box, ["new"])
-        for m in new:
-            self.store.set_state(m["id"], "heard")
-        return len(new)
+    def saved_messages(self) -> list[dict]:
+        """Every saved message (any state but recording): what MQTT checks at start for
+        a ``message_saved`` an interrupted run did not queue."""
+        return self.store.messages()
 
-    def delete(self, message) -> None:
-        self.store.delete(message)
+    def last_messages(self) -> dict[str, dict | None]:
+        """Each box's newest message that is not in the trash (Home Assistant's sensor)."""
+        out = {}
+        for b in self.config.boxes:
+            live = self.store.messages(b, ["new", "heard", "saved"])
+            out[b] = live[-1] if live else None
+        return out
 
-    def undelete(self, box):
-        rec = self.store.undelete_last(box)
-        if rec is None:
-            raise LineboxError(f"box {box}: nothing to undelete")
-        return rec["id"]
-
-    def set_answering(self, line, on: bool) -> None:
-        self.answering[line] = bool(on)
-
-    def set_rings(self, line, rings: int) -> None:
-        self.rings[line] = int(rings)
-
-    def led_test(self, pattern) -> None:
-        self.leds.test_pattern(pattern)
+    # -- commands from outside (MQTT, the web portal): linebox.commands -----------
+    def run_command(self, action: str, args: dict) -> dict:
+        from linebox.commands import dispatch
+        return dispatch(self, action, args)
 
     def reload(self) -> None:
-        """Re-read what can change without a restart: answering, rings and office hours
-        per line."""
+        """Re-read what can change without a restart: the answering and rings defaults
+        (what was set from outside stays) and the office hours per line."""
         from linebox.config import load_config
 
         if not self.config.source or self.config.source.startswith("<"):
             raise LineboxError("reload: this configuration was not read from a file")
         fresh = load_config(self.config.source, data_dir=self.data_dir)
+        known = {line.id for line in self.config.lines}
+        self.settings.reconfigure([line for line in fresh.lines if line.id in known])
         for line in fresh.lines:
-            if line.id in self.rings:
-                self.rings[line.id] = line.rings
-                self.answering[line.id] = line.answer
+            if line.id in known:
                 self.schedules[line.id] = line.schedule
 
     def open(self) -> None:
@@ -225,11 +222,11 @@ class Appliance:
     def answering_now(self, cfg) -> bool:
         """Answering switched on (config, MQTT) and not in hours the office answers itself."""
         hours = self.office_hours(cfg)
-        return self.answering[cfg.id] and (hours is None or hours.answer)
+        return self.settings.answering(cfg.id) and (hours is None or hours.answer)
 
     def rings_needed(self, cfg) -> int:
         hours = self.office_hours(cfg)
-        rings = hours.rings if hours is not None else self.rings[cfg.id]
+        rings = hours.rings if hours is not None else self.settings.rings(cfg.id)
         if cfg.toll_saver_rings and any(self.store.counts(b.number)["new"]
                                       for b in self.config.boxes_for_line(cfg.id)):
             return min(cfg.toll_saver_rings, rings)
@@ -298,6 +295,9 @@ class Daemon:
         self.lines = []
         self.threads = []
         self.last_step: dict[int, float] = {}
+        self.reporter_down_since: float | None = None   # monotonic; None while it runs
+        self.reporter_restarts = 0
+        self._next_reporter_try = 0.0
 
     def start(self) -> None:
         import threading
@@ -324,20 +324,55 @@ class Daemon:
             self.last_step[runner.id] = time.monotonic()
 
     def healthy(self, stale: float = 5.0) -> bool:
-        """Every line loop went round recently (the watchdog is fed only then)."""
+        """Every line loop went round recently and the MQTT reporter runs, or is being
+        restarted since less than REPORTER_GRACE (the watchdog is fed only then)."""
         now = time.monotonic()
-        return all(now - self.last_step.get(r.id, 0.0) < stale for r in self.app.runners)
+        lines = all(now - self.last_step.get(r.id, 0.0) < stale for r in self.app.runners)
+        down = self.reporter_down_since
+        return lines and (down is None or now - down < REPORTER_GRACE)
 
     def summary(self) -> str:
         """One line for `systemctl status`: the lines' states, the boxes' new messages."""
         with self.lock:
             new = {b: self.app.store.counts(b)["new"] for b in self.config.boxes}
-            return sdnotify.summary(self.app.line_states(), new)
+            text = sdnotify.summary(self.app.line_states(), new)
+        if self.reporter_down_since is not None:
+            text += "; fault: MQTT reporter stopped, restarting"
+        elif self.reporter_restarts:
+            text += f"; MQTT reporter restarted {self.reporter_restarts}x"
+        return text
 
     def housekeeping(self) -> None:
         with self.lock:
             self.app.maintain()
             self.app.process_commands()
+            self.check_reporter()
+
+    def check_reporter(self) -> None:
+        """A reporter whose threads died (a bug, an exception paho let through) is a
+        fault: logged, shown in the status, restarted; the watchdog stops being fed if
+        it stays down (systemd then restarts the whole appliance)."""
+        r = self.app.reporter
+        if r is None:
+            return
+        why = r.dead()
+        if why is None:
+            self.reporter_down_since = None
+            return
+        now = time.monotonic()
+        if self.reporter_down_since is None:
+            self.reporter_down_since = now
+        elif now < self._next_reporter_try:
+            return
+        self._next_reporter_try = now + REPORTER_RETRY
+        log.error("fault: the MQTT reporter stopped (%s); restarting it", why)
+        try:
+            r.restart()
+        except Exception as e:          # noqa: BLE001 - tried again next round
+            log.error("restarting the MQTT reporter failed: %s", e)
+            return
+        self.reporter_restarts += 1
+        self.reporter_down_since = None if r.dead() is None else self.reporter_down_since
 
     def stop(self) -> None:
         self.stopping.set()

@@ -73,6 +73,17 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", default=DEFAULT_CONFIG)
     r.set_defaults(handler="linebox.app:main")
 
+    from linebox.commands import help_text
+    k = sub.add_parser("cmd", help="run one command against the data folder (daemon stopped)",
+                       epilog=help_text() + "\n\nSee docs/commands.md.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    k.add_argument("action", help="mark_heard, delete, undelete, list, unlock, answering, rings")
+    k.add_argument("payload", nargs="?", help='a JSON object like \'{"box": "100"}\', or the '
+                   "main argument as plain text")
+    k.add_argument("--config", default=DEFAULT_CONFIG)
+    k.add_argument("--data")
+    k.set_defaults(handler="linebox.commands:cmd_main", writes_data=())
+
     h = sub.add_parser("hwcheck", help="check the configured hardware")
     h.add_argument("--config", default=DEFAULT_CONFIG)
     h.set_defaults(handler="linebox.hw.check:main")

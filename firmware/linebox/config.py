@@ -45,7 +45,7 @@ BOX_KEYS = ("number", "name", "language", "pin_hash", "pin_required", "email",
             "remote_login")
 ATTENDANT_KEYS = ("prompt", "options", "default", "timeout_seconds")
 MQTT_KEYS = ("host", "port", "username", "password", "tls", "ca_file", "base_topic",
-             "discovery", "keepalive")
+             "discovery", "keepalive", "commands")
 EMAIL_KEYS = ("smtp_host", "smtp_port", "starttls", "tls", "username", "password", "from",
               "max_attachment_bytes", "timeout_seconds")
 
@@ -198,6 +198,7 @@ class MqttConfig:
     base_topic: str = "linebox"
     discovery: bool = True
     keepalive: int = 60
+    commands: bool = True                # false: no command is taken over MQTT
 
 
 @dataclass(frozen=True)
@@ -610,6 +611,7 @@ def _read_mqtt(t: _Table) -> MqttConfig:
                               "(no +, #, spaces or empty levels)"),
         discovery=t.get_bool("discovery", True),
         keepalive=t.get_int("keepalive", 60, lo=5, hi=3600),
+        commands=t.get_bool("commands", True),
     )
 
 

@@ -2,8 +2,10 @@
 the transcript, LEDs, MQTT and e-mail subscribe to them.
 
 An event is a dict with at least ``event`` (its kind). Call-flow events also carry ``t``
-(seconds on the line's clock) and ``line``. Kinds starting with ``_`` are internal
-(for example ``_prompt_end``) and are not printed in transcripts.
+(seconds on the line's clock) and ``line``. Every kind is named once, in :data:`CATALOGUE`
+below, with its fields; publishers use the constants. Kinds that are facts for the
+machinery rather than for the story (``line_state``, ``prompt_end``, ``box_changed``) are
+marked ``transcript=False`` and left out of ``linebox sim`` transcripts.
 
 Subscribers are isolated from each other and from the publisher: one that raises is
 logged (with its exception) and the others still get the event, so a broken reporter
@@ -12,6 +14,101 @@ can neither abort the store operation that published nor silence the LEDs.
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EventKind:
+    """One kind of bus event: its name, the fields it carries, who publishes it."""
+
+    name: str
+    fields: tuple[str, ...]
+    source: str                      # the publishing module, for readers of the code
+    transcript: bool = True          # shown in `linebox sim` transcripts
+
+
+# ---- the call engine (calls/engine.py), one line each: also "t" and "line"
+RING = "ring"
+CALLERID = "callerid"
+ANSWER = "answer"
+MISSED_CALL = "missed_call"
+DTMF = "dtmf"
+PROMPT = "prompt"
+PROMPT_END = "prompt_end"
+HANGUP_DETECTED = "hangup_detected"
+ONHOOK = "onhook"
+LINE_STATE = "line_state"
+LINE_FAULT = "line_fault"
+LINE_FAULT_CLEARED = "line_fault_cleared"
+# ---- the call flows (calls/flows.py)
+RECORD_START = "record_start"
+RECORD_END = "record_end"
+LOGIN = "login"
+MESSAGE_PLAYED = "message_played"
+# ---- the store (voicemail/store.py)
+MESSAGE_SAVED = "message_saved"
+MESSAGE_DISCARDED = "message_discarded"
+MESSAGE_STATE = "message_state"
+MESSAGE_RETRACTED = "message_retracted"
+MESSAGE_TRANSCRIBED = "message_transcribed"
+BOX_CHANGED = "box_changed"
+BOX_LOCKED = "box_locked"              # PIN lockout began (for the owner's alert)
+BOX_UNLOCKED = "box_unlocked"          # the owner or an administrator lifted a lock
+DISK_FAULT = "disk_fault"              # the data folder is full or cannot be written
+DISK_FAULT_CLEARED = "disk_fault_cleared"
+# ---- the appliance (app.py)
+TRANSCRIPTION_FAILED = "transcription_failed"
+# ---- the lamps (hw/leds.py)
+LED = "led"
+# ---- the SIP server: registration of an IP phone
+EXTENSION_STATE = "extension_state"
+# ---- the simulated exchange (hw/sim.py): the caller's side, for transcripts
+INCOMING = "incoming"
+CALLER_GAVE_UP = "caller_gave_up"
+CALLER_HANGUP = "caller_hangup"
+CALL_END = "call_end"
+
+_CALLER = ("caller_number", "caller_name", "caller_number_absent", "caller_name_absent")
+
+CATALOGUE: dict[str, EventKind] = {k.name: k for k in (
+    EventKind(RING, ("n",), "calls/engine.py"),
+    EventKind(CALLERID, ("number", "name", "number_absent", "name_absent"), "calls/engine.py"),
+    EventKind(ANSWER, ("after_rings", *_CALLER), "calls/engine.py"),
+    EventKind(MISSED_CALL, ("rings", "caller_number", "caller_name"), "calls/engine.py"),
+    EventKind(DTMF, ("digit",), "calls/engine.py"),
+    EventKind(PROMPT, ("name",), "calls/engine.py"),
+    EventKind(PROMPT_END, ("name",), "calls/engine.py", transcript=False),
+    EventKind(HANGUP_DETECTED, ("cause",), "calls/engine.py"),
+    EventKind(ONHOOK, (), "calls/engine.py"),
+    EventKind(LINE_STATE, ("state",), "calls/engine.py", transcript=False),
+    EventKind(LINE_FAULT, ("reason", "key"), "calls/engine.py"),
+    EventKind(LINE_FAULT_CLEARED, ("reason", "key"), "calls/engine.py"),
+    EventKind(RECORD_START, ("box",), "calls/flows.py"),
+    EventKind(RECORD_END, ("reason", "box"), "calls/flows.py"),
+    EventKind(LOGIN, ("box", "ok", "reason"), "calls/flows.py"),
+    EventKind(MESSAGE_PLAYED, ("id",), "calls/flows.py"),
+    EventKind(MESSAGE_SAVED, ("box", "id", "seconds", "line", "caller_number", "caller_name",
+                              "recovered"), "voicemail/store.py"),
+    EventKind(MESSAGE_DISCARDED, ("box", "reason", "line"), "voicemail/store.py"),
+    EventKind(MESSAGE_STATE, ("id", "box", "state", "line"), "voicemail/store.py"),
+    EventKind(MESSAGE_RETRACTED, ("id", "box", "line"), "voicemail/store.py"),
+    EventKind(MESSAGE_TRANSCRIBED, ("id", "box", "line", "transcript", "engine"),
+              "voicemail/store.py"),
+    EventKind(BOX_CHANGED, ("box", "counts"), "voicemail/store.py", transcript=False),
+    EventKind(BOX_LOCKED, ("box", "until", "permanent", "first", "failures", "source"),
+              "voicemail/logins.py"),
+    EventKind(BOX_UNLOCKED, ("box", "by"), "voicemail/logins.py"),
+    EventKind(DISK_FAULT, ("key", "reason"), "voicemail/store.py"),
+    EventKind(DISK_FAULT_CLEARED, ("key",), "voicemail/store.py"),
+    EventKind(TRANSCRIPTION_FAILED, ("id", "reason"), "app.py"),
+    EventKind(LED, ("box", "pattern"), "hw/leds.py"),
+    EventKind(EXTENSION_STATE, ("extension", "state"), "sip", transcript=False),
+    EventKind(INCOMING, ("caller_number", "caller_name"), "hw/sim.py"),
+    EventKind(CALLER_GAVE_UP, ("rings",), "hw/sim.py"),
+    EventKind(CALLER_HANGUP, ("how",), "hw/sim.py"),
+    EventKind(CALL_END, (), "hw/sim.py"),
+)}
+HIDDEN = frozenset(k.name for k in CATALOGUE.values() if not k.transcript)
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,8 @@ from datetime import datetime
 from linebox import FRAME, RATE
 from linebox.app import Appliance
 from linebox.errors import LineboxError
-from linebox.events import Bus
+from linebox.events import HIDDEN, Bus
 
-# Events for the machinery, not for the story.
-HIDDEN = ("box_changed",)
 # A scenario's calls must be over this long after the last one began.
 MAX_CALL_SECONDS = 4 * 3600.0
 # The longest jump over idle time (seconds): retention is checked after each.
@@ -33,7 +31,7 @@ class Transcript:
 
     def _on_event(self, ev: dict) -> None:
         kind = ev.get("event", "")
-        if kind.startswith("_") or kind in HIDDEN:
+        if kind in HIDDEN:
             return
         line = ev.get("line", self.current_line)
         rec = {"t": round(self.exchange.now, 3), "call": self.exchange.call_on_line(line) if line else None,

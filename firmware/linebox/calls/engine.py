@@ -14,6 +14,7 @@ from linebox import FRAME, RATE
 from linebox.caller import CallerId
 from linebox.calls.rings import RingCounter
 from linebox.dsp.listener import Listener
+from linebox.events import ANSWER, LINE_STATE, PROMPT_END
 from linebox.hw.line import CallerIdReceived, Fault, FaultCleared, HungUp, KeyPressed, Line, Tick
 from linebox.log import get as get_logger
 
@@ -188,7 +189,7 @@ class Call:
             if interruptible and self.key_waiting():
                 done = False
                 break
-        self.publish("_prompt_end", name=name)
+        self.publish(PROMPT_END, name=name)
         if not done:
             yield from self._await_release()
         return done
@@ -282,7 +283,7 @@ class LineRunner:
     def set_state(self, state: str) -> None:
         if state != self.state:
             self.state = state
-            self.bus.publish({"event": "_line_state", "line": self.id, "state": state})
+            self.bus.publish({"event": LINE_STATE, "line": self.id, "state": state})
 
     def skip(self, samples: int) -> None:
         """Jump the clock over idle time (the simulator does this between calls)."""
@@ -354,6 +355,12 @@ class LineRunner:
                          caller_name=self._cid("name"))
             self._reset()
 
+    def _caller_fields(self) -> dict:
+        cid = self.callerid
+        return {"caller_number": self._cid("number"), "caller_name": self._cid("name"),
+                "caller_number_absent": cid.number_absent if cid else None,
+                "caller_name_absent": cid.name_absent if cid else None}
+
     def _cid(self, key: str):
         return getattr(self.callerid, key) if self.callerid is not None else None
 
@@ -372,7 +379,8 @@ class LineRunner:
         # and keep a caller typing "1234#" from being taken for DTMF caller ID.
         self.listener.dtmf_callerid = False
         self.listener.fsk = None
-        self.publish("answer", after_rings=self.rings.count)
+        # The caller as the answer knew it, so a reporter needs no memory of the ring cycle.
+        self.publish(ANSWER, after_rings=self.rings.count, **self._caller_fields())
         self.set_state("answered")
         self.call = Call(self, self.callerid)
         self.flow = self.flow_factory(self.call)

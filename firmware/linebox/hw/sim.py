@@ -23,7 +23,7 @@ from operator import add
 from linebox import FRAME, RATE
 from linebox.dsp import gen
 from linebox.dsp.plans import get_plan, tone_signal
-from linebox.events import Bus
+from linebox.events import PROMPT, PROMPT_END, Bus
 from linebox.hw.line import SILENT_FRAME, Line, Tick
 from linebox.hw.scenario import CallSpec, Dtmf, Hangup, Say, Scenario, Silence, Wait
 
@@ -52,7 +52,7 @@ class SimExchange:
 
     ``plans`` maps each line id to its tone plan. Publishes the callers' side on
     ``bus``: ``incoming``, ``caller_hangup``, ``caller_gave_up``, ``call_end``; listens
-    for the firmware's ``prompt`` and ``_prompt_end`` events, which callers wait for.
+    for the firmware's ``prompt`` and ``prompt_end`` events, which callers wait for.
     """
 
     def __init__(self, scenario: Scenario, plans: dict[int, str], bus: Bus, rate: int = RATE) -> None:
@@ -169,7 +169,7 @@ class SimExchange:
 
     def _on_event(self, ev: dict) -> None:
         kind = ev.get("event")
-        if kind not in ("prompt", "_prompt_end"):
+        if kind not in (PROMPT, PROMPT_END):
             return
         line = self._lines.get(ev.get("line"))
         if line is not None:
@@ -336,7 +336,7 @@ class SimLine(Line):
         """A prompt started or ended on this line: a waiting caller may go on."""
         if self.phase != CONNECTED:
             return
-        key = ("end" if kind == "_prompt_end" else "start", name)
+        key = ("end" if kind == PROMPT_END else "start", name)
         if key == self._blocked:
             self._blocked = None
             self._seen.clear()

@@ -9,6 +9,17 @@ Topics, under ``<base> = <base_topic>/<device id>``:
   ``<base>/line/<id>/answering`` (``ON``/``OFF``) and ``<base>/line/<id>/rings`` retained:
   the settings the commands change (for the Home Assistant switch and number).
 - ``<base>/box/<number>/state`` retained: JSON ``{"new", "saved", "total", "full", "name"}``.
+- ``<base>/line/<id>/caller`` retained: JSON ``{"display", "number", "name",
+  "number_absent", "name_absent", "time"}``, the caller ID as soon as it is decoded while
+  the line rings (``display`` ``none`` when no call is coming in), and
+  ``<base>/line/<id>/missed_calls`` retained: missed calls counted since the data folder
+  was made (kept in ``mqtt-counters.json`` beside the outbox).
+- ``<base>/box/<number>/last_message`` retained: JSON ``{"message", "caller_number",
+  "caller_name", "received", "seconds", "line", "transcript"}`` of the box's newest
+  message not in the trash (all null when there is none; ``transcript`` once the
+  transcription kept one, republished on ``message_transcribed``).
+- ``<base>/extension/<n>/state`` retained: an IP phone's registration, from the
+  ``extension_state`` bus event.
   All retained states are republished on every (re)connect from the state source.
 - ``<base>/event`` QoS 1: one JSON object per event, ``{"id", "time", "type", ...}``.
 
@@ -17,16 +28,25 @@ Events, from bus events:
 ============================  ====================  =====================================
 bus event                     type                  fields
 ============================  ====================  =====================================
-answer                        call                  line, caller_number, caller_name, rings
+answer (its caller fields)    call                  line, caller_number, caller_name, rings
 missed_call                   missed_call           line, caller_number, caller_name, rings
 message_saved                 message_saved         box, message, line, caller_number,
                                                     caller_name, seconds (recovered if so)
 message_state heard           message_heard         box, message
 message_state trash           message_deleted       box, message
 message_retracted             message_retracted     box, message
-login with ok false           login_failed          line, box, reason
+login with ok false           login_failed          line, box (configured boxes only), reason
 line_fault                    line_fault            line, reason
+box_locked                    box_locked            box, until, permanent, failures, source
+box_unlocked                  box_unlocked          box, by
+disk_fault                    disk_fault            reason
+disk_fault_cleared            disk_fault_cleared    (none)
+message_transcribed           message_transcribed   box, message, line, transcript, engine
 ============================  ====================  =====================================
+
+Every field comes from the bus event itself (the catalogue in :mod:`linebox.events`
+says which), never from the order of earlier events. ``login_failed`` carries ``box``
+only when it is a configured box: digits typed at the box-number prompt may be a PIN.
 
 ``message_deleted`` is sent when a message goes to the trash (deleted by phone or by
 command; retention of heard messages too): that is when it disappears for its owner.
@@ -39,242 +59,144 @@ the outbox in order with at most ``window`` events in flight; after a reconnect 
 events that were in flight are resent (by paho, in order) and acknowledged before any
 newer one is sent; after a restart the outbox is replayed first. Delivery is at least
 once: an event in flight when the process dies is sent again, with the same ``id``.
+A kill between the store's commit and the outbox would lose a ``message_saved``: the
+newest message queued is noted (``saved_upto`` in ``mqtt-counters.json``) and at start
+the messages saved after it are reported (:meth:`MqttReporter.catch_up`).
 
 Commands, on ``<base>/cmd/<action>``, answered on ``<base>/cmd/result`` with
-``{"ok": bool, "error": str|null, "action": ..., "request_id": ...}`` (``request_id``
-echoed when the command had one). A payload is a JSON object, or for the actions that
-have a main key, that key's value as plain text (``cmd/delete`` ``000012``):
-
-================  =================================================  ==========
-action            JSON payload                                       plain text
-================  =================================================  ==========
-mark_heard        ``{"box": "100"}`` (every new message) or
-                  ``{"message": "000012"}``                          box
-delete            ``{"message": "000012"}`` (to the trash)           message
-undelete          ``{"box": "100"}`` (the box's last deleted)        box
-answering         ``{"line": 1, "on": true}``                        —
-rings             ``{"line": 1, "rings": 3}`` (1 to 20)              —
-led_test          ``{"pattern": "blink"}`` (off, on, blink, fast;
-                  ``null`` ends the test)                            pattern
-reload            ``{}`` or empty (re-read the configuration)        —
-================  =================================================  ==========
-
-Box numbers and message ids are strings; lines and rings are integers; unknown keys,
-unknown boxes or lines and wrong types are refused with ``ok: false`` and a reason, and
-nothing is called. Any object may carry ``"request_id"`` (string or integer).
+``{"ok": bool, "error": str|null, "action": ..., "request_id": ...}`` (and ``result``
+when the command has one): the table of :mod:`linebox.commands` (docs/commands.md) says
+which actions there are and what they take. A payload is a JSON object, or for the actions
+that have a main key, that key's value as plain text (``cmd/delete`` ``000012``).
+Payloads over ``MAX_PAYLOAD`` bytes, retained messages (a command published once with
+the retain flag would run again at every connect; MQTT 5's "retain as published" shows
+the flag on live delivery too) and, with ``[mqtt] commands = false``, every command are
+not carried out (nothing is subscribed then). Nothing a sender sends can stop the reporter: every
+callback catches what it raises.
 
 Threads: paho's network thread runs the callbacks; the sender thread publishes; bus
-events (``handle``) come from the firmware's loop. Checked commands are queued and run
-by :meth:`MqttReporter.process_commands`, which the firmware's loop calls, so the
-command target (the Appliance) is only ever touched from that loop. No lock of this
-module is held while calling paho (paho calls ``on_publish`` holding its own lock).
+events (``handle``) come from the firmware's loop. Commands read from their payload are
+queued and checked and run by :meth:`MqttReporter.process_commands`, which the firmware's
+loop calls, so the appliance is only ever touched from that loop. :meth:`dead` says when
+a thread died; the daemon then calls :meth:`restart`. No lock of this module is held
+while calling paho (paho calls ``on_publish`` holding its own lock).
 """
 
+import functools
 import json
 import logging
 import queue
+import re
 import ssl
 import threading
 import time
 import zoneinfo
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import paho.mqtt.client as paho
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from linebox import events as ev_
+from linebox.commands import MAX_PAYLOAD, CommandError, parse_payload
 from linebox.config import DeviceConfig, MqttConfig
 from linebox.errors import LineboxError
 from linebox.events import Bus
-from linebox.report.discovery import (
-    MAX_RINGS,
-    MIN_RINGS,
-    STATUS_TOPIC,
-    discovery_payload,
-    discovery_topic,
-)
+from linebox.fileio import write_file_atomic
+from linebox.report.discovery import STATUS_TOPIC, discovery_payload, discovery_topic
 from linebox.report.outbox import Outbox, OutboxError, iso_time
 
 log = logging.getLogger("linebox.mqtt")
 
 RECONNECT_MIN, RECONNECT_MAX = 1, 60        # seconds, doubling in between (paho)
 WINDOW = 10                                  # events in flight at once
-LED_PATTERNS = ("off", "on", "blink", "fast")
 BOX_FIELDS = ("new", "saved", "total", "full", "name")
+LAST_FIELDS = ("caller_number", "caller_name", "received", "seconds", "line")
+_TOPIC_LEVEL = re.compile(r"[A-Za-z0-9_.-]{1,32}")       # an extension number in a topic
+COUNTERS_FILE = "mqtt-counters.json"
 
 
 class StateSource(Protocol):
-    """What the retained topics show; read on every (re)connect and after commands."""
+    """What the retained topics show; read on every (re)connect and after commands.
+    ``last_messages`` (box -> the store's newest live record or None) is optional."""
 
     def line_states(self) -> dict[int, str]: ...            # line id -> idle|ringing|...
     def box_counts(self) -> dict[str, dict]: ...            # box -> store.counts(box)
     def line_settings(self) -> dict[int, dict]: ...         # line id -> {"answering", "rings"}
 
 
-class CommandTarget(Protocol):
-    """What the commands do; called only from process_commands(). A LineboxError,
-    KeyError or ValueError raised here is answered as ``ok: false`` with its text."""
-
-    def mark_heard(self, box: str | None = None, message: str | None = None) -> Any: ...
-    def delete(self, message: str) -> Any: ...
-    def undelete(self, box: str) -> Any: ...
-    def set_answering(self, line: int, on: bool) -> Any: ...
-    def set_rings(self, line: int, rings: int) -> Any: ...
-    def led_test(self, pattern: str | None) -> Any: ...
-    def reload(self) -> Any: ...
+# (action, arguments) -> the reply of linebox.commands.dispatch
+Dispatch = Callable[[str, dict], dict]
 
 
-class CommandError(ValueError):
-    """A command payload that cannot be carried out; the text says why."""
-
-
-@dataclass
-class Command:
-    action: str
-    args: dict
-    request_id: str | int | None
-
-
-# ---------------------------------------------------------------- command checking
-
-# action -> (allowed keys, key a plain-text payload stands for)
-ACTIONS: dict[str, tuple[tuple[str, ...], str | None]] = {
-    "mark_heard": (("box", "message"), "box"),
-    "delete": (("message",), "message"),
-    "undelete": (("box",), "box"),
-    "answering": (("line", "on"), None),
-    "rings": (("line", "rings"), None),
-    "led_test": (("pattern",), "pattern"),
-    "reload": ((), None),
-}
-
-
-def parse_command(action: str, payload: bytes, boxes, lines) -> Command:
-    """Check one command against the known ``boxes`` (numbers) and ``lines`` (ids).
-    Raises CommandError with the reason; the request_id is kept on it when readable."""
-    if action not in ACTIONS:
-        raise CommandError(f"unknown action {action!r} (known: {', '.join(ACTIONS)})")
-    keys, plain = ACTIONS[action]
-    try:
-        text = payload.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise CommandError("payload is not UTF-8 text") from None
-    if text[:1] in ("{", "["):
+def _guarded(fn):
+    """A paho callback that never raises: an exception escaping one kills paho's network
+    thread, and with it all reporting (found with a payload of 1,000 ``[``)."""
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
         try:
-            args = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise CommandError(f"bad JSON: {e.msg} at character {e.pos}") from None
-        if not isinstance(args, dict):
-            raise CommandError(f"payload must be a JSON object like {_example(action)}")
-    elif text and plain is not None:
-        args = {plain: text}
-    elif not text and action == "reload":
-        args = {}
-    else:
-        raise CommandError(f"payload must be a JSON object like {_example(action)}")
-    request_id = args.pop("request_id", None)
-    err = CommandError()
-    err.request_id = request_id
-    if request_id is not None and (isinstance(request_id, bool)
-                                   or not isinstance(request_id, str | int)):
-        err.request_id = None
-        raise _fail(err, "request_id must be a string or an integer")
-    for key in args:
-        if key not in keys:
-            expected = f"expected {' or '.join(keys)}" if keys else "expected none"
-            raise _fail(err, f"unknown key {key!r} ({expected})")
-    try:
-        _check_args(action, args, set(boxes), set(lines))
-    except CommandError as e:
-        raise _fail(err, str(e)) from None
-    return Command(action, args, request_id)
-
-
-def _fail(err: CommandError, message: str) -> CommandError:
-    err.args = (message,)
-    return err
-
-
-def _example(action: str) -> str:
-    return {"mark_heard": '{"box": "100"}', "delete": '{"message": "000012"}',
-            "undelete": '{"box": "100"}', "answering": '{"line": 1, "on": true}',
-            "rings": '{"line": 1, "rings": 3}', "led_test": '{"pattern": "blink"}',
-            "reload": "{}"}[action]
-
-
-def _check_args(action: str, args: dict, boxes: set, lines: set) -> None:
-    def need(key):
-        if key not in args:
-            raise CommandError(f"missing {key!r} (like {_example(action)})")
-        return args[key]
-
-    if action == "mark_heard" and len(args) != 1:
-        raise CommandError('give either "box" or "message"')
-    if "box" in args:
-        box = args["box"]
-        if not isinstance(box, str):
-            raise CommandError('box must be a string like "100"')
-        if box not in boxes:
-            raise CommandError(f"no box {box!r}")
-    if "message" in args:
-        message = args["message"]
-        if not isinstance(message, str) or not message.isdigit():
-            raise CommandError('message must be a message id string like "000012"')
-    if action in ("delete",):
-        need("message")
-    if action == "undelete":
-        need("box")
-    if action in ("answering", "rings"):
-        line = need("line")
-        if not isinstance(line, int) or isinstance(line, bool):
-            raise CommandError("line must be an integer")
-        if line not in lines:
-            raise CommandError(f"no line {line}")
-    if action == "answering" and not isinstance(need("on"), bool):
-        raise CommandError("on must be true or false")
-    if action == "rings":
-        rings = need("rings")
-        if (not isinstance(rings, int) or isinstance(rings, bool)
-                or not MIN_RINGS <= rings <= MAX_RINGS):
-            raise CommandError(f"rings must be an integer from {MIN_RINGS} to {MAX_RINGS}")
-    if action == "led_test":
-        pattern = need("pattern")
-        if pattern is not None and pattern not in LED_PATTERNS:
-            raise CommandError(f"pattern must be one of {', '.join(LED_PATTERNS)} or null")
+            return fn(self, *args, **kwargs)
+        except Exception as e:              # noqa: BLE001 - the thread must live on
+            log.error("MQTT: %s failed: %s: %s", fn.__name__, type(e).__name__, e,
+                      exc_info=True)
+    return wrapper
 
 
 # ---------------------------------------------------------------- events
 
-def report_for(ev: dict, callerid: dict | None) -> dict | None:
-    """The MQTT event for a bus event, or None. ``callerid`` is what was heard on the
-    event's line during this ring cycle."""
+def report_for(ev: dict) -> dict | None:
+    """The MQTT event for a bus event, or None. Every field comes from the event itself."""
     kind = ev.get("event")
-    cid = callerid or {}
-    if kind == "answer":
-        return {"type": "call", "line": ev.get("line"), "caller_number": cid.get("number"),
-                "caller_name": cid.get("name"), "rings": ev.get("after_rings")}
-    if kind == "missed_call":
+    if kind == ev_.ANSWER:
+        return {"type": "call", "line": ev.get("line"), "caller_number": ev.get("caller_number"),
+                "caller_name": ev.get("caller_name"), "rings": ev.get("after_rings")}
+    if kind == ev_.MISSED_CALL:
         return {"type": "missed_call", "line": ev.get("line"),
                 "caller_number": ev.get("caller_number"), "caller_name": ev.get("caller_name"),
                 "rings": ev.get("rings")}
-    if kind == "message_saved":
+    if kind == ev_.MESSAGE_SAVED:
         out = {"type": "message_saved", "box": ev["box"], "message": ev["id"],
                "line": ev.get("line"), "caller_number": ev.get("caller_number"),
                "caller_name": ev.get("caller_name"), "seconds": ev.get("seconds")}
         if ev.get("recovered"):
             out["recovered"] = True
         return out
-    if kind == "message_state" and ev.get("state") in ("heard", "trash"):
+    if kind == ev_.MESSAGE_STATE and ev.get("state") in ("heard", "trash"):
         kind = "message_heard" if ev["state"] == "heard" else "message_deleted"
         return {"type": kind, "box": ev["box"], "message": ev["id"]}
-    if kind == "message_retracted":
+    if kind == ev_.MESSAGE_RETRACTED:
         return {"type": "message_retracted", "box": ev["box"], "message": ev["id"]}
-    if kind == "login" and ev.get("ok") is False:
+    if kind == ev_.LOGIN and ev.get("ok") is False:
         return {"type": "login_failed", "line": ev.get("line"), "box": ev.get("box"),
                 "reason": ev.get("reason") or "wrong_pin"}
-    if kind == "line_fault":
+    if kind == ev_.LINE_FAULT:
         return {"type": "line_fault", "line": ev.get("line"), "reason": ev.get("reason")}
+    if kind == ev_.BOX_LOCKED:
+        return {"type": "box_locked", "box": ev.get("box"), "until": ev.get("until"),
+                "permanent": bool(ev.get("permanent")), "failures": ev.get("failures"),
+                "source": ev.get("source")}
+    if kind == ev_.BOX_UNLOCKED:
+        return {"type": "box_unlocked", "box": ev.get("box"), "by": ev.get("by")}
+    if kind == ev_.DISK_FAULT:
+        return {"type": "disk_fault", "reason": ev.get("reason")}
+    if kind == ev_.DISK_FAULT_CLEARED:
+        return {"type": "disk_fault_cleared"}
+    if kind == ev_.MESSAGE_TRANSCRIBED:
+        return {"type": "message_transcribed", "box": ev.get("box"), "message": ev.get("id"),
+                "line": ev.get("line"), "transcript": ev.get("transcript"),
+                "engine": ev.get("engine")}
     return None
+
+
+def caller_display(cid: dict | None) -> str:
+    """The "incoming caller" sensor's state: number and name, or why they are absent."""
+    if cid is None:
+        return "none"
+    shown = " ".join(x for x in (cid.get("number"), cid.get("name")) if x)
+    if shown:
+        return shown[:120]
+    absent = cid.get("number_absent") or cid.get("name_absent")
+    return {"P": "private", "O": "out of area"}.get(absent, "unknown")
 
 
 # ---------------------------------------------------------------- the reporter
@@ -286,27 +208,33 @@ class MqttReporter:
     ``handle`` is subscribed to the bus at construction. ``start()`` connects in the
     background (and keeps reconnecting, 1 s to 60 s apart); ``stop()`` publishes
     ``offline`` and disconnects; ``flush(timeout)`` waits until every queued event is
-    acknowledged; ``process_commands()`` runs the checked commands (call it from the
-    firmware's loop).
+    acknowledged; ``process_commands()`` runs the received commands through ``commands``
+    (call it from the firmware's loop; None: no commands); ``dead()`` and ``restart()``
+    are the daemon's health check.
     """
 
     def __init__(self, config: MqttConfig, device: DeviceConfig, bus: Bus, outbox: Outbox,
-                 state_source: StateSource, command_target: CommandTarget,
-                 clock: Callable[[], float] = time.time, window: int = WINDOW) -> None:
+                 state_source: StateSource, commands: Dispatch | None,
+                 clock: Callable[[], float] = time.time, window: int = WINDOW, *,
+                 configuration_url: str | None = None, extensions=()) -> None:
         self.config = config
         self.device = device
         self.outbox = outbox
         self.state_source = state_source
-        self.target = command_target
+        self.dispatch = commands if getattr(config, "commands", True) else None
         self.clock = clock
         self.window = window
+        self.configuration_url = configuration_url
+        self.extensions = [str(e) for e in extensions if _TOPIC_LEVEL.fullmatch(str(e))]
         self.tz = zoneinfo.ZoneInfo(device.timezone) if device.timezone else None
         self.base = f"{config.base_topic}/{device.id}"
         self.status_topic = f"{self.base}/status"
         self.event_topic = f"{self.base}/event"
         self.cmd_prefix = f"{self.base}/cmd/"
-        self.commands: queue.Queue[Command] = queue.Queue()
-        self._callerid: dict[int, dict | None] = {}
+        self.commands: queue.Queue[tuple[str, dict]] = queue.Queue()
+        self.counters_file = outbox.folder.with_name(COUNTERS_FILE)
+        self._missed = self._load_counters()          # line id -> missed calls (loop only)
+        self._ringing: dict[int, dict | None] = {}    # line -> caller ID of this ring cycle
         self._cond = threading.Condition()
         # all below under _cond
         self._connected = False
@@ -314,13 +242,15 @@ class MqttReporter:
         self._discovery_due = False
         self._hold_new = False             # events from before a reconnect not yet acked
         self._stopping = False
+        self._started = False
         self._states: dict[str, str] = {}  # retained topic -> payload
         self._versions: dict[str, int] = {}
         self._dirty: set[str] = set()
         self._inflight: dict[int, str] = {}   # mid -> event id, in send order
         self._acked: list[int] = []
-        self._boxes: dict[str, str] = {}      # number -> name (for commands, discovery)
+        self._boxes: dict[str, str] = {}      # number -> name (for discovery)
         self._lines: list[int] = []
+        self._min_rings: dict[int, int] = {}  # line -> the fewest rings it takes
         self._thread: threading.Thread | None = None
         self._warned_down = False
         self.client = self._make_client()
@@ -328,7 +258,9 @@ class MqttReporter:
 
     def _make_client(self) -> paho.Client:
         c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"linebox-{self.device.id}",
-                        clean_session=True, protocol=paho.MQTTv311)
+                        protocol=paho.MQTTv5)
+        # Second line of defence behind _guarded: paho logs what escapes a callback.
+        c.suppress_exceptions = True
         c.will_set(self.status_topic, "offline", qos=1, retain=True)
         c.reconnect_delay_set(RECONNECT_MIN, RECONNECT_MAX)
         if self.config.username is not None:
@@ -349,14 +281,59 @@ class MqttReporter:
     # ------------------------------------------------------------ life cycle
 
     def start(self) -> None:
-        """Read the state source, then connect in the background."""
+        """Read the state source, report what an interrupted run did not, then connect
+        in the background."""
         self._read_state_source()
-        self._thread = threading.Thread(target=self._send_loop, name="linebox-mqtt", daemon=True)
-        self._thread.start()
+        self.catch_up()
+        self._start_sender()
         log.info("MQTT: connecting to %s:%d as %s (base topic %s)", self.config.host,
                  self.config.port, f"linebox-{self.device.id}", self.base)
-        self.client.connect_async(self.config.host, self.config.port, self.config.keepalive)
+        self._connect()
+        self._started = True
+
+    def _start_sender(self) -> None:
+        self._thread = threading.Thread(target=self._send_loop, name="linebox-mqtt", daemon=True)
+        self._thread.start()
+
+    def _connect(self) -> None:
+        self.client.connect_async(self.config.host, self.config.port, self.config.keepalive,
+                                  clean_start=True)       # as clean_session in MQTT 3.1.1
         self.client.loop_start()
+
+    def dead(self) -> str | None:
+        """Why the reporter cannot work any more (a thread of it died), or None."""
+        with self._cond:
+            if not self._started or self._stopping:
+                return None
+        if self._thread is None or not self._thread.is_alive():
+            return "the sender thread ended"
+        # paho's loop_start() thread (paho 2 keeps it there, None after loop_stop());
+        # a paho without the attribute is not second-guessed.
+        if hasattr(self.client, "_thread"):
+            net = self.client._thread
+            if net is None or not net.is_alive():
+                return "the network thread ended"
+        return None
+
+    def restart(self) -> None:
+        """A fresh client and the threads that died; the outbox is sent again from its
+        start (at least once, with the same ids)."""
+        old = self.client
+        try:
+            old.loop_stop()
+            old.disconnect()
+        except Exception:                   # noqa: BLE001 - it is broken already
+            pass
+        with self._cond:
+            self._connected = False
+            self._inflight.clear()
+            self._acked.clear()
+            self._hold_new = False
+        self.client = self._make_client()
+        if self._thread is None or not self._thread.is_alive():
+            self._start_sender()
+        self._connect()
+        log.info("MQTT: reporter restarted")
 
     def stop(self, timeout: float = 5.0) -> None:
         """A clean stop: ``offline`` (retained), then disconnect. Undelivered events stay
@@ -401,20 +378,40 @@ class MqttReporter:
         """A bus event: update a retained state, or queue an MQTT event."""
         kind = ev.get("event")
         line = ev.get("line")
-        if kind == "_line_state":
+        if kind == ev_.LINE_STATE:
             self._set_state(f"{self.base}/line/{line}/state", ev["state"])
-        elif kind == "box_changed":
+            if ev["state"] == "idle" and self._ringing.pop(line, None) is not None:
+                self._set_caller(line, None)
+        elif kind == ev_.BOX_CHANGED:
             counts = {k: ev["counts"].get(k) for k in BOX_FIELDS}
             self._set_state(f"{self.base}/box/{ev['box']}/state", json.dumps(counts))
-        elif kind == "ring" and ev.get("n") == 1:
-            self._callerid[line] = None
-        elif kind == "callerid":
-            self._callerid[line] = ev
-        report = report_for(ev, self._callerid.get(line))
-        if kind in ("missed_call", "onhook"):
-            self._callerid.pop(line, None)
-        if report is not None:
-            self.queue_event(report)
+        elif kind == ev_.RING and ev.get("n") == 1:
+            self._ringing[line] = {}
+            self._set_caller(line, {})
+        elif kind == ev_.CALLERID:
+            self._ringing[line] = ev
+            self._set_caller(line, ev)
+        elif kind == ev_.MISSED_CALL and line is not None:
+            self._missed[line] = self._missed.get(line, 0) + 1
+            self._save_counters()
+            self._set_state(f"{self.base}/line/{line}/missed_calls", str(self._missed[line]))
+        elif kind == ev_.EXTENSION_STATE:
+            ext = str(ev.get("extension"))
+            if _TOPIC_LEVEL.fullmatch(ext):
+                self._set_state(f"{self.base}/extension/{ext}/state", str(ev.get("state"))[:32])
+        if kind in (ev_.MESSAGE_SAVED, ev_.MESSAGE_STATE, ev_.MESSAGE_RETRACTED,
+                    ev_.MESSAGE_TRANSCRIBED):
+            self._refresh_last_messages()
+        report = report_for(ev)
+        if report is None:
+            return
+        if report["type"] == "login_failed" and report.get("box") not in self._boxes:
+            # What a caller typed at the box-number prompt may be a PIN typed early:
+            # only a configured box number is worth (and safe) reporting.
+            report["box"] = None
+        self.queue_event(report)
+        if report["type"] == "message_saved":
+            self._note_saved(report["message"])
 
     def queue_event(self, report: dict) -> None:
         """Put an event in the outbox (durably) and wake the sender."""
@@ -427,6 +424,75 @@ class MqttReporter:
         with self._cond:
             self._cond.notify_all()
 
+    def _set_caller(self, line, cid: dict | None) -> None:
+        """The incoming caller of a line: {} while ringing without caller ID (yet),
+        None when no call is coming in."""
+        c = cid or {}
+        payload = {"display": caller_display(c) if cid is not None else "none",
+                   "number": c.get("number"), "name": c.get("name"),
+                   "number_absent": c.get("number_absent"), "name_absent": c.get("name_absent"),
+                   "time": iso_time(self.clock(), self.tz) if cid is not None else None}
+        self._set_state(f"{self.base}/line/{line}/caller", json.dumps(payload, ensure_ascii=False))
+
+    def _refresh_last_messages(self) -> None:
+        source = getattr(self.state_source, "last_messages", None)
+        if source is None:
+            return
+        for box, rec in source().items():
+            self._set_state(f"{self.base}/box/{box}/last_message", _last_payload(rec))
+
+    def _load_counters(self) -> dict[int, int]:
+        """Missed calls per line, and (``self._saved_upto``) the newest message whose
+        ``message_saved`` is in the outbox."""
+        self._saved_upto: str | None = None
+        try:
+            doc = json.loads(self.counters_file.read_bytes())
+            upto = doc.get("saved_upto")
+            if isinstance(upto, str) and upto.isascii() and upto.isdigit():
+                self._saved_upto = upto
+            raw = doc.get("missed_calls", {})
+            return {int(k): int(v) for k, v in raw.items()
+                    if str(k).isascii() and str(k).isdigit() and isinstance(v, int) and v >= 0}
+        except FileNotFoundError:
+            return {}
+        except Exception as e:              # noqa: BLE001 - a counter is not worth a fault
+            log.warning("%s: %s; missed calls counted from 0", self.counters_file,
+                        type(e).__name__)
+            return {}
+
+    def _note_saved(self, message_id: str) -> None:
+        if self._saved_upto is None or int(message_id) > int(self._saved_upto):
+            self._saved_upto = message_id
+            self._save_counters()
+
+    def catch_up(self) -> int:
+        """Queue ``message_saved`` for messages saved after the last one queued: a kill
+        between the store's commit and the outbox loses no event. The first run on a
+        data folder only notes where it stands. Returns how many were queued."""
+        source = getattr(self.state_source, "saved_messages", None)
+        if source is None:
+            return 0
+        records = sorted(source(), key=lambda r: int(r["id"]))
+        if self._saved_upto is None:
+            self._saved_upto = records[-1]["id"] if records else "0"
+            self._save_counters()
+            return 0
+        missing = [r for r in records if int(r["id"]) > int(self._saved_upto)]
+        for rec in missing:
+            log.warning("MQTT: message %s was saved but not reported (interrupted); "
+                        "reporting it now", rec["id"])
+            self.queue_event(report_for({"event": ev_.MESSAGE_SAVED, **rec}))
+            self._note_saved(rec["id"])
+        return len(missing)
+
+    def _save_counters(self) -> None:
+        blob = json.dumps({"missed_calls": {str(k): v for k, v in self._missed.items()},
+                           "saved_upto": self._saved_upto})
+        try:
+            write_file_atomic(self.counters_file, blob.encode())
+        except OSError as e:
+            log.warning("%s: %s", self.counters_file, e.strerror or e)
+
     # ------------------------------------------------------------ commands (loop)
 
     def process_commands(self) -> int:
@@ -434,65 +500,61 @@ class MqttReporter:
         n = 0
         while True:
             try:
-                cmd = self.commands.get_nowait()
+                action, args = self.commands.get_nowait()
             except queue.Empty:
                 return n
             n += 1
-            self._run(cmd)
+            self._run(action, args)
 
-    def _run(self, cmd: Command) -> None:
-        a = cmd.args
+    def _run(self, action: str, args: dict) -> None:
         try:
-            if cmd.action == "mark_heard":
-                result = self.target.mark_heard(box=a.get("box"), message=a.get("message"))
-            elif cmd.action == "delete":
-                result = self.target.delete(a["message"])
-            elif cmd.action == "undelete":
-                result = self.target.undelete(a["box"])
-            elif cmd.action == "answering":
-                result = self.target.set_answering(a["line"], a["on"])
-            elif cmd.action == "rings":
-                result = self.target.set_rings(a["line"], a["rings"])
-            elif cmd.action == "led_test":
-                result = self.target.led_test(a["pattern"])
-            else:
-                result = self.target.reload()
-        except (LineboxError, KeyError, ValueError) as e:
-            text = e.args[0] if isinstance(e, KeyError) and e.args else e
-            self._reply(cmd.action, cmd.request_id, str(text))
-            return
-        except Exception as e:            # a bug: answer, keep running, leave a trace
-            log.exception("MQTT command %s failed", cmd.action)
-            self._reply(cmd.action, cmd.request_id, f"internal error: {type(e).__name__}")
-            return
-        log.info("MQTT command %s %s: done", cmd.action, json.dumps(a))
-        if cmd.action in ("answering", "rings", "reload"):
-            self._read_state_source()
-            with self._cond:
-                self._discovery_due = cmd.action == "reload" and self.config.discovery
-                self._cond.notify_all()
-        self._reply(cmd.action, cmd.request_id, None, result)
+            reply = self.dispatch(action, args)
+        except Exception as e:              # noqa: BLE001 - dispatch is meant not to raise
+            log.error("MQTT command %s: %s: %s", action, type(e).__name__, e, exc_info=True)
+            reply = {"ok": False, "error": "internal error (see the appliance's log)",
+                     "action": action, "request_id": None}
+        if reply.get("ok"):
+            log.info("MQTT command %s: done", action)
+            from linebox.commands import TABLE
+            cmd = TABLE.get(action)
+            if cmd is not None and cmd.settings:
+                self._read_state_source()
+                with self._cond:
+                    self._discovery_due = action == "reload" and self.config.discovery
+                    self._cond.notify_all()
+        self._send_reply(reply)
 
-    def _reply(self, action: str, request_id, error: str | None, result=None) -> None:
-        out = {"ok": error is None, "error": error, "action": action, "request_id": request_id}
-        if result is not None and isinstance(result, str | int | float | bool | list | dict):
-            out["result"] = result
-        if error is not None:
-            log.warning("MQTT command %s refused: %s", action, error)
-        self.client.publish(f"{self.cmd_prefix}result", json.dumps(out), qos=1)
+    def _reply(self, action: str, request_id, error: str) -> None:
+        self._send_reply({"ok": False, "error": error, "action": action,
+                          "request_id": request_id})
+
+    def _send_reply(self, reply: dict) -> None:
+        if reply.get("error") is not None:
+            log.warning("MQTT command %s refused: %s", reply.get("action"), reply["error"])
+        try:
+            payload = json.dumps(reply, ensure_ascii=False)
+        except (TypeError, ValueError):
+            payload = json.dumps({**reply, "result": None})
+        self.client.publish(f"{self.cmd_prefix}result", payload, qos=1)
 
     # ------------------------------------------------------------ paho callbacks
 
+    @_guarded
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             log.error("MQTT: broker %s:%d refused the connection: %s", self.config.host,
                       self.config.port, reason_code)
             return
         log.info("MQTT: connected to %s:%d", self.config.host, self.config.port)
-        subs = [(f"{self.cmd_prefix}+", 1)]
+        # MQTT 5's "retain as published": a command someone published with the retain
+        # flag arrives flagged even live, so it is ignored every time, not only at a
+        # reconnect (MQTT 3.1.1 clears the flag on live delivery).
+        opts = SubscribeOptions(qos=1, retainAsPublished=True)
+        subs = [(f"{self.cmd_prefix}+", opts)] if self.dispatch is not None else []
         if self.config.discovery:
-            subs.append((STATUS_TOPIC, 1))
-        client.subscribe(subs)
+            subs.append((STATUS_TOPIC, SubscribeOptions(qos=1)))
+        if subs:
+            client.subscribe(subs)
         client.publish(self.status_topic, "online", qos=1, retain=True)
         with self._cond:
             self._connected = True
@@ -502,9 +564,11 @@ class MqttReporter:
             self._hold_new = bool(self._inflight)
             self._cond.notify_all()
 
+    @_guarded
     def _on_connect_fail(self, client, userdata) -> None:
         self._went_down("cannot connect")
 
+    @_guarded
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         with self._cond:
             self._connected = False
@@ -519,11 +583,13 @@ class MqttReporter:
             log.warning("MQTT: broker %s:%d: %s; retrying (events are kept)",
                         self.config.host, self.config.port, why)
 
+    @_guarded
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._cond:
             self._acked.append(mid)
             self._cond.notify_all()
 
+    @_guarded
     def _on_message(self, client, userdata, msg) -> None:
         if msg.topic == STATUS_TOPIC:
             if msg.payload.strip() == b"online":
@@ -531,19 +597,27 @@ class MqttReporter:
                     self._discovery_due = self.config.discovery
                     self._cond.notify_all()
             return
-        if not msg.topic.startswith(self.cmd_prefix):
+        if not msg.topic.startswith(self.cmd_prefix) or self.dispatch is None:
             return
         action = msg.topic[len(self.cmd_prefix):]
         if action == "result":
             return
-        with self._cond:
-            boxes, lines = list(self._boxes), list(self._lines)
-        try:
-            cmd = parse_command(action, msg.payload, boxes, lines)
-        except CommandError as e:
-            self._reply(action, getattr(e, "request_id", None), str(e))
+        if msg.retain:
+            # A retained command would act again at every connect (a message trashed
+            # again after its owner restored it): never carried out, never answered.
+            log.warning("MQTT: retained message on %s ignored (commands must not be "
+                        "retained)", msg.topic[:200])
             return
-        self.commands.put(cmd)
+        if len(msg.payload) > MAX_PAYLOAD:
+            self._reply(action[:64], None, f"payload too large ({len(msg.payload)} bytes; "
+                                           f"at most {MAX_PAYLOAD})")
+            return
+        try:
+            args = parse_payload(action, msg.payload)
+        except CommandError as e:
+            self._reply(action[:64], None, str(e))
+            return
+        self.commands.put((action, args))
 
     # ------------------------------------------------------------ states
 
@@ -563,23 +637,38 @@ class MqttReporter:
         boxes = src.box_counts()
         lines = src.line_states()
         settings = src.line_settings()
+        last = getattr(src, "last_messages", None)
+        last = last() if last is not None else {}
         fresh = {}
         for number, counts in boxes.items():
             fresh[f"{self.base}/box/{number}/state"] = json.dumps(
                 {k: counts.get(k) for k in BOX_FIELDS})
+        for number, rec in last.items():
+            fresh[f"{self.base}/box/{number}/last_message"] = _last_payload(rec)
         for line, state in lines.items():
             fresh[f"{self.base}/line/{line}/state"] = state
+            fresh[f"{self.base}/line/{line}/missed_calls"] = str(self._missed.get(line, 0))
         for line, s in settings.items():
             fresh[f"{self.base}/line/{line}/answering"] = "ON" if s["answering"] else "OFF"
             fresh[f"{self.base}/line/{line}/rings"] = str(s["rings"])
         with self._cond:
+            for line in lines:
+                topic = f"{self.base}/line/{line}/caller"
+                if topic not in self._states:
+                    fresh[topic] = json.dumps({"display": "none", "number": None, "name": None,
+                                               "number_absent": None, "name_absent": None,
+                                               "time": None})
             for topic, payload in fresh.items():
                 if self._versions.get(topic, 0) == before.get(topic, 0):
                     self._states[topic] = payload
                 self._dirty.add(topic)
+            for topic in self._states:
+                self._dirty.add(topic)
             self._boxes = {n: str(c.get("name") or n) for n, c in boxes.items()}
             self._lines = sorted(lines)
+            self._min_rings = {i: s.get("min_rings", 1) for i, s in settings.items()}
             self._cond.notify_all()
+
 
     # ------------------------------------------------------------ the sender thread
 
@@ -637,8 +726,11 @@ class MqttReporter:
 
     def _publish_discovery(self) -> None:
         with self._cond:
-            boxes, lines = dict(self._boxes), list(self._lines)
-        doc = discovery_payload(self.device, self.base, boxes, lines)
+            boxes, lines, lo = dict(self._boxes), list(self._lines), dict(self._min_rings)
+        doc = discovery_payload(self.device, self.base, boxes, lines, min_rings=lo,
+                                commands=self.dispatch is not None,
+                                configuration_url=self.configuration_url,
+                                extensions=self.extensions)
         self.client.publish(discovery_topic(self.device), json.dumps(doc), qos=1, retain=True)
         log.info("MQTT: Home Assistant discovery published (%d entities)", len(doc["cmps"]))
 
@@ -661,3 +753,11 @@ class MqttReporter:
             with self._cond:
                 # An ack that came before this line is still in _acked: matched next round.
                 self._inflight[info.mid] = nxt["id"]
+
+
+def _last_payload(rec: dict | None) -> str:
+    """A box's ``last_message`` topic (``transcript`` once transcription kept one)."""
+    rec = rec or {}
+    out = {"message": rec.get("id"), **{k: rec.get(k) for k in LAST_FIELDS},
+           "transcript": rec.get("transcript")}
+    return json.dumps(out, ensure_ascii=False)

@@ -479,7 +479,7 @@ class Store(RecoveryMixin, LoginsMixin):
                 raise BadTransition(f"message {message_id} is still being recorded")
             rec, before = self._remove(message_id)
             self._publish({"event": "message_state", "id": message_id, "box": rec["box"],
-                           "state": "deleted"})
+                           "state": "deleted", "line": rec["line"]})
             self._publish_counts(rec["box"], before)
 
     @writes
@@ -500,7 +500,8 @@ class Store(RecoveryMixin, LoginsMixin):
                          retracted=True)
             log.info("box %s: message %s retracted by the caller (kept in the trash)",
                      rec["box"], message_id)
-            self._publish({"event": "message_retracted", "id": message_id, "box": rec["box"]})
+            self._publish({"event": "message_retracted", "id": message_id, "box": rec["box"],
+                           "line": rec["line"]})
             self._publish_counts(rec["box"], before)
             return self._out(self._record(message_id))
 
@@ -544,7 +545,7 @@ class Store(RecoveryMixin, LoginsMixin):
         self._update(message_id, **fields)
         log.info("box %s: message %s %s -> %s", rec["box"], message_id, old, state)
         self._publish({"event": "message_state", "id": message_id, "box": rec["box"],
-                       "state": state})
+                       "state": state, "line": rec["line"]})
         self._publish_counts(rec["box"], before)
         return self._out(self._record(message_id))
 
