@@ -35,6 +35,7 @@ class Appliance:
         self._next_retention = 0.0
         self.reporter = None
         self.mailer = None
+        self.calllog = _call_log(config, bus, self.data_dir, clock)
 
     def prompts_for(self, language: str) -> Prompts:
         p = self._prompts.get(language)
@@ -172,6 +173,16 @@ class Appliance:
             self._next_retention = now + RETENTION_EVERY
 
 
+def _call_log(config, bus, data_dir, clock):
+    """The call log (voicemail/calllog.py), in the device's time zone."""
+    import zoneinfo
+
+    from linebox.voicemail.calllog import CallLog
+
+    tz = zoneinfo.ZoneInfo(config.device.timezone) if config.device.timezone else None
+    return CallLog(bus, data_dir, clock, tz)
+
+
 def make_line(cfg, pins):
     """The driver for one configured line."""
     if cfg.driver == "fxo":
@@ -203,6 +214,7 @@ class Daemon:
         self.lines = []
         self.threads = []
         self.last_step: dict[int, float] = {}
+        self.web = None
 
     def start(self) -> None:
         import threading
@@ -211,6 +223,11 @@ class Daemon:
         app.start_reporting()
         app.open()
         app.run_reporting()
+        web = self.config.web
+        if web is not None and web.enabled:
+            from linebox.web.server import WebServer
+            self.web = WebServer(app, self.lock, web, app.calllog)
+            self.web.start()
         for cfg in self.config.lines:
             line = make_line(cfg, self.pins)
             self.lines.append(line)
@@ -244,6 +261,9 @@ class Daemon:
             self.app.process_commands()
 
     def stop(self) -> None:
+        if self.web is not None:
+            self.web.stop()
+            self.web = None
         self.stopping.set()
         for t in self.threads:
             t.join(timeout=2.0)
