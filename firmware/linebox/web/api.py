@@ -138,6 +138,8 @@ def register(app) -> None:
             raise Refusal(404, f"message {message_id} has no audio file") from None
         resp.headers["Content-Type"] = "audio/wav"
         resp.headers["Cache-Control"] = "private, no-cache"
+        if not download:
+            resp.headers.pop("Content-Disposition", None)
         return resp
 
     @app.get("/api/v1/messages/<message_id>/waveform.svg")
@@ -201,8 +203,11 @@ def register(app) -> None:
     @app.route("/api/v1/boxes/<number>/greeting", methods=["PUT", "POST"])
     def upload_greeting(number):
         box = checked_box(number)
-        f = request.files.get("file")
-        blob = f.read() if f is not None else request.get_data(cache=False)
+        if request.mimetype == "multipart/form-data":
+            f = request.files.get("file")
+            blob = f.read() if f is not None else b""
+        else:                    # the WAV as the body, whatever the browser calls it
+            blob = request.get_data(cache=False, parse_form_data=False)
         try:
             samples = media.read_upload(blob)
         except WavError as e:

@@ -30,6 +30,7 @@ class WebServer:
         self.wsgi = create_app(self.portal, web_cfg, tls=self.tls)
         self._server = None
         self._thread = None
+        self._stopping = False
 
     @property
     def url(self) -> str:
@@ -48,7 +49,7 @@ class WebServer:
                     self.wsgi, host=self.host, port=self.port, threads=THREADS,
                     max_request_body_size=MAX_BODY, channel_timeout=60, ident="linebox",
                     clear_untrusted_proxy_headers=True)
-                target = self._server.run
+                target = self._run_waitress
         except OSError as e:
             raise LineboxError(f"web: cannot listen on {self.host}:{self.port}: {e.strerror or e}") from None
         if not self.tls:
@@ -56,6 +57,13 @@ class WebServer:
         self._thread = threading.Thread(target=target, name="web", daemon=True)
         self._thread.start()
         log.info("web portal at %s", self.url)
+
+    def _run_waitress(self) -> None:
+        try:
+            self._server.run()
+        except (OSError, ValueError):
+            if not self._stopping:
+                raise                 # closed under the loop by stop(): the end, not a failure
 
     def _werkzeug(self):
         import ssl
@@ -77,8 +85,16 @@ class WebServer:
         if self.tls:
             self._server.shutdown()
         else:
-            self._server.close()
-            self._server.task_dispatcher.shutdown(timeout=2)
+            self._stopping = True
+            srv = self._server
+            srv.task_dispatcher.shutdown(timeout=2)
+            # Close the listener and every open connection (event streams too): the
+            # loop thread then ends.
+            for channel in list(srv._map.values()):
+                try:
+                    channel.close()
+                except OSError:
+                    pass
         if self._thread is not None:
             self._thread.join(timeout=3)
         self._server = None
