@@ -99,8 +99,8 @@ def test_owner_follows_a_live_call_then_plays_downloads_deletes_restores_and_set
         b.find_element(By.CSS_SELECTOR, "#login-box button").click()
         _wait(lambda: b.find_elements(By.ID, "line-1"), what="the dashboard")
 
-        def state():
-            return b.find_element(By.CSS_SELECTOR, "#line-1 .state").text
+        def state():       # the row is re-rendered on each event: ask the page, never a stale element
+            return b.execute_script("const e = document.querySelector('#line-1 .state'); return e && e.textContent;")
         seen = [state()]
         assert seen == ["idle"]
         deadline = time.monotonic() + 60
@@ -113,7 +113,7 @@ def test_owner_follows_a_live_call_then_plays_downloads_deletes_restores_and_set
             time.sleep(0.05)
         assert seen[:2] == ["idle", "ringing"] and "recording" in seen, seen
         b.save_screenshot(str(shots / "dashboard-recording.png"))
-        assert "LIVE CALLER" in b.find_element(By.CSS_SELECTOR, "#line-1 .caller").text
+        assert "LIVE CALLER" in b.execute_script("return document.querySelector('#line-1 .caller').textContent")
         loop.join(timeout=90)
         assert not loop.is_alive()
         _wait(lambda: "idle" == state(), what="the line back to idle")
