@@ -86,3 +86,16 @@ def test_sim_web_refuses_a_bad_address_with_one_line(tmp_path):
                       "--data", sim.data, "--web", "localhost")
     assert res.returncode == 2
     assert res.stderr.decode() == "linebox: error: sim: --web 'localhost': must be HOST:PORT, like 127.0.0.1:8080\n"
+
+
+def test_home_assistant_discovery_links_the_portal():
+    from linebox.config import DeviceConfig, WebConfig
+    from linebox.report.discovery import discovery_payload, portal_url
+
+    assert portal_url(None) is None and portal_url(WebConfig(enabled=False)) is None
+    url = portal_url(WebConfig(host="192.168.1.20", port=8080))
+    assert url == "http://192.168.1.20:8080/"
+    doc = discovery_payload(DeviceConfig(id="office"), "linebox/office", {"100": "Main"}, [1], configuration_url=url)
+    assert doc["dev"]["cu"] == url
+    assert "cu" not in discovery_payload(DeviceConfig(id="office"), "linebox/office", {}, [1])["dev"]
+    assert portal_url(WebConfig()).endswith(".local:8080/")

@@ -34,10 +34,24 @@ def discovery_topic(device: DeviceConfig) -> str:
     return f"{PREFIX}/device/{device.id}/config"
 
 
+def portal_url(web) -> str | None:
+    """The web portal's address for ``configuration_url`` (None with the portal off).
+    Listening on every address, the host is this machine's name (``<hostname>.local``,
+    as mDNS announces it)."""
+    import socket
+
+    if web is None or not web.enabled:
+        return None
+    host = web.host if web.host not in ("0.0.0.0", "::", "") else f"{socket.gethostname()}.local"
+    host = f"[{host}]" if ":" in host else host
+    return f"{'https' if web.tls_cert else 'http'}://{host}:{web.port}/"
+
+
 def discovery_payload(device: DeviceConfig, base: str, boxes: Mapping[str, str],
-                      lines: Iterable[int]) -> dict:
+                      lines: Iterable[int], configuration_url: str | None = None) -> dict:
     """The discovery document. ``base`` is the device's base topic (``linebox/office``),
-    ``boxes`` maps box number to box name, ``lines`` are the line ids."""
+    ``boxes`` maps box number to box name, ``lines`` are the line ids;
+    ``configuration_url`` (see ``portal_url``) links the device page to the portal."""
     slug = f"linebox_{device.id.replace('-', '_')}"
     cmps: dict[str, dict] = {}
 
@@ -79,9 +93,12 @@ def discovery_payload(device: DeviceConfig, base: str, boxes: Mapping[str, str],
         value_template="{{ dict(value_json, event_type=value_json.type) | to_json }}",
         icon="mdi:phone-log")
 
+    dev = {"ids": [slug], "name": device.name, "mf": "Linebox",
+           "mdl": "Linebox voicemail appliance", "sw": __version__}
+    if configuration_url:
+        dev["cu"] = configuration_url              # configuration_url: "Visit" on the device page
     return {
-        "dev": {"ids": [slug], "name": device.name, "mf": "Linebox",
-                "mdl": "Linebox voicemail appliance", "sw": __version__},
+        "dev": dev,
         "o": {"name": "linebox", "sw": __version__},
         "availability_topic": f"{base}/status",     # shared by every component
         "cmps": cmps,

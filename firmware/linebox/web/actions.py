@@ -31,6 +31,24 @@ class Portal:
         self.app = app
         self.lock = lock
         self.calllog = calllog
+        # A snapshot of every message, read once under the lock and dropped on any bus
+        # event (every store change publishes one, under the same lock): five browsers
+        # reloading a 500-message box hold the line loops' lock once, not five times a
+        # page (the store parses its whole database on each query).
+        self._snapshot: tuple[list[dict], dict[str, dict]] | None = None
+        app.bus.subscribe(self._forget)
+
+    def _forget(self, ev: dict) -> None:
+        self._snapshot = None
+
+    def _messages(self) -> tuple[list[dict], dict[str, dict]]:
+        snap = self._snapshot
+        if snap is None:
+            with self.lock:
+                msgs = self.app.store.messages(None, STATES)
+                snap = (msgs, {m["id"]: m for m in msgs})
+                self._snapshot = snap
+        return snap
 
     # ---------------------------------------------------------------- reading
 
@@ -46,18 +64,20 @@ class Portal:
         return list(self.app.config.boxes)
 
     def box_summary(self, number: str) -> dict:
-        with self.lock:
-            c = self.app.store.counts(number)
-        return {"number": number, "name": c["name"], "new": c["new"], "saved": c["saved"],
-                "total": c["total"], "full": c["full"]}
+        """Counted as Store.counts counts (and MQTT shows)."""
+        states = [m["state"] for m in self._messages()[0] if m["box"] == number]
+        cfg = self.app.config.boxes.get(number)
+        new = states.count("new")
+        saved = states.count("heard") + states.count("saved")
+        return {"number": number, "name": cfg.name if cfg else number, "new": new, "saved": saved,
+                "total": new + saved, "full": cfg is not None and new + saved >= cfg.max_messages}
 
     def messages(self, box: str) -> list[dict]:
-        with self.lock:
-            return self.app.store.messages(box, STATES)
+        """The box's messages, trash included, oldest first (shared dicts: do not change)."""
+        return [m for m in self._messages()[0] if m["box"] == box]
 
     def message(self, message_id: str) -> dict | None:
-        with self.lock:
-            return self.app.store.get(message_id)
+        return self._messages()[1].get(message_id)
 
     def lines(self) -> list[dict]:
         with self.lock:

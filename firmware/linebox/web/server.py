@@ -16,6 +16,24 @@ from linebox.web.portal import create_app
 log = logging.getLogger("linebox.web")
 THREADS = 12                 # event streams hold a worker each (for at most 25 s)
 MAX_BODY = 20 * 1024 * 1024
+# Requests handled at once (their Python work; streaming a file or events runs beside):
+# every runnable Python thread competes with the line loops for the GIL, so the portal
+# gets one at a time, and the interpreter switches threads more often (1 ms, not 5 ms)
+# so that a line loop waiting for its frame gets the GIL back quickly.
+CONCURRENT = 1
+SWITCH_INTERVAL = 0.001
+
+
+class _OneAtATime:
+    """WSGI middleware: at most ``n`` requests inside the application at once."""
+
+    def __init__(self, app, n: int) -> None:
+        self.app = app
+        self.gate = threading.BoundedSemaphore(n)
+
+    def __call__(self, environ, start_response):
+        with self.gate:
+            return self.app(environ, start_response)
 
 
 class WebServer:
@@ -28,6 +46,7 @@ class WebServer:
         self.tls = web_cfg.tls_cert is not None
         self.portal = Portal(app, lock, calllog)
         self.wsgi = create_app(self.portal, web_cfg, tls=self.tls)
+        self._served = _OneAtATime(self.wsgi, CONCURRENT)
         self._server = None
         self._thread = None
         self._stopping = False
@@ -39,6 +58,8 @@ class WebServer:
         return f"{'https' if self.tls else 'http'}://{host}:{self.port}/"
 
     def start(self) -> None:
+        import sys
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         try:
             if self.tls:
                 self._server = self._werkzeug()
@@ -46,7 +67,7 @@ class WebServer:
             else:
                 from waitress import create_server
                 self._server = create_server(
-                    self.wsgi, host=self.host, port=self.port, threads=THREADS,
+                    self._served, host=self.host, port=self.port, threads=THREADS,
                     max_request_body_size=MAX_BODY, channel_timeout=60, ident="linebox",
                     clear_untrusted_proxy_headers=True)
                 target = self._run_waitress
@@ -75,7 +96,7 @@ class WebServer:
             ctx.load_cert_chain(str(self.web_cfg.tls_cert), str(self.web_cfg.tls_key))
         except (OSError, ssl.SSLError) as e:
             raise LineboxError(f"web: tls_cert/tls_key: {e}") from None
-        srv = make_server(self.host, self.port, self.wsgi, threaded=True, ssl_context=ctx)
+        srv = make_server(self.host, self.port, self._served, threaded=True, ssl_context=ctx)
         self.port = srv.server_port
         return srv
 
