@@ -31,7 +31,7 @@ def test_each_outcome_is_logged_with_caller_box_and_length(tmp_path, speech_file
     assert [(c["caller_number"], c["outcome"], c["box"]) for c in calls] == [
         ("5550004", "missed", None),
         ("5550003", "login", "100"),
-        ("5550002", "hung_up", None),
+        ("5550002", "hung_up", "100"),          # before the beep, on a line routed to box 100
         ("5551234567", "message", "100"),
     ]
     msg = calls[-1]

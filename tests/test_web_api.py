@@ -432,11 +432,11 @@ def test_the_call_log_shows_each_session_its_calls(portal):
     status, calls = portal.admin().json("GET", "/api/v1/calls")
     assert status == 200
     assert [(c["line"], c["caller_number"], c["outcome"], c["box"]) for c in calls] == [
-        (1, "5559876543", "hung_up", None),
+        (1, "5559876543", "hung_up", "100"),
         (2, "5550001111", "message", "101"),
         (1, "5551234567", "message", "100"),
     ] or [(c["line"], c["caller_number"], c["outcome"], c["box"]) for c in calls] == [
-        (1, "5559876543", "hung_up", None),
+        (1, "5559876543", "hung_up", "100"),
         (1, "5551234567", "message", "100"),
         (2, "5550001111", "message", "101"),
     ]

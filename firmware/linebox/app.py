@@ -35,7 +35,13 @@ class Appliance:
         self._next_retention = 0.0
         self.reporter = None
         self.mailer = None
-        self.calllog = _call_log(config, bus, self.data_dir, clock)
+        self.calllog = _call_log(config, bus, self.data_dir, clock, self._route_of)
+
+    def _route_of(self, line_id: int) -> str | None:
+        try:
+            return self.config.line(line_id).route
+        except KeyError:
+            return None
 
     def prompts_for(self, language: str) -> Prompts:
         p = self._prompts.get(language)
@@ -173,14 +179,14 @@ class Appliance:
             self._next_retention = now + RETENTION_EVERY
 
 
-def _call_log(config, bus, data_dir, clock):
+def _call_log(config, bus, data_dir, clock, route_of):
     """The call log (voicemail/calllog.py), in the device's time zone."""
     import zoneinfo
 
     from linebox.voicemail.calllog import CallLog
 
     tz = zoneinfo.ZoneInfo(config.device.timezone) if config.device.timezone else None
-    return CallLog(bus, data_dir, clock, tz)
+    return CallLog(bus, data_dir, clock, tz, route_of=route_of)
 
 
 def make_line(cfg, pins):

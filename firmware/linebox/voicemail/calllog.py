@@ -38,8 +38,10 @@ class CallLog:
     """Subscribes to the bus, keeps the last ``limit`` calls in memory and on disk."""
 
     def __init__(self, bus: Bus, data_dir: Path, clock: Callable[[], float],
-                 tz: tzinfo | None = None, limit: int = LIMIT) -> None:
+                 tz: tzinfo | None = None, limit: int = LIMIT,
+                 route_of: Callable[[int], str | None] | None = None) -> None:
         self.bus = bus
+        self.route_of = route_of         # line -> its route, to name the box of a hang-up
         self.path = Path(data_dir) / FILE_NAME
         self.clock = clock
         self.tz = tz
@@ -137,6 +139,9 @@ class CallLog:
         if call is None:
             return
         outcome = call["outcome"] or ("hung_up" if call["answered"] else "missed")
+        if outcome == "hung_up" and call["box"] is None and self.route_of is not None:
+            route = self.route_of(line)
+            call["box"] = route if route and route.isdigit() else None
         t0, t1 = call["t0"], ev.get("t")
         seconds = round(t1 - t0, 1) if isinstance(t0, int | float) and isinstance(t1, int | float) else None
         rec = {"t": datetime.fromtimestamp(call["ts"], UTC).astimezone(self.tz).isoformat(timespec="seconds"),

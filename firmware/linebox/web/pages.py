@@ -8,7 +8,7 @@ from flask import g, redirect, render_template
 from linebox.config import LANGUAGES
 from linebox.web.portal import Refusal, checked_box, portal
 
-OUTCOMES = {"message": "message in box {box}", "hung_up": "hung up before the beep",
+OUTCOMES = {"message": "message in box {box}", "hung_up": "hung up before the beep (box {box})",
             "missed": "missed", "login": "owner login to box {box}", "blocked": "blocked"}
 
 

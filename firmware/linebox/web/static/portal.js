@@ -71,7 +71,7 @@
 
   function fmtTime(iso) { return iso ? iso.slice(0, 16).replace("T", " ") : "?"; }
   function fmtDur(s) { if (typeof s !== "number") return "–"; s = Math.round(s); return Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0"); }
-  const OUTCOME = { message: "message in box {box}", hung_up: "hung up before the beep", missed: "missed",
+  const OUTCOME = { message: "message in box {box}", hung_up: "hung up before the beep (box {box})", missed: "missed",
     login: "owner login to box {box}", blocked: "blocked" };
   function fmtOutcome(c) {
     let t = OUTCOME[c.outcome] || c.outcome;
