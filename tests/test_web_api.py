@@ -398,10 +398,24 @@ def test_greeting_upload_at_44k_stereo_is_resampled_and_can_be_cleared(portal):
     assert portal.app.store.greeting_path("100") is None
 
 
+@pytest.mark.parametrize("rate", [22050, 11025, 32000])
+def test_greetings_at_other_rates_are_resampled(portal, rate):
+    status, out = portal.owner().json("PUT", "/api/v1/boxes/100/greeting", raw=_wav(rate, 1, 1.0))
+    assert (status, out) == (200, {"ok": True, "seconds": 1.0})
+    with wave.open(str(portal.app.store.greeting_path("100"))) as w:
+        assert (w.getframerate(), w.getnframes()) == (8000, 8000)
+        import array
+        s = array.array("h", w.readframes(8000))
+    # The 440 Hz tone survives at its level (peak near 8000, as written) and pitch.
+    assert 7000 < max(s[2000:6000]) < 8800
+    crossings = sum(1 for a, b in zip(s[2000:5999], s[2001:6000], strict=True) if a < 0 <= b)
+    assert 215 <= crossings <= 225           # 440 Hz over half a second
+
+
 @pytest.mark.parametrize("blob, needle", [
     (b"", "empty"),
     (b"this is not a wav file at all", "not a WAV file"),
-    (_wav(22050, 1, 1.0), "sample rate"),
+    (_wav(44057, 1, 1.0), "sample rate 44057 Hz"),
     (_wav(8000, 1, 0.2), "half a second"),
 ])
 def test_malformed_greeting_uploads_get_a_clear_error_and_change_nothing(portal, blob, needle):

@@ -2,10 +2,13 @@
 browser plays; µ-law WAV most do not), waveform pictures, download names, uploads."""
 
 import re
+import struct
 from array import array
 from datetime import datetime
 from functools import lru_cache
+from math import gcd
 
+from linebox.dsp.resample import _resample  # the general rational resampler behind to_8k
 from linebox.wavfile import WavError, encode_samples, read_wav, wav_header
 
 WAVE_BARS = 120
@@ -63,12 +66,44 @@ def download_name(msg: dict) -> str:
     return f"box{msg['box']}_{when}_{caller}.wav"
 
 
+MIN_RATE, MAX_RATE = 8000, 192000
+MAX_UP = 1000            # resampler phases: rates whose ratio to 8 kHz needs more are refused
+
+
+def _fmt_rate_offset(blob: bytes) -> int | None:
+    """Where the sample rate of the fmt chunk sits in a RIFF/WAVE file, if it has one."""
+    pos = 12
+    while blob[:4] == b"RIFF" and blob[8:12] == b"WAVE" and pos + 16 <= len(blob):
+        size = struct.unpack_from("<I", blob, pos + 4)[0]
+        if blob[pos:pos + 4] == b"fmt ":
+            return pos + 12
+        pos += 8 + size + (size & 1)
+    return None
+
+
+def _read_any_rate(blob: bytes) -> array:
+    """The reader knows 8/16/44.1/48 kHz; a WAV at another rate (22050, 32000, 11025 Hz...)
+    is read as if it were 8 kHz, then resampled with the same polyphase filter."""
+    try:
+        return read_wav(blob, "upload")
+    except WavError as e:
+        at = _fmt_rate_offset(blob)
+        if "sample rate" not in e.problem or at is None:
+            raise
+    rate = struct.unpack_from("<I", blob, at)[0]
+    if not MIN_RATE <= rate <= MAX_RATE or 8000 // gcd(rate, 8000) > MAX_UP:
+        raise WavError("upload", f"unsupported WAV sample rate {rate} Hz")
+    patched = bytearray(blob)
+    struct.pack_into("<I", patched, at, 8000)
+    return _resample(read_wav(bytes(patched), "upload"), rate, 8000)
+
+
 def read_upload(blob: bytes) -> array:
-    """A greeting from an uploaded WAV (any rate the reader knows, mono or stereo), or
-    WavError naming the problem."""
+    """A greeting from an uploaded WAV (PCM, µ-law or A-law, mono or stereo, any rate
+    from 8 to 192 kHz: resampled), or WavError naming the problem."""
     if not blob:
         raise WavError("upload", "the file is empty")
-    samples = read_wav(blob, "upload")
+    samples = _read_any_rate(blob)
     if len(samples) < 4000:
         raise WavError("upload", "shorter than half a second")
     if len(samples) > MAX_GREETING_SECONDS * 8000:
