@@ -167,3 +167,41 @@ def test_owner_follows_a_live_call_then_plays_downloads_deletes_restores_and_set
             loop.join(timeout=90)
         server.stop()
         app.close()
+
+
+def test_admin_changes_a_line_and_an_owner_email_on_the_settings_page(tmp_path, speech_files, browser):
+    from selenium.webdriver.common.by import By
+
+    from test_web_api import ADMIN_PASSWORD, Portal
+
+    p = Portal(tmp_path, speech_files)
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    try:
+        b = browser
+        b.get(p.base + "/login")
+        b.find_element(By.CSS_SELECTOR, "details summary").click()
+        b.find_element(By.NAME, "password").send_keys(ADMIN_PASSWORD)
+        b.find_element(By.CSS_SELECTOR, "#login-admin button").click()
+        _wait(lambda: b.find_elements(By.ID, "line-2"), what="the dashboard")
+        b.save_screenshot(str(shots / "dashboard-admin.png"))
+        b.get(p.base + "/settings")
+        form = b.find_element(By.CSS_SELECTOR, 'form[data-url="/api/v1/lines/1/settings"]')
+        rings = form.find_element(By.NAME, "rings")
+        rings.clear()
+        rings.send_keys("5")
+        form.find_element(By.CSS_SELECTOR, "button").click()
+        _wait(lambda: b.find_element(By.ID, "notice").text == "Saved.", what="saved")
+        assert p.app.rings[1] == 5
+        box = b.find_element(By.CSS_SELECTOR, 'form[data-url="/api/v1/boxes/101/settings"]')
+        box.find_element(By.NAME, "email").send_keys("workshop@example.com")
+        box.find_element(By.CSS_SELECTOR, "button").click()
+        _wait(lambda: p.app.config.boxes["101"].email == "workshop@example.com", what="the e-mail set")
+        box.find_element(By.NAME, "email_on_new").click()            # no [email] table: refused
+        box.find_element(By.CSS_SELECTOR, "button").click()
+        _wait(lambda: "email_on_new" in b.find_element(By.ID, "notice").text, what="the refusal")
+        b.save_screenshot(str(shots / "settings-refused.png"))
+        assert p.app.config.boxes["101"].email_on_new is False
+        assert 'email = "workshop@example.com"' in p.sim.config_path.read_text()
+    finally:
+        p.close()
