@@ -99,3 +99,25 @@ def test_home_assistant_discovery_links_the_portal():
     assert doc["dev"]["cu"] == url
     assert "cu" not in discovery_payload(DeviceConfig(id="office"), "linebox/office", {}, [1])["dev"]
     assert portal_url(WebConfig()).endswith(".local:8080/")
+
+
+def test_sim_web_realtime_paces_the_scenario_and_sigterm_stops_it_midway(tmp_path):
+    sim = Sim(tmp_path)
+    port = _free_port()
+    scen = sim.write_scenario('[[call]]\nline = 1\nat = 2.0\ngive_up_after_rings = 1\nsteps = []\n'
+                              '[[call]]\nline = 1\nat = 600.0\ngive_up_after_rings = 1\nsteps = []\n')
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "linebox", "sim", str(scen), "--config", str(sim.config_path),
+                             "--data", str(sim.data), "--json", "--web", f"127.0.0.1:{port}", "--realtime"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = proc.stdout.readline()                    # the first ring, at real time
+        assert b'"event": "ring"' in first or b'"event": "incoming"' in first
+        assert time.monotonic() - t0 >= 2.0
+        proc.send_signal(signal.SIGTERM)                  # long before the second call
+        assert proc.wait(timeout=20) == 0
+        assert b'"call": 2' not in proc.stdout.read()        # the second call never came
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -152,10 +152,17 @@ def main(args) -> int:
     try:
         if listen is not None:
             server, lock = _start_web(app, config, listen)
-        run(app, exchange, transcript, lock=lock, realtime=realtime)
-        sys.stdout.flush()
-        if server is not None:
-            _serve_until_stopped(server)
+            stop = _stop_on_signals()
+            try:
+                run(app, exchange, transcript, lock=lock, realtime=realtime)
+                sys.stdout.flush()
+                stop["scenario_over"] = True
+                while not stop["done"].wait(0.5):
+                    pass
+            except _Stopped:
+                pass                       # stopped during the scenario: what is saved stays
+        else:
+            run(app, exchange, transcript, realtime=realtime)
     finally:
         if server is not None:
             server.stop()
@@ -187,12 +194,21 @@ def _start_web(app, config, listen):
     return server, lock
 
 
-def _serve_until_stopped(server) -> None:
+class _Stopped(Exception):
+    """SIGTERM or SIGINT while the scenario still runs (with --web)."""
+
+
+def _stop_on_signals() -> dict:
+    """SIGTERM/SIGINT end `sim --web`: during the scenario at once, after it the serving."""
     import signal
     import threading
 
-    done = threading.Event()
+    state = {"done": threading.Event(), "scenario_over": False}
+
+    def handler(*_):
+        state["done"].set()
+        if not state["scenario_over"]:
+            raise _Stopped()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
-    while not done.wait(0.5):
-        pass
+        signal.signal(sig, handler)
+    return state
