@@ -96,7 +96,8 @@ def run(app, exchange, transcript, lock=None, realtime: bool = False) -> None:
     its lock; ``realtime`` paces the virtual clock at wall-clock speed."""
     lock = lock if lock is not None else contextlib.nullcontext()
     t_real0 = time.monotonic()
-    state = {"last_start": 0.0}
+    # At real time idle time is lived through, frame by frame, not jumped.
+    state = {"last_start": 0.0, "jump": not realtime}
     while True:
         if realtime:
             ahead = exchange.now - (time.monotonic() - t_real0)
@@ -115,7 +116,9 @@ def _step(app, exchange, transcript, state) -> bool:
         if exchange.done():
             return False
         t_next = exchange.idle_until()
-        if t_next is not None and t_next - exchange.now > 2 * FRAME / RATE:
+        if not state.get("jump", True) and t_next is not None:
+            state["last_start"] = t_next     # no jump: the next call's start, for the check below
+        if state.get("jump", True) and t_next is not None and t_next - exchange.now > 2 * FRAME / RATE:
             # In steps of at most an hour, so retention runs on time between calls.
             gap = min(t_next - exchange.now, RETENTION_STEP)
             jump = int(gap * RATE) // FRAME * FRAME - FRAME
