@@ -504,7 +504,12 @@ def test_an_owner_changes_the_own_email_and_language_keeping_comments(portal):
     assert text.startswith("# the office's configuration, kept by hand\n")
     assert 'email = "me@example.com"' in text and 'language = "de"' in text
     assert portal.app.config.boxes["100"].language == "de"        # live, no restart
-    assert portal.app.store.boxes["100"].email == "me@example.com"
+    assert portal.app.store.boxes["100"].email == ("me@example.com",)
+    assert c.json("POST", "/api/v1/boxes/100/settings", {"email": "a@example.com, b@example.com"})[0] == 200
+    assert 'email = ["a@example.com", "b@example.com"]' in portal.sim.config_path.read_text()
+    assert c.json("GET", "/api/v1/settings")[1]["boxes"][0]["email"] == "a@example.com, b@example.com"
+    assert c.json("POST", "/api/v1/boxes/100/settings", {"email": ""})[0] == 200
+    assert "email =" not in portal.sim.config_path.read_text()
 
 
 def test_an_owner_cannot_change_another_box_or_the_lines(portal):

@@ -196,7 +196,7 @@ def test_admin_changes_a_line_and_an_owner_email_on_the_settings_page(tmp_path, 
         box = b.find_element(By.CSS_SELECTOR, 'form[data-url="/api/v1/boxes/101/settings"]')
         box.find_element(By.NAME, "email").send_keys("workshop@example.com")
         box.find_element(By.CSS_SELECTOR, "button").click()
-        _wait(lambda: p.app.config.boxes["101"].email == "workshop@example.com", what="the e-mail set")
+        _wait(lambda: p.app.config.boxes["101"].email == ("workshop@example.com",), what="the e-mail set")
         box.find_element(By.NAME, "email_on_new").click()            # no [email] table: refused
         box.find_element(By.CSS_SELECTOR, "button").click()
         _wait(lambda: "email_on_new" in b.find_element(By.ID, "notice").text, what="the refusal")

@@ -102,10 +102,9 @@ class Portal:
 
     def system_greeting(self, box: str):
         """The samples of the system greeting that names the box."""
-        cfg = self.app.config.boxes[box]
+        from linebox.calls.flows import system_greeting
         with self.lock:
-            p = self.app.prompts_for(cfg.language)
-            return p.samples(p.greeting(box))
+            return system_greeting(self.app.svc, box)    # what callers hear without their own
 
     def pin_hash(self, box: str) -> str | None:
         with self.lock:
@@ -244,6 +243,8 @@ def apply_live(app, cfg, changed_lines=()) -> None:
         # next call follows them (a call going on keeps its flow).
         runner.flow_factory = answer(app.svc, line_cfg)
         runner.rings_needed = lambda c=line_cfg: app.rings_needed(c)
+        if hasattr(app, "answering_now"):
+            runner.answering = lambda c=line_cfg: app.answering_now(c)
     for line in merged.lines:
         if line.id in changed_lines:
             app.rings[line.id] = line.rings

@@ -28,7 +28,7 @@ _edit_lock = threading.Lock()
 
 def view(portal, s) -> dict:
     cfg = portal.config
-    boxes = [{"number": b.number, "name": b.name, "language": b.language, "email": b.email,
+    boxes = [{"number": b.number, "name": b.name, "language": b.language, "email": _emails_text(b.email),
               "email_on_new": b.email_on_new, **({
                   "pin_required": b.pin_required, "max_messages": b.max_messages,
                   "max_message_seconds": b.max_message_seconds, "keep_heard_days": b.keep_heard_days,
@@ -42,6 +42,28 @@ def view(portal, s) -> dict:
         a = cfg.attendant
         out["attendant"] = None if a is None else {"options": dict(a.options), "default": a.default}
     return out
+
+
+def _emails_text(email) -> str:
+    """One address, or several (a list in the file) separated by commas."""
+    if not email:
+        return ""
+    return email if isinstance(email, str) else ", ".join(email)
+
+
+def _emails_value(value):
+    """What the file gets for the e-mail field: nothing, one address, or a list."""
+    if value is None:
+        return None
+    if isinstance(value, list):
+        parts = value
+    elif isinstance(value, str):
+        parts = [v for v in value.replace(",", " ").split() if v]
+    else:
+        return value                  # the config parser names what is wrong with it
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else parts
 
 
 def _editable(portal) -> bool:
@@ -109,7 +131,7 @@ def change_box(portal, s, box: str, body: dict, who: str, flask_app) -> dict:
         def change(doc):
             t = _box_table(doc, box)
             for key, value in rest.items():
-                _set(t, key, (value or None) if key == "email" else value)
+                _set(t, key, _emails_value(value) if key == "email" else value)
         _edit(portal, change, who, f"box {box}: {', '.join(sorted(rest))}")
     if "pin" in body:
         try:
@@ -139,6 +161,7 @@ def add_box(portal, body: dict, who: str) -> dict:
         t = tomlkit.table()
         t.add("number", number)
         for key, value in extra.items():
+            value = _emails_value(value) if key == "email" else value
             if value is not None and value != "":
                 t.add(key, value)
         t.add("pin_hash", hash_pin(pin))
