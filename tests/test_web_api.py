@@ -264,7 +264,8 @@ def test_box_messages_like_linebox_messages(portal):
     status, msgs = portal.owner().json("GET", "/api/v1/boxes/100/messages")
     assert status == 200
     (m,) = msgs
-    assert set(m) == {"id", "box", "state", "caller_number", "caller_name", "received", "seconds", "line"}
+    assert set(m) == {"id", "box", "state", "caller_number", "caller_name", "received", "seconds", "line",
+                      "transcript"}
     assert (m["box"], m["state"], m["caller_number"], m["caller_name"], m["line"]) == \
         ("100", "new", "5551234567", "JOHN DOE", 1)
     assert m["received"][-6] in "+-" and 2.0 < m["seconds"] < 4.0
@@ -561,3 +562,13 @@ def test_an_owner_changes_the_pin_and_other_sessions_end(portal):
     assert portal.client().login(box="100", pin="13579")[0] == 200
     assert portal.client().login(box="100", pin=PIN)[0] == 401
     assert c.json("POST", "/api/v1/boxes/100/settings", {"pin": "12"})[0] == 400
+
+
+def test_a_transcript_shows_in_the_api_and_on_the_box_page(portal):
+    m = portal.message_of("100")["id"]
+    portal.app.store.set_transcript(m, "please call me back <soon>", "test")
+    c = portal.owner()
+    (msg,) = c.json("GET", "/api/v1/boxes/100/messages")[1]
+    assert msg["transcript"] == "please call me back <soon>"
+    status, _, page = c.request("GET", "/box/100")
+    assert status == 200 and b"please call me back &lt;soon&gt;" in page   # escaped

@@ -20,7 +20,8 @@ from linebox.web.portal import (
     session,
 )
 
-MESSAGE_FIELDS = ("id", "box", "state", "caller_number", "caller_name", "received", "seconds", "line")
+MESSAGE_FIELDS = ("id", "box", "state", "caller_number", "caller_name", "received", "seconds", "line",
+                  "transcript")
 CALL_FIELDS = ("t", "line", "caller_number", "caller_name", "outcome", "box", "message", "seconds")
 
 

@@ -15,7 +15,8 @@ import time
 # What the pages want to know about, and who may see it.
 LINE_EVENTS = ("_line_state", "ring", "callerid", "answer", "onhook", "line_fault",
                "line_fault_cleared", "missed_call")
-BOX_EVENTS = ("box_changed", "message_state", "message_saved", "message_retracted")
+BOX_EVENTS = ("box_changed", "message_state", "message_saved", "message_retracted",
+              "message_transcribed")
 QUEUE_SIZE = 200
 STREAM_SECONDS = 25.0
 KEEPALIVE = 10.0
