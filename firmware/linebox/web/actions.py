@@ -87,9 +87,9 @@ class Portal:
             settings = self.app.line_settings()
         out = []
         for cfg in self.app.config.lines:
-            cid = cids.get(cfg.id) or {}
+            cid = cids.get(cfg.id)
             out.append({"id": cfg.id, "state": states[cfg.id], "fault": faults.get(cfg.id),
-                        "caller_number": cid.get("number"), "caller_name": cid.get("name"),
+                        "caller_number": _cid(cid, "number"), "caller_name": _cid(cid, "name"),
                         "route": cfg.route, **settings[cfg.id]})
         return out
 
@@ -210,6 +210,13 @@ class Portal:
         with self.lock:
             apply_live(self.app, cfg, changed_lines)
         audit.info("web: %s changed the settings: %s", who, what)
+
+
+def _cid(callerid, key: str):
+    """A field of the caller ID a line decoded (a CallerId, or a dict before it)."""
+    if callerid is None:
+        return None
+    return callerid.get(key) if isinstance(callerid, dict) else getattr(callerid, key, None)
 
 
 def apply_live(app, cfg, changed_lines=()) -> None:
