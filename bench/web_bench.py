@@ -181,6 +181,9 @@ def main() -> int:
         for t in browsers:
             t.join(timeout=30)
         server.stop()
+        for r in app.runners:
+            if r.flow is not None:
+                r.hang_up()              # the call being recorded is saved, as at a daemon stop
         app.close()
     mem = memory()
     print(f"daemon memory: {mem[0] / 1024:.1f} MiB without the portal, {mem[1] / 1024:.1f} MiB with it "

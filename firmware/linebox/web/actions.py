@@ -31,15 +31,17 @@ class Portal:
         self.app = app
         self.lock = lock
         self.calllog = calllog
-        # A snapshot of every message, read once under the lock and dropped on any bus
-        # event (every store change publishes one, under the same lock): five browsers
+        # A snapshot of every message, read once under the lock and dropped on the store's
+        # events (every change of a message publishes one, under the same lock): five browsers
         # reloading a 500-message box hold the line loops' lock once, not five times a
         # page (the store parses its whole database on each query).
         self._snapshot: tuple[list[dict], dict[str, dict]] | None = None
         app.bus.subscribe(self._forget)
 
     def _forget(self, ev: dict) -> None:
-        self._snapshot = None
+        kind = ev.get("event", "")
+        if kind == "box_changed" or kind.startswith("message_"):
+            self._snapshot = None
 
     def _messages(self) -> tuple[list[dict], dict[str, dict]]:
         snap = self._snapshot
