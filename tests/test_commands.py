@@ -245,7 +245,7 @@ HOSTILE = [
     ("delete", {"message": "1", "x" * 500: 1}, "unknown key '" + "x" * 40 + "' (expected message)"),
     ("delete", {"message": "1", "request_id": "r" * 65},
      "request_id must be a string (at most 64 characters) or an integer"),
-    ("frobnicate", {}, "unknown action 'frobnicate' (known: mark_heard, delete, undelete, list, "
+    ("frobnicate", {}, "unknown action 'frobnicate' (known: mark_heard, delete, undelete, save, purge, list, "
                        "unlock, answering, rings, led_test, reload)"),
 ]
 
@@ -330,12 +330,14 @@ def test_every_command_is_documented():
 
 def test_web_url_reads_the_portal_setting_defensively():
     from types import SimpleNamespace as NS
+
+    from linebox.config import WebConfig
     assert web_url(NS()) is None
     assert web_url(NS(web=None)) is None
-    assert web_url(NS(web=NS(listen="192.168.1.5:8080"))) == "http://192.168.1.5:8080/"
-    assert web_url(NS(web=NS(listen="[fd00::5]:443", tls_cert="/c.pem"))) == "https://[fd00::5]:443/"
-    assert web_url(NS(web=NS(listen="127.0.0.1:80", enabled=False))) is None
-    assert web_url(NS(web=NS(listen="0.0.0.0:8080"))).endswith(":8080/")
+    assert web_url(NS(web=WebConfig(host="192.168.1.5", port=8080))) == "http://192.168.1.5:8080/"
+    assert web_url(NS(web=WebConfig(host="fd00::5", port=443, tls_cert="/c.pem"))) == "https://[fd00::5]:443/"
+    assert web_url(NS(web=WebConfig(host="127.0.0.1", port=80, enabled=False))) is None
+    assert web_url(NS(web=WebConfig(host="0.0.0.0", port=8080))).endswith(":8080/")
 
 
 def test_extensions_are_read_defensively():
@@ -374,7 +376,7 @@ def test_linebox_cmd_runs_a_command_against_the_data_folder(tmp_path):
     (["delete", "000042"], "cmd delete: no message 000042"),
     (["led_test", "on"], "cmd led_test: needs the running daemon (send it over MQTT to "
                          "<base>/cmd/led_test)"),
-    (["nope"], "cmd nope: unknown action 'nope' (known: mark_heard, delete, undelete, list, "
+    (["nope"], "cmd nope: unknown action 'nope' (known: mark_heard, delete, undelete, save, purge, list, "
                "unlock, answering, rings, led_test, reload)"),
 ])
 def test_linebox_cmd_errors_are_one_line(tmp_path, argv, error):

@@ -567,7 +567,7 @@ def test_refusals_are_answered_in_plain_words_with_the_request_id(app_rig, watch
     assert send_command(app_rig, watcher, "delete", '{"message": "٠٠٠٠٠١"}')["error"] == \
         'message must be a message id string like "000012"'
     assert send_command(app_rig, watcher, "frobnicate", "{}")["error"].startswith(
-        "unknown action 'frobnicate' (known: mark_heard, delete, undelete, list, unlock")
+        "unknown action 'frobnicate' (known: mark_heard, delete, undelete, save, purge, list, unlock")
 
 
 def test_answering_and_rings_update_their_retained_states_and_survive_a_restart(

@@ -45,6 +45,13 @@ class Appliance:
         self.mailer = None
         self._mailed: deque[tuple[str, str]] = deque()   # mails the server took
         self.transcriber = None
+        self.calllog = _call_log(config, bus, self.data_dir, clock, self._route_of)
+
+    def _route_of(self, line_id: int) -> str | None:
+        try:
+            return self.config.line(line_id).route
+        except KeyError:
+            return None
 
     def prompts_for(self, language: str, voice: str = "auto") -> Prompts:
         p = self._prompts.get((language, voice))
@@ -264,6 +271,16 @@ class Appliance:
             self._next_retention = now + RETENTION_EVERY
 
 
+def _call_log(config, bus, data_dir, clock, route_of):
+    """The call log (voicemail/calllog.py), in the device's time zone."""
+    import zoneinfo
+
+    from linebox.voicemail.calllog import CallLog
+
+    tz = zoneinfo.ZoneInfo(config.device.timezone) if config.device.timezone else None
+    return CallLog(bus, data_dir, clock, tz, route_of=route_of)
+
+
 def make_line(cfg, pins):
     """The driver for one configured line."""
     if cfg.driver == "fxo":
@@ -298,6 +315,7 @@ class Daemon:
         self.reporter_down_since: float | None = None   # monotonic; None while it runs
         self.reporter_restarts = 0
         self._next_reporter_try = 0.0
+        self.web = None
 
     def start(self) -> None:
         import threading
@@ -307,6 +325,11 @@ class Daemon:
         app.open()
         app.warm_prompts()
         app.run_reporting()
+        web = self.config.web
+        if web is not None and web.enabled:
+            from linebox.web.server import WebServer
+            self.web = WebServer(app, self.lock, web, app.calllog)
+            self.web.start()
         for cfg in self.config.lines:
             line = make_line(cfg, self.pins)
             self.lines.append(line)
@@ -375,6 +398,9 @@ class Daemon:
         self.reporter_down_since = None if r.dead() is None else self.reporter_down_since
 
     def stop(self) -> None:
+        if self.web is not None:
+            self.web.stop()
+            self.web = None
         self.stopping.set()
         for t in self.threads:
             t.join(timeout=2.0)

@@ -44,6 +44,8 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", required=True)
     s.add_argument("--data", required=True)
     s.add_argument("--json", action="store_true")
+    s.add_argument("--web", metavar="HOST:PORT", help="serve the web portal (until SIGTERM/Ctrl-C after the scenario)")
+    s.add_argument("--realtime", action="store_true", help="pace the scenario at real time")
     s.set_defaults(handler="linebox.sim:main")
 
     m = sub.add_parser("messages", help="list messages")
@@ -64,6 +66,11 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data")
     # writes_data: run as the data folder's owner (linebox.access); these inputs are read first.
     g.set_defaults(handler="linebox.voicemail.cli:cmd_greeting", writes_data=("file",))
+
+    ap = sub.add_parser("admin-password", help="set the web portal administrator's password (read on stdin)")
+    ap.add_argument("--config", default=DEFAULT_CONFIG)
+    ap.add_argument("--data")
+    ap.set_defaults(handler="linebox.web.auth:cmd_admin_password")
 
     d = sub.add_parser("demo", help="a complete story on a simulated line")
     d.add_argument("--json", action="store_true")

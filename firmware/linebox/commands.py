@@ -288,6 +288,26 @@ def _undelete(app, box: str | None = None, message: str | None = None) -> str:
     return rec["id"]
 
 
+@command("save", "Keep a message (heard or new) as saved: retention does not move it to "
+         "the trash. The result is the message id.",
+         MESSAGE, example='{"message": "000012"}', plain="message")
+def _save(app, message: str) -> str:
+    if _message(app, message)["state"] == "trash":
+        raise CommandError(f"message {message} is in the trash (undelete it first)")
+    app.store.set_state(message, "saved")
+    return message
+
+
+@command("purge", "Delete a message in the trash for good (its recording too). The "
+         "result is the message id.",
+         MESSAGE, example='{"message": "000012"}', plain="message")
+def _purge(app, message: str) -> str:
+    if _message(app, message)["state"] != "trash":
+        raise CommandError(f"message {message} is not in the trash")
+    app.store.purge(message)
+    return message
+
+
 @command("list", "The messages of a box, oldest first (all but the trash, or those of "
          "one state). The result is a list of messages.",
          BOX, Arg("state", "choice", "only messages in this state", required=False,
@@ -301,10 +321,7 @@ def _list(app, box: str, state: str | None = None) -> list[dict]:
 @command("unlock", "Lift a box's PIN lockout (after too many wrong PINs) and start its "
          "count of failures again.", BOX, example='{"box": "100"}', plain="box")
 def _unlock(app, box: str) -> None:
-    # The escalating lockout's own unlock when the store has it; until then the lockout
-    # is the login record that a successful login clears.
-    unlock = getattr(app.store, "unlock", None) or getattr(app.store, "unlock_box", None)
-    (unlock or app.store.login_ok)(box)
+    app.store.unlock(box, by="command")
 
 
 # ---------------------------------------------------------------- the lines' settings

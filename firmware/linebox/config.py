@@ -46,6 +46,7 @@ BOX_KEYS = ("number", "name", "language", "pin_hash", "pin_required", "email",
 ATTENDANT_KEYS = ("prompt", "options", "default", "timeout_seconds")
 MQTT_KEYS = ("host", "port", "username", "password", "tls", "ca_file", "base_topic",
              "discovery", "keepalive", "commands")
+WEB_KEYS = ("enabled", "listen", "tls_cert", "tls_key", "frame_ancestors", "session_idle_minutes")
 EMAIL_KEYS = ("smtp_host", "smtp_port", "starttls", "tls", "username", "password", "from",
               "max_attachment_bytes", "timeout_seconds")
 
@@ -62,6 +63,7 @@ TABLES = {
     "mqtt": (MQTT_KEYS, False),
     "email": (EMAIL_KEYS, False),
     "transcription": (TRANSCRIPTION_KEYS, False),
+    "web": (WEB_KEYS, False),
 }
 
 _DEVICE_ID = re.compile(r"[a-z0-9_-]+")
@@ -229,6 +231,19 @@ class TranscriptionConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """[web]: the portal served by `linebox run` (see docs/web.md)."""
+
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = 8080
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    frame_ancestors: str = "'self'"      # CSP frame-ancestors: who may embed the portal
+    session_idle_minutes: float = 30.0
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration file."""
 
@@ -240,6 +255,7 @@ class Config:
     email: EmailConfig | None
     source: str
     transcription: TranscriptionConfig | None = None
+    web: WebConfig | None = None
 
     def line(self, line_id: int) -> LineConfig:
         """The line with this id (KeyError if none)."""
@@ -638,6 +654,36 @@ def _read_email(t: _Table) -> EmailConfig:
     )
 
 
+_LISTEN = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})")
+_ANCESTORS = re.compile(r"[A-Za-z0-9*:/.'_ -]+")
+
+
+def parse_listen(text: str) -> tuple[str, int] | None:
+    """``HOST:PORT`` (``[v6]:PORT`` too) as (host, port), or None if it is not one."""
+    m = _LISTEN.fullmatch(text) if isinstance(text, str) else None
+    if m is None or not 1 <= int(m[2]) <= 65535:
+        return None
+    return m[1].strip("[]"), int(m[2])
+
+
+def _read_web(t: _Table) -> WebConfig:
+    listen = t.get_str("listen", "0.0.0.0:8080", must='must be "HOST:PORT", like "0.0.0.0:8080"')
+    hostport = parse_listen(listen)
+    if hostport is None:
+        raise t.error("listen", 'must be "HOST:PORT", like "0.0.0.0:8080"')
+    cert = t.get_path("tls_cert", None, exists=True)
+    key = t.get_path("tls_key", None, exists=True)
+    if (cert is None) != (key is None):
+        raise t.error("tls_key" if key is None else "tls_cert", "tls_cert and tls_key go together")
+    return WebConfig(
+        enabled=t.get_bool("enabled", True), host=hostport[0], port=hostport[1],
+        tls_cert=cert, tls_key=key,
+        frame_ancestors=t.get_str("frame_ancestors", "'self'", pattern=_ANCESTORS,
+                                  must="must be CSP sources like \"'self' http://homeassistant.local:8123\""),
+        session_idle_minutes=t.get_num("session_idle_minutes", 30.0, lo=1, hi=7 * 24 * 60),
+    )
+
+
 # ---------------------------------------------------------------- the whole file
 
 
@@ -709,6 +755,7 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     mqtt = _read_mqtt(tables["mqtt"][0]) if tables["mqtt"] else None
     email = _read_email(tables["email"][0]) if tables["email"] else None
     transcription = _read_transcription(tables["transcription"][0]) if tables["transcription"] else None
+    web = _read_web(tables["web"][0]) if tables["web"] else None
 
     _check_lines(lines, boxes, attendant)
     for number, box in boxes.items():
@@ -717,7 +764,7 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     _check_pins(device, tables["device"], lines, boxes, box_tables)
     return Config(device=device, lines=tuple(line for _, line in lines), boxes=boxes,
                   attendant=attendant, mqtt=mqtt, email=email, transcription=transcription,
-                  source=source)
+                  source=source, web=web)
 
 
 def _check_lines(lines, boxes, attendant) -> None:

@@ -62,6 +62,7 @@ TRANSCRIPTION_FAILED = "transcription_failed"
 LED = "led"
 # ---- the SIP server: registration of an IP phone
 EXTENSION_STATE = "extension_state"
+CALL_LOGGED = "call_logged"            # the call log kept one call (voicemail/calllog.py)
 # ---- the simulated exchange (hw/sim.py): the caller's side, for transcripts
 INCOMING = "incoming"
 CALLER_GAVE_UP = "caller_gave_up"
@@ -103,6 +104,7 @@ CATALOGUE: dict[str, EventKind] = {k.name: k for k in (
     EventKind(TRANSCRIPTION_FAILED, ("id", "reason"), "app.py"),
     EventKind(LED, ("box", "pattern"), "hw/leds.py"),
     EventKind(EXTENSION_STATE, ("extension", "state"), "sip", transcript=False),
+    EventKind(CALL_LOGGED, ("call",), "voicemail/calllog.py", transcript=False),
     EventKind(INCOMING, ("caller_number", "caller_name"), "hw/sim.py"),
     EventKind(CALLER_GAVE_UP, ("rings",), "hw/sim.py"),
     EventKind(CALLER_HANGUP, ("how",), "hw/sim.py"),

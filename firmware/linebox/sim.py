@@ -1,5 +1,6 @@
 """`linebox sim SCENARIO`: the real firmware against simulated lines, on a virtual clock."""
 
+import contextlib
 import json
 import sys
 import time
@@ -97,35 +98,55 @@ def _sim_line(exchange, cfg):
                         duplex=cfg.duplex, init=cfg.init)
 
 
-def run(app, exchange, transcript) -> None:
-    """Step every line frame by frame until the scenario is over, jumping idle time."""
-    runners = app.runners
-    last_start = 0.0
+def run(app, exchange, transcript, lock=None, realtime: bool = False) -> None:
+    """Step every line frame by frame until the scenario is over, jumping idle time.
+
+    ``lock`` (the portal's, with ``--web``) is held for each frame, as the daemon holds
+    its lock; ``realtime`` paces the virtual clock at wall-clock speed."""
+    lock = lock if lock is not None else contextlib.nullcontext()
+    t_real0 = time.monotonic()
+    # At real time idle time is lived through, frame by frame, not jumped.
+    state = {"last_start": 0.0, "jump": not realtime}
     while True:
-        busy = any(r.busy for r in runners)
-        if not busy:
-            if exchange.done():
+        if realtime:
+            ahead = exchange.now - (time.monotonic() - t_real0)
+            if ahead > 0:
+                time.sleep(ahead)
+        with lock:
+            if not _step(app, exchange, transcript, state):
                 break
-            t_next = exchange.idle_until()
-            if t_next is not None and t_next - exchange.now > 2 * FRAME / RATE:
-                # In steps of at most an hour, so retention runs on time between calls.
-                gap = min(t_next - exchange.now, RETENTION_STEP)
-                jump = int(gap * RATE) // FRAME * FRAME - FRAME
-                if jump > 0:
-                    exchange.skip_to(exchange.now + jump / RATE)
-                    for r in runners:
-                        r.skip(jump)
-                    app.maintain()
-                last_start = t_next
-        for r in runners:
-            transcript.current_line = r.id
-            r.step()
-        transcript.current_line = None
-        exchange.advance()
-        app.process_commands()
-        app.maintain()              # retention, on its own hourly schedule
-        if exchange.now - last_start > MAX_CALL_SECONDS:
-            raise LineboxError("sim: the scenario did not end (a call went on for hours)")
+
+
+def _step(app, exchange, transcript, state) -> bool:
+    """One frame of every line (after a jump over idle time); False once the scenario is over."""
+    runners = app.runners
+    busy = any(r.busy for r in runners)
+    if not busy:
+        if exchange.done():
+            return False
+        t_next = exchange.idle_until()
+        if not state.get("jump", True) and t_next is not None:
+            state["last_start"] = t_next     # no jump: the next call's start, for the check below
+        if state.get("jump", True) and t_next is not None and t_next - exchange.now > 2 * FRAME / RATE:
+            # In steps of at most an hour, so retention runs on time between calls.
+            gap = min(t_next - exchange.now, RETENTION_STEP)
+            jump = int(gap * RATE) // FRAME * FRAME - FRAME
+            if jump > 0:
+                exchange.skip_to(exchange.now + jump / RATE)
+                for r in runners:
+                    r.skip(jump)
+                app.maintain()
+            state["last_start"] = t_next
+    for r in runners:
+        transcript.current_line = r.id
+        r.step()
+    transcript.current_line = None
+    exchange.advance()
+    app.process_commands()
+    app.maintain()              # retention, on its own hourly schedule
+    if exchange.now - state["last_start"] > MAX_CALL_SECONDS:
+        raise LineboxError("sim: the scenario did not end (a call went on for hours)")
+    return True
 
 
 def main(args) -> int:
@@ -134,10 +155,72 @@ def main(args) -> int:
 
     config = load_config(args.config, data_dir=args.data)
     scenario = load_scenario(args.scenario)
-    app, exchange, transcript = build(config, scenario, sys.stdout, as_json=args.json)
+    web = getattr(args, "web", None)
+    listen = _web_listen(web) if web else None
+    realtime = bool(getattr(args, "realtime", False))
+    app, exchange, transcript = build(config, scenario, sys.stdout, as_json=args.json,
+                                      clock_start=time.time() if realtime else None)
+    server = lock = None
     try:
-        run(app, exchange, transcript)
+        if listen is not None:
+            server, lock = _start_web(app, config, listen)
+            stop = _stop_on_signals()
+            try:
+                run(app, exchange, transcript, lock=lock, realtime=realtime)
+                sys.stdout.flush()
+                stop["scenario_over"] = True
+                while not stop["done"].wait(0.5):
+                    pass
+            except _Stopped:
+                pass                       # stopped during the scenario: what is saved stays
+        else:
+            run(app, exchange, transcript, realtime=realtime)
     finally:
+        if server is not None:
+            server.stop()
         app.close()
     sys.stdout.flush()
     return 0
+
+
+def _web_listen(text: str) -> tuple[str, int]:
+    from linebox.config import parse_listen
+
+    hostport = parse_listen(text)
+    if hostport is None:
+        raise LineboxError(f'sim: --web {text!r}: must be HOST:PORT, like 127.0.0.1:8080')
+    return hostport
+
+
+def _start_web(app, config, listen):
+    """The portal over the simulated appliance, sharing a lock with the frame loop."""
+    import threading
+
+    from linebox.config import WebConfig
+    from linebox.web.server import WebServer
+
+    lock = threading.RLock()
+    server = WebServer(app, lock, config.web or WebConfig(), app.calllog, host=listen[0], port=listen[1])
+    server.start()
+    print(f"linebox: web portal at {server.url} (until SIGTERM or Ctrl-C)", file=sys.stderr, flush=True)
+    return server, lock
+
+
+class _Stopped(Exception):
+    """SIGTERM or SIGINT while the scenario still runs (with --web)."""
+
+
+def _stop_on_signals() -> dict:
+    """SIGTERM/SIGINT end `sim --web`: during the scenario at once, after it the serving."""
+    import signal
+    import threading
+
+    state = {"done": threading.Event(), "scenario_over": False}
+
+    def handler(*_):
+        state["done"].set()
+        if not state["scenario_over"]:
+            raise _Stopped()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+    return state

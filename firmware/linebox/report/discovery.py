@@ -47,19 +47,9 @@ __all__ = ["MAX_RINGS", "MIN_RINGS", "board", "configured_extensions", "discover
 
 
 def web_url(cfg) -> str | None:
-    """The web portal's address for Home Assistant's "visit device" link, when a portal
-    is configured (``[web] listen = "HOST:PORT"``)."""
-    web = getattr(cfg, "web", None)
-    listen = getattr(web, "listen", None) if web is not None else None
-    if not listen or getattr(web, "enabled", True) is False:
-        return None
-    host, _, port = str(listen).rpartition(":")
-    host = host.strip("[]")
-    if host in ("", "0.0.0.0", "::"):
-        import socket
-        host = socket.getfqdn()
-    scheme = "https" if getattr(web, "tls_cert", None) else "http"
-    return f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}/"
+    """The web portal's address for Home Assistant's "visit device" link, when the
+    configuration serves one (see ``portal_url``)."""
+    return portal_url(getattr(cfg, "web", None))
 
 
 def configured_extensions(cfg) -> list[str]:
@@ -92,6 +82,19 @@ def board() -> tuple[str | None, str | None]:
     serial = _read("/sys/firmware/devicetree/base/serial-number")
     model = _read("/proc/device-tree/model") or (platform.machine() or None)
     return serial, model
+
+
+def portal_url(web) -> str | None:
+    """The web portal's address for ``configuration_url`` (None with the portal off).
+    Listening on every address, the host is this machine's name (``<hostname>.local``,
+    as mDNS announces it)."""
+    import socket
+
+    if web is None or not web.enabled:
+        return None
+    host = web.host if web.host not in ("0.0.0.0", "::", "") else f"{socket.gethostname()}.local"
+    host = f"[{host}]" if ":" in host else host
+    return f"{'https' if web.tls_cert else 'http'}://{host}:{web.port}/"
 
 
 def discovery_payload(device: DeviceConfig, base: str, boxes: Mapping[str, str],
