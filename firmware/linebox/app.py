@@ -203,6 +203,7 @@ class Daemon:
         self.lines = []
         self.threads = []
         self.last_step: dict[int, float] = {}
+        self.sip = None
 
     def start(self) -> None:
         import threading
@@ -219,6 +220,10 @@ class Daemon:
             self.threads.append(t)
         for t in self.threads:
             t.start()
+        if self.config.sip is not None and self.config.sip.enabled:
+            from linebox.sip.server import SipService  # the IP phones' server (contract §9)
+            self.sip = SipService(self.config, app, self.lock)
+            self.sip.start()
 
     def _line_loop(self, runner) -> None:
         while not self.stopping.is_set():
@@ -245,6 +250,8 @@ class Daemon:
 
     def stop(self) -> None:
         self.stopping.set()
+        if self.sip is not None:
+            self.sip.stop()           # SIP calls hang up (recordings saved) before the store closes
         for t in self.threads:
             t.join(timeout=2.0)
         with self.lock:

@@ -32,6 +32,11 @@ def _build_parser() -> argparse.ArgumentParser:
     ph = sub.add_parser("pin-hash", help="read a PIN on standard input, print its hash")
     ph.set_defaults(handler="linebox.voicemail.pins:cmd_pin_hash")
 
+    sp = sub.add_parser("sip-password", help="read an extension's SIP password on standard input, print its HA1")
+    sp.add_argument("extension")
+    sp.add_argument("--config", default=DEFAULT_CONFIG)
+    sp.set_defaults(handler="linebox.sip.cli:cmd_sip_password")
+
     s = sub.add_parser("sim", help="run a scenario on simulated lines")
     s.add_argument("scenario")
     s.add_argument("--config", required=True)
