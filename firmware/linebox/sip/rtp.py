@@ -22,7 +22,7 @@ from linebox.dsp import g711
 from linebox.hw.line import SILENT_FRAME, Line, Tick
 
 FRAME_SECONDS = FRAME / RATE
-JITTER_FRAMES = 3             # playout delay: 60 ms absorbs the jitter of a LAN or Wi-Fi
+JITTER_FRAMES = 3             # a missing frame is lost once 3 later ones wait (60 ms of jitter)
 MAX_BUFFER_FRAMES = 50        # a second of audio ahead is a timestamp jump: resync
 RTP_TIMEOUT = 30.0            # seconds without RTP: the phone is gone
 MAX_LATE = 0.2                # fallen this far behind (a stall): start pacing afresh
@@ -163,19 +163,20 @@ class SipLine(Line):
     def _audio(self, ts: int, payload: bytes) -> None:
         if self._play is None:
             self._ts0 = ts
-            self._play = -JITTER_FRAMES
-        index = ((ts - self._ts0) & 0xFFFFFFFF)
+            self._play = 0
+        index = (ts - self._ts0) & 0xFFFFFFFF
         if index >= 0x80000000:
             index -= 0x100000000
         index //= FRAME
         if index < self._play:
-            return                              # too late: already played (as silence)
+            return                              # too late: its slot was played already
         if index - self._play > MAX_BUFFER_FRAMES:
             # A timestamp jump (a new source after a re-INVITE): start again from here.
             self._buffer.clear()
-            self._ts0, self._play, index = ts, -JITTER_FRAMES, 0
-        self._buffer[index] = payload[:FRAME] if len(payload) >= FRAME else \
-            payload + (b"\xff" if self.media.codec == "PCMU" else b"\xd5") * (FRAME - len(payload))
+            self._ts0, self._play, index = ts, 0, 0
+        if len(payload) < FRAME:
+            payload += (b"\xff" if self.media.codec == "PCMU" else b"\xd5") * (FRAME - len(payload))
+        self._buffer[index] = payload[:FRAME]
 
     def _telephone_event(self, ts: int, payload: bytes) -> None:
         # RFC 4733 §2.3: every packet of one event carries the event's start timestamp;
@@ -189,11 +190,9 @@ class SipLine(Line):
 
     def _next_frame(self, now: float) -> Tick:
         audio = SILENT_FRAME
-        if self._play is not None:
-            payload = self._buffer.pop(self._play, None)
-            self._play += 1
-            if payload is not None:
-                audio = self.decode(payload)
+        payload = self._playout()
+        if payload is not None:
+            audio = self.decode(payload)
         events = self._events
         self._events = []
         with self._lock:
@@ -207,6 +206,28 @@ class SipLine(Line):
             self._hangup_told = True
             events.append(("hangup", hangup))
         return Tick(audio=audio, loop=None, events=tuple(events))
+
+
+    def _playout(self) -> bytes | None:
+        """The next frame in sender order. The phone's clock rules: when its packet is
+        not here yet, play silence and wait for it (a sender slower than us, or jitter);
+        when a later one already waits JITTER_FRAMES ahead, the missing one is lost;
+        when too much piles up (a sender faster than us), drop the oldest."""
+        buf = self._buffer
+        if not buf:
+            return None
+        payload = buf.pop(self._play, None)
+        if payload is not None:
+            self._play += 1
+        elif max(buf) - self._play >= JITTER_FRAMES:
+            self._play = min(buf)
+            payload = buf.pop(self._play)
+            self._play += 1
+        while len(buf) > JITTER_FRAMES + 2:
+            oldest = min(buf)
+            del buf[oldest]
+            self._play = max(self._play, oldest + 1)
+        return payload
 
 
 def open_rtp_socket(host: str) -> socket.socket:
