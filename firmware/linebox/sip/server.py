@@ -584,7 +584,7 @@ class SipService:
         dialog = Dialog(call_id=req.call_id, local_tag=tag, local=f"{req.get('to')};tag={tag}",
                         remote=req.get("from"), remote_tag=req.from_.params.get("tag", ""),
                         target=contact, peer=peer, extension=user, remote_cseq=req.cseq[0])
-        call = SipCall(dialog=dialog, line=SipLine(sock, media), sdp=sdp, invite_branch=txn.key[0])
+        call = SipCall(dialog=dialog, line=SipLine(sock, media, peer.addr[0]), sdp=sdp, invite_branch=txn.key[0])
         call.ok = self._reply(req, peer, 200, "OK", [("Contact", self._our_contact(peer)),
                                                       ("Allow", ALLOW), ("Content-Type", "application/sdp")],
                               to_tag=tag, body=sdp.answer(media), txn=txn)
