@@ -607,7 +607,7 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     device = _read_device(tables["device"][0]) if tables["device"] else DeviceConfig()
     sip_on = bool(tables["sip"]) and tables["sip"][0].data.get("enabled", True) is True
     if not tables["line"] and not sip_on:
-        raise ConfigError("at least one [[line]] (or an enabled [sip] table) is required")
+        raise ConfigError("at least one [[line]] is required")   # or an enabled [sip]: SIP-only
     if not tables["box"]:
         raise ConfigError("at least one [[box]] is required")
     lines = [(t, _read_line(t)) for t in tables["line"]]
