@@ -200,3 +200,23 @@ def test_linebox_run_sip_only_serves_a_phone_end_to_end(tmp_path, phones, silenc
     assert "extension 201 dialled *56100: login 100" in log
     assert "extension 201 dialled '999': no such number" in log
     assert "Traceback" not in log
+
+
+def test_extension_registration_is_retained_in_mqtt(tmp_path, phones, silence_wav):
+    from test_mqtt import Broker, Watcher, wait_until
+    broker = Broker(tmp_path / "broker").start()
+    watcher = Watcher(broker.port)
+    port = free_port()
+    server = SipDaemon(write_config(tmp_path, port, extra=f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\n'))
+    topic = "linebox/office/extension/201/state"
+    try:
+        wait_until(lambda: watcher.last(topic) == "unregistered", what="unregistered at start")
+        phone = _phone(phones, tmp_path, server, silence_wav)
+        phone.wait_log("[1 binding]")
+        wait_until(lambda: watcher.last(topic) == "registered", what="registered")
+        phone.close()                                 # baresip un-registers as it quits
+        wait_until(lambda: watcher.last(topic) == "unregistered", what="unregistered again")
+    finally:
+        server.stop()
+        watcher.close()
+        broker.stop()

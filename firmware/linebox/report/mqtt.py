@@ -410,7 +410,14 @@ class MqttReporter:
             self._callerid[line] = None
         elif kind == "callerid":
             self._callerid[line] = ev
+        elif kind == "extension_state":          # SIP phones (contract §9)
+            self._set_state(f"{self.base}/extension/{ev['extension']}/state", ev["state"])
+        elif kind == "sip_call":
+            self.queue_event({"type": "call", "line": None, "extension": ev["extension"],
+                              "caller_number": ev.get("caller_number"), "caller_name": ev.get("caller_name")})
         report = report_for(ev, self._callerid.get(line))
+        if report is not None and "extension" in ev:
+            report["extension"] = ev["extension"]
         if kind in ("missed_call", "onhook"):
             self._callerid.pop(line, None)
         if report is not None:
