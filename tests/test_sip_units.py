@@ -141,3 +141,10 @@ def test_sip_password_prints_the_ha1_of_the_realm(tmp_path):
     assert res.stdout.decode().strip() == md5(f"201:{REALM}:s3cret")
     bad = run_linebox("sip-password", "2x", "--config", path, input=b"s3cret\n")
     assert bad.returncode == 2 and bad.stderr.decode().startswith("linebox: error: ")
+
+
+def test_only_an_8khz_telephone_event_is_taken():
+    offer = (b"v=0\r\nc=IN IP4 10.0.0.5\r\nm=audio 4000 RTP/AVP 96 0 99 101\r\na=rtpmap:96 opus/48000/2\r\n"
+             b"a=rtpmap:99 telephone-event/48000\r\na=rtpmap:101 telephone-event/8000\r\n")
+    media = negotiate(parse_offer(offer))
+    assert (media.codec, media.dtmf_payload) == ("PCMU", 101)

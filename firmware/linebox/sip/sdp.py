@@ -79,7 +79,9 @@ def parse_offer(body: bytes) -> Offer:
             elif value.startswith("rtpmap:") and media is not None:
                 m = _RTPMAP.fullmatch(value[7:].strip())
                 if m and int(m.group(1)) in media.payloads:
-                    media.names[int(m.group(1))] = m.group(2).upper()
+                    # Only 8 kHz ones are ours (opus/48000, telephone-event/48000 are not).
+                    name = m.group(2).upper()
+                    media.names[int(m.group(1))] = name if m.group(3) == "8000" else f"{name}/{m.group(3)}"
     if media is None:
         raise SipParseError("SDP: no RTP/AVP audio stream")
     if not media.host or not 0 <= media.port < 65536:
