@@ -2,6 +2,7 @@
 voicemail, sends its PIN as RFC 4733 events, hears a message an analog caller left, and
 leaves one of its own; its MWI module shows the lamp."""
 
+import logging
 import math
 import socket
 import time
@@ -220,3 +221,34 @@ def test_extension_registration_is_retained_in_mqtt(tmp_path, phones, silence_wa
         server.stop()
         watcher.close()
         broker.stop()
+
+
+def test_baresip_over_tcp_registers_and_a_held_call_goes_on_after_resume(tmp_path, server, phones,
+                                                                        silence_wav, caplog):
+    caplog.set_level(logging.INFO, logger="linebox")
+    phone = Baresip(tmp_path, "201", PASSWORDS["201"], server.port, silence_wav, transport="tcp")
+    phones.append(phone)
+    phone.wait_log("[1 binding]")
+    binding = next(iter(server.daemon.sip.bindings["201"].values()))
+    assert binding.peer.transport == "TCP"
+    phone.command("dial", f"sip:*56100@127.0.0.1:{server.port}")     # the account's transport
+    ev = server.events
+    ev.wait("prompt", name="pin", pump=phone.pump)
+    def reinvites():
+        return [r.getMessage() for r in caplog.records if "re-INVITE" in r.getMessage()]
+
+    def wait_reinvite(direction):
+        deadline = time.monotonic() + 10
+        while not any(m.endswith(direction) for m in reinvites()):
+            assert time.monotonic() < deadline, reinvites()
+            phone.pump(0.1)
+    phone.command("hold")
+    wait_reinvite("recvonly")                  # the phone holds: we answer recvonly
+    phone.command("resume")
+    wait_reinvite("sendrecv")
+    phone.command("sndcode", f"{PIN}#")
+    login = ev.wait("login", pump=phone.pump)
+    assert login["ok"] is True
+    assert reinvites()[-1].endswith("sendrecv")
+    phone.command("hangup")
+    ev.wait("onhook", pump=phone.pump)
