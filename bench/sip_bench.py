@@ -34,6 +34,48 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def sys_seconds() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
+def unpaced_frame_cost(frames: int = 1500) -> float:
+    """Seconds of CPU per 20 ms frame of one call, all its work in one thread without
+    pacing: RTP in (queued on a loopback socket) and out, G.711, the listener, a prompt
+    then hear_caller (the recording loop)."""
+    import socket
+    import struct
+
+    from linebox.calls.engine import LineRunner
+    from linebox.calls.flows import hear_caller
+    from linebox.dsp import g711
+    from linebox.events import Bus
+    from linebox.sip.rtp import SipLine
+    from linebox.sip.sdp import Media
+
+    speech = read_wav(SPEECH) if SPEECH.exists() else array("h", [3000, -3000] * 4000)
+    speech = (speech * (frames * 160 // len(speech) + 1))[:frames * 160]
+    ours = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+    ours.bind(("127.0.0.1", 0))
+    phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    phone.bind(("127.0.0.1", 0))
+    line = SipLine(ours, Media("127.0.0.1", phone.getsockname()[1], "PCMU", 0, 101, "sendrecv"),
+                   "127.0.0.1", sleep=lambda s: None)
+    for i in range(frames):
+        phone.sendto(struct.pack("!BBHII", 0x80, 0, i & 0xFFFF, 1000 + 160 * i, 5)
+                     + g711.ulaw_encode(speech[i * 160:(i + 1) * 160]), ours.getsockname())
+
+    def flow(call):
+        yield from call.play("prompt", speech[:frames * 80])
+        yield from hear_caller(call, 3600, 3600)
+    runner = LineRunner(line, None, "us", Bus(), flow, rings_needed=lambda: 0)
+    runner.start_call(flow, {})
+    t0 = time.process_time()
+    for _ in range(frames):
+        runner.process(line.tick(runner.out))
+    return (time.process_time() - t0) / frames
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=8)
@@ -61,15 +103,27 @@ def main() -> int:
             scenario = (scenarios.UAC.replace("PASSWORD", PASSWORDS["201"])
                         .replace("SPEECH_FILE", str(tmp / "speech.wav"))
                         .replace("GREETING_MS", "11500").replace("SPEECH_MS", str(int(args.speak * 1000) + 500)))
+            marks = {}
+
+            def steady(ev):
+                # While every call records and none has ended: the steady state of a call.
+                if ev.get("event") == "record_start":
+                    marks["started"] = marks.get("started", 0) + 1
+                    if marks["started"] == args.calls:
+                        marks["from"] = (cpu_seconds(), time.monotonic())
+                elif ev.get("event") == "record_end" and "from" in marks and "to" not in marks:
+                    marks["to"] = (cpu_seconds(), time.monotonic())
+            server.daemon.app.bus.subscribe(steady)
             idle0, w0 = cpu_seconds(), time.monotonic()
             time.sleep(3.0)
             idle = (cpu_seconds() - idle0) / (time.monotonic() - w0)
-            c0, w0 = cpu_seconds(), time.monotonic()
+            c0, s0, w0 = cpu_seconds(), sys_seconds(), time.monotonic()
             res = scenarios._sipp(tmp, server, scenario, "-s", "101", "-m", str(args.calls), "-l",
                                   str(args.calls), "-r", str(args.calls), "-auth_uri",
                                   f"101@127.0.0.1:{server.port}", timeout=int(args.speak) + 90)
             wall = time.monotonic() - w0
             cpu = cpu_seconds() - c0 - idle * wall
+            kernel = sys_seconds() - s0
             saved = len(server.store.messages("101"))
         finally:
             server.stop()
@@ -79,8 +133,18 @@ def main() -> int:
     print(f"SIP voicemail calls: {args.calls} at once, {args.speak:.0f} s of speech each "
           f"(sipp exit {res.returncode}, {saved} messages saved)")
     print(f"  idle server: {100 * idle:.2f} % of a core")
-    print(f"  CPU per call: {100 * cpu / max(call_seconds, 1e-9):.2f} % of a core "
-          f"({cpu:.2f} s CPU over {call_seconds:.0f} call-seconds)   goal < 1 %")
+    frame = unpaced_frame_cost()
+    print(f"  one call's own work, unpaced in one thread: {frame * 1e6:.0f} us a frame = "
+          f"{100 * frame / 0.02:.2f} % of a core")
+    if "from" in marks and "to" in marks:
+        (c1, t1), (c2, t2) = marks["from"], marks["to"]
+        per = (c2 - c1 - idle * (t2 - t1)) / (t2 - t1) / args.calls
+        print(f"  CPU per call while all {args.calls} record: {100 * per:.2f} % of a core "
+              f"(over {t2 - t1:.1f} s)   goal < 1 %")
+    print(f"  CPU per call, whole calls (set-up, greeting, saving): {100 * cpu / max(call_seconds, 1e-9):.2f} % "
+          "of a core "
+          f"({cpu:.2f} s CPU, {kernel:.2f} s of it in the kernel, over {call_seconds:.0f} call-seconds)"
+          "")
     print(f"  outgoing RTP lateness: p50 {p(0.5):.2f} ms, p99 {p(0.99):.2f} ms, max {p(1.0):.2f} ms "
           f"({len(late)} packets)   goal p99 < 10 ms")
     return 0
