@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,12 +17,16 @@ from linebox.voicemail.pins import hash_pin
 
 REALM = "office"
 PASSWORDS = {"201": "alice-secret", "202": "bob-secret"}
-PIN = "1234"
+PIN = "4321"           # the same as simkit's, so one data folder serves both
+
+
+_GIVEN: set[int] = set()
 
 
 def free_port(kind=socket.SOCK_DGRAM) -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
+    """A port free for both UDP and TCP on 127.0.0.1, never one handed out before in this
+    run (two peers started together must not get the same one)."""
+    for _ in range(200):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
             u.bind(("127.0.0.1", 0))
             port = u.getsockname()[1]
@@ -30,6 +35,9 @@ def free_port(kind=socket.SOCK_DGRAM) -> int:
                     t.bind(("127.0.0.1", port))
                 except OSError:
                     continue
+                if port in _GIVEN or port + 1 in _GIVEN or port - 1 in _GIVEN:
+                    continue            # (RTP uses the port above for RTCP)
+                _GIVEN.add(port)
                 return port
     raise RuntimeError("no free port")
 
@@ -65,6 +73,58 @@ realm = "{REALM}"
 {extra}
 """)
     return cfg
+
+
+class Events:
+    """The bus events of an in-process daemon, as they arrive (from any thread)."""
+
+    def __init__(self, bus) -> None:
+        self.all: list[dict] = []
+        self._lock = threading.Lock()
+        bus.subscribe(self._add)
+
+    def _add(self, ev: dict) -> None:
+        with self._lock:
+            self.all.append(ev)
+
+    def of(self, kind: str, **match) -> list[dict]:
+        with self._lock:
+            return [e for e in self.all if e.get("event") == kind
+                    and all(e.get(k) == v for k, v in match.items())]
+
+    def wait(self, kind: str, timeout: float = 15.0, pump=None, after: int = 0, **match) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.of(kind, **match)[after:]
+            if found:
+                return found[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {kind} {match} in {timeout} s; events: "
+                                     f"{[e for e in self.all if not e['event'].startswith('_')][-30:]}")
+            if pump is not None:
+                pump(0.05)
+            else:
+                time.sleep(0.05)
+
+
+class SipDaemon:
+    """`linebox run`'s Daemon in this process (SIP-only config), with its events."""
+
+    def __init__(self, cfg_path: Path) -> None:
+        from linebox.app import Daemon
+        from linebox.config import load_config
+
+        self.daemon = Daemon(load_config(cfg_path))
+        self.events = Events(self.daemon.app.bus)
+        self.daemon.start()
+        self.port = self.daemon.sip.port
+
+    @property
+    def store(self):
+        return self.daemon.app.store
+
+    def stop(self) -> None:
+        self.daemon.stop()
 
 
 class LineboxRun:

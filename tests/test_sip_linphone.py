@@ -77,7 +77,8 @@ def test_linphonec_registers_and_logs_in_with_dtmf(tmp_path, server):
             phone.command(key)                # a lone key in a call is sent as DTMF
             time.sleep(0.3)
         login = ev.wait("login", timeout=20)
-        assert (login["ok"], login["box"], login["extension"]) == (True, "100", "201")
+        keys = [e["digit"] for e in ev.of("dtmf")]
+        assert (login["ok"], login["box"], login["extension"]) == (True, "100", "201"), keys
         assert [e["digit"] for e in ev.of("dtmf")] == [*PIN, "#"]
         phone.command("terminate")
         ev.wait("hangup_detected", cause="bye", timeout=20)

@@ -76,6 +76,15 @@ class SipLine(Line):
         self.expect_rtp = media.direction in ("sendrecv", "recvonly")
         self._last_rtp = self.clock()
 
+    @property
+    def deadline(self) -> float:
+        """When the next frame is due (now, before the first)."""
+        return self.clock() if self._deadline is None else self._deadline
+
+    def align(self, slot: float) -> None:
+        """Send the first frame at ``slot`` (a shared media clock's)."""
+        self._deadline = slot
+
     def press(self, key: str) -> None:
         """A key the signalling reported (SIP INFO), from the SIP thread."""
         with self._lock:

@@ -26,7 +26,7 @@ from linebox.log import get as get_logger
 from linebox.sip import message as sipmsg
 from linebox.sip.auth import DigestAuth, Verdict
 from linebox.sip.message import Message, SipParseError
-from linebox.sip.rtp import SipLine, open_rtp_socket
+from linebox.sip.rtp import FRAME_SECONDS, SipLine, open_rtp_socket
 from linebox.sip.sdp import SessionDescription, negotiate, parse_offer
 from linebox.sip.transport import MAX_TCP_CONNECTIONS, Peer, TcpConnection, local_address_for
 
@@ -34,6 +34,7 @@ log = get_logger("sip")
 
 T1, T2 = 0.5, 4.0                  # RFC 3261 §17.1.1.1 timer values
 TIMER_64T1 = 64 * T1                # B, F, H, J: how long a transaction lives
+MEDIA_PHASES = 4                    # call groups sharing a 20 ms tick (see _media_slot)
 MAX_CALLS = 24                      # a Pi Zero 2 W holds about 8 (bench/sip_bench.py)
 MAX_SUBSCRIPTIONS = 128
 MAX_SUBSCRIPTIONS_PER_EXTENSION = 8
@@ -119,6 +120,7 @@ class SipCall:
     ended: str | None = None            # why, once the SIP side is over
     bye_sent: bool = False
     invite_branch: str = ""
+    ready: bool = True                  # its last frame has been through its runner
 
 
 @dataclass
@@ -170,6 +172,14 @@ class SipService:
         self.tcp: dict[tuple, TcpConnection] = {}
         self.thread: threading.Thread | None = None
         self.port = self.cfg.port
+        self._media_calls: list[SipCall] = []
+        self._media_lock = threading.Lock()
+        self._media_wake = threading.Event()
+        self._media_origin = clock()
+        self._media_next_phase = 0
+        self._frames: queue.SimpleQueue = queue.SimpleQueue()
+        self.flow_thread: threading.Thread | None = None
+        self.media_thread: threading.Thread | None = None
 
     # ================================================================ life cycle
     def start(self) -> None:
@@ -199,6 +209,10 @@ class SipService:
         self._every(1.0, self._sweep)
         self.thread = threading.Thread(target=self._loop, name="sip", daemon=True)
         self.thread.start()
+        self.media_thread = threading.Thread(target=self._media_loop, name="sip-media", daemon=True)
+        self.media_thread.start()
+        self.flow_thread = threading.Thread(target=self._flow_loop, name="sip-flows", daemon=True)
+        self.flow_thread.start()
         log.info("listening on %s:%d (UDP and TCP), realm %s, %d extension(s)",
                  host, self.port, self.cfg.realm, len(self.extensions))
 
@@ -209,9 +223,15 @@ class SipService:
             self.thread.join(timeout=5.0)
         for call in list(self.calls.values()):
             call.line.end("shutdown")
-            t = getattr(call, "thread", None)
-            if t is not None:
-                t.join(timeout=2.0)
+        deadline = time.monotonic() + 3.0        # the flows hear the hang-up and finish
+        while self._media_calls and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.stopping.set()
+        if self.media_thread is not None:
+            self._media_wake.set()
+            self.media_thread.join(timeout=2.0)
+            self._frames.put(None)
+            self.flow_thread.join(timeout=2.0)
         with self.lock:
             try:
                 self.app.bus.unsubscribe(self._on_bus)
@@ -603,24 +623,71 @@ class SipService:
             bus.publish({"event": "sip_call", "caller_number": ext.number, "caller_name": ext.name,
                          "dialled": dialled, "line": None})
             call.runner.start_call(flow, {"number": ext.number, "name": ext.name})
-        call.thread = threading.Thread(target=self._call_loop, args=(call,), daemon=True,
-                                       name=f"sip-call-{ext.number}")
-        call.thread.start()
+        self._media_next_phase = (self._media_next_phase + 1) % MEDIA_PHASES
+        call.line.align(self._media_slot(self._media_next_phase))
+        with self._media_lock:
+            self._media_calls.append(call)
+        self._media_wake.set()
 
-    def _call_loop(self, call: SipCall) -> None:
-        """The call's audio: like an analog line's loop, paced by the RTP clock."""
+    def _media_slot(self, phase: int) -> float:
+        """The next 20 ms slot of the shared media clock, in one of MEDIA_PHASES phases:
+        the calls of one phase send and receive on the same instants (one wake-up a frame
+        for all of them, not one each), and a slow frame (a recording's fsync once a
+        second) delays only the calls of its phase."""
+        origin = self._media_origin + phase * FRAME_SECONDS / MEDIA_PHASES
+        slots = int((self.clock() - origin) / FRAME_SECONDS) + 1
+        return origin + slots * FRAME_SECONDS
+
+    def _media_loop(self) -> None:
+        """The calls' audio, like analog lines' loops but shared: when a call's slot
+        comes, this thread sends its frame and takes what came (``tick``, never under the
+        appliance lock, never touching the disk); the flow thread then runs that frame of
+        the call flow. A call whose last frame is still being processed waits for it."""
+        while not self.stopping.is_set():
+            with self._media_lock:
+                ready = [c for c in self._media_calls if c.ready]
+            if not ready:
+                self._media_wake.wait(0.5)
+                self._media_wake.clear()
+                continue
+            wait = min(c.line.deadline for c in ready) - self.clock()
+            if wait > 0:
+                self._media_wake.wait(wait)      # a new call or a processed frame wakes us
+                self._media_wake.clear()
+                continue
+            now = self.clock()
+            for call in ready:
+                if call.line.deadline <= now:
+                    call.ready = False
+                    self._frames.put((call, call.line.tick(call.runner.out)))
+
+    def _flow_loop(self) -> None:
+        """Each call's frames through its runner, under the appliance lock, in turn."""
+        while True:
+            item = self._frames.get()
+            if item is None:
+                return
+            call, tick = item
+            self._media_step(call, tick)
+            call.ready = True
+            # Wake the media thread only when it has something to do at once: a call
+            # already due (we were slow), or the end of a batch (a slot's frames done).
+            if self._frames.empty() or call.line.deadline <= self.clock():
+                self._media_wake.set()
+
+    def _media_step(self, call: SipCall, tick) -> None:
         runner = call.runner
         try:
-            while runner.flow is not None:
-                tick = call.line.tick(runner.out)
-                with self.lock:
-                    runner.process(tick)
-        except Exception:  # noqa: BLE001 - a broken call must not take the server with it
+            with self.lock:
+                runner.process(tick)
+        except Exception:  # noqa: BLE001 - a broken call must not take the others with it
             log.exception("call failed")
             with self.lock:
                 if runner.flow is not None:
                     runner.hang_up()
-        finally:
+        if runner.flow is None:
+            with self._media_lock:
+                self._media_calls.remove(call)
             call.line.close()
             self.inbox.put(("call_over", call))
             self._wake()
