@@ -73,6 +73,12 @@ def test_linphonec_registers_and_logs_in_with_dtmf(tmp_path, server):
         ev.wait("extension_state", extension="201", state="registered", timeout=20)
         phone.command(f"call sip:*56100@127.0.0.1:{server.port}")
         ev.wait("prompt", name="pin", timeout=20)
+        # Keys typed before linphonec has its call up are lost on its side.
+        deadline = time.monotonic() + 10
+        while "connected" not in phone.out.read_text(errors="replace"):
+            assert time.monotonic() < deadline, phone.out.read_text(errors="replace")[-2000:]
+            time.sleep(0.05)
+        time.sleep(0.5)
         for key in f"{PIN}#":
             phone.command(key)                # a lone key in a call is sent as DTMF
             time.sleep(0.3)
