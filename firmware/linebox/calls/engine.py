@@ -328,6 +328,7 @@ class LineRunner:
         """Start a call at once, without ring counting (a SIP call is answered by the
         protocol): the listener hears it from here, the flow runs from its first frame."""
         self._start_listening()
+        self.listener_origin = self.t        # its first frame is the next one, not this one
         self.listener.dtmf_callerid = False
         self.listener.fsk = None
         self.line.set_hook(True)
