@@ -3,25 +3,29 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: deps demo test bench lint prompts clean
+.PHONY: deps test-deps demo test bench lint prompts clean
 
+# The demo needs Linebox and its runtime dependencies; the tests also their tools.
 deps:
 	@./scripts/ensure-deps
+
+test-deps:
+	@./scripts/ensure-deps --test
 
 demo: deps
 	$(VENV)/bin/linebox demo
 
-test: deps
+test: test-deps
 	$(VENV)/bin/ruff check firmware tests bench hwtests scripts
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 bench: deps
 	$(PY) bench/run.py
 
-lint: deps
+lint: test-deps
 	$(VENV)/bin/ruff check firmware tests bench hwtests scripts
 
-prompts: deps
+prompts: test-deps
 	$(PY) scripts/make_prompts.py
 
 clean:

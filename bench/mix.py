@@ -3,6 +3,7 @@ key presses and call-progress tones, cached in .bench/ (not committed)."""
 
 import math
 import random
+import sys
 from array import array
 from pathlib import Path
 
@@ -12,7 +13,10 @@ from linebox.wavfile import read_wav, write_wav
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".bench"
-SPEECH_DIR = ROOT.parent / "shared" / "data" / "speech"
+sys.path.insert(0, str(ROOT / "tests"))
+from speechdata import speech_dir  # noqa: E402 - the tests' own speech, decoded once
+
+SPEECH_DIR = speech_dir()
 RATE = 8000
 
 

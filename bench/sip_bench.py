@@ -69,7 +69,7 @@ def unpaced_frame_cost(frames: int = 1500) -> float:
         yield from call.play("prompt", speech[:frames * 80])
         yield from hear_caller(call, 3600, 3600)
     runner = LineRunner(line, None, "us", Bus(), flow, rings_needed=lambda: 0)
-    runner.start_call(flow, {})
+    runner.start_call(flow, None)
     t0 = time.process_time()
     for _ in range(frames):
         runner.process(line.tick(runner.out))

@@ -11,8 +11,9 @@
 #
 # What it does, each step only as far as needed (running it again changes nothing but
 # the Python environment, which is rebuilt):
-#   - Debian packages: Python, venv, ALSA tools; the RPi.GPIO API (python3-rpi-lgpio
-#     on Raspberry Pi OS); pyalsaaudio from Debian when new enough, else what pip
+#   - Debian packages, runtime needs only (no test tools): Python, venv, ALSA and USB
+#     tools; on a Pi the [pi] extra, the RPi.GPIO API (python3-rpi-lgpio on Raspberry
+#     Pi OS, else from PyPI); pyalsaaudio from Debian when new enough, else what pip
 #     needs to build it;
 #   - the system user `linebox` (systemd-sysusers, or useradd where it is missing);
 #   - a fresh virtual environment /opt/linebox/venvs/<time> (with the system's site
@@ -78,21 +79,31 @@ apt_update_once() {
     APT_UPDATED=1
 }
 
-PKGS="python3 python3-venv ca-certificates alsa-utils systemd udev"
+# Runtime needs only: no test tools on the appliance (those are scripts/ensure-deps --test).
+# alsa-utils (aplay -l, alsamixer) and usbutils (lsusb) are what hwcheck's hints name.
+PKGS="python3 python3-venv ca-certificates alsa-utils usbutils systemd udev"
 PIP_EXTRAS=""
 # A fresh machine may never have run apt-get update: the optional packages below are
 # looked up in a current index.
 [ -n "$(candidate python3-venv)" ] || apt_update_once
 
-# RPi.GPIO's API: Raspberry Pi OS packages rpi-lgpio (it works on every Pi, the Pi 5
-# included). Elsewhere on a Pi, pip installs it; off a Pi there is no GPIO to drive.
-if [ -n "$(candidate python3-rpi-lgpio)" ]; then
-    PKGS="$PKGS python3-rpi-lgpio"
+# RPi.GPIO's API, Linebox's [pi] extra (rpi-lgpio: it works on every Pi, the Pi 5
+# included). A Pi is an ARM machine (the image is built in an ARM chroot on a PC, where
+# /proc/device-tree is the PC's) or says so in its device tree. Raspberry Pi OS packages
+# rpi-lgpio: installed from there, pip finds the extra satisfied through the system
+# site packages; elsewhere pip installs it. Off a Pi there is no GPIO to drive.
+ON_PI=0
+case $(dpkg --print-architecture) in arm64|armhf|armel) ON_PI=1 ;; esac
+grep -qs "Raspberry Pi" /proc/device-tree/model && ON_PI=1
+if [ "$ON_PI" -eq 1 ]; then
+    PIP_EXTRAS="[pi]"
+    if [ -n "$(candidate python3-rpi-lgpio)" ]; then
+        PKGS="$PKGS python3-rpi-lgpio"
+    else
+        say "python3-rpi-lgpio is not packaged here: pip installs rpi-lgpio"
+    fi
 else
-    case $(dpkg --print-architecture) in
-        arm64|armhf|armel) PIP_EXTRAS="[pi]"; say "python3-rpi-lgpio is not packaged here: pip installs rpi-lgpio" ;;
-        *) say "note: no python3-rpi-lgpio here (not Raspberry Pi OS): GPIO lines (driver fxo, lamps) will not work" ;;
-    esac
+    say "note: not a Raspberry Pi: GPIO lines (driver fxo, lamps) will not work; modem lines will"
 fi
 # pyalsaaudio: Debian's if it is new enough (pyproject.toml wants >= 0.10), else built
 # by pip, which needs a C compiler, the Python headers and the ALSA headers.
@@ -102,6 +113,13 @@ if [ -n "$alsa" ] && dpkg --compare-versions "$alsa" ge 0.10; then
 else
     PKGS="$PKGS gcc libc6-dev python3-dev libasound2-dev"
 fi
+
+# The prompts' human voices (Asterisk's core sound sets, CC BY-SA 3.0) and espeak-ng for
+# the box names; without them Linebox speaks with its shipped espeak-ng clips.
+for p in espeak-ng asterisk-core-sounds-en-wav asterisk-core-sounds-fr-wav \
+         asterisk-core-sounds-es-wav asterisk-core-sounds-it-wav; do
+    if [ -n "$(candidate "$p")" ]; then PKGS="$PKGS $p"; else say "note: $p is not packaged here: espeak-ng prompts instead"; fi
+done
 
 missing=""
 for p in $PKGS; do installed "$p" || missing="$missing $p"; done
@@ -164,6 +182,10 @@ fi
 say "installing $(basename "$WHEEL")$PIP_EXTRAS and its dependencies"
 pip install "$WHEEL$PIP_EXTRAS" || { cat "$WORK/pip.log" >&2; die "pip install failed (pip log above)"; }
 version=$("$NEW/bin/linebox" --version) || die "the new environment does not run: $NEW/bin/linebox --version"
+if [ -n "$PIP_EXTRAS" ]; then
+    "$NEW/bin/python" -c 'import importlib.metadata as m; m.version("rpi-lgpio")' 2>/dev/null \
+        || die "the [pi] extra (rpi-lgpio, the RPi.GPIO API) is missing from $NEW"
+fi
 
 # Switch atomically: the running daemon keeps its environment until it restarts.
 if [ -e "$PREFIX/venv" ] && [ ! -L "$PREFIX/venv" ]; then

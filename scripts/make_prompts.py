@@ -15,7 +15,6 @@ again: a manifest beside the clips keeps a hash of what each was made from.
 import argparse
 import hashlib
 import json
-import math
 import os
 import subprocess
 import sys
@@ -28,10 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "firmware"))
 
-from linebox import FRAME, RATE  # noqa: E402
+from linebox import RATE  # noqa: E402
 from linebox.calls.prompts import COMMON, LANGUAGES, clip_names  # noqa: E402
-from linebox.dsp.gen import clip, tone  # noqa: E402
-from linebox.dsp.levels import DBM0_MEAN_SQUARE  # noqa: E402
+from linebox.calls.speech import SpeechError, fit  # noqa: E402
+from linebox.dsp.gen import tone  # noqa: E402
 from linebox.fileio import write_file_atomic  # noqa: E402
 from linebox.wavfile import write_wav  # noqa: E402
 
@@ -40,14 +39,6 @@ TEXTS = PROMPT_DIR / "texts.toml"
 
 # Bump when the processing below changes, so that every clip is made again.
 PROCESS_VERSION = 1
-
-SPEECH_DBM0 = -16.0        # active speech level of every clip
-EDGE_SECONDS = 0.05        # silence kept before and after the speech
-# A sample louder than this (relative to the clip's peak) is speech, not silence.
-EDGE_DB = -40.0
-# Frames within this much of the loudest frame count towards the speech level;
-# a simple stand-in for ITU-T P.56 active speech level.
-ACTIVE_DB = -30.0
 
 BEEP = {"freq": 1000.0, "seconds": 0.5, "dbm0": -10.0}
 
@@ -187,28 +178,10 @@ def command(argv: list[str]) -> bytes:
 
 def telephone(samples: array) -> array:
     """Trim to 50 ms of silence each side, then set the active level to -16 dBm0."""
-    samples = trim(samples)
-    gain = math.sqrt(DBM0_MEAN_SQUARE * 10 ** (SPEECH_DBM0 / 10) / active_power(samples))
-    return array("h", (clip(v * gain) for v in samples))
-
-
-def trim(samples: array) -> array:
-    peak = max(map(abs, samples), default=0)
-    if not peak:
-        raise Fail("espeak-ng produced silence")
-    floor = peak * 10 ** (EDGE_DB / 20)
-    loud = [i for i, v in enumerate(samples) if abs(v) > floor]
-    edge = round(EDGE_SECONDS * RATE)
-    return samples[max(0, loud[0] - edge):loud[-1] + 1 + edge]
-
-
-def active_power(samples: array) -> float:
-    """Mean square over the frames that carry speech."""
-    powers = [sum(v * v for v in samples[i:i + FRAME]) / FRAME
-              for i in range(0, len(samples) - FRAME + 1, FRAME)] or [1.0]
-    floor = max(powers) * 10 ** (ACTIVE_DB / 10)
-    active = [p for p in powers if p >= floor]
-    return sum(active) / len(active)
+    try:
+        return fit(samples)
+    except SpeechError:
+        raise Fail("espeak-ng produced silence") from None
 
 
 # ------------------------------------------------------------------ bookkeeping

@@ -2,7 +2,6 @@
 
 import logging
 import operator
-import os
 import subprocess
 import sys
 from array import array
@@ -11,16 +10,18 @@ from pathlib import Path
 import pytest
 
 from linebox import FRAME
+from speechdata import speech_dir
 
 ROOT = Path(__file__).resolve().parent.parent
-SPEECH_DIR = Path(os.environ.get("LINEBOX_SPEECH_DIR", ROOT.parent / "shared" / "data" / "speech"))
 
 
 @pytest.fixture(scope="session")
 def speech_files() -> list[Path]:
-    files = sorted(SPEECH_DIR.glob("*.wav"))
+    """The project's recorded speech (tests/data/speech) as WAV files."""
+    folder = speech_dir()
+    files = sorted(folder.glob("*.wav"))
     if not files:
-        pytest.fail(f"no speech recordings in {SPEECH_DIR}")
+        pytest.fail(f"no speech recordings in {folder}")
     return files
 
 

@@ -95,7 +95,7 @@ def test_minimal_file_gets_the_documented_defaults():
                                     route="100", answer=True),)
     assert cfg.boxes == {"100": BoxConfig(
         number="100", name="Box 100", language="en", pin_hash=HASH, pin_required=True,
-        email=None, email_on_new=False, led_pin=None, max_messages=100,
+        email=(), email_on_new=False, led_pin=None, max_messages=100,
         max_message_seconds=180, keep_heard_days=30.0, trash_days=7.0, retract_minutes=15.0)}
     assert (cfg.attendant, cfg.mqtt, cfg.email) == (None, None, None)
     assert cfg.source == "<test>"
@@ -325,7 +325,8 @@ CASES = {
     "trash days zero": (MINIMAL + "trash_days = 0\n", f"config: {B1} key 'trash_days': must be a positive number"),
     "retract negative": (MINIMAL + "retract_minutes = -1\n",
                          f"config: {B1} key 'retract_minutes': must be a number of 0 or more"),
-    "language": (MINIMAL + 'language = "it"\n', f"config: {B1} key 'language': must be one of en, de, fr, es"),
+    "language": (MINIMAL + 'language = "ru"\n', f"config: {B1} key 'language': must be one of en, de, fr, es, it"),
+    "prompts": (MINIMAL + 'prompts = "human"\n', f"config: {B1} key 'prompts': must be one of auto, espeak"),
     "pin hash malformed": (MINIMAL.replace(HASH, HASH[:-6]),
                            f"config: {B1} key 'pin_hash': not a PIN hash (make one with linebox pin-hash)"),
     "pin hash is a plain pin": (MINIMAL.replace(HASH, "1234"),

@@ -6,6 +6,7 @@ from array import array
 
 from linebox.app import Appliance
 from linebox.calls.prompts import Prompts
+from linebox.calls.speech import spoken_name
 from linebox.config import parse_config
 from linebox.dsp import gen
 from linebox.dsp.fskmod import callerid_burst, encode_mdmf
@@ -38,7 +39,9 @@ def test_a_message_is_taken_from_an_fxo_line_through_alsa(tmp_path, monkeypatch,
     # system greeting and the beep play; the caller talks 4 s, then the exchange's busy tone.
     answer_at = 8.0
     p = Prompts("en")
-    beep_end = answer_at + (len(p.samples(p.greeting("100"))) + len(p.clip("beep"))) / 8000
+    # The system greeting says the box's name ("Box 100", spoken by espeak-ng at load).
+    name = read_wav(spoken_name(tmp_path / "data" / "names", "en", "Box 100"))
+    beep_end = answer_at + (len(p.with_name(name)) + len(p.clip("beep"))) / 8000
     speech = read_wav(speech_files[1])[8000 * 10:8000 * 14]
     line_audio = gen.silence(2.5) + callerid_burst("bell202", encode_mdmf("5551230000", "ACME CORP"))
     line_audio += gen.silence(beep_end + 0.6 - len(line_audio) / 8000) + speech + gen.silence(0.5)

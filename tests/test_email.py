@@ -5,7 +5,10 @@ import json
 import logging
 import socket
 import time
+import zoneinfo
 from array import array
+from dataclasses import replace
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -15,11 +18,16 @@ from aiosmtpd.smtp import AuthResult
 
 from linebox.config import BoxConfig, EmailConfig
 from linebox.events import Bus
-from linebox.report.email import Mailer, caller_text, length_text
+from linebox.report.email import Mailer, caller_text, length_text, tel_uri
 from linebox.voicemail.store import Store
 
-T0 = 1_700_000_000.0           # 2023-11-14 22:13:20 UTC
+T0 = 1_700_000_000.0           # 2023-11-14 22:13:20 UTC (17:13:20 in New York, EST)
 WAIT = 15.0
+NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
+
+
+def _local(ts):
+    return datetime.fromtimestamp(ts, UTC).astimezone()
 
 
 def free_port() -> int:
@@ -95,23 +103,24 @@ def email_config(port, **kw):
 
 BOXES = {
     "100": BoxConfig(number="100", name="Main office", pin_required=False,
-                     email="office@example.com", email_on_new=True),
+                     email=("office@example.com",), email_on_new=True),
     "101": BoxConfig(number="101", name="Sales", pin_required=False,
-                     email="sales@example.com", email_on_new=False),
+                     email=("sales@example.com",), email_on_new=False),
 }
 
 
 class Rig:
     """A real store on a bus, and a mailer subscribed to it."""
 
-    def __init__(self, tmp_path: Path, port: int, clock=None, **cfg):
+    def __init__(self, tmp_path: Path, port: int, clock=None, boxes=BOXES, tz=None, **cfg):
         self.clock = clock or Clock()
         self.bus = Bus()
-        self.store = Store(tmp_path / "data", BOXES, bus=self.bus, clock=self.clock)
+        self.store = Store(tmp_path / "data", boxes, bus=self.bus, clock=self.clock, tz=tz)
         self.store.open()
         self.mailq = tmp_path / "data" / "mailq"
-        self.mailer = Mailer(email_config(port, **cfg), BOXES, self.mailq, self.clock,
-                             lookup=self.store.get, device_name="Office line box")
+        self.mailer = Mailer(email_config(port, **cfg), boxes, self.mailq, self.clock,
+                             lookup=self.store.get, device_name="Office line box", tz=tz,
+                             line_plans={1: "us"})
         self.bus.subscribe(self.mailer.handle)
 
     def leave_message(self, box="100", seconds=2.0, number="5551234567", name="JOHN DOE"):
@@ -140,16 +149,19 @@ def test_a_new_message_is_mailed_with_its_wav_attached(rig, inbox):
     (mail,) = inbox.parsed()
     assert inbox.mails[0].mail_from == "linebox@example.com"
     assert inbox.mails[0].rcpt_tos == ["office@example.com"]
-    assert mail["Subject"] == "New voicemail in box 100 from JOHN DOE (5551234567), 0:08"
+    assert mail["Subject"] == "Voicemail for Main office: JOHN DOE, (555) 123-4567, 0:08"
     assert mail["To"] == "office@example.com"
     assert mail["From"] == "Linebox <linebox@example.com>"
     body = mail.get_body(("plain",)).get_content().replace("\r\n", "\n")
-    assert "New voicemail in box 100 (Main office)." in body
-    assert "From:      JOHN DOE\n" in body and "Number:    5551234567\n" in body
-    assert "Length:    0:08\n" in body and f"Message:   {rec['id']}\n" in body
+    assert body.startswith("New voicemail for Main office (box 100).\n\n")
+    assert "From:     JOHN DOE\n" in body
+    assert "Number:   (555) 123-4567  (call back: tel:+15551234567)\n" in body
+    assert "Length:   0:08\n" in body and f"Message:  {rec['id']}\n" in body
     (att,) = list(mail.iter_attachments())
     assert att.get_content_type() == "audio/wav"
-    assert att.get_filename() == f"voicemail-100-{rec['id']}.wav"
+    # The body names the attachment by the name the mail program shows.
+    assert att.get_filename() == f"voicemail-100-{rec['id']}-{_local(T0):%Y%m%d-%H%M}.wav"
+    assert f"The recording is attached: {att.get_filename()}\n" in body
     assert att.get_content() == Path(rec["file"]).read_bytes()
 
 
@@ -224,8 +236,8 @@ def test_mail_queued_while_the_server_is_down_survives_a_restart_and_goes_once(t
     finally:
         server.stop()
     subjects = [m["Subject"] for m in inbox.parsed()]
-    assert subjects == ["New voicemail in box 100 from JOHN DOE (5551234567), 0:02",
-                        "New voicemail in box 100 from JANE ROE (5551234567), 0:02"]
+    assert subjects == ["Voicemail for Main office: JOHN DOE, (555) 123-4567, 0:02",
+                        "Voicemail for Main office: JANE ROE, (555) 123-4567, 0:02"]
 
 
 def test_a_permanent_refusal_moves_the_mail_to_failed_after_three_tries(tmp_path, caplog):
@@ -297,7 +309,240 @@ def test_the_sender_thread_delivers_what_is_queued(tmp_path, server, inbox):
 
 def test_subject_parts():
     assert length_text(8.4) == "0:08" and length_text(75) == "1:15" and length_text(0) == "0:00"
-    assert caller_text("JOHN DOE", "5551234567") == "JOHN DOE (5551234567)"
-    assert caller_text(None, "5551234567") == "5551234567"
+    assert caller_text("JOHN DOE", "5551234567") == "JOHN DOE, 5551234567"
+    assert caller_text("JOHN DOE", "15551234567", plan="us") == "JOHN DOE, (555) 123-4567"
+    assert caller_text(None, "5551234567", plan="us") == "(555) 123-4567"
+    assert caller_text(None, "0301234567", plan="de") == "0301234567"
     assert caller_text("JOHN\nDOE", None) == "JOHN DOE"
-    assert caller_text(None, None) == "an unknown caller"
+    assert caller_text(None, None) == "unknown caller"
+    assert caller_text(None, None, "de") == "unbekannter Anrufer"
+    assert tel_uri("5551234567", "us") == "tel:+15551234567"
+    assert tel_uri("0301234567", "de") == "tel:0301234567"
+    assert tel_uri("", "us") is None
+
+
+# ------------------------------------------------------------------ owners, languages, zones
+
+def _body(mail) -> str:
+    return mail.get_body(("plain",)).get_content().replace("\r\n", "\n")
+
+
+def test_every_address_of_a_box_gets_the_one_mail(tmp_path, server, inbox):
+    boxes = {"100": replace(BOXES["100"], email=("anna@example.com", "ben@example.org"))}
+    rig = Rig(tmp_path, server.port, boxes=boxes)
+    try:
+        rig.leave_message()
+        assert rig.mailer.pump() == 1
+    finally:
+        rig.close()
+    (env,) = inbox.mails
+    assert env.rcpt_tos == ["anna@example.com", "ben@example.org"]
+    assert inbox.parsed()[0]["To"] == "anna@example.com, ben@example.org"
+
+
+def test_the_device_time_zone_is_in_the_date_the_body_and_the_store(tmp_path, server, inbox):
+    rig = Rig(tmp_path, server.port, tz=NEW_YORK)
+    try:
+        rec = rig.leave_message()
+        assert rec["received"] == "2023-11-14T17:13:20-05:00"
+        assert rig.mailer.pump() == 1
+    finally:
+        rig.close()
+    (mail,) = inbox.parsed()
+    assert mail["Date"] == "Tue, 14 Nov 2023 17:13:20 -0500"
+    assert "Received: Tuesday 14 November 2023, 17:13 EST (-05:00)\n" in _body(mail)
+    (att,) = mail.iter_attachments()
+    assert att.get_filename() == f"voicemail-100-{rec['id']}-20231114-1713.wav"
+
+
+@pytest.mark.parametrize("language, subject, intro, label, attached", [
+    ("de", "Sprachnachricht für Lager: JOHN DOE, (555) 123-4567, 0:02",
+     "Neue Sprachnachricht für Lager (Box 100).", "Empfangen: Dienstag, 14. November 2023, 17:13 EST",
+     "Die Aufnahme ist angehängt: "),
+    ("fr", "Message vocal pour Lager : JOHN DOE, (555) 123-4567, 0:02",
+     "Nouveau message vocal pour Lager (boîte 100).", "Reçu:    mardi 14 novembre 2023, 17:13 EST",
+     "L'enregistrement est joint : "),
+    ("es", "Mensaje de voz para Lager: JOHN DOE, (555) 123-4567, 0:02",
+     "Nuevo mensaje de voz para Lager (buzón 100).", "Recibido: martes, 14 de noviembre de 2023, 17:13 EST",
+     "La grabación va adjunta: "),
+])
+def test_the_mail_is_in_the_box_language(tmp_path, server, inbox, language, subject, intro,
+                                         label, attached):
+    boxes = {"100": replace(BOXES["100"], name="Lager", language=language)}
+    rig = Rig(tmp_path, server.port, boxes=boxes, tz=NEW_YORK)
+    try:
+        rig.leave_message()
+        assert rig.mailer.pump() == 1
+    finally:
+        rig.close()
+    (mail,) = inbox.parsed()
+    assert mail["Subject"] == subject
+    body = _body(mail)
+    assert body.startswith(intro + "\n")
+    assert label in body
+    (att,) = mail.iter_attachments()
+    assert f"{attached}{att.get_filename()}\n" in body
+
+
+def test_caller_id_bytes_cannot_inject_headers_or_recipients(tmp_path, server, inbox):
+    rig = Rig(tmp_path, server.port)
+    try:
+        rig.leave_message(name="EVIL\r\nBcc: victim@example.net\r\n\r\nhi\x1b[2J\u202e",
+                          number="555\n123\x004567<x@y>")
+        assert rig.mailer.pump() == 1
+    finally:
+        rig.close()
+    (env,) = inbox.mails
+    assert env.rcpt_tos == ["office@example.com"]
+    (mail,) = inbox.parsed()
+    assert mail["Bcc"] is None and "victim" not in str(mail["To"])
+    assert mail["Subject"] == "Voicemail for Main office: EVIL Bcc: victim@example.net hi [2J, (555) 123-4567, 0:02"
+    body = _body(mail)
+    assert "From:     EVIL Bcc: victim@example.net hi [2J\n" in body
+    assert "Number:   (555) 123-4567  (call back: tel:+15551234567)\n" in body
+    assert not any(c in body for c in "\x00\x1b\u202e")
+
+
+# ------------------------------------------------------------------ after the mail: the appliance
+
+APP_CONFIG = """
+[device]
+data_dir = "{data}"
+timezone = "America/New_York"
+[[line]]
+id = 1
+driver = "sim"
+route = "100"
+[[box]]
+number = "100"
+pin_required = false
+email = ["office@example.com", "owner@example.com"]
+email_on_new = true
+{after}
+[email]
+smtp_host = "127.0.0.1"
+smtp_port = {port}
+starttls = false
+from = "linebox@example.com"
+"""
+
+
+def _appliance(tmp_path, port, after: str):
+    from linebox.app import Appliance
+    from linebox.config import load_config
+
+    path = tmp_path / "linebox.toml"
+    path.write_text(APP_CONFIG.format(data=tmp_path / "data", port=port, after=after))
+    app = Appliance(load_config(path), Bus(), clock=Clock())
+    app.start_reporting()
+    app.open()
+    return app
+
+
+def _leave(app, name="JOHN DOE"):
+    pending = app.store.start_recording("100", 1, "5551234567", name)
+    pending.write(array("h", [500, -500] * 4000))
+    return pending.finish()
+
+
+@pytest.mark.parametrize("after, state, counts", [
+    ("", "new", {"new": 1, "saved": 0}),
+    ("email_marks_heard = true", "heard", {"new": 0, "saved": 1}),
+    ("email_deletes = true", "trash", {"new": 0, "saved": 0}),
+])
+def test_once_the_server_took_the_mail_the_box_setting_applies(tmp_path, server, inbox, after,
+                                                               state, counts):
+    app = _appliance(tmp_path, server.port, after)
+    changes = []
+    app.bus.subscribe(lambda ev: changes.append(ev) if ev.get("event") == "box_changed" else None)
+    try:
+        rec = _leave(app)
+        app.process_commands()
+        assert app.store.get(rec["id"])["state"] == "new"     # nothing before the mail went
+        assert app.mailer.pump() == 1
+        app.process_commands()
+        assert app.store.get(rec["id"])["state"] == state
+        got = app.store.counts("100")
+        assert {k: got[k] for k in counts} == counts
+        # Lamps and MQTT hear it from the store: the last box_changed says so.
+        assert changes[-1]["counts"]["new"] == counts["new"]
+    finally:
+        app.close()
+    assert inbox.mails[0].rcpt_tos == ["office@example.com", "owner@example.com"]
+
+
+def test_a_message_handled_by_phone_before_the_mail_went_is_left_alone(tmp_path, server, inbox):
+    app = _appliance(tmp_path, server.port, "email_deletes = true")
+    try:
+        rec = _leave(app)
+        app.store.set_state(rec["id"], "saved")          # the owner kept it by phone
+        assert app.mailer.pump() == 1
+        app.process_commands()
+        assert app.store.get(rec["id"])["state"] == "saved"
+    finally:
+        app.close()
+
+
+def test_email_list_and_after_mail_keys_are_checked(tmp_path):
+    from linebox.config import ConfigError, load_config
+
+    def check(after, email='email = ["a@example.com", "b@example.com"]\nemail_on_new = true'):
+        path = tmp_path / "c.toml"
+        path.write_text(APP_CONFIG.format(data=tmp_path, port=25, after=after)
+                        .replace('email = ["office@example.com", "owner@example.com"]\n'
+                                 'email_on_new = true', email))
+        return load_config(path)
+
+    assert check("email_deletes = true").boxes["100"].email == ("a@example.com", "b@example.com")
+    with pytest.raises(ConfigError, match=r"\[\[box\]\] #1 key 'email': must be a list of e-mail addresses"):
+        check("", email='email = ["a@example.com", "nope"]')
+    with pytest.raises(ConfigError, match=r"key 'email': the same address twice"):
+        check("", email='email = ["a@example.com", "a@example.com"]')
+    with pytest.raises(ConfigError, match=r"key 'email_marks_heard': needs email_on_new = true"):
+        check("email_marks_heard = true", email='email = "a@example.com"')
+
+
+@pytest.fixture
+def waiting_rig(tmp_path, server):
+    r = Rig(tmp_path, server.port)
+    r.mailer.transcript_wait = 60.0
+    yield r
+    r.close()
+
+
+def _body(mail):
+    return mail.get_body(("plain",)).get_content().replace("\r\n", "\n")
+
+
+def test_the_mail_waits_for_the_transcript_and_carries_it(waiting_rig, inbox):
+    rig = waiting_rig
+    rec = rig.leave_message()
+    assert rig.mailer.pump() == 0 and rig.mailer.pending()      # held for the transcript
+    rig.clock.t += 20
+    rig.store.set_transcript(rec["id"], "please call me back about the invoice", "wyoming")
+    assert rig.mailer.pump() == 1
+    (mail,) = inbox.parsed()
+    body = _body(mail)
+    assert ("What the caller said (automatic transcript):\n\n"
+            "  please call me back about the invoice\n") in body
+    assert "No transcript" not in body
+    assert len(list(mail.iter_attachments())) == 1               # still with its WAV
+
+
+def test_without_a_transcript_in_time_the_mail_goes_and_says_so(waiting_rig, inbox):
+    rig = waiting_rig
+    rig.leave_message()
+    rig.clock.t += 59
+    assert rig.mailer.pump() == 0
+    rig.clock.t += 2
+    assert rig.mailer.pump() == 1
+    body = _body(inbox.parsed()[0])
+    assert "No transcript: the speech-to-text engine gave none within 60 s.\n" in body
+
+
+def test_a_failed_transcription_releases_the_mail_at_once(waiting_rig, inbox):
+    rig = waiting_rig
+    rec = rig.leave_message()
+    rig.bus.publish({"event": "transcription_failed", "id": rec["id"], "reason": "given up"})
+    assert rig.mailer.pump() == 1
+    assert "No transcript" in _body(inbox.parsed()[0])

@@ -31,6 +31,7 @@ from linebox.events import Bus
 from linebox.hw.audio import PREFILL, AlsaAudio, AudioGone, SimAudio
 from linebox.hw.fxo import FxoLine, _Poller, calibrate, from_config, tone_level_dbm0
 from linebox.hw.gpio import ManualClock, SimPins
+from linebox.hw.line import Fault, FaultCleared
 from test_audio_alsa import alsa_file_pcm
 
 HOOK_PIN, RING_PIN, LOOP_PIN = 17, 27, 22
@@ -181,11 +182,11 @@ def test_a_ring_input_stuck_active_is_a_fault_not_an_endless_ring():
         ticks.append(line.tick())
     events = [(i, e) for i, t in enumerate(ticks) for e in t.events]
     reason = "ring input active for 10 s (check ring_active_low and the wiring)"
-    assert events == [(499, ("fault", reason))]
+    assert events == [(499, Fault("ring", reason))]
     assert ticks[498].ringing is True and ticks[499].ringing is False
     pins.drive_high(RING_PIN)
     clock.advance(0.02)
-    assert line.tick().events == (("fault_cleared", reason),)
+    assert line.tick().events == (FaultCleared("ring"),)
 
 
 # -- hook, line voltage, audio --------------------------------------------------------------
@@ -237,11 +238,11 @@ def test_loop_input_reports_line_voltage_and_a_dead_line_is_a_fault_once():
         ticks.append(line.tick())
     assert {t.loop for t in ticks} == {False}
     faults = [(i, t.events) for i, t in enumerate(ticks) if t.events]
-    assert faults == [(500, (("fault", "no line voltage"),))]   # at 11 s: 10 s without voltage
+    assert faults == [(500, (Fault("line", "no line voltage"),))]   # at 11 s: 10 s without voltage
     assert line.fault == "no line voltage"
     pins.drive_low(LOOP_PIN)
     clock.advance(0.02)
-    assert line.tick().events == (("fault_cleared", "no line voltage"),)
+    assert line.tick().events == (FaultCleared("line"),)
     assert line.fault is None
 
 
@@ -288,7 +289,7 @@ def test_a_vanished_sound_card_is_one_fault_silent_paced_ticks_and_reopens_with_
         tick = line.tick(array("h", [500] * FRAME))
         assert tick.audio == array("h", bytes(2 * FRAME))
         events += tick.events
-    assert events == [("fault", "sound card: audio hw:1: No such device")]
+    assert events == [Fault("audio", "sound card: audio hw:1: No such device")]
     assert round(clock() - lost_at, 6) == 40.0   # 2000 ticks of 20 ms
     # Each retry waits twice as long as the one before (to the next tick).
     gaps = [b - a for a, b in zip([lost_at] + attempts[1:], attempts[1:], strict=False)]
@@ -299,7 +300,7 @@ def test_a_vanished_sound_card_is_one_fault_silent_paced_ticks_and_reopens_with_
     while not events:
         tick = line.tick()
         events += tick.events
-    assert events == [("fault_cleared", "sound card: audio hw:1: No such device")]
+    assert events == [FaultCleared("audio")]
     assert round(attempts[-1] - attempts[-2], 1) == 32.0
     assert tick.audio == state["card"].line[:FRAME]
     assert line.fault is None
@@ -314,7 +315,7 @@ def test_a_driver_bug_in_the_audio_does_not_escape_tick():
 
     line, _, _ = sim_line(clock, Broken())
     tick = line.tick()
-    assert tick.events == (("fault", "sound card: audio error: oops"),)
+    assert tick.events == (Fault("audio", "sound card: audio error: oops"),)
     assert tick.audio == array("h", bytes(2 * FRAME))
 
 

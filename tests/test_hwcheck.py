@@ -1,11 +1,13 @@
 """`linebox hwcheck`: one report line per configured part, exit 1 when one fails; run on
 simulated pins and on alsa-lib's file plugin as the sound card."""
 
+import grp
 import io
 import os
-import sys
-import types
+import shutil
+import tempfile
 from array import array
+from pathlib import Path
 
 import pytest
 
@@ -13,8 +15,9 @@ from conftest import run_linebox
 from linebox import FRAME
 from linebox.config import load_config
 from linebox.dsp import gen
-from linebox.hw.check import Report, run_checks
+from linebox.hw.check import HALF_DUPLEX, Report, describe_modem, run_checks
 from linebox.hw.gpio import ManualClock, SimPins
+from modem_emulator import ModemEmulator
 from test_audio_alsa import alsa_file_pcm
 
 # calibrate() plays 60 frames of tone (10 settling), then 35 of silence: the "line" sends
@@ -70,7 +73,7 @@ def check(tmp_path, monkeypatch, prepare=lambda pins: None, **cfg):
     prepare(pins)
     out = io.StringIO()
     report = run_checks(load_config(write_config(tmp_path, **cfg)), pins, Report(out),
-                        sleep=clock.sleep)
+                        sleep=clock.sleep, serial_dir=tmp_path / "no-serial-devices")
     return out.getvalue().splitlines(), report, pins
 
 
@@ -154,38 +157,100 @@ def test_a_ringing_line_is_not_taken_off_hook(tmp_path, monkeypatch):
     pins.assert_states(17, [False])
 
 
-def test_a_modem_line_reports_its_identity(tmp_path, monkeypatch):
-    modem = types.ModuleType("linebox.hw.modem")
+def modem_config(tmp_path, port, extra_box=""):
+    path = tmp_path / "modem.toml"
+    path.write_text(f"""
+[device]
+data_dir = "{tmp_path / 'data'}"
+[[line]]
+id = 3
+driver = "modem"
+port = "{port}"
+flow_control = "none"        # a pty has no RTS/CTS
+route = "100"
+[[box]]
+number = "100"
+pin_required = false
+{extra_box}
+""")
+    return path
 
-    class ModemLine:
-        def __init__(self, line_id, port, plan="us", *, baud=115200):   # as hw/modem.py
-            self.port = port
 
-        def identify(self):
-            return {"manufacturer": "Conexant", "model": "93010", "voice": "yes"}
-
-        def close(self):
-            pass
-
-    modem.ModemLine = ModemLine
-    monkeypatch.setitem(sys.modules, "linebox.hw.modem", modem)
-    lines, _, _ = check(tmp_path, monkeypatch, line_voltage_present, extra=MODEM_LINE)
-    assert lines[-1] == ("OK    line 3 modem (/dev/ttyACM0): manufacturer: Conexant, "
-                         "model: 93010, voice: yes")
+def modem_check(tmp_path, port, by_id=()):
+    """run_checks on a modem-only config: no GPIO at all (pins=None)."""
+    serial_dir = tmp_path / "by-id"
+    serial_dir.mkdir(exist_ok=True)
+    for name, target in by_id:
+        (serial_dir / name).symlink_to(target)
+    out = io.StringIO()
+    report = run_checks(load_config(modem_config(tmp_path, port)), None, Report(out),
+                        serial_dir=serial_dir)
+    return out.getvalue().splitlines(), report
 
 
-def test_a_modem_that_does_not_answer_fails(tmp_path, monkeypatch):
-    modem = types.ModuleType("linebox.hw.modem")
+CONEXANT_ID = "usb-Conexant_USB_Modem_24680246-if00"
 
-    class ModemLine:
-        def __init__(self, *a, **kw):
-            raise OSError("could not open port /dev/ttyACM0")
 
-    modem.ModemLine = ModemLine
-    monkeypatch.setitem(sys.modules, "linebox.hw.modem", modem)
-    lines, report, _ = check(tmp_path, monkeypatch, line_voltage_present, extra=MODEM_LINE)
-    assert lines[-1] == "FAIL  line 3 modem (/dev/ttyACM0): could not open port /dev/ttyACM0"
+def test_a_half_duplex_modem_is_described_in_words_and_half_duplex_explained(tmp_path):
+    with ModemEmulator("conexant", tmp_path / "ttyACM0") as emu:
+        pty = os.path.realpath(emu.path)
+        lines, report = modem_check(tmp_path, emu.path, by_id=[(CONEXANT_ID, emu.path)])
+    assert lines[0].startswith(f"OK    line 3 modem ({emu.path}): CX93001-EIS_V0.2002-V92 "
+                               "(CONEXANT, chipset conexant), audio ")
+    assert lines[0].endswith(", half duplex, caller ID on")
+    assert "{" not in lines[0] and "'" not in lines[0]          # not a Python dict
+    assert lines[1] == f"INFO  line 3 modem: {HALF_DUPLEX}"
+    assert lines[2] == (f"INFO  serial device: {tmp_path / 'by-id' / CONEXANT_ID} "
+                        f"(now {pty})")
+    assert not report.failed and report.summary() == "hwcheck: 1 OK, 0 FAIL, 0 SKIP"
+    assert "AT+FCLASS=8" in emu.commands
+
+
+def test_a_full_duplex_modem_needs_no_explanation(tmp_path):
+    with ModemEmulator("usr", tmp_path / "ttyACM0") as emu:
+        lines, report = modem_check(tmp_path, emu.path)
+    assert lines[0].startswith(f"OK    line 3 modem ({emu.path}): U.S. Robotics 56K FAX USB "
+                               "(U.S. Robotics, chipset usr), audio ")
+    assert lines[0].endswith(", full duplex, caller ID on")
+    assert lines[1:] == [f"INFO  serial devices: none in {tmp_path / 'by-id'} (a USB modem "
+                         "appears there when it is plugged in; is it? lsusb lists it)"]
+
+
+def test_a_wrong_port_names_the_modems_found(tmp_path):
+    with ModemEmulator("conexant", tmp_path / "ttyACM1") as emu:
+        pty = os.path.realpath(emu.path)
+        lines, report = modem_check(tmp_path, "/dev/linebox-nowhere",
+                                    by_id=[(CONEXANT_ID, emu.path)])
+    found = f"{tmp_path / 'by-id' / CONEXANT_ID} (now {pty})"
+    assert lines[0] == ("FAIL  line 3 modem (/dev/linebox-nowhere): no such device; serial "
+                        f"devices found: {found}: set port to the modem's")
     assert report.failed
+
+
+def test_no_modem_plugged_in_says_to_check_the_cable(tmp_path):
+    lines, report = modem_check(tmp_path, "/dev/linebox-nowhere")
+    assert lines[0] == ("FAIL  line 3 modem (/dev/linebox-nowhere): no such device, and no USB "
+                        f"serial device in {tmp_path / 'by-id'}: check the modem's USB cable "
+                        "(lsusb should list it)")
+
+
+def test_a_modem_that_does_not_answer_fails_with_what_to_check(tmp_path):
+    with ModemEmulator("conexant", tmp_path / "ttyACM0") as emu:
+        emu.responding = False
+        lines, report = modem_check(tmp_path, emu.path)
+    assert lines[0].startswith(f"FAIL  line 3 modem ({emu.path}): ")
+    assert lines[0].endswith(
+        f"; check: the USB cable and that {emu.path} is the modem (linebox hwcheck lists the "
+        "serial devices); that no other program uses it (ModemManager: sudo systemctl "
+        'disable --now ModemManager); baud = 115200, flow_control = "none" (try "none" for '
+        "an adapter without RTS/CTS)")
+    assert report.failed
+
+
+def test_the_identity_of_another_driver_is_still_one_sentence():
+    assert describe_modem({"model": "X", "duplex": "full", "callerid": False,
+                           "country": "Germany", "formats": ["a", "b"]}) == \
+        "X, full duplex, caller ID not supported (AT+VCID), country Germany"
 
 
 @pytest.fixture
@@ -219,3 +284,49 @@ def test_hwcheck_off_a_pi_is_one_line_error(tmp_path, monkeypatch):
     assert result.returncode == 2
     assert result.stderr.decode() == \
         "linebox: error: GPIO: RPi.GPIO is not available (not a Raspberry Pi?)\n"
+
+
+def test_a_modem_only_box_is_checked_without_rpi_gpio(tmp_path, monkeypatch):
+    """Off a Pi, with no GPIO pin configured: the modem is checked, RPi.GPIO never asked."""
+    monkeypatch.delenv("LINEBOX_GPIO", raising=False)
+    monkeypatch.setenv("LINEBOX_SERIAL_BY_ID", str(tmp_path / "by-id"))
+    with ModemEmulator("usr", tmp_path / "ttyACM0") as emu:
+        result = run_linebox("hwcheck", "--config", modem_config(tmp_path, emu.path))
+    out = result.stdout.decode().splitlines()
+    assert result.returncode == 0, result.stderr.decode()
+    assert out[1].startswith(f"OK    line 3 modem ({emu.path}): U.S. Robotics 56K FAX USB")
+    assert out[-1] == "hwcheck: 1 OK, 0 FAIL, 0 SKIP"
+
+
+def test_a_lamp_on_a_modem_box_still_needs_gpio(tmp_path, monkeypatch):
+    monkeypatch.delenv("LINEBOX_GPIO", raising=False)
+    result = run_linebox("hwcheck", "--config",
+                         modem_config(tmp_path, "/dev/null", extra_box="led_pin = 5"))
+    assert result.returncode == 2
+    assert result.stderr.decode() == \
+        "linebox: error: GPIO: RPi.GPIO is not available (not a Raspberry Pi?)\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (to be someone else)")
+def test_a_modem_the_user_may_not_open_names_the_dialout_group(tmp_path):
+    from test_admin import STRANGER, _linebox
+
+    top = Path(tempfile.mkdtemp(prefix="linebox-hwcheck-"))
+    try:
+        top.chmod(0o755)
+        port = top / "ttyACM0"
+        port.write_bytes(b"")
+        os.chown(port, 0, 20)                  # root:dialout (gid 20 on Debian)
+        port.chmod(0o660)
+        cfg = modem_config(top, port)
+        cfg.chmod(0o644)
+        res = _linebox("hwcheck", "--config", cfg, uid=STRANGER)
+        group = grp.getgrgid(20).gr_name
+        line = res.stdout.decode().splitlines()[1]
+        assert line == (f"FAIL  line 3 modem ({port}): cannot open {port}: permission denied "
+                        f"({port} is root:{group} -rw-rw----; you are {STRANGER}: add yourself "
+                        f"to the group {group} (sudo adduser {STRANGER} {group}, then log in "
+                        "again), or use sudo)")
+        assert res.returncode == 1
+    finally:
+        shutil.rmtree(top)

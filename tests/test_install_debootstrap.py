@@ -196,6 +196,11 @@ def test_install_from_scratch_in_a_bare_debian_root_then_upgrade(chroot):
     assert check.stdout == here.stdout and "2 lines, 3 boxes" in check.stdout
     # Every runtime dependency imports from the appliance's environment.
     chroot("/opt/linebox/venv/bin/python", "-c", "import alsaaudio, serial, tinydb, paho.mqtt")
+    # ... and no test tool does: the appliance gets runtime needs only.
+    chroot("/opt/linebox/venv/bin/python", "-c", "import importlib.util as u, sys; "
+           "sys.exit(any(u.find_spec(m) for m in ('pytest', 'aiosmtpd', 'ruff')))")
+    for tool in ("mosquitto", "minimodem", "shellcheck", "sox"):
+        assert chroot("sh", "-c", f"command -v {tool} || true").stdout == "", tool
 
     # The static user and its groups (gpio created: plain Debian has none).
     user = passwd_entry(root, "linebox")

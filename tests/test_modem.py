@@ -8,6 +8,7 @@ import pytest
 
 from linebox import FRAME
 from linebox.dsp import g711
+from linebox.hw.line import CallerIdReceived, Fault, FaultCleared, HungUp, KeyPressed, RingSeen
 from linebox.hw.modem import (
     SWITCH_BACK_FRAMES,
     Backoff,
@@ -57,8 +58,25 @@ def tick_until(line, pred, timeout=5.0, out=None):
     raise AssertionError(f"not within {timeout} s; facts: {facts(ticks)}")
 
 
+def _as_tuple(fact) -> tuple:
+    """A typed line event as a short tuple (kind, value), for readable assertions."""
+    if isinstance(fact, RingSeen):
+        return ("ring",)
+    if isinstance(fact, KeyPressed):
+        return ("dtmf", fact.digit)
+    if isinstance(fact, HungUp):
+        return ("hangup", fact.cause)
+    if isinstance(fact, Fault):
+        return ("fault", fact.reason)
+    if isinstance(fact, FaultCleared):
+        return ("fault_cleared",)
+    if isinstance(fact, CallerIdReceived):
+        return ("callerid", fact.callerid.fields())
+    raise AssertionError(f"not a line event: {fact!r}")
+
+
 def facts(ticks, kind=None):
-    return [f for t in ticks for f in t.events if kind is None or f[0] == kind]
+    return [f for t in ticks for f in map(_as_tuple, t.events) if kind is None or f[0] == kind]
 
 
 def has(kind, n=1):
@@ -167,13 +185,13 @@ def mdmf(number: str, name: str) -> bytes:
 
 
 def test_callerid_fact_from_lines():
-    assert callerid_fact({"NMBR": "5551234567", "NAME": "JOHN DOE"}) == {
+    assert callerid_fact({"NMBR": "5551234567", "NAME": "JOHN DOE"}).fields() == {
         "number": "5551234567", "name": "JOHN DOE", "number_absent": None, "name_absent": None}
-    assert callerid_fact({"NMBR": "P", "NAME": "O"}) == {
+    assert callerid_fact({"NMBR": "P", "NAME": "O"}).fields() == {
         "number": None, "name": None, "number_absent": "P", "name_absent": "O"}
-    assert callerid_fact({"MESG": mdmf("5550001", "ACME").hex()}) == {
+    assert callerid_fact({"MESG": mdmf("5550001", "ACME").hex()}).fields() == {
         "number": "5550001", "name": "ACME", "number_absent": None, "name_absent": None}
-    assert callerid_fact({"MESG": "80FF00"})["number"] is None     # bad checksum: ignored
+    assert callerid_fact({"MESG": "80FF00"}).number is None     # bad checksum: ignored
 
 
 # ---------------------------------------------------------------- set-up

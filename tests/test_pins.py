@@ -117,3 +117,45 @@ def test_pin_hash_command_rejects_a_bad_pin_without_echoing_it(given):
     assert r.returncode == 2
     assert r.stdout == b""
     assert r.stderr == b"linebox: error: pin-hash: a PIN is 4 to 10 digits\n"
+
+
+def _on_a_terminal(*answers: bytes) -> tuple[int, str]:
+    """`linebox pin-hash` with a pty as its controlling terminal, typing ``answers``."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    master, slave = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "linebox", "pin-hash"],
+                            preexec_fn=lambda: os.login_tty(slave), close_fds=True)
+    os.close(slave)
+    out = b""
+    pending = list(answers)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:              # the child is gone and the pty closed
+            break
+        if not chunk:
+            break
+        out += chunk
+        if pending and out.rstrip().endswith(b":"):
+            os.write(master, pending.pop(0))
+    os.close(master)
+    return proc.wait(10), out.decode(errors="replace")
+
+
+def test_pin_hash_on_a_terminal_asks_twice_and_prints_the_hash():
+    rc, out = _on_a_terminal(b"4321\n", b"4321\n")
+    assert rc == 0, out
+    assert "PIN: " in out and "PIN again: " in out and "4321" not in out   # never echoed
+    assert verify_pin("4321", out.split()[-1])
+
+
+def test_pin_hash_on_a_terminal_refuses_two_different_pins():
+    rc, out = _on_a_terminal(b"4321\n", b"4312\n")
+    assert rc == 2
+    assert out.strip().endswith("linebox: error: pin-hash: the two PINs differ; nothing printed")
+    assert "scrypt$" not in out

@@ -7,7 +7,7 @@ import operator
 import subprocess
 import sys
 from array import array
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -120,14 +120,14 @@ def test_clip_names_cannot_leave_the_prompt_folders():
 
 
 def test_unknown_language_is_refused():
-    with pytest.raises(LineboxError, match="unknown language 'it'"):
-        Prompts("it")
+    with pytest.raises(LineboxError, match="unknown language 'ru'"):
+        Prompts("ru")
 
 
 def test_extra_dirs_replace_shipped_clips_and_fall_back_to_them(tmp_path):
     custom = tone(440.0, 0.3, -12.0)
     write_wav(tmp_path / "goodbye.wav", custom)
-    p = Prompts("es", extra_dirs=[tmp_path])
+    p = Prompts("es", extra_dirs=[tmp_path], voice="espeak")
     assert p.clip("goodbye") == custom
     assert p.clip("invalid") == read_wav(PROMPT_DIR / "es" / "invalid.wav")
 
@@ -202,34 +202,37 @@ def test_message_intro_says_message_and_its_number():
     assert Prompts("fr").message_intro(21) == ["message_number", "n21"]
 
 
-MONDAY = datetime(2024, 1, 1)
+TUESDAY = datetime(2026, 12, 1)         # Tuesday, December 1st
+CALLER = ["envelope_from", "n5", "n5", "n5", "n1", "n2"]
+RECEIVED = ["envelope_received", "tue"]
 
 
-@pytest.mark.parametrize("lang, number, hour, minute, names", [
-    ("en", "555-12", 14, 5, ["envelope_from", "n5", "n5", "n5", "n1", "n2", "envelope_received",
-                             "mon", "at", "n14", "oh", "n5"]),
-    ("en", None, 9, 0, ["envelope_from", "unknown_caller", "envelope_received", "mon",
-                        "at", "n9", "oclock"]),
-    ("en", "", 23, 45, ["envelope_from", "unknown_caller", "envelope_received", "mon",
-                        "at", "n23", "n45"]),
-    ("de", "7", 1, 30, ["envelope_from", "n7", "envelope_received", "mon",
-                        "at", "hour1", "oclock", "n30"]),
-    ("fr", None, 21, 0, ["envelope_from", "unknown_caller", "envelope_received", "mon",
-                         "at", "hour21", "oclock"]),
-    ("fr", None, 0, 15, ["envelope_from", "unknown_caller", "envelope_received", "mon",
-                         "at", "n0", "oclock_one", "n15"]),
-    ("es", None, 1, 0, ["envelope_from", "unknown_caller", "envelope_received", "mon",
-                        "at_one", "hour1", "oclock"]),
-    ("es", None, 14, 30, ["envelope_from", "unknown_caller", "envelope_received", "mon",
-                          "at", "n14", "and", "n30"]),
+@pytest.mark.parametrize("lang, number, day, hour, minute, names", [
+    # US English: "received on Tuesday, December first, at two oh five PM"
+    ("en", "555-12", 1, 14, 5, CALLER + RECEIVED + ["month12", "o1", "at", "n2", "oh", "n5", "pm"]),
+    ("en", None, 1, 9, 0, ["unknown_caller"] + RECEIVED + ["month12", "o1", "at", "n9", "am"]),
+    ("en", "", 1, 0, 45, ["unknown_caller"] + RECEIVED + ["month12", "o1", "at", "n12", "n45", "am"]),
+    ("en", None, 1, 12, 10, ["unknown_caller"] + RECEIVED + ["month12", "o1", "at", "n12", "n10", "pm"]),
+    ("de", "555-12", 1, 1, 30, CALLER + RECEIVED + ["o1", "month12", "at", "hour1", "oclock", "n30"]),
+    ("fr", None, 1, 21, 0, ["unknown_caller"] + RECEIVED + ["o1", "month12", "at", "hour21", "oclock"]),
+    ("fr", None, 1, 0, 15, ["unknown_caller"] + RECEIVED + ["o1", "month12", "at", "n0", "oclock_one", "n15"]),
+    ("es", None, 1, 1, 0, ["unknown_caller"] + RECEIVED + ["n1", "month12", "at_one", "hour1", "oclock"]),
+    ("es", None, 1, 14, 30, ["unknown_caller"] + RECEIVED + ["n1", "month12", "at", "n14", "and", "n30"]),
+    ("it", None, 1, 1, 5, ["unknown_caller"] + RECEIVED + ["o1", "month12", "at_one", "and", "n5"]),
+    ("it", None, 1, 14, 0, ["unknown_caller"] + RECEIVED + ["o1", "month12", "at", "n14"]),
 ])
-def test_envelope_says_caller_weekday_and_24_hour_time(lang, number, hour, minute, names):
-    received = MONDAY.replace(hour=hour, minute=minute)
+def test_envelope_says_caller_date_and_time_as_the_language_reads_them(lang, number, day, hour, minute, names):
+    received = TUESDAY.replace(day=day, hour=hour, minute=minute)
     assert Prompts(lang).envelope(number, received) == names
 
 
-def test_envelope_names_the_weekday_of_the_date():
-    assert Prompts("en").envelope(None, datetime(2024, 1, 7, 10, 10))[3] == "sun"
+@pytest.mark.parametrize("lang, names", [
+    ("en", ["wed", "month12", "o2"]), ("de", ["wed", "o2", "month12"]),
+    ("fr", ["wed", "n2", "month12"]), ("es", ["wed", "n2", "month12"]), ("it", ["wed", "n2", "month12"]),
+])
+def test_envelope_says_other_days_of_the_month_as_each_language_does(lang, names):
+    said = Prompts(lang).envelope(None, datetime(2026, 12, 2, 10, 10))
+    assert said[2:5] == names
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
@@ -244,6 +247,8 @@ def test_every_sentence_uses_only_shipped_clips(lang):
         for hour in range(24):
             for minute in range(60):
                 used.update(p.envelope("0123456789*#", datetime(2024, 1, day, hour, minute)))
+    for offset in range(366):                  # every day of a leap year
+        used.update(p.envelope(None, datetime(2024, 1, 1, 12, 0) + timedelta(days=offset)))
     used.update(p.greeting("100"))
     assert used <= set(clip_names(lang))
 

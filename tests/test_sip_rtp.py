@@ -8,9 +8,11 @@ import threading
 import time
 
 from linebox import FRAME
+from linebox.caller import CallerId
 from linebox.calls.engine import LineRunner
 from linebox.dsp import g711, gen
 from linebox.events import Bus
+from linebox.hw.line import HungUp
 from linebox.sip.rtp import RTP_TIMEOUT, SipLine
 from linebox.sip.sdp import Media
 
@@ -36,7 +38,7 @@ def _run(line, flow, seconds):
     events = []
     bus.subscribe(events.append)
     runner = LineRunner(line, None, "us", bus, flow, rings_needed=lambda: 0)
-    runner.start_call(flow, {"number": "201"})
+    runner.start_call(flow, CallerId(number="201"))
     deadline = time.monotonic() + seconds
     while runner.flow is not None and time.monotonic() < deadline:
         runner.process(line.tick(runner.out))
@@ -99,7 +101,7 @@ def test_thirty_seconds_without_rtp_hang_up():
     facts = []
     for _ in range(int((RTP_TIMEOUT + 1) / 0.02)):
         facts += line.tick(None).events
-    assert facts == [("hangup", "rtp_timeout")]
+    assert facts == [HungUp("rtp_timeout")]
     # On hold with a=inactive the phone sends nothing, and that is no reason to hang up.
     held = SipLine(ours, Media("127.0.0.1", 9, "PCMU", 0, None, "inactive"), "127.0.0.1",
                    clock=clock, sleep=clock.sleep)

@@ -2,12 +2,15 @@
 `linebox sim` alike."""
 
 import time
+from collections import deque
+from datetime import UTC, datetime
 from pathlib import Path
 
 from linebox import sdnotify
 from linebox.calls.engine import LineRunner
-from linebox.calls.flows import Services, answer
+from linebox.calls.flows import Services, answer, prepare_names
 from linebox.calls.prompts import Prompts
+from linebox.config import device_tz
 from linebox.errors import LineboxError
 from linebox.hw.leds import MessageLeds
 from linebox.log import get as get_logger
@@ -25,56 +28,93 @@ class Appliance:
         self.bus = bus
         self.clock = clock
         self.data_dir = Path(config.device.data_dir)
-        self.store = Store(self.data_dir, config.boxes, bus=bus, clock=clock)
-        self._prompts: dict[str, Prompts] = {}
+        self.tz = device_tz(config.device)
+        self.store = Store(self.data_dir, config.boxes, bus=bus, clock=clock, tz=self.tz)
+        self._prompts: dict[tuple[str, str], Prompts] = {}
         self.svc = Services(config, self.store, bus, self.prompts_for)
         self.leds = MessageLeds(bus, self.store, config.boxes, led_backend)
         self.runners: list[LineRunner] = []
         self.answering = {line.id: line.answer for line in config.lines}
         self.rings = {line.id: line.rings for line in config.lines}
+        self.schedules = {line.id: line.schedule for line in config.lines}
         self._next_retention = 0.0
         self.reporter = None
         self.mailer = None
+        self._mailed: deque[tuple[str, str]] = deque()   # mails the server took
+        self.transcriber = None
 
-    def prompts_for(self, language: str) -> Prompts:
-        p = self._prompts.get(language)
+    def prompts_for(self, language: str, voice: str = "auto") -> Prompts:
+        p = self._prompts.get((language, voice))
         if p is None:
-            p = Prompts(language, extra_dirs=[self.data_dir / "prompts" / language])
-            self._prompts[language] = p
+            p = Prompts(language, extra_dirs=[self.data_dir / "prompts" / language], voice=voice)
+            self._prompts[(language, voice)] = p
         return p
 
     # -- reporting: MQTT and e-mail subscribe to the bus -------------------------
     def start_reporting(self) -> None:
         """Create the MQTT reporter and the mailer (before open(), so that messages
         recovered at open are reported and mailed too)."""
-        import zoneinfo
-
         from linebox.report.email import Mailer
         from linebox.report.mqtt import MqttReporter
         from linebox.report.outbox import Outbox
 
         cfg = self.config
-        tz = zoneinfo.ZoneInfo(cfg.device.timezone) if cfg.device.timezone else None
+        tz = self.tz
         if cfg.mqtt is not None:
             outbox = Outbox(self.data_dir / "outbox", clock=self.clock, tz=tz)
             self.reporter = MqttReporter(cfg.mqtt, cfg.device, self.bus, outbox, self, self, clock=self.clock)
         if cfg.email is not None:
             self.mailer = Mailer(cfg.email, cfg.boxes, self.data_dir / "mailq", self.clock,
-                                 lookup=self.store.get, tz=tz, device_name=cfg.device.name)
+                                 lookup=self.store.get, tz=tz, device_name=cfg.device.name,
+                                 after_sent=self.after_mail,
+                                 line_plans={line.id: line.plan for line in cfg.lines},
+                                 transcript_wait=(cfg.transcription.email_wait_seconds
+                                                  if cfg.transcription is not None else 0.0))
             self.bus.subscribe(self.mailer.handle)
+        if cfg.transcription is not None:
+            from linebox.report.transcribe import Transcriber, make_engine
+            from linebox.wavfile import read_wav
+
+            self.transcriber = Transcriber(
+                cfg.transcription, self.data_dir / "transcribeq", make_engine(cfg.transcription),
+                read_wav, clock=self.clock, lookup=self.store.get,
+                language_of=lambda box: cfg.boxes[box].language if box in cfg.boxes else None)
+            self.bus.subscribe(self.transcriber.handle)
 
     def run_reporting(self) -> None:
         if self.reporter is not None:
             self.reporter.start()
         if self.mailer is not None:
             self.mailer.start()
+        if self.transcriber is not None:
+            self.transcriber.start()
 
     def process_commands(self) -> None:
+        self._apply_mailed()
         if self.reporter is not None:
             self.reporter.process_commands()
+        self.apply_transcripts()
+
+    def apply_transcripts(self) -> None:
+        """Record what the transcription worker finished (on the thread that owns the store)."""
+        if self.transcriber is None:
+            return
+        for message, text, how in self.transcriber.take_results():
+            if text is None:
+                self.bus.publish({"event": "transcription_failed", "id": message, "reason": how})
+                continue
+            try:
+                self.store.set_transcript(message, text, how)
+            except LineboxError as e:       # purged meanwhile: nothing to attach it to
+                log.info("transcript of message %s not kept: %s", message, e)
 
     def stop_reporting(self, timeout: float = 5.0) -> None:
         """Give the broker and the mail server up to ``timeout`` to take what is pending."""
+        if self.transcriber is not None:
+            self.transcriber.flush(timeout)
+            self.transcriber.stop()
+            self.apply_transcripts()
+            self.transcriber = None
         if self.reporter is not None:
             self.reporter.flush(timeout)
             self.reporter.stop()
@@ -124,7 +164,8 @@ class Appliance:
         self.leds.test_pattern(pattern)
 
     def reload(self) -> None:
-        """Re-read what can change without a restart: answering and rings per line."""
+        """Re-read what can change without a restart: answering, rings and office hours
+        per line."""
         from linebox.config import load_config
 
         if not self.config.source or self.config.source.startswith("<"):
@@ -134,6 +175,7 @@ class Appliance:
             if line.id in self.rings:
                 self.rings[line.id] = line.rings
                 self.answering[line.id] = line.answer
+                self.schedules[line.id] = line.schedule
 
     def open(self) -> None:
         try:
@@ -144,7 +186,20 @@ class Appliance:
         for m in recovered:
             log.warning("recovered an interrupted recording as message %s in box %s", m["id"], m["box"])
         self.leds.sync()
+        prepare_names(self.svc)       # each box's name spoken once, before any call
         self.maintain()
+
+    def warm_prompts(self):
+        """Load the human-voice clips every box may say in a background thread, so that
+        no call waits for a file the first time (a few seconds here, a minute on a Pi
+        Zero). The simulator does not: it loads what a call plays when it plays it."""
+        import threading
+
+        wanted = {(b.language, b.prompts or self.config.device.prompts) for b in self.config.boxes.values()}
+        prompts = [self.prompts_for(lang, voice) for lang, voice in sorted(wanted)]
+        t = threading.Thread(target=lambda: [p.warm() for p in prompts], name="prompts-warm", daemon=True)
+        t.start()
+        return t
 
     def close(self) -> None:
         self.stop_reporting()
@@ -154,15 +209,53 @@ class Appliance:
         runner = LineRunner(
             line, cfg.id, cfg.plan, self.bus, answer(self.svc, cfg),
             rings_needed=lambda: self.rings_needed(cfg),
-            answering=lambda: self.answering[cfg.id])
+            answering=lambda: self.answering_now(cfg))
         self.runners.append(runner)
         return runner
 
+    def office_hours(self, cfg):
+        """The line's schedule entry covering the appliance's time now (in the device's
+        zone, on the appliance clock: virtual in `linebox sim`), or None."""
+        schedule = self.schedules.get(cfg.id, cfg.schedule)
+        if not schedule:
+            return None
+        now = datetime.fromtimestamp(self.clock(), UTC).astimezone(self.tz)
+        return next((h for h in schedule if h.covers(now)), None)
+
+    def answering_now(self, cfg) -> bool:
+        """Answering switched on (config, MQTT) and not in hours the office answers itself."""
+        hours = self.office_hours(cfg)
+        return self.answering[cfg.id] and (hours is None or hours.answer)
+
     def rings_needed(self, cfg) -> int:
+        hours = self.office_hours(cfg)
+        rings = hours.rings if hours is not None else self.rings[cfg.id]
         if cfg.toll_saver_rings and any(self.store.counts(b.number)["new"]
                                       for b in self.config.boxes_for_line(cfg.id)):
-            return cfg.toll_saver_rings
-        return self.rings[cfg.id]
+            return min(cfg.toll_saver_rings, rings)
+        return rings
+
+    def after_mail(self, box: str, message: str) -> None:
+        """The mail server took a message's mail (called on the mailer's thread): noted,
+        and applied by process_commands, on the thread that owns the store and the bus."""
+        self._mailed.append((box, message))
+
+    def _apply_mailed(self) -> None:
+        """``email_marks_heard`` / ``email_deletes`` of the box, through the store (so
+        lamps and MQTT follow). Only a message still new: one the owner already handled
+        by phone while the mail waited for the server is left as the owner left it."""
+        while self._mailed:
+            box, message = self._mailed.popleft()
+            cfg = self.config.boxes.get(box)
+            rec = self.store.get(message) if cfg is not None else None
+            if rec is None or rec["state"] != "new":
+                continue
+            if cfg.email_deletes:
+                self.store.delete(message)
+                log.info("box %s: message %s mailed, moved to trash (email_deletes)", box, message)
+            elif cfg.email_marks_heard:
+                self.store.set_state(message, "heard")
+                log.info("box %s: message %s mailed, marked heard (email_marks_heard)", box, message)
 
     def maintain(self) -> None:
         """Periodic housekeeping on the store clock: retention."""
@@ -211,6 +304,7 @@ class Daemon:
         app = self.app
         app.start_reporting()
         app.open()
+        app.warm_prompts()
         app.run_reporting()
         for cfg in self.config.lines:
             line = make_line(cfg, self.pins)

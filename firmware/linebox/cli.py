@@ -54,10 +54,14 @@ def _build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("greeting", help="set a box's greeting from a WAV file")
     g.add_argument("box")
     g.add_argument("file", nargs="?", help="WAV file; omit with --clear")
-    g.add_argument("--clear", action="store_true", help="go back to the system greeting")
+    g.add_argument("--clear", action="store_true", help="remove that greeting (back to the system one)")
+    g.add_argument("--kind", choices=("unavailable", "temporary", "name"), default="unavailable",
+                   help="unavailable (the box's greeting), temporary (overrides it until "
+                        "cleared) or name (said by the system greeting)")
     g.add_argument("--config", default=DEFAULT_CONFIG)
     g.add_argument("--data")
-    g.set_defaults(handler="linebox.voicemail.cli:cmd_greeting")
+    # writes_data: run as the data folder's owner (linebox.access); these inputs are read first.
+    g.set_defaults(handler="linebox.voicemail.cli:cmd_greeting", writes_data=("file",))
 
     d = sub.add_parser("demo", help="a complete story on a simulated line")
     d.add_argument("--json", action="store_true")
@@ -75,13 +79,24 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _resolve(spec: str):
     mod, _, fn = spec.partition(":")
-    try:
-        module = importlib.import_module(mod)
-    except ModuleNotFoundError as e:
-        if e.name == mod:
-            raise LineboxError("this command is not available in this build yet") from None
-        raise
-    return getattr(module, fn)
+    return getattr(importlib.import_module(mod), fn)
+
+
+def _as_data_owner(args) -> None:
+    """A command that writes the data folder runs as the folder's owner: as root, it
+    becomes that user (see linebox.access), so the service keeps owning its files."""
+    import os
+
+    if os.geteuid() != 0:
+        return
+    from linebox.access import become_data_owner
+    from linebox.config import load_config
+
+    for name in ("config", "data"):      # relative to where the administrator stands
+        if getattr(args, name, None):
+            setattr(args, name, os.path.abspath(getattr(args, name)))
+    cfg = load_config(args.config, data_dir=getattr(args, "data", None))
+    become_data_owner(cfg.device.data_dir, args, args.writes_data)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +105,15 @@ def main(argv: list[str] | None = None) -> int:
 
     log.setup(args.log_level)
     try:
-        return _resolve(args.handler)(args) or 0
+        handler = _resolve(args.handler)
+        if getattr(args, "writes_data", None) is not None:
+            _as_data_owner(args)
+        return handler(args) or 0
+    except PermissionError as e:
+        from linebox.access import denied
+
+        print(f"linebox: error: {denied(e.filename) if e.filename else e}", file=sys.stderr)
+        return 2
     except LineboxError as e:
         print(f"linebox: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -20,20 +20,23 @@ from linebox.errors import LineboxError
 from linebox.voicemail.pins import looks_like_pin_hash
 
 DRIVERS = ("fxo", "modem", "sim")
-LANGUAGES = ("en", "de", "fr", "es")
+LANGUAGES = ("en", "de", "fr", "es", "it")
+PROMPT_VOICES = ("auto", "espeak")     # auto: Asterisk's human voice where installed
 DTMF_KEYS = "0123456789*#"
 BAUD_RATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
 MAX_GPIO = 27          # BCM GPIO 0..27 on the 40-pin header
 
-DEVICE_KEYS = ("id", "name", "data_dir", "status_led_pin", "timezone")
+DEVICE_KEYS = ("id", "name", "data_dir", "status_led_pin", "timezone", "prompts")
 FXO_KEYS = ("audio", "hook_pin", "ring_pin", "loop_pin", "hook_active_high",
             "ring_active_low", "loop_active_low", "rx_gain_db", "tx_gain_db")
 MODEM_KEYS = ("port", "baud", "flow_control")
 LINE_KEYS = ("id", "driver", "plan", "rings", "toll_saver_rings", "route", "answer",
-             *FXO_KEYS, *MODEM_KEYS)
+             "schedule", *FXO_KEYS, *MODEM_KEYS)
+SCHEDULE_KEYS = ("days", "from", "to", "rings", "answer")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 BOX_KEYS = ("number", "name", "language", "pin_hash", "pin_required", "email",
-            "email_on_new", "led_pin", "max_messages", "max_message_seconds",
-            "keep_heard_days", "trash_days", "retract_minutes")
+            "email_on_new", "email_marks_heard", "email_deletes", "led_pin", "max_messages",
+            "max_message_seconds", "keep_heard_days", "trash_days", "retract_minutes", "prompts")
 ATTENDANT_KEYS = ("prompt", "options", "default", "timeout_seconds")
 MQTT_KEYS = ("host", "port", "username", "password", "tls", "ca_file", "base_topic",
              "discovery", "keepalive")
@@ -41,6 +44,10 @@ SIP_KEYS = ("enabled", "listen", "realm", "mode")
 EXTENSION_KEYS = ("number", "name", "ha1", "mailboxes", "unsolicited_mwi", "lines")
 EMAIL_KEYS = ("smtp_host", "smtp_port", "starttls", "tls", "username", "password", "from",
               "max_attachment_bytes", "timeout_seconds")
+
+TRANSCRIPTION_KEYS = ("enabled", "engine", "uri", "model", "timeout_seconds", "give_up_hours",
+                      "email_wait_seconds")
+TRANSCRIPTION_ENGINES = ("wyoming", "pocketsphinx")
 
 # Tables: name -> (keys, is an array of tables)
 TABLES = {
@@ -52,6 +59,7 @@ TABLES = {
     "email": (EMAIL_KEYS, False),
     "sip": (SIP_KEYS, False),
     "extension": (EXTENSION_KEYS, True),
+    "transcription": (TRANSCRIPTION_KEYS, False),
 }
 
 _DEVICE_ID = re.compile(r"[a-z0-9_-]+")
@@ -81,6 +89,7 @@ class DeviceConfig:
     data_dir: Path = Path("/var/lib/linebox")
     status_led_pin: int | None = None
     timezone: str | None = None          # IANA name; None = the system's local time
+    prompts: str = "auto"                # "auto" | "espeak": the boxes' default voice
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,30 @@ class LineConfig:
     port: str | None = None
     baud: int = 115200
     flow_control: str = "rtscts"    # modem: "rtscts" (hardware) or "none"
+    schedule: tuple["Hours", ...] = ()   # office hours; outside them rings/answer apply
+
+
+@dataclass(frozen=True)
+class Hours:
+    """One entry of a line's ``schedule``: on these weekdays, from ``start`` to ``end``
+    (device time; an end before the start runs past midnight), answer after ``rings``
+    rings, or not at all (``answer`` false: the office picks up itself)."""
+
+    days: frozenset[int]                 # 0 = Monday, as datetime.weekday()
+    start: int                           # minutes after midnight
+    end: int
+    rings: int
+    answer: bool = True
+
+    def covers(self, when) -> bool:
+        """True if the (aware or local) datetime ``when`` falls in these hours; after
+        midnight, an overnight window belongs to the day it started on."""
+        minute = when.hour * 60 + when.minute
+        day = when.weekday()
+        if self.start < self.end:
+            return day in self.days and self.start <= minute < self.end
+        return (day in self.days and minute >= self.start) or \
+            ((day - 1) % 7 in self.days and minute < self.end)
 
 
 @dataclass(frozen=True)
@@ -119,14 +152,17 @@ class BoxConfig:
     language: str = "en"
     pin_hash: str | None = None
     pin_required: bool = True
-    email: str | None = None
+    email: tuple[str, ...] = ()          # `email = "a@x"` or `email = ["a@x", "b@x"]`
     email_on_new: bool = False
+    email_marks_heard: bool = False      # the lamp goes off once the server took the mail
+    email_deletes: bool = False          # ... and the message goes to trash (delete-after-mail)
     led_pin: int | None = None
     max_messages: int = 100
     max_message_seconds: int = 180
     keep_heard_days: float = 30.0
     trash_days: float = 7.0
     retract_minutes: float = 15.0        # 0 = callers cannot retract
+    prompts: str | None = None           # "auto" | "espeak"; None = [device] prompts
 
 
 @dataclass(frozen=True)
@@ -190,6 +226,15 @@ class ExtensionConfig:
     mailboxes: tuple[str, ...] = ()
     unsolicited_mwi: bool = False
     lines: tuple[int, ...] = ()
+class TranscriptionConfig:
+    """[transcription]: speech to text for saved messages; present and enabled = on."""
+
+    engine: str                          # wyoming | pocketsphinx
+    uri: str | None = None               # wyoming: tcp://host:port
+    model: Path | None = None            # pocketsphinx: a model folder (default: the wheel's en-us)
+    timeout_seconds: float = 60.0        # one attempt
+    give_up_hours: float = 24.0          # retried with backoff until then
+    email_wait_seconds: float = 60.0     # the new-message e-mail waits this long for the text
 
 
 @dataclass(frozen=True)
@@ -205,6 +250,7 @@ class Config:
     source: str
     sip: SipConfig | None = None
     extensions: dict[str, ExtensionConfig] | None = None   # by number
+    transcription: TranscriptionConfig | None = None
 
     def line(self, line_id: int) -> LineConfig:
         """The line with this id (KeyError if none)."""
@@ -314,14 +360,16 @@ class _Table:
         return self.get_int(key, default, lo=0, hi=MAX_GPIO,
                             must=f"must be a BCM GPIO number from 0 to {MAX_GPIO}")
 
-    def get_path(self, key, default=_REQUIRED, *, exists=False):
+    def get_path(self, key, default=_REQUIRED, *, exists=False, folder=False):
         found, v = self._raw(key, default)
         if not found:
             return v
         if not isinstance(v, str) or not v.strip():
             raise self.error(key, "must be a path")
         p = self.base_dir / v            # an absolute v stays as it is
-        if exists and not p.is_file():
+        if exists and folder and not p.is_dir():
+            raise self.error(key, f"no such folder: {p}")
+        if exists and not folder and not p.is_file():
             raise self.error(key, f"no such file: {p}")
         return p
 
@@ -362,6 +410,7 @@ def _read_device(t: _Table) -> DeviceConfig:
         data_dir=t.get_path("data_dir", Path("/var/lib/linebox")),
         status_led_pin=t.get_pin("status_led_pin"),
         timezone=tz,
+        prompts=t.get_str("prompts", "auto", choices=PROMPT_VOICES),
     )
 
 
@@ -382,6 +431,7 @@ def _read_line(t: _Table) -> LineConfig:
     line = LineConfig(
         id=t.get_int("id", lo=1), driver=driver, plan=t.get_str("plan", "us", choices=PLAN_NAMES),
         rings=rings, toll_saver_rings=toll, route=route, answer=t.get_bool("answer", True),
+        schedule=_read_schedule(t),
     )
     if driver == "fxo":
         for key in ("audio", "hook_pin", "ring_pin"):
@@ -406,6 +456,65 @@ def _read_line(t: _Table) -> LineConfig:
     return line
 
 
+def _read_schedule(t: _Table) -> tuple[Hours, ...]:
+    """``schedule = [{days = "mon-fri", from = "08:00", to = "17:30", rings = 6}, ...]``:
+    the first entry that covers the device's time wins."""
+    raw = t.get_raw("schedule", [])
+    if not isinstance(raw, list) or not all(isinstance(e, dict) for e in raw):
+        raise t.error("schedule", 'must be a list like [{days = "mon-fri", from = "08:00", '
+                                  'to = "17:30", rings = 6}]')
+    out = []
+    for i, entry in enumerate(raw, 1):
+        e = _Table(f"{t.label} schedule #{i}", entry, SCHEDULE_KEYS, t.base_dir)
+        answer = e.get_bool("answer", True)
+        if answer and not e.has("rings"):
+            raise e.error("rings", "missing (or answer = false: not answered in these hours)")
+        if not answer and e.has("rings"):
+            raise e.error("rings", "not with answer = false")
+        start, end = _minutes(e, "from"), _minutes(e, "to")
+        if start == end:
+            raise e.error("to", "must differ from 'from'")
+        out.append(Hours(days=_weekdays(e), start=start, end=end,
+                         rings=e.get_int("rings", 0, lo=1, hi=20), answer=answer))
+    return tuple(out)
+
+
+def _minutes(t: _Table, key: str) -> int:
+    v = t.get_str(key, must='must be a time like "08:00" (24-hour clock)')
+    m = re.fullmatch(r"([01]?[0-9]|2[0-4]):([0-5][0-9])", v)
+    if m is None or (m[1] == "24" and m[2] != "00"):
+        raise t.error(key, 'must be a time like "08:00" (24-hour clock)')
+    return int(m[1]) * 60 + int(m[2])
+
+
+def _weekdays(t: _Table) -> frozenset[int]:
+    """ "mon-fri", "sat,sun", "mon,wed-fri", "fri-mon" (a range may wrap the week)."""
+    v = t.get_str("days", must='must be weekdays like "mon-fri" or "sat,sun"')
+    days: set[int] = set()
+    for part in v.lower().replace(" ", "").split(","):
+        a, _, b = part.partition("-")
+        if a not in WEEKDAYS or (b and b not in WEEKDAYS):
+            raise t.error("days", f'{part!r}: weekdays are {", ".join(WEEKDAYS)}, '
+                                  'e.g. "mon-fri" or "sat,sun"')
+        i, j = WEEKDAYS.index(a), WEEKDAYS.index(b or a)
+        days.update((i + k) % 7 for k in range((j - i) % 7 + 1))
+    return frozenset(days)
+
+
+def _read_emails(t: _Table) -> tuple[str, ...]:
+    raw = t.get_raw("email", None)
+    if raw is None:
+        return ()
+    values = raw if isinstance(raw, list) else [raw]
+    if not values or not all(isinstance(v, str) and _ADDRESS.fullmatch(v) for v in values):
+        raise t.error("email", "must be a list of e-mail addresses like "
+                      '["a@example.com", "b@example.com"]' if isinstance(raw, list) else
+                      "must be an e-mail address like name@example.com")
+    if len(set(values)) != len(values):
+        raise t.error("email", "the same address twice")
+    return tuple(values)
+
+
 def _read_box(t: _Table) -> BoxConfig:
     number = t.get_str("number", pattern=_BOX_NUMBER,
                    must='must be a string of 2 to 8 digits, in quotes (number = "100")')
@@ -416,21 +525,26 @@ def _read_box(t: _Table) -> BoxConfig:
     pin_required = t.get_bool("pin_required", True)
     if pin_required and pin_hash is None:
         raise t.error("pin_hash", "missing (pin_required is true; make one with linebox pin-hash)")
-    email = t.get_str("email", None, pattern=_ADDRESS,
-                      must="must be an e-mail address like name@example.com")
+    email = _read_emails(t)
     email_on_new = t.get_bool("email_on_new", False)
-    if email_on_new and email is None:
+    if email_on_new and not email:
         raise t.error("email_on_new", "needs 'email', the address to send to")
+    after_mail = {k: t.get_bool(k, False) for k in ("email_marks_heard", "email_deletes")}
+    for key, on in after_mail.items():
+        if on and not email_on_new:
+            raise t.error(key, "needs email_on_new = true")
     return BoxConfig(
         number=number, name=t.get_str("name", f"Box {number}"),
         language=t.get_str("language", "en", choices=LANGUAGES),
         pin_hash=pin_hash, pin_required=pin_required, email=email, email_on_new=email_on_new,
+        **after_mail,
         led_pin=t.get_pin("led_pin"),
         max_messages=t.get_int("max_messages", 100, lo=1),
         max_message_seconds=t.get_int("max_message_seconds", 180, lo=1, hi=3600),
         keep_heard_days=t.get_num("keep_heard_days", 30.0, lo=0, lo_open=True),
         trash_days=t.get_num("trash_days", 7.0, lo=0, lo_open=True),
         retract_minutes=t.get_num("retract_minutes", 15.0, lo=0),
+        prompts=t.get_str("prompts", None, choices=PROMPT_VOICES),
     )
 
 
@@ -575,6 +689,27 @@ def _read_extensions(tables: list[_Table], boxes) -> dict[str, ExtensionConfig]:
 # ---------------------------------------------------------------- the whole file
 
 
+def _read_transcription(t: _Table) -> TranscriptionConfig | None:
+    if not t.get_bool("enabled", True):
+        return None
+    engine = t.get_str("engine", choices=TRANSCRIPTION_ENGINES)
+    uri = t.get_str("uri", None, pattern=re.compile(r"tcp://[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}"),
+                    must='must be like "tcp://192.168.1.20:10300"')
+    if engine == "wyoming" and uri is None:
+        raise t.error("uri", 'missing (engine "wyoming" needs the server, like "tcp://host:10300")')
+    if engine != "wyoming" and uri is not None:
+        raise t.error("uri", 'only for engine "wyoming"')
+    model = t.get_path("model", None, exists=True, folder=True)
+    if model is not None and engine != "pocketsphinx":
+        raise t.error("model", 'only for engine "pocketsphinx"')
+    return TranscriptionConfig(
+        engine=engine, uri=uri, model=model,
+        timeout_seconds=t.get_num("timeout_seconds", 60.0, lo=1, hi=3600),
+        give_up_hours=t.get_num("give_up_hours", 24.0, lo=0, hi=24 * 30),
+        email_wait_seconds=t.get_num("email_wait_seconds", 60.0, lo=0, hi=3600),
+    )
+
+
 def _tables(data: dict, base_dir: Path) -> dict[str, list[_Table]]:
     """Check the file's top level and wrap each table, labelled as errors name it."""
     out: dict[str, list[_Table]] = {name: [] for name in TABLES}
@@ -622,6 +757,7 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     attendant = _read_attendant(tables["attendant"][0], boxes) if tables["attendant"] else None
     mqtt = _read_mqtt(tables["mqtt"][0]) if tables["mqtt"] else None
     email = _read_email(tables["email"][0]) if tables["email"] else None
+    transcription = _read_transcription(tables["transcription"][0]) if tables["transcription"] else None
 
     sip = _read_sip(tables["sip"][0]) if tables["sip"] else None
     extensions = _read_extensions(tables["extension"], boxes)
@@ -633,8 +769,8 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
             raise box_tables[number].error("email_on_new", "needs an [email] table (the SMTP server)")
     _check_pins(device, tables["device"], lines, boxes, box_tables)
     return Config(device=device, lines=tuple(line for _, line in lines), boxes=boxes,
-                  attendant=attendant, mqtt=mqtt, email=email, source=source,
-                  sip=sip, extensions=extensions)
+                  attendant=attendant, mqtt=mqtt, email=email, transcription=transcription,
+                  source=source, sip=sip, extensions=extensions)
 
 
 def _check_lines(lines, boxes, attendant) -> None:
@@ -679,6 +815,9 @@ def load_config(path: str | Path, data_dir: str | Path | None = None) -> Config:
     try:
         text = Path(path).read_bytes().decode("utf-8")
         data = tomllib.loads(text)
+    except PermissionError:
+        from linebox.access import denied
+        raise ConfigError(denied(path, "read")) from None
     except OSError as e:
         raise ConfigError(f"{source}: {e.strerror or e}") from None
     except UnicodeDecodeError as e:
@@ -692,6 +831,12 @@ def load_config(path: str | Path, data_dir: str | Path | None = None) -> Config:
     return cfg
 
 
+def device_tz(device: DeviceConfig):
+    """The zone every time a person sees is shown in: ``[device] timezone``, or the
+    system's local zone (None, as ``datetime.astimezone`` takes it)."""
+    return zoneinfo.ZoneInfo(device.timezone) if device.timezone else None
+
+
 def _count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
@@ -699,7 +844,8 @@ def _count(n: int, one: str, many: str) -> str:
 def summary(cfg: Config) -> str:
     """One line: what the configuration turns on."""
     parts = [_count(len(cfg.lines), "line", "lines"), _count(len(cfg.boxes), "box", "boxes")]
-    parts += [name for name in ("attendant", "mqtt", "email") if getattr(cfg, name) is not None]
+    parts += [name for name in ("attendant", "mqtt", "email", "transcription")
+              if getattr(cfg, name) is not None]
     if cfg.sip is not None and cfg.sip.enabled:
         parts.append(f"sip ({_count(len(cfg.extensions or {}), 'extension', 'extensions')})")
     return ", ".join(parts)

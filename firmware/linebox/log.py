@@ -7,8 +7,24 @@ _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERRO
 
 
 class _JournalFormatter(logging.Formatter):
+    """One journal line per record, and for ``log.exception`` the exception's own text on
+    that line (``...; hanging up: PermissionError: [Errno 13] ...``), then its traceback.
+
+    journald makes every stdout line a record of its own, at the priority its ``<N>``
+    prefix says, so each traceback line carries the prefix too: the whole story stays
+    at the record's level and reads in order in ``journalctl -u linebox``.
+    """
+
     def format(self, record: logging.LogRecord) -> str:
-        return f"<{_PRIORITY.get(record.levelno, 6)}>{record.name}: {record.getMessage()}"
+        prefix = f"<{_PRIORITY.get(record.levelno, 6)}>{record.name}: "
+        text = " ".join(record.getMessage().splitlines())
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            return prefix + text
+        what = " ".join(str(exc).split())
+        text += f": {type(exc).__name__}" + (f": {what}" if what else "")
+        trace = self.formatException(record.exc_info).splitlines()
+        return "\n".join([prefix + text] + [f"{prefix}  {line}" for line in trace])
 
 
 def setup(level: str = "info", stream=None) -> None:

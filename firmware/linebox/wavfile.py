@@ -13,7 +13,7 @@ from array import array
 from dataclasses import dataclass
 
 from linebox.dsp import g711
-from linebox.dsp.resample import SUPPORTED_RATES, to_8k
+from linebox.dsp.resample import ANY_RATES, SUPPORTED_RATES, to_8k, to_8k_any
 from linebox.errors import LineboxError
 from linebox.fileio import write_file_atomic
 
@@ -72,6 +72,35 @@ def read_wav(source, name: str | None = None) -> array:
     return to_8k(samples, parsed.info.rate)
 
 
+def read_wav_any_rate(source, name: str | None = None, max_seconds: float | None = None) -> array:
+    """Like :func:`read_wav`, but any sample rate from 4 to 192 kHz is resampled (for
+    greetings made elsewhere: 22.05 and 11.025 kHz are common). A file longer than
+    ``max_seconds`` is refused from its header, before any of it is decoded."""
+    if max_seconds is not None and isinstance(source, (str, os.PathLike)):
+        _check_length(source, name or os.fspath(source), max_seconds)
+    parsed = _parse(*_load(source, name), any_rate=True)
+    info = parsed.info
+    if max_seconds is not None and info.frames > max_seconds * info.rate:
+        raise WavError(name or str(source), f"too long: {info.frames / info.rate:.1f} s "
+                       f"(at most {max_seconds:g} s)")
+    return to_8k_any(_first_channel(parsed), info.rate)
+
+
+def _check_length(path, name: str, max_seconds: float) -> None:
+    """Refuse a file too long for ``max_seconds`` from its header and its size alone."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(65536)
+            size = os.fstat(f.fileno()).st_size
+    except OSError as e:
+        raise WavError(name, f"cannot read: {e.strerror or e}") from None
+    info = _parse(head, name, any_rate=True).info
+    width = 2 if info.encoding == "pcm16" else 1
+    seconds = (size - 44) / (info.rate * info.channels * width)
+    if seconds > max_seconds + 1:        # + 1: room for header chunks of any size
+        raise WavError(name, f"too long: {seconds:.1f} s (at most {max_seconds:g} s)")
+
+
 def read_wav_info(source, name: str | None = None) -> WavInfo:
     """The header facts of a WAV file, after the same checks as :func:`read_wav`."""
     return _parse(*_load(source, name)).info
@@ -97,7 +126,7 @@ def _load(source, name: str | None) -> tuple[bytes, str]:
     return bytes(data), name
 
 
-def _parse(buf: bytes, name: str) -> _Parsed:
+def _parse(buf: bytes, name: str, any_rate: bool = False) -> _Parsed:
     if len(buf) < 12 or buf[0:4] != b"RIFF" or buf[8:12] != b"WAVE":
         raise WavError(name, "not a WAV file (no RIFF/WAVE header)")
     fmt = None
@@ -116,7 +145,7 @@ def _parse(buf: bytes, name: str) -> _Parsed:
         elif cid == b"fmt ":
             if body + size > len(buf):
                 raise WavError(name, "truncated WAV header (fmt chunk cut short)")
-            fmt = _parse_fmt(buf[body:body + size], name)
+            fmt = _parse_fmt(buf[body:body + size], name, any_rate)
         if fmt is not None and data_span is not None:
             break
         pos = body + size + (size & 1)           # chunks are padded to even sizes
@@ -133,7 +162,7 @@ def _parse(buf: bytes, name: str) -> _Parsed:
     return _Parsed(WavInfo(rate, channels, encoding, frames), view)
 
 
-def _parse_fmt(fmt: bytes, name: str) -> tuple[int, int, str, int]:
+def _parse_fmt(fmt: bytes, name: str, any_rate: bool = False) -> tuple[int, int, str, int]:
     """(rate, channels, encoding, bytes per sample) from a fmt chunk body."""
     if len(fmt) < 16:
         raise WavError(name, "truncated WAV header (fmt chunk too short)")
@@ -153,7 +182,10 @@ def _parse_fmt(fmt: bytes, name: str) -> tuple[int, int, str, int]:
         raise WavError(name, f"unsupported WAV encoding: {kind}")
     if channels < 1:
         raise WavError(name, "WAV header says 0 channels")
-    if rate not in SUPPORTED_RATES:
+    if any_rate and not ANY_RATES[0] <= rate <= ANY_RATES[1]:
+        raise WavError(name, f"unsupported WAV sample rate {rate} Hz "
+                       f"({ANY_RATES[0]} to {ANY_RATES[1]})")
+    if not any_rate and rate not in SUPPORTED_RATES:
         rates = ", ".join(map(str, SUPPORTED_RATES[:-1])) + f" or {SUPPORTED_RATES[-1]}"
         raise WavError(name, f"unsupported WAV sample rate {rate} Hz ({rates})")
     return rate, channels, encoding, 2 if encoding == "pcm16" else 1

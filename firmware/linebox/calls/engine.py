@@ -11,9 +11,10 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable
 
 from linebox import FRAME, RATE
+from linebox.caller import CallerId
 from linebox.calls.rings import RingCounter
 from linebox.dsp.listener import Listener
-from linebox.hw.line import Line, Tick
+from linebox.hw.line import CallerIdReceived, Fault, FaultCleared, HungUp, KeyPressed, Line, Tick
 from linebox.log import get as get_logger
 
 log = get_logger("calls")
@@ -36,9 +37,9 @@ class Hangup(Exception):
 class Call:
     """One call in progress, as a flow sees it: its keys, its caller, its clock."""
 
-    def __init__(self, runner: "LineRunner", callerid: dict | None) -> None:
+    def __init__(self, runner: "LineRunner", callerid: CallerId | None) -> None:
         self.runner = runner
-        self.callerid = callerid or {}
+        self.callerid = callerid or CallerId()
         self.digits: deque[str] = deque()
         self.hangup_cause: str | None = None
         self.hangup_t: float | None = None   # line time where the caller's audio ended
@@ -60,11 +61,11 @@ class Call:
 
     @property
     def caller_number(self) -> str | None:
-        return self.callerid.get("number")
+        return self.callerid.number
 
     @property
     def caller_name(self) -> str | None:
-        return self.callerid.get("name")
+        return self.callerid.name
 
     def line_time(self, listener_t: float) -> float:
         """A listener event time on the line clock."""
@@ -83,12 +84,11 @@ class Call:
     def absorb(self, tick: Tick, events: Iterable[dict]) -> None:
         """Take in what one frame brought: keys, hang-up tones, loop current."""
         self.heard = tick.audio
+        driver_keys = self.runner.line.reports_dtmf
         for ev in events:
             kind = ev["type"]
-            if kind == "dtmf" and not self.runner.line_reports_dtmf:
-                self.digits.append(ev["digit"])
-                self.last_key_t = self.line_time(ev["t"])
-                self.publish("dtmf", digit=ev["digit"])
+            if kind == "dtmf" and not driver_keys:
+                self._key(ev["digit"], self.line_time(ev["t"]))
             elif kind == "tone" and ev["tone"] in HANGUP_TONES:
                 self._hung_up(ev["tone"], self.line_time(ev["t"]))
         if tick.loop is True:
@@ -98,12 +98,19 @@ class Call:
             self._loop_low_frames += 1
             if self._loop_low_frames * FRAME >= LOOP_DROP_SECONDS * RATE:
                 self._hung_up("loop", self.t - self._loop_low_frames * FRAME / RATE)
+        frame_start = self.t - FRAME / RATE
         for fact in tick.events:
-            if fact[0] == "dtmf":
-                self.digits.append(fact[1])
-                self.publish("dtmf", digit=fact[1])
-            elif fact[0] == "hangup":
-                self._hung_up(fact[1], self.t)
+            if isinstance(fact, KeyPressed):
+                self._key(fact.digit, frame_start if fact.t is None else fact.t)
+            elif isinstance(fact, HungUp):
+                self._hung_up(fact.cause, frame_start if fact.t is None else fact.t)
+
+    def _key(self, digit: str, at: float) -> None:
+        """One key press, whoever decoded it (the listener or the driver): ``at`` is the
+        line time where it began, where a recording ended by it is cut."""
+        self.digits.append(digit)
+        self.last_key_t = at
+        self.publish("dtmf", digit=digit)
 
     def _hung_up(self, cause: str, at: float) -> None:
         if self.hangup_cause is None:
@@ -207,19 +214,22 @@ class LineRunner:
         self.samples = 0
         self.listener: Listener | None = None
         self.listener_origin = 0.0
-        self.callerid: dict | None = None
+        self.callerid: CallerId | None = None
         self.call: Call | None = None
         self.flow: Flow | None = None
         self.out: array | None = None
         self.state = "idle"
         self._rings_needed: int | None = None   # None: not answering this call
-        self.fault: str | None = None
-        # Modems report keys themselves; their listener would hear each key a second time.
-        self.line_reports_dtmf = bool(getattr(line, "reports_dtmf", False))
+        self.faults: dict[str, str] = {}     # active faults by key: out of service while any
 
     @property
     def t(self) -> float:
         return self.samples / RATE
+
+    @property
+    def fault(self) -> str | None:
+        """The first active fault's reason, or None while the line is in service."""
+        return next(iter(self.faults.values()), None)
 
     @property
     def busy(self) -> bool:
@@ -261,20 +271,24 @@ class LineRunner:
             self._resume()
 
     def _line_facts(self, tick: Tick) -> None:
-        """Faults reported by the driver: the line is out of service until cleared."""
+        """Faults reported by the driver: the line is out of service until every active
+        fault is cleared (a line can lose its sound card and its line voltage at once)."""
         for fact in tick.events:
-            if fact[0] == "fault" and self.fault is None:
-                self.fault = fact[1] if len(fact) > 1 else "fault"
-                self.publish("line_fault", reason=self.fault)
-                if self.flow is not None:
-                    self.hang_up()
-                else:
-                    self._reset()
-                self.set_state("fault")
-            elif fact[0] == "fault_cleared" and self.fault is not None:
-                self.publish("line_fault_cleared", reason=self.fault)
-                self.fault = None
-                self.set_state("idle")
+            if isinstance(fact, Fault) and fact.key not in self.faults:
+                first = not self.faults
+                self.faults[fact.key] = fact.reason
+                self.publish("line_fault", reason=fact.reason, key=fact.key)
+                if first:
+                    if self.flow is not None:
+                        self.hang_up()
+                    else:
+                        self._reset()
+                    self.set_state("fault")
+            elif isinstance(fact, FaultCleared) and fact.key in self.faults:
+                reason = self.faults.pop(fact.key)
+                self.publish("line_fault_cleared", reason=reason, key=fact.key)
+                if not self.faults:
+                    self.set_state("idle")
 
     def _on_hook(self, tick: Tick) -> None:
         n = self.rings.feed(tick.ringing)
@@ -289,10 +303,10 @@ class LineRunner:
             return
         for ev in self.listener.feed(tick.audio):
             if ev["type"] == "callerid" and self.callerid is None:
-                self._got_callerid(ev)
+                self._got_callerid(CallerId.from_fields(ev))
         for fact in tick.events:
-            if fact[0] == "callerid" and self.callerid is None:
-                self._got_callerid(fact[1])
+            if isinstance(fact, CallerIdReceived) and self.callerid is None:
+                self._got_callerid(fact.callerid)
         if self._rings_needed is not None and self.rings.in_gap and self.rings.count >= self._rings_needed:
             self._answer()
         elif self.rings.stopped:
@@ -301,16 +315,16 @@ class LineRunner:
             self._reset()
 
     def _cid(self, key: str):
-        return (self.callerid or {}).get(key)
+        return getattr(self.callerid, key) if self.callerid is not None else None
 
     def _start_listening(self) -> None:
         self.listener = Listener(self.plan)
         self.listener_origin = self.t - FRAME / RATE
         self.callerid = None
 
-    def _got_callerid(self, ev: dict) -> None:
-        self.callerid = {k: ev.get(k) for k in ("number", "name", "number_absent", "name_absent")}
-        self.publish("callerid", **self.callerid)
+    def _got_callerid(self, callerid: CallerId) -> None:
+        self.callerid = callerid
+        self.publish("callerid", **callerid.fields())
 
     def _answer(self) -> None:
         self.line.set_hook(True)
@@ -324,7 +338,7 @@ class LineRunner:
         self.flow = self.flow_factory(self.call)
         self._resume()
 
-    def start_call(self, flow_factory: Callable[[Call], Flow], callerid: dict | None = None) -> None:
+    def start_call(self, flow_factory: Callable[[Call], Flow], callerid: CallerId | None = None) -> None:
         """Start a call at once, without ring counting (a SIP call is answered by the
         protocol): the listener hears it from here, the flow runs from its first frame."""
         self._start_listening()

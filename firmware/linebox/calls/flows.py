@@ -1,6 +1,15 @@
 """The call flows, written like the call: greet, beep, record, review; the attendant;
 login and the mailbox menu (Asterisk's keys: 4 previous, 5 repeat, 6 next, 7 delete,
-9 save, 3 envelope, 0 mailbox options, # back)."""
+9 save, 3 envelope, 0 mailbox options, # back).
+
+Greetings are Asterisk's three kinds: the box's own (``unavailable``), a ``temporary``
+one that overrides it while it exists, and the owner's ``name``, which the system
+greeting says ("Main office. Please leave your message after the tone."); without a
+recorded name it says the box's configured ``name``, spoken once by espeak-ng
+(:func:`prepare_names`), and without espeak-ng the box number. Mailbox options keep
+Linebox's keys 1 greeting, 2 PIN, 3 restore, and add Asterisk's 4 temporary greeting
+(1 record, 2 remove once there is one) and 5 name (Asterisk's 3, which restores here).
+"""
 
 from array import array
 from datetime import datetime
@@ -21,6 +30,9 @@ KEY_TIMEOUT = 5.0               # waiting for a menu key
 PIN_TRIES = 3
 GREETING_MAX_SECONDS = 60.0
 GREETING_SILENCE_END = 3.0      # a greeting ends sooner on silence than a message
+NAME_MAX_SECONDS = 2.5          # a recorded name: keeps the system greeting under 5 s to the beep
+# (the spoken one is said within the same time: linebox.calls.speech.NAME_MAX_SECONDS)
+NAME_SILENCE_END = 1.5
 
 
 class Services:
@@ -30,7 +42,7 @@ class Services:
         self.config = config
         self.store = store
         self.bus = bus
-        self.prompts_for = prompts_for    # language -> calls.prompts.Prompts
+        self.prompts_for = prompts_for    # (language, voice) -> calls.prompts.Prompts
 
 
 def answer(svc: Services, line_cfg) -> "callable":
@@ -66,14 +78,12 @@ def sip_entry(svc: Services, action: str, box: str | None) -> "callable":
 # -- helpers -----------------------------------------------------------------
 
 def _prompts(svc, box: str | None):
-    lang = svc.config.boxes[box].language if box in svc.config.boxes else _default_language(svc)
-    return svc.prompts_for(lang)
-
-
-def _default_language(svc) -> str:
-    for b in svc.config.boxes.values():
-        return b.language
-    return "en"
+    cfg = svc.config.boxes.get(box) if box is not None else None
+    if cfg is None:
+        cfg = next(iter(svc.config.boxes.values()), None)
+    lang = cfg.language if cfg is not None else "en"
+    voice = (cfg.prompts if cfg is not None else None) or svc.config.device.prompts
+    return svc.prompts_for(lang, voice)
 
 
 def say(svc, call: Call, box: str | None, name: str, clips: list[str] | None = None,
@@ -135,16 +145,60 @@ def leave_message(svc: Services, call: Call, box: str) -> Flow:
 
 
 def greeting(svc: Services, call: Call, box: str) -> Flow:
-    path = svc.store.greeting_path(box)
-    if path is not None:
-        from linebox.wavfile import read_wav
-        try:
-            samples = read_wav(path)
+    """The temporary greeting if there is one, else the box's own, else the system's."""
+    for kind in ("temporary", "unavailable"):
+        samples = _recording(svc, box, kind)
+        if samples is not None:
             return (yield from call.play("greeting", samples))
-        except LineboxError as e:
-            log.warning("box %s: own greeting unusable, using the system one: %s", box, e)
+    return (yield from call.play("greeting", system_greeting(svc, box)))
+
+
+def system_greeting(svc: Services, box: str) -> array:
+    """The box's name (recorded, else spoken from the config), then "please leave your
+    message after the tone"; the box number instead of the name when there is neither."""
     p = _prompts(svc, box)
-    return (yield from call.play("greeting", p.samples(p.greeting(box))))
+    name = _recording(svc, box, "name")
+    if name is None:
+        name = _spoken_name(svc, box)
+    if name is None:
+        return p.samples(p.greeting(box))
+    return p.with_name(name)
+
+
+def _recording(svc: Services, box: str, kind: str) -> array | None:
+    path = svc.store.greeting_path(box, kind)
+    if path is None:
+        return None
+    from linebox.wavfile import read_wav
+    try:
+        return read_wav(path)
+    except LineboxError as e:
+        log.warning("box %s: %s greeting unusable, not played: %s", box, kind, e)
+        return None
+
+
+def _names_dir(svc: Services) -> Path:
+    return Path(svc.store.data_dir) / "names"
+
+
+def _spoken_name(svc: Services, box: str) -> array | None:
+    from linebox.calls.speech import name_cache_path
+    from linebox.wavfile import read_wav
+    cfg = svc.config.boxes[box]
+    path = name_cache_path(_names_dir(svc), cfg.language, cfg.name)
+    try:
+        return read_wav(path) if path.is_file() else None
+    except LineboxError:
+        return None
+
+
+def prepare_names(svc: Services) -> None:
+    """Speak every box's name with espeak-ng once (kept in ``data_dir/names/``), so that
+    no call waits for the synthesizer. Boxes with a recorded name too: the spoken one is
+    there when the owner removes the recording."""
+    from linebox.calls.speech import spoken_name
+    for cfg in svc.config.boxes.values():
+        spoken_name(_names_dir(svc), cfg.language, cfg.name)
 
 
 def retract_offer(svc: Services, call: Call, box: str) -> Flow:
@@ -376,6 +430,8 @@ def mailbox(svc: Services, call: Call, box: str) -> Flow:
     p = _prompts(svc, box)
     c = svc.store.counts(box)
     yield from say(svc, call, box, "counts", p.counts(c["new"], c["saved"]))
+    if svc.store.greeting_path(box, "temporary") is not None:
+        yield from say(svc, call, box, "temporary_active")     # as Asterisk reminds the owner
     while True:
         key = yield from menu_key(svc, call, box, "menu", "10#")
         if key == "1":
@@ -433,11 +489,20 @@ def listen(svc: Services, call: Call, box: str) -> Flow:
             i += 1
         elif key == "3":
             yield from say(svc, call, box, "envelope", p.envelope(m.get("caller_number"),
-                                                                 datetime.fromisoformat(m["received"])))
+                                                                 _local(svc, m["received"])))
             replay = False
         elif key in "#*0":
             return
     yield from say(svc, call, box, "no_more_messages")
+
+
+def _local(svc: Services, received: str) -> datetime:
+    """A message's time as the office reads its clock: in [device] timezone (else the
+    system's local time)."""
+    import zoneinfo
+    tz = svc.config.device.timezone
+    when = datetime.fromisoformat(received)
+    return when.astimezone(zoneinfo.ZoneInfo(tz) if tz else None)
 
 
 def play_message(svc: Services, call: Call, m: dict) -> Flow:
@@ -463,10 +528,10 @@ def play_message(svc: Services, call: Call, m: dict) -> Flow:
 
 
 def options(svc: Services, call: Call, box: str) -> Flow:
-    """Mailbox options: 1 record greeting, 2 change PIN, 3 undelete, # back."""
+    """Mailbox options: 1 greeting, 2 PIN, 3 undelete, 4 temporary greeting, 5 name, # back."""
     store = svc.store
     while True:
-        key = yield from menu_key(svc, call, box, "options", "123#")
+        key = yield from menu_key(svc, call, box, "options", "12345#")
         if key == "1":
             yield from record_greeting(svc, call, box)
         elif key == "2":
@@ -474,20 +539,48 @@ def options(svc: Services, call: Call, box: str) -> Flow:
         elif key == "3":
             msg = store.undelete_last(box)
             yield from say(svc, call, box, "message_restored" if msg else "nothing_to_restore")
+        elif key == "4":
+            yield from temporary_greeting(svc, call, box)
+        elif key == "5":
+            yield from record_greeting(svc, call, box, "name")
         else:
             return
 
 
-def record_greeting(svc: Services, call: Call, box: str) -> Flow:
-    yield from say(svc, call, box, "record_greeting")
+_RECORD_PROMPTS = {"unavailable": "record_greeting", "temporary": "record_temporary",
+                   "name": "record_name"}
+
+
+def record_greeting(svc: Services, call: Call, box: str, kind: str = "unavailable") -> Flow:
+    """Record a greeting of ``kind`` after the beep; # or silence ends it."""
+    yield from say(svc, call, box, _RECORD_PROMPTS[kind])
     yield from say(svc, call, box, "beep", interruptible=False)
     call.digits.clear()
-    take = yield from hear_caller(call, GREETING_MAX_SECONDS, GREETING_SILENCE_END)
-    if take.voice_seconds < MIN_VOICE_SECONDS:
+    if kind == "name":
+        take = yield from hear_caller(call, NAME_MAX_SECONDS, NAME_SILENCE_END)
+        enough = take.voice_seconds >= 0.3
+    else:
+        take = yield from hear_caller(call, GREETING_MAX_SECONDS, GREETING_SILENCE_END)
+        enough = take.voice_seconds >= MIN_VOICE_SECONDS
+    if not enough:
         yield from say(svc, call, box, "invalid")
         return
-    svc.store.set_greeting(box, take.samples[:take.keep])
+    svc.store.set_greeting(box, take.samples[:take.keep], kind)
     yield from say(svc, call, box, "greeting_saved")
+
+
+def temporary_greeting(svc: Services, call: Call, box: str) -> Flow:
+    """Asterisk's temporary greeting: recorded at once, or, when there is one,
+    1 record a new one, 2 remove it."""
+    if svc.store.greeting_path(box, "temporary") is None:
+        yield from record_greeting(svc, call, box, "temporary")
+        return
+    key = yield from menu_key(svc, call, box, "temporary_menu", "12#", tries=2)
+    if key == "1":
+        yield from record_greeting(svc, call, box, "temporary")
+    elif key == "2":
+        svc.store.clear_greeting(box, "temporary")
+        yield from say(svc, call, box, "temporary_removed")
 
 
 def change_pin(svc: Services, call: Call, box: str) -> Flow:

@@ -41,6 +41,39 @@ def to_8k(samples: array, rate: int) -> array:
     return _resample(samples, rate, RATE)
 
 
+ANY_RATES = (4000, 192000)      # what to_8k_any takes
+MAX_PHASES = 400                # more filter phases than this: go through 48 kHz first
+
+
+def to_8k_any(samples: array, rate: int) -> array:
+    """Like :func:`to_8k`, for any rate in ANY_RATES. A rate whose ratio to 8 kHz needs
+    more than MAX_PHASES filter phases (44123 Hz: 8000) is first brought to 48 kHz by
+    linear interpolation: its images lie near multiples of 44 kHz, far above what the
+    8 kHz low-pass keeps, so the telephone band is not touched."""
+    if not ANY_RATES[0] <= rate <= ANY_RATES[1]:
+        raise ValueError(f"cannot resample from {rate} Hz")
+    if rate == RATE or rate in SUPPORTED_RATES:
+        return to_8k(samples, rate)
+    if RATE // gcd(rate, RATE) > MAX_PHASES:
+        return to_8k(_linear(samples, rate, 48000), 48000)
+    return _resample(samples, rate, RATE)
+
+
+def _linear(samples, rate_in: int, rate_out: int) -> array:
+    n_out = len(samples) * rate_out // rate_in
+    step = rate_in / rate_out
+    last = len(samples) - 1
+    out = array("h", bytes(2 * n_out))
+    for n in range(n_out):
+        x = n * step
+        i = int(x)
+        f = x - i
+        a = samples[i]
+        b = samples[i + 1] if i < last else a
+        out[n] = int(a + (b - a) * f)
+    return out
+
+
 def _resample(samples, rate_in: int, rate_out: int) -> array:
     g = gcd(rate_in, rate_out)
     up, down = rate_out // g, rate_in // g

@@ -25,7 +25,7 @@ from linebox.dsp.levels import DBM0_PEAK, dbm0
 from linebox.errors import LineboxError
 from linebox.hw.audio import AlsaAudio, AudioGone, AudioPort
 from linebox.hw.gpio import Pins
-from linebox.hw.line import SILENT_FRAME, Line, Tick
+from linebox.hw.line import SILENT_FRAME, Fault, FaultCleared, Line, LineEvent, Tick
 from linebox.log import get as get_logger
 
 log = get_logger("fxo")
@@ -144,8 +144,8 @@ class FxoLine(Line):
     / ``loop_active_low`` (an optocoupler pulling a pulled-up pin down). ``loop_pin``
     senses line voltage / loop current: ``Tick.loop`` is None without it.
 
-    Tick.events carries ``("fault", reason)`` once when a fault begins and
-    ``("fault_cleared", reason)`` when it ends; ``faults`` holds the current ones.
+    Tick.events carries a ``Fault(key, reason)`` once when a fault begins and a
+    ``FaultCleared(key)`` when it ends; ``faults`` holds the current ones by key.
     """
 
     def __init__(self, line_id: int, plan: str = "us", *, pins: Pins,
@@ -168,7 +168,7 @@ class FxoLine(Line):
         self.tx_gain_db = tx_gain_db
         self.faults: dict[str, str] = {}
         self.audio: AudioPort | None = None
-        self._events: list[tuple] = []
+        self._events: list[LineEvent] = []
         self._retry_at = 0.0
         self._backoff = REOPEN_FIRST
         self._deadline: float | None = None
@@ -288,13 +288,13 @@ class FxoLine(Line):
     def _fault(self, key: str, reason: str) -> None:
         if key not in self.faults:
             self.faults[key] = reason
-            self._events.append(("fault", reason))
+            self._events.append(Fault(key, reason))
             log.warning("line %s: fault: %s", self.id, reason)
 
     def _clear(self, key: str) -> None:
         reason = self.faults.pop(key, None)
         if reason is not None:
-            self._events.append(("fault_cleared", reason))
+            self._events.append(FaultCleared(key))
             log.info("line %s: fault cleared: %s", self.id, reason)
 
     def _take_events(self) -> tuple:

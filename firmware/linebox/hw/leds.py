@@ -1,11 +1,9 @@
 """Message-waiting lamps: one per box, following the store's counts.
 
 ``off`` no new messages, ``blink`` new messages, ``fast`` box full. The pattern logic
-lives here; a backend turns a pattern into pin changes (GPIO on the Pi, a recorder in the
-simulator and the tests).
+lives here; a backend (GPIO on the Pi: ``hw/gpio_leds.py``) turns a pattern into pin
+changes; without one the lamps exist only as ``led`` events on the bus (the simulator).
 """
-
-from collections.abc import Callable
 
 PATTERNS = ("off", "on", "blink", "fast")
 
@@ -16,20 +14,6 @@ def pattern_for(counts: dict) -> str:
     if counts.get("new"):
         return "blink"
     return "off"
-
-
-class RecordingLedBackend:
-    """A simulated LED driver: remembers every pattern it was asked to show, with a time."""
-
-    def __init__(self, clock: Callable[[], float] = lambda: 0.0) -> None:
-        self.clock = clock
-        self.history: list[tuple[float, int, str]] = []
-
-    def show(self, pin: int, pattern: str) -> None:
-        self.history.append((self.clock(), pin, pattern))
-
-    def close(self) -> None:
-        pass
 
 
 class MessageLeds:

@@ -6,10 +6,10 @@ The modem is driven over its serial port with pyserial:
   ``AT+FCLASS=8`` (voice), ``AT+VCID=1`` (formatted caller ID), ``AT+VSM=?`` (the audio
   formats; one is chosen by its *name*: 16-bit linear, then G.711 mu-law, A-law, 8-bit
   linear), ``AT+VSM=<n>,8000``, ``AT+VTR=?`` (full duplex?).
-- on-hook: result lines. ``RING`` is a ``("ring",)`` fact, and ``Tick.ringing`` is held
+- on-hook: result lines. ``RING`` is a ``RingSeen`` fact, and ``Tick.ringing`` is held
   for the plan's ring burst, so the ring counter sees the cadence it expects. Caller ID
   lines (``NMBR = 555``, ``NMBR=555``, ``NAME``, ``DATE``, ``TIME``, ``MESG`` with the raw
-  message in hex) become one ``("callerid", {...})`` fact at the next RING or after
+  message in hex) become one ``CallerIdReceived`` fact at the next RING or after
   ``callerid_quiet`` seconds without more. The modem hears nothing on-hook, so ``tick``
   returns silence, paced at 20 ms by the wall clock.
 - answer: ``AT+VLS=1`` (off-hook, line to the voice path), then ``AT+VTR`` (full duplex)
@@ -17,8 +17,8 @@ The modem is driven over its serial port with pyserial:
   ``AT+VTX``; ``SWITCH_BACK_FRAMES`` silent frames later, back to ``AT+VRX`` so keys and
   voice are heard again. The data states speak the DLE stream of ``linebox.hw.dle``.
 - faults: a port that errors or vanishes, a modem that stops answering or stops sending
-  audio: one ``("fault", reason)`` fact, silence paced by the clock, and a re-open with
-  exponential backoff (1, 2, 4 ... 60 s); ``("fault_cleared",)`` once it works again.
+  audio: one ``Fault("modem", reason)`` fact, silence paced by the clock, and a re-open with
+  exponential backoff (1, 2, 4 ... 60 s); ``FaultCleared("modem")`` once it works again.
   Nothing ever raises out of ``tick``.
 
 How each chipset wants a data state ended (``CHIPSETS``): V.253 says ``DLE !`` aborts
@@ -40,12 +40,24 @@ from dataclasses import dataclass
 import serial
 
 from linebox import FRAME, RATE, log
+from linebox.caller import CallerId
 from linebox.dsp import g711
 from linebox.dsp.callerid import parse_message
 from linebox.dsp.plans import get_plan
 from linebox.errors import LineboxError
 from linebox.hw.dle import CAN, DC4, DLE, ETX, DleDecoder, DleEvent, dle_escape
-from linebox.hw.line import SILENT_FRAME, Line, Tick
+from linebox.hw.line import (
+    SILENT_FRAME,
+    CallerIdReceived,
+    Fault,
+    FaultCleared,
+    HungUp,
+    KeyPressed,
+    Line,
+    LineEvent,
+    RingSeen,
+    Tick,
+)
 from linebox.wavfile import encode_samples
 
 _log = log.get("hw.modem")
@@ -218,8 +230,8 @@ def encode_audio(kind: str, samples: array) -> bytes:
 # ---------------------------------------------------------------- caller ID
 
 
-def callerid_fact(fields: dict[str, str]) -> dict:
-    """The ``callerid`` fact from a block of ``+VCID=1`` lines (keys DATE, NMBR, ...)."""
+def callerid_fact(fields: dict[str, str]) -> CallerId:
+    """The caller ID from a block of ``+VCID=1`` lines (keys DATE, NMBR, ...)."""
     out = {"number": None, "name": None, "number_absent": None, "name_absent": None}
     mesg = fields.get("MESG", "").replace(" ", "")
     if mesg:
@@ -242,7 +254,7 @@ def callerid_fact(fields: dict[str, str]) -> dict:
             out["name_absent"], out["name"] = name, None
         else:
             out["name"] = name
-    return out
+    return CallerId.from_fields(out)
 
 
 class Backoff:
@@ -284,6 +296,12 @@ class ModemLine(Line):
     """
 
     reports_dtmf = True
+    reports_hangup = True
+
+    @property
+    def full_duplex(self) -> bool:
+        """Known once the modem is set up (``AT+VTR=?`` or the ``duplex`` setting)."""
+        return self._full_duplex
 
     def __init__(self, line_id: int, port: str, plan: str = "us", *, baud: int = 115200,
                  rtscts: bool = True, duplex: str = "auto", command_timeout: float = 2.0,
@@ -319,7 +337,7 @@ class ModemLine(Line):
         self._cr_pending = False                  # a line ended on CR; its LF may follow
         self._decoder: DleDecoder | None = None
         self._audio = bytearray()                 # received audio not yet returned
-        self._events: list[tuple] = []
+        self._events: list[LineEvent] = []
         self._cid: dict[str, str] = {}
         self._cid_at = 0.0
         self._ring_until = 0.0
@@ -350,7 +368,7 @@ class ModemLine(Line):
             raise
         self._backoff.reset()
         if was_faulted:
-            self._events.append(("fault_cleared",))
+            self._events.append(FaultCleared("modem"))
 
     def identify(self) -> dict:
         """What the modem is and how it is used, for ``linebox hwcheck``."""
@@ -512,7 +530,7 @@ class ModemLine(Line):
                              self.id, self.port, e, delay)
             else:
                 self._backoff.reset()
-                self._events.append(("fault_cleared",))
+                self._events.append(FaultCleared("modem"))
                 _log.info("line %s: modem on %s is back", self.id, self.port)
                 return self._tick_result(SILENT_FRAME)
         delay = deadline - time.monotonic()
@@ -654,9 +672,9 @@ class ModemLine(Line):
 
     def _dle_event(self, ev: DleEvent) -> None:
         if ev.kind == "dtmf":
-            self._events.append(("dtmf", ev.value))
+            self._events.append(KeyPressed(ev.value))
         elif ev.kind in HANGUP_EVENTS:
-            self._events.append(("hangup", HANGUP_EVENTS[ev.kind]))
+            self._events.append(HungUp(HANGUP_EVENTS[ev.kind]))
         elif ev.kind != "end":
             _log.debug("line %s: modem event %s %r", self.id, ev.kind, ev.value)
 
@@ -665,7 +683,7 @@ class ModemLine(Line):
         if line.startswith("RING"):
             if self._cid:
                 self._flush_callerid()
-            self._events.append(("ring",))
+            self._events.append(RingSeen())
             self._ring_until = time.monotonic() + self._ring_burst
             return True
         m = _CALLERID_LINE.match(line)
@@ -677,7 +695,7 @@ class ModemLine(Line):
         return False
 
     def _flush_callerid(self) -> None:
-        self._events.append(("callerid", callerid_fact(self._cid)))
+        self._events.append(CallerIdReceived(callerid_fact(self._cid)))
         self._cid = {}
 
     # -- commands ------------------------------------------------------------------
@@ -768,7 +786,7 @@ class ModemLine(Line):
         self._close_port()
         if self.state != FAULT:
             _log.error("line %s: modem fault: %s", self.id, reason)
-            self._events.append(("fault", reason))
+            self._events.append(Fault("modem", reason))
             self._backoff.reset()
         self.state = FAULT
         self._retry_at = time.monotonic() + self._backoff.next()

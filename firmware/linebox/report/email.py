@@ -1,5 +1,9 @@
 """E-mail for new messages: each new message of a box with ``email_on_new`` is mailed to
-the box's address with the recording attached.
+the box's addresses (one mail, every address in To) with the recording attached, in the
+box's language, its time in the device's zone, and a ``tel:`` link to call back. Caller ID
+is filtered before it reaches a header or the body (it comes off the line, unchecked).
+Once the server accepted the mail, ``after_sent`` lets the box's ``email_marks_heard`` /
+``email_deletes`` apply.
 
 The mail is built completely when the message is saved (so it goes out even if the
 message is deleted by phone a minute later) and queued durably in ``data_dir/mailq/``:
@@ -17,10 +21,12 @@ The password is given to smtplib and nowhere else: never logged, never queued.
 import json
 import logging
 import os
+import re
 import smtplib
 import ssl
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, tzinfo
 from email import policy
@@ -49,12 +55,153 @@ def length_text(seconds: float) -> str:
     return f"{s // 60}:{s % 60:02d}"
 
 
-def caller_text(name: str | None, number: str | None) -> str:
-    name = " ".join(str(name).split()) if name else ""
-    number = " ".join(str(number).split()) if number else ""
-    if name and number:
-        return f"{name} ({number})"
-    return name or number or "an unknown caller"
+# Caller ID comes off the line: anyone can send any bytes in it (a spoofed FSK burst).
+# Nothing of it reaches a header or the body but printable text, one line, bounded.
+_NAME_MAX = 64
+_NUMBER_KEEP = re.compile(r"[^0-9+*#]")
+
+
+def clean_name(name) -> str:
+    """A caller's name fit for a header: no control or format characters (no CR/LF, so
+    no header injection; no bidi overrides), spaces collapsed, at most 64 characters."""
+    text = "".join(c if unicodedata.category(c)[0] not in "CZ" else " " for c in str(name or ""))
+    return " ".join(text.split())[:_NAME_MAX]
+
+
+def clean_number(number) -> str:
+    """Only what a phone number is made of: digits, +, * and #."""
+    return _NUMBER_KEEP.sub("", str(number or ""))[:32]
+
+
+def readable_number(number: str, plan: str | None = None) -> str:
+    """5551234567 -> (555) 123-4567 on a North American ("us") line; else as it came."""
+    if plan == "us":
+        d = number[1:] if len(number) == 11 and number.startswith("1") else number
+        if len(d) == 10 and d.isdigit() and d[0] in "23456789":
+            return f"({d[:3]}) {d[3:6]}-{d[6:]}"
+    return number
+
+
+def tel_uri(number: str, plan: str | None = None) -> str | None:
+    """A ``tel:`` URI to call back (RFC 3966): global (+1...) for a 10- or 11-digit North
+    American number; otherwise the digits as a local number, which phones and mail apps
+    dial as they are (RFC 3966 would want a phone-context the appliance does not know)."""
+    if not number or not number.lstrip("+").isdigit():
+        return None
+    if plan == "us" and number.isdigit() and len(number) in (10, 11):
+        return "tel:+1" + number[-10:]
+    return f"tel:{number}"
+
+
+# The box's language (en, de, fr, es). Dates are spelled out here: the C library's
+# locales may not be installed on the appliance.
+TEXTS = {
+    "en": dict(
+        transcript="What the caller said (automatic transcript):",
+        no_transcript="No transcript: the speech-to-text engine gave none within {seconds} s.",
+        subject="Voicemail for {box}: {who}, {length}",
+        intro="New voicemail for {box} (box {number}).",
+        labels=("From", "Number", "Received", "Length", "Line", "Message"),
+        unknown="unknown caller", no_name="(no name)", no_number="(no number)",
+        call_back="call back: {tel}",
+        attached="The recording is attached: {file}",
+        missing="The recording could not be found on the {device} to attach it.",
+        too_big="The recording ({size}) is larger than the {limit} attachment limit and was "
+                "left off. It is kept on the {device} as {path}.",
+        recovered="This recording was recovered after a restart and may be cut short.",
+        marks_heard="Once this mail is delivered, the message counts as heard (its lamp goes off).",
+        deletes="Once this mail is delivered, the message is moved to the trash on the {device}.",
+        days=("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
+        months=("January", "February", "March", "April", "May", "June", "July", "August",
+                "September", "October", "November", "December"),
+        date="{weekday} {day} {month} {year}, {time}"),
+    "de": dict(
+        transcript="Was der Anrufer sagte (automatische Abschrift):",
+        no_transcript="Keine Abschrift: die Spracherkennung lieferte in {seconds} s keine.",
+        subject="Sprachnachricht für {box}: {who}, {length}",
+        intro="Neue Sprachnachricht für {box} (Box {number}).",
+        labels=("Von", "Nummer", "Empfangen", "Länge", "Leitung", "Nachricht"),
+        unknown="unbekannter Anrufer", no_name="(kein Name)", no_number="(keine Nummer)",
+        call_back="zurückrufen: {tel}",
+        attached="Die Aufnahme ist angehängt: {file}",
+        missing="Die Aufnahme wurde auf der {device} nicht gefunden und fehlt deshalb.",
+        too_big="Die Aufnahme ({size}) ist größer als die Grenze von {limit} für Anhänge und "
+                "wurde weggelassen. Sie liegt auf der {device} als {path}.",
+        recovered="Diese Aufnahme wurde nach einem Neustart gerettet und ist vielleicht "
+                  "unvollständig.",
+        marks_heard="Sobald diese Mail zugestellt ist, gilt die Nachricht als abgehört "
+                    "(ihre Lampe geht aus).",
+        deletes="Sobald diese Mail zugestellt ist, kommt die Nachricht auf der {device} in "
+                "den Papierkorb.",
+        days=("Montag", "Dienstag", "Mittwoch", "Donnerstag", "Freitag", "Samstag", "Sonntag"),
+        months=("Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August",
+                "September", "Oktober", "November", "Dezember"),
+        date="{weekday}, {day}. {month} {year}, {time}"),
+    "fr": dict(
+        transcript="Ce que l'appelant a dit (transcription automatique) :",
+        no_transcript="Pas de transcription : la reconnaissance vocale n'a rien donné en {seconds} s.",
+        subject="Message vocal pour {box} : {who}, {length}",
+        intro="Nouveau message vocal pour {box} (boîte {number}).",
+        labels=("De", "Numéro", "Reçu", "Durée", "Ligne", "Message"),
+        unknown="appelant inconnu", no_name="(sans nom)", no_number="(sans numéro)",
+        call_back="rappeler : {tel}",
+        attached="L'enregistrement est joint : {file}",
+        missing="L'enregistrement est introuvable sur le {device} : il n'est pas joint.",
+        too_big="L'enregistrement ({size}) dépasse la limite de {limit} pour les pièces "
+                "jointes et n'est pas joint. Il reste sur le {device} : {path}.",
+        recovered="Cet enregistrement a été récupéré après un redémarrage et peut être "
+                  "incomplet.",
+        marks_heard="Une fois ce courriel remis, le message compte comme écouté (son voyant "
+                    "s'éteint).",
+        deletes="Une fois ce courriel remis, le message est mis à la corbeille sur le {device}.",
+        days=("lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche"),
+        months=("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août",
+                "septembre", "octobre", "novembre", "décembre"),
+        date="{weekday} {day} {month} {year}, {time}"),
+    "es": dict(
+        transcript="Lo que dijo el llamante (transcripción automática):",
+        no_transcript="Sin transcripción: el reconocimiento de voz no dio ninguna en {seconds} s.",
+        subject="Mensaje de voz para {box}: {who}, {length}",
+        intro="Nuevo mensaje de voz para {box} (buzón {number}).",
+        labels=("De", "Número", "Recibido", "Duración", "Línea", "Mensaje"),
+        unknown="llamante desconocido", no_name="(sin nombre)", no_number="(sin número)",
+        call_back="devolver la llamada: {tel}",
+        attached="La grabación va adjunta: {file}",
+        missing="La grabación no se encontró en el {device} y no va adjunta.",
+        too_big="La grabación ({size}) supera el límite de {limit} para adjuntos y no va "
+                "adjunta. Se guarda en el {device} como {path}.",
+        recovered="Esta grabación se recuperó tras un reinicio y puede estar incompleta.",
+        marks_heard="Cuando este correo se entregue, el mensaje contará como escuchado (su "
+                    "luz se apaga).",
+        deletes="Cuando este correo se entregue, el mensaje pasará a la papelera del {device}.",
+        days=("lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo"),
+        months=("enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto",
+                "septiembre", "octubre", "noviembre", "diciembre"),
+        date="{weekday}, {day} de {month} de {year}, {time}"),
+}
+
+
+def caller_text(name: str | None, number: str | None, language: str = "en",
+                plan: str | None = None) -> str:
+    """Who called, for the subject: "JOHN DOE, (555) 123-4567", a name or number alone,
+    or "unknown caller" in the box's language."""
+    name, number = clean_name(name), readable_number(clean_number(number), plan)
+    return ", ".join(x for x in (name, number) if x) or TEXTS[language]["unknown"]
+
+
+def date_text(when: datetime, language: str = "en") -> str:
+    """Tuesday 14 November 2023, 17:13 EST (-05:00), in the box's language."""
+    t = TEXTS[language]
+    zone = when.strftime("%Z")
+    offset = when.strftime("%z")
+    offset = f"{offset[:3]}:{offset[3:]}" if offset else ""
+    clock = when.strftime("%H:%M")
+    if zone and not zone.lstrip("+-").isdigit():
+        clock += f" {zone}"
+    if offset:
+        clock += f" ({offset})"
+    return t["date"].format(weekday=t["days"][when.weekday()], day=when.day,
+                            month=t["months"][when.month - 1], year=when.year, time=clock)
 
 
 def _size_text(n: int) -> str:
@@ -67,12 +214,18 @@ class Mailer:
     ``handle`` takes bus events (subscribe it: ``bus.subscribe(mailer.handle)``);
     ``lookup(message_id)`` returns the store's record of a message (``Store.get``: its
     ``file`` and ``received``); without it mails go without the recording.
+    ``after_sent(box, message_id)`` is called (on the sending thread) once the server
+    accepted a message's mail: ``email_marks_heard`` and ``email_deletes`` hang on it.
+    ``line_plans`` (line id -> plan) lets numbers read as the line's country writes them.
     """
 
     def __init__(self, config: EmailConfig, boxes: Mapping, folder: Path,
                  clock: Callable[[], float] = time.time, *,
                  lookup: Callable[[str], dict | None] | None = None,
-                 tz: tzinfo | None = None, device_name: str = "Linebox") -> None:
+                 tz: tzinfo | None = None, device_name: str = "Linebox",
+                 after_sent: Callable[[str, str], None] | None = None,
+                 line_plans: Mapping[int, str] | None = None,
+                 transcript_wait: float = 0.0) -> None:
         self.config = config
         self.boxes = dict(boxes)
         self.folder = Path(folder)
@@ -81,6 +234,9 @@ class Mailer:
         self.lookup = lookup
         self.tz = tz
         self.device_name = device_name
+        self.after_sent = after_sent
+        self.line_plans = dict(line_plans or {})
+        self.transcript_wait = transcript_wait   # s a new-message mail waits for its text
         self._cond = threading.Condition()
         self._send_lock = threading.Lock()       # one pump at a time
         self._stopping = False
@@ -92,85 +248,137 @@ class Mailer:
     # ------------------------------------------------------------ queueing
 
     def handle(self, ev: dict) -> None:
-        """A bus event: a saved message of a box with email_on_new is queued."""
-        if ev.get("event") != "message_saved":
+        """A bus event: a saved message of a box with email_on_new is queued. With
+        transcription on, its mail waits up to ``transcript_wait`` seconds for the text:
+        ``message_transcribed`` (or ``transcription_failed``) releases it sooner."""
+        kind = ev.get("event")
+        if kind in ("message_transcribed", "transcription_failed"):
+            self._release(ev.get("id"), ev.get("transcript"))
+            return
+        if kind != "message_saved":
             return
         box = self.boxes.get(ev.get("box"))
         if box is None or not getattr(box, "email_on_new", False) or not box.email:
             return
+        fields = {k: ev.get(k) for k in ("id", "box", "line", "caller_number", "caller_name",
+                                         "seconds", "recovered")}
+        wait = self.transcript_wait
         try:
-            msg = self.compose(ev, box)
-            self.queue(msg, box.email, box=box.number, message=ev.get("id"))
+            msg = self.compose(ev, box, no_transcript=wait > 0)
+            self.queue(msg, list(_addresses(box)), box=box.number, message=ev.get("id"),
+                       not_before=self.clock() + wait if wait > 0 else 0.0,
+                       awaiting_transcript=wait > 0, saved_event=fields)
         except OSError as e:
             log.error("mail for message %s of box %s not queued: %s", ev.get("id"),
                       box.number, e.strerror or e)
 
-    def compose(self, ev: dict, box) -> EmailMessage:
-        """The mail for one saved message."""
+    def _release(self, message_id, transcript: str | None) -> None:
+        """The transcript of ``message_id`` is in (or will not come): its waiting mail is
+        composed again with the text and sent now."""
+        for name in self.pending():
+            meta = self._meta(name)
+            if not meta or meta.get("message") != message_id or not meta.get("awaiting_transcript"):
+                continue
+            box = self.boxes.get(meta.get("box"))
+            ev = meta.get("saved_event")
+            if box is None or not isinstance(ev, dict):
+                continue
+            try:
+                if transcript:
+                    msg = self.compose(ev, box, transcript=transcript)
+                    write_file_atomic(self.folder / f"{name}.eml", msg.as_bytes(policy=policy.SMTP))
+                meta.update(awaiting_transcript=False, next_try=0.0)
+                write_file_atomic(self.folder / f"{name}.json", json.dumps(meta).encode())
+            except OSError as e:
+                log.error("mail for message %s: transcript not added: %s", message_id,
+                          e.strerror or e)
+        with self._cond:
+            self._cond.notify_all()
+
+    def compose(self, ev: dict, box, transcript: str | None = None,
+                no_transcript: bool = False) -> EmailMessage:
+        """The mail for one saved message, in the box's language; with its transcript, or
+        (``no_transcript``) a line saying none came in time."""
+        lang = box.language if box.language in TEXTS else "en"
+        t = TEXTS[lang]
         rec = self.lookup(ev["id"]) if self.lookup is not None else None
         received = self._received(rec)
-        who = caller_text(ev.get("caller_name"), ev.get("caller_number"))
+        plan = self.line_plans.get(ev.get("line"))
+        name, number = clean_name(ev.get("caller_name")), clean_number(ev.get("caller_number"))
         length = length_text(ev.get("seconds") or 0)
+        box_name = clean_name(box.name) or box.number
         msg = EmailMessage(policy=policy.SMTP)
-        msg["Subject"] = f"New voicemail in box {box.number} from {who}, {length}"
+        msg["Subject"] = t["subject"].format(box=box_name, length=length,
+                                             who=caller_text(name, number, lang, plan))
         msg["From"] = self.config.sender
-        msg["To"] = box.email
+        msg["To"] = ", ".join(_addresses(box))
         msg["Date"] = format_datetime(received)
         domain = parseaddr(self.config.sender)[1].rpartition("@")[2] or "linebox.invalid"
         msg["Message-ID"] = make_msgid(f"linebox.{box.number}.{ev['id']}", domain=domain)
-        lines = [
-            f"New voicemail in box {box.number} ({box.name}).",
-            "",
-            f"From:      {ev.get('caller_name') or '(no name)'}",
-            f"Number:    {ev.get('caller_number') or '(no number)'}",
-            f"Received:  {received.strftime('%a %d %b %Y %H:%M:%S %z')}",
-            f"Length:    {length}",
-        ]
+        labels = [f"{label}:" for label in t["labels"]]
+        width = max(map(len, labels)) + 1
+        shown = readable_number(number, plan) or t["no_number"]
+        tel = tel_uri(number, plan)
+        if tel:
+            shown += f"  ({t['call_back'].format(tel=tel)})"
+        rows = [(0, name or t["no_name"]), (1, shown), (2, date_text(received, lang)), (3, length)]
         if ev.get("line") is not None:
-            lines.append(f"Line:      {ev['line']}")
-        lines.append(f"Message:   {ev['id']}")
+            rows.append((4, str(ev["line"])))
+        rows.append((5, str(ev["id"])))
+        lines = [t["intro"].format(box=box_name, number=box.number), ""]
+        lines += [f"{labels[i]:<{width}}{value}" for i, value in rows]
         lines.append("")
         if ev.get("recovered"):
-            lines += ["This recording was recovered after a restart and may be cut short.", ""]
+            lines += [t["recovered"], ""]
+        if transcript:
+            lines += [t["transcript"], "", f"  {transcript}", ""]
+        elif no_transcript:
+            lines += [t["no_transcript"].format(seconds=f"{self.transcript_wait:g}"), ""]
         wav = Path(rec["file"]) if rec and rec.get("file") else None
         attach = None
+        filename = f"voicemail-{box.number}-{ev['id']}-{received.strftime('%Y%m%d-%H%M')}.wav"
         if wav is None or not wav.is_file():
-            lines.append("The recording could not be found on the Linebox to attach it.")
+            lines.append(t["missing"].format(device=self.device_name))
         else:
             size = wav.stat().st_size
             if size > self.config.max_attachment_bytes:
-                lines.append(f"The recording ({_size_text(size)}) is larger than the "
-                             f"{_size_text(self.config.max_attachment_bytes)} attachment limit "
-                             f"and was left off. It is kept on the {self.device_name} as {wav}.")
+                lines.append(t["too_big"].format(
+                    size=_size_text(size), limit=_size_text(self.config.max_attachment_bytes),
+                    device=self.device_name, path=wav))
             else:
                 attach = wav.read_bytes()
-                lines.append(f"The recording is attached ({wav.name}).")
+                lines.append(t["attached"].format(file=filename))
+        if getattr(box, "email_deletes", False):
+            lines.append(t["deletes"].format(device=self.device_name))
+        elif getattr(box, "email_marks_heard", False):
+            lines.append(t["marks_heard"])
         lines += ["", f"-- {self.device_name}"]
         msg.set_content("\n".join(lines) + "\n")
         if attach is not None:
-            msg.add_attachment(attach, maintype="audio", subtype="wav",
-                               filename=f"voicemail-{box.number}-{ev['id']}.wav")
+            msg.add_attachment(attach, maintype="audio", subtype="wav", filename=filename)
         return msg
 
     def _received(self, rec: dict | None) -> datetime:
-        if rec and rec.get("received"):
-            try:
-                return datetime.fromisoformat(rec["received"])
-            except ValueError:
-                pass
-        return datetime.fromtimestamp(self.clock(), UTC).astimezone(self.tz)
+        """When the message came, in the device's zone (the store's ``received_ts``)."""
+        ts = rec.get("received_ts") if rec else None
+        if not isinstance(ts, int | float):
+            ts = self.clock()
+        return datetime.fromtimestamp(ts, UTC).astimezone(self.tz)
 
-    def queue(self, msg: EmailMessage, to: str, **about) -> str:
-        """Queue a mail durably; returns its queue name."""
+    def queue(self, msg: EmailMessage, to: str | list[str], not_before: float = 0.0,
+              **about) -> str:
+        """Queue a mail durably for one or more recipients (not sent before
+        ``not_before``); returns its queue name."""
+        to = [to] if isinstance(to, str) else list(to)
         with self._cond:
             seq = self._next
             self._next += 1
         name = f"{seq:0{_DIGITS}d}"
         write_file_atomic(self.folder / f"{name}.eml", msg.as_bytes(policy=policy.SMTP))
-        meta = {"to": [to], "from": parseaddr(self.config.sender)[1], "tries": 0,
-                "permanent": 0, "next_try": 0.0, "last_error": None, **about}
+        meta = {"to": to, "from": parseaddr(self.config.sender)[1], "tries": 0,
+                "permanent": 0, "next_try": not_before, "last_error": None, **about}
         write_file_atomic(self.folder / f"{name}.json", json.dumps(meta).encode())
-        log.info("mail for %s queued (%s)", to, msg["Subject"])
+        log.info("mail for %s queued (%s)", ", ".join(to), msg["Subject"])
         with self._cond:
             self._cond.notify_all()
         return name
@@ -243,6 +451,11 @@ class Mailer:
         fsync_dir(self.folder)
         log.info("mail %s sent to %s%s", name, ", ".join(meta["to"]),
                  f" after {meta['tries']} failed tries" if meta["tries"] else "")
+        if self.after_sent is not None and meta.get("box") and meta.get("message"):
+            try:
+                self.after_sent(meta["box"], meta["message"])
+            except Exception:  # noqa: BLE001 - the mail is gone; the rest must go too
+                log.exception("mail %s: after sending", name)
 
     def _failed(self, name: str, meta: dict, e: Exception, now: float) -> None:
         code = _code(e)
@@ -354,6 +567,11 @@ class Mailer:
         if not due:
             return 1.0
         return min(1.0, max(0.05, max(min(due), self._hold_until) - now))
+
+
+def _addresses(box) -> tuple[str, ...]:
+    """The box's addresses (config gives a tuple; a single string is taken as one)."""
+    return (box.email,) if isinstance(box.email, str) else tuple(box.email)
 
 
 def _delay(tries: int) -> float:

@@ -18,7 +18,7 @@ from array import array
 
 from linebox import FRAME, RATE
 from linebox.dsp import g711
-from linebox.hw.line import SILENT_FRAME, Line, Tick
+from linebox.hw.line import SILENT_FRAME, HungUp, KeyPressed, Line, Tick
 
 FRAME_SECONDS = FRAME / RATE
 JITTER_FRAMES = 3             # a missing frame is lost once 3 later ones wait (60 ms of jitter)
@@ -88,7 +88,7 @@ class SipLine(Line):
     def press(self, key: str) -> None:
         """A key the signalling reported (SIP INFO), from the SIP thread."""
         with self._lock:
-            self._signalled.append(("dtmf", key))
+            self._signalled.append(KeyPressed(key))
 
     def end(self, cause: str) -> None:
         """The SIP side ended the call (BYE, CANCEL): the flow hears a hang-up."""
@@ -197,7 +197,7 @@ class SipLine(Line):
         event = payload[0]
         if event < len(_EVENT_KEYS):
             self._last_event_ts = ts
-            self._events.append(("dtmf", _EVENT_KEYS[event]))
+            self._events.append(KeyPressed(_EVENT_KEYS[event]))
 
     def _next_frame(self, now: float) -> Tick:
         audio = SILENT_FRAME
@@ -215,7 +215,7 @@ class SipLine(Line):
             hangup = self._hangup = "rtp_timeout"
         if hangup is not None and not getattr(self, "_hangup_told", False):
             self._hangup_told = True
-            events.append(("hangup", hangup))
+            events.append(HungUp(hangup))
         return Tick(audio=audio, loop=None, events=tuple(events))
 
 

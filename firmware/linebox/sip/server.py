@@ -19,6 +19,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 
+from linebox.caller import CallerId
 from linebox.calls.engine import LineRunner
 from linebox.calls.flows import sip_entry
 from linebox.errors import LineboxError
@@ -622,7 +623,7 @@ class SipService:
             call.runner = LineRunner(call.line, None, "us", bus, flow, rings_needed=lambda: 0)
             bus.publish({"event": "sip_call", "caller_number": ext.number, "caller_name": ext.name,
                          "dialled": dialled, "line": None})
-            call.runner.start_call(flow, {"number": ext.number, "name": ext.name})
+            call.runner.start_call(flow, CallerId(number=ext.number, name=ext.name))
         self._media_next_phase = (self._media_next_phase + 1) % MEDIA_PHASES
         call.line.align(self._media_slot(self._media_next_phase))
         with self._media_lock:

@@ -103,8 +103,14 @@ def _read_pin_line() -> str:
     if sys.stdin is not None and sys.stdin.isatty():
         import getpass
 
+        # Not echoed on the terminal, so asked twice: a typo would lock the owner out.
         try:
-            return getpass.getpass("PIN: ")   # not echoed on the terminal
+            pin = getpass.getpass("PIN: ").strip()
+            if not valid_pin(pin):
+                return pin
+            if getpass.getpass("PIN again: ").strip() != pin:
+                raise LineboxError("pin-hash: the two PINs differ; nothing printed")
+            return pin
         except EOFError:
             return ""
     raw = sys.stdin.buffer.readline(1024) if sys.stdin is not None else b""

@@ -4,7 +4,7 @@ Layout of a data folder::
 
     db.json, db.json.bak          message records and per-box state (AtomicJSONStorage)
     messages/<box>/<id>.wav       one file per message (<id>.wav.part while recording)
-    greetings/<box>.wav           a greeting recorded by phone
+    greetings/<box>.wav           a greeting recorded by phone (-temporary, -name: the other kinds)
     pins.json                     PIN hashes changed by phone (hashes only)
     lost+found/                   partial recordings of boxes no longer configured
 
@@ -122,6 +122,8 @@ class PendingMessage:
         self._done = "discarded"
         self._store._discarded(self.id, reason)
 
+
+GREETING_KINDS = ("unavailable", "temporary", "name")
 
 class Store:
     """Messages, greetings, PINs and login lockouts of every box in one data folder."""
@@ -312,6 +314,17 @@ class Store:
             return self._transition(message_id, rec.get("prev_state") or "saved")
 
     @_writes
+    @_writes
+    def set_transcript(self, message_id: str, text: str, engine: str) -> dict:
+        """Keep a message's transcript; publishes ``message_transcribed``."""
+        with self._lock:
+            rec = self._record(message_id)
+            self._update(message_id, transcript=text, transcript_engine=engine)
+        self._publish({"event": "message_transcribed", "id": message_id, "box": rec["box"],
+                       "line": rec["line"], "transcript": text, "engine": engine,
+                       "caller_number": rec["caller_number"], "caller_name": rec["caller_name"]})
+        return self._out(self._record(message_id))
+
     def purge(self, message_id: str) -> None:
         """Delete for good: file and record. Publishes state ``deleted``."""
         with self._lock:
@@ -397,24 +410,32 @@ class Store:
 
     # ================================================================ greetings
 
-    def greeting_path(self, box: str) -> Path | None:
-        path = self.greetings_dir / f"{box}.wav"
+    def greeting_path(self, box: str, kind: str = "unavailable") -> Path | None:
+        path = self._greeting_file(box, kind)
         return path if path.exists() else None
 
     @_writes
-    def set_greeting(self, box: str, samples: array) -> None:
+    def set_greeting(self, box: str, samples: array, kind: str = "unavailable") -> None:
         self._box(box)
         self.greetings_dir.mkdir(parents=True, exist_ok=True)
-        write_wav(self.greetings_dir / f"{box}.wav", samples)
-        log.info("box %s: new greeting, %.2f s", box, len(samples) / RATE)
+        write_wav(self._greeting_file(box, kind), samples)
+        log.info("box %s: new %s greeting, %.2f s", box, kind, len(samples) / RATE)
 
     @_writes
-    def clear_greeting(self, box: str) -> None:
-        path = self.greetings_dir / f"{box}.wav"
+    def clear_greeting(self, box: str, kind: str = "unavailable") -> None:
+        path = self._greeting_file(box, kind)
         if path.exists():
             path.unlink()
             fsync_dir(self.greetings_dir)
-            log.info("box %s: greeting removed", box)
+            log.info("box %s: %s greeting removed", box, kind)
+
+    def _greeting_file(self, box: str, kind: str) -> Path:
+        # Asterisk's kinds: unavailable (the box's greeting, <box>.wav as before),
+        # temporary (overrides it while it exists) and name (said by the system greeting).
+        if kind not in GREETING_KINDS:
+            raise ValueError(f"no greeting kind {kind!r}")
+        suffix = "" if kind == "unavailable" else f"-{kind}"
+        return self.greetings_dir / f"{box}{suffix}.wav"
 
     # ================================================================ PINs and lockout
 
@@ -604,7 +625,8 @@ class Store:
                   "caller_name": None, "received": self._iso(received_ts),
                   "received_ts": received_ts, "seconds": 0.0, "line": None,
                   "recovered": False, "saved_at": None, "heard_at": None,
-                  "trashed_at": None, "prev_state": None}
+                  "trashed_at": None, "prev_state": None,
+                  "transcript": None, "transcript_engine": None}
         record.update(fields)
         return record
 
@@ -632,6 +654,9 @@ class Store:
     def _out(self, rec: dict) -> dict:
         out = dict(rec)
         out["file"] = str(self._path(rec))
+        # In the device's zone as configured now, whatever zone it was written in.
+        if isinstance(rec.get("received_ts"), int | float):
+            out["received"] = self._iso(rec["received_ts"])
         return out
 
     def _iso(self, ts: float) -> str:
