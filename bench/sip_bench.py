@@ -102,7 +102,7 @@ def main() -> int:
             scenarios._ulaw_wav(tmp / "speech.wav", (speech * loops)[:int(args.speak * 8000)])
             scenario = (scenarios.UAC.replace("PASSWORD", PASSWORDS["201"])
                         .replace("SPEECH_FILE", str(tmp / "speech.wav"))
-                        .replace("GREETING_MS", "11500").replace("SPEECH_MS", str(int(args.speak * 1000) + 500)))
+                        .replace("TALK_MS", str(int(args.speak * 1000) + 12000)))
             marks = {}
 
             def steady(ev):

@@ -160,7 +160,7 @@ class Baresip:
     written by sndfile into ``dir`` as ``dump-*-dec.wav``."""
 
     def __init__(self, tmp: Path, ext: str, password: str, server_port: int, source: Path,
-                 transport: str = "udp") -> None:
+                 transport: str = "udp", mwi: bool = False) -> None:
         self.dir = tmp / f"baresip-{ext}-{os.getpid()}-{time.monotonic_ns()}"
         self.dir.mkdir()
         self.ctrl_port = free_port(socket.SOCK_STREAM)
@@ -179,7 +179,7 @@ module alsa.so
 module sndfile.so
 module_app account.so
 module_app menu.so
-module_app mwi.so
+{"module_app mwi.so" if mwi else ""}
 module_app ctrl_tcp.so
 ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}
 snd_path {self.dir}
@@ -198,7 +198,12 @@ audio_txmode thread
         while True:
             try:
                 self.ctrl = socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=1)
-                break
+                if self.ctrl.getsockname() != self.ctrl.getpeername():
+                    break
+                # A TCP self-connect: retrying towards an ephemeral port before baresip
+                # listens, the kernel may pick that very port as our source.
+                self.ctrl.close()
+                raise OSError("self-connect")
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"baresip did not start:\n{self.log()}") from None
@@ -249,6 +254,8 @@ audio_txmode thread
         deadline = time.monotonic() + timeout
         while text not in self.log():
             if time.monotonic() > deadline:
+                import faulthandler
+                faulthandler.dump_traceback(all_threads=True)
                 raise AssertionError(f"baresip never logged {text!r}:\n{self.log()[-3000:]}")
             self.pump(0.1)
         return self.log()

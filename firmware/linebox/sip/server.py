@@ -403,6 +403,7 @@ class SipService:
     def _reply(self, req: Message, peer: Peer, status: int, reason: str, extra=(), to_tag=None,
                body: bytes = b"", txn: ServerTransaction | None = None) -> bytes:
         extra = [*extra, ("Server", SERVER)]
+        log.debug("%s %s from %s:%s: %d %s", req.method, req.call_id, *peer.addr, status, reason)
         data = sipmsg.response(req, status, reason, extra, to_tag=to_tag, body=body,
                                received=peer.addr if peer.transport == "UDP" else None)
         self.send(peer, data)
