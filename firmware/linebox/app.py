@@ -316,6 +316,7 @@ class Daemon:
         self.reporter_restarts = 0
         self._next_reporter_try = 0.0
         self.web = None
+        self.sip = None
 
     def start(self) -> None:
         import threading
@@ -338,6 +339,10 @@ class Daemon:
             self.threads.append(t)
         for t in self.threads:
             t.start()
+        if self.config.sip is not None and self.config.sip.enabled:
+            from linebox.sip.server import SipService  # the IP phones' server (contract §9)
+            self.sip = SipService(self.config, app, self.lock)
+            self.sip.start()
 
     def _line_loop(self, runner) -> None:
         while not self.stopping.is_set():
@@ -402,6 +407,8 @@ class Daemon:
             self.web.stop()
             self.web = None
         self.stopping.set()
+        if self.sip is not None:
+            self.sip.stop()           # SIP calls hang up (recordings saved) before the store closes
         for t in self.threads:
             t.join(timeout=2.0)
         with self.lock:
