@@ -243,6 +243,9 @@ class ExtensionConfig:
     mailboxes: tuple[str, ...] = ()
     unsolicited_mwi: bool = False
     lines: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class TranscriptionConfig:
     """[transcription]: speech to text for saved messages; present and enabled = on."""
 
