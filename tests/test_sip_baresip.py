@@ -103,6 +103,12 @@ def _best_match(heard, message) -> float:
     return best
 
 
+# baresip's own playout and its mwi module misbehave on a loaded machine (frames dropped,
+# re-subscription loops): a real failure fails three times in a row, a hiccup does not.
+REAL_PHONE_RERUNS = pytest.mark.flaky(reruns=2, reruns_delay=2)
+
+
+@REAL_PHONE_RERUNS
 def test_baresip_logs_in_with_rfc4733_pin_hears_the_analog_message_and_saves_it(
         tmp_path, phones, silence_wav, speech_files):
     # An analog caller leaves a message on a simulated line, in the same data folder.
@@ -139,7 +145,9 @@ def test_baresip_logs_in_with_rfc4733_pin_hears_the_analog_message_and_saves_it(
     finally:
         server.stop()
     phone.close()
-    (recording,) = phone.recordings()
+    recordings = phone.recordings()
+    assert len(recordings) == 1, sorted(p.name for p in phone.dir.iterdir())
+    (recording,) = recordings
     heard = read_wav(recording)
     message = read_wav(left["file"])
     other = read_wav(speech_wav(tmp_path, speech_files[2], 4.0, name="other.wav"))
@@ -167,6 +175,7 @@ def test_baresip_dialling_a_box_leaves_a_message_with_the_extension_as_caller(
     phone.command("hangup")
 
 
+@REAL_PHONE_RERUNS
 def test_baresip_mwi_shows_waiting_after_a_message_and_clears_once_heard(tmp_path, server, phones,
                                                                          silence_wav):
     phone = _phone(phones, tmp_path, server, silence_wav, mwi=True)
