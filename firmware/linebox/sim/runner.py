@@ -65,7 +65,7 @@ def format_event(rec: dict, wall0: float = 0.0) -> str:
 
 def build(config, scenario, out=None, as_json: bool = True, clock_start: float | None = None):
     """The appliance, the exchange and the transcript for one simulation."""
-    from linebox.hw.sim import SimExchange
+    from linebox.sim.exchange import SimExchange
 
     sim_lines = {line.id: line for line in config.lines if line.driver in ("sim", "modem-sim")}
     for lid in sorted(scenario.lines()):
@@ -151,7 +151,7 @@ def _step(app, exchange, transcript, state) -> bool:
 
 def main(args) -> int:
     from linebox.config import load_config
-    from linebox.hw.scenario import load_scenario
+    from linebox.sim.scenario import load_scenario
 
     config = load_config(args.config, data_dir=args.data)
     scenario = load_scenario(args.scenario)
