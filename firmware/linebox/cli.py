@@ -78,7 +78,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run the appliance (the daemon)")
     r.add_argument("--config", default=DEFAULT_CONFIG)
-    r.set_defaults(handler="linebox.app:main")
+    r.set_defaults(handler="linebox.run:main")
 
     from linebox.commands import help_text
     k = sub.add_parser("cmd", help="run one command against the data folder (daemon stopped)",

@@ -80,9 +80,7 @@ def build(config, scenario, out=None, as_json: bool = True, clock_start: float |
         wall0 = clock_start if clock_start is not None else time.time()
     app = Appliance(config, bus, clock=lambda: wall0 + exchange.now)
     transcript = Transcript(bus, exchange, out, as_json, wall0 if not as_json else 0.0)
-    app.start_reporting()
-    app.open()
-    app.run_reporting()
+    app.start()
     for lid in sorted(sim_lines):
         app.add_line(_sim_line(exchange, sim_lines[lid]), sim_lines[lid])
     return app, exchange, transcript
@@ -178,7 +176,7 @@ def main(args) -> int:
     finally:
         if server is not None:
             server.stop()
-        app.close()
+        app.stop()
     sys.stdout.flush()
     return 0
 
