@@ -130,6 +130,7 @@ def test_pin_hash_command_rejects_a_bad_pin_without_echoing_it(given):
 def _on_a_terminal(*answers: bytes) -> tuple[int, str]:
     """`linebox pin-hash` with a pty as its controlling terminal, typing ``answers``."""
     import os
+    import select
     import subprocess
     import sys
     import time
@@ -142,6 +143,13 @@ def _on_a_terminal(*answers: bytes) -> tuple[int, str]:
     pending = list(answers)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
+        # select, not a blocking read: if another process of the test run inherited the
+        # pty's other end, the read would never see the end of the file.
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if not ready:
+            if proc.poll() is not None:
+                break
+            continue
         try:
             chunk = os.read(master, 4096)
         except OSError:              # the child is gone and the pty closed

@@ -72,7 +72,7 @@ def test_sim_web_serves_the_portal_after_the_scenario_until_sigterm(tmp_path, sp
         time.sleep(0.5)
         assert proc.poll() is None                  # still serving after the scenario
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        assert proc.wait(timeout=60) == 0                 # a bound for a loaded machine
         assert b'"event": "message_saved"' in proc.stdout.read()
     finally:
         if proc.poll() is None:
@@ -115,7 +115,7 @@ def test_sim_web_realtime_paces_the_scenario_and_sigterm_stops_it_midway(tmp_pat
         assert b'"event": "ring"' in first or b'"event": "incoming"' in first
         assert time.monotonic() - t0 >= 2.0
         proc.send_signal(signal.SIGTERM)                  # long before the second call
-        assert proc.wait(timeout=20) == 0
+        assert proc.wait(timeout=60) == 0                 # a bound for a loaded machine
         assert b'"call": 2' not in proc.stdout.read()        # the second call never came
     finally:
         if proc.poll() is None:

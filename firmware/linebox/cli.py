@@ -39,6 +39,11 @@ def _build_parser() -> argparse.ArgumentParser:
     u.add_argument("--data")
     u.set_defaults(handler="linebox.voicemail.unlock:cmd_unlock")
 
+    sp = sub.add_parser("sip-password", help="read an extension's SIP password on standard input, print its HA1")
+    sp.add_argument("extension")
+    sp.add_argument("--config", default=DEFAULT_CONFIG)
+    sp.set_defaults(handler="linebox.sip.cli:cmd_sip_password")
+
     s = sub.add_parser("sim", help="run a scenario on simulated lines")
     s.add_argument("scenario")
     s.add_argument("--config", required=True)

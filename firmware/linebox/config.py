@@ -47,6 +47,8 @@ ATTENDANT_KEYS = ("prompt", "options", "default", "timeout_seconds")
 MQTT_KEYS = ("host", "port", "username", "password", "tls", "ca_file", "base_topic",
              "discovery", "keepalive", "commands")
 WEB_KEYS = ("enabled", "listen", "tls_cert", "tls_key", "frame_ancestors", "session_idle_minutes")
+SIP_KEYS = ("enabled", "listen", "realm", "mode")
+EXTENSION_KEYS = ("number", "name", "ha1", "mailboxes", "unsolicited_mwi", "lines")
 EMAIL_KEYS = ("smtp_host", "smtp_port", "starttls", "tls", "username", "password", "from",
               "max_attachment_bytes", "timeout_seconds")
 
@@ -62,6 +64,8 @@ TABLES = {
     "attendant": (ATTENDANT_KEYS, False),
     "mqtt": (MQTT_KEYS, False),
     "email": (EMAIL_KEYS, False),
+    "sip": (SIP_KEYS, False),
+    "extension": (EXTENSION_KEYS, True),
     "transcription": (TRANSCRIPTION_KEYS, False),
     "web": (WEB_KEYS, False),
 }
@@ -219,6 +223,29 @@ class EmailConfig:
 
 
 @dataclass(frozen=True)
+class SipConfig:
+    """[sip]: Linebox as the SIP server of the office's IP phones (contract §9)."""
+
+    enabled: bool = True
+    host: str = "0.0.0.0"                # UDP and TCP on host:port; RTP on host too
+    port: int = 5060
+    realm: str = "linebox"
+    mode: str = "server"                 # server | trunk
+
+
+@dataclass(frozen=True)
+class ExtensionConfig:
+    """One [[extension]]: an IP phone allowed to register, and the boxes its lamp shows."""
+
+    number: str
+    name: str
+    ha1: str                             # MD5(number:realm:password), from linebox sip-password
+    mailboxes: tuple[str, ...] = ()
+    unsolicited_mwi: bool = False
+    lines: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class TranscriptionConfig:
     """[transcription]: speech to text for saved messages; present and enabled = on."""
 
@@ -254,6 +281,8 @@ class Config:
     mqtt: MqttConfig | None
     email: EmailConfig | None
     source: str
+    sip: SipConfig | None = None
+    extensions: dict[str, ExtensionConfig] | None = None   # by number
     transcription: TranscriptionConfig | None = None
     web: WebConfig | None = None
 
@@ -684,6 +713,72 @@ def _read_web(t: _Table) -> WebConfig:
     )
 
 
+_EXTENSION_NUMBER = re.compile(r"[0-9]{2,8}")
+_HA1 = re.compile(r"[0-9a-f]{32}")
+_REALM = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _read_sip(t: _Table) -> SipConfig:
+    listen = t.get_str("listen", "0.0.0.0:5060", must='must be "HOST:PORT", like "0.0.0.0:5060"')
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535 or not \
+            re.fullmatch(r"[0-9.]+|[A-Za-z0-9.-]+", host):
+        raise t.error("listen", 'must be "HOST:PORT", like "0.0.0.0:5060"')
+    return SipConfig(enabled=t.get_bool("enabled", True), host=host, port=int(port),
+                     realm=t.get_str("realm", "linebox", pattern=_REALM,
+                                     must="must be letters, digits, '.', '_' or '-'"),
+                     mode=t.get_str("mode", "server", choices=("server", "trunk")))
+
+
+def read_sip_table(path: str | Path) -> SipConfig | None:
+    """Only the [sip] table of the file at ``path`` (for `linebox sip-password`)."""
+    source = str(path)
+    try:
+        data = tomllib.loads(Path(path).read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{source}: {e.strerror or e}") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{source}: {e}") from None
+    if not isinstance(data.get("sip"), dict):
+        return None
+    return _read_sip(_Table("[sip]", data["sip"], SIP_KEYS, _base_dir(source)))
+
+
+def _read_extension(t: _Table, boxes: dict[str, BoxConfig]) -> ExtensionConfig:
+    number = t.get_str("number", pattern=_EXTENSION_NUMBER,
+                       must='must be a string of 2 to 8 digits, in quotes (number = "201")')
+    if number in boxes:
+        raise t.error("number", f'"{number}" is a box number (dialling it leaves a message there)')
+    mailboxes = t.get_raw("mailboxes", [])
+    if not isinstance(mailboxes, list) or not all(isinstance(b, str) for b in mailboxes):
+        raise t.error("mailboxes", 'must be a list of box numbers, like ["100"]')
+    for b in mailboxes:
+        if b not in boxes:
+            raise t.error("mailboxes", f'no [[box]] with number "{b}"')
+    lines = t.get_raw("lines", [])
+    if not isinstance(lines, list) or not all(isinstance(n, int) and not isinstance(n, bool)
+                                              for n in lines):
+        raise t.error("lines", "must be a list of line ids, like [1]")
+    return ExtensionConfig(
+        number=number, name=t.get_str("name", f"Extension {number}"),
+        ha1=t.get_str("ha1", pattern=_HA1, must="must be 32 lowercase hex digits "
+                      "(make it with linebox sip-password)"),
+        mailboxes=tuple(mailboxes), unsolicited_mwi=t.get_bool("unsolicited_mwi", False),
+        lines=tuple(lines))
+
+
+def _read_extensions(tables: list[_Table], boxes) -> dict[str, ExtensionConfig]:
+    out: dict[str, ExtensionConfig] = {}
+    where: dict[str, str] = {}
+    for t in tables:
+        ext = _read_extension(t, boxes)
+        if ext.number in out:
+            raise t.error("number", f'"{ext.number}" is already used by {where[ext.number]}')
+        out[ext.number] = ext
+        where[ext.number] = t.label
+    return out
+
+
 # ---------------------------------------------------------------- the whole file
 
 
@@ -738,8 +833,9 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     (relative paths in the file are relative to its directory), or ``<...>`` for none."""
     tables = _tables(data, _base_dir(source))
     device = _read_device(tables["device"][0]) if tables["device"] else DeviceConfig()
-    if not tables["line"]:
-        raise ConfigError("at least one [[line]] is required")
+    sip_on = bool(tables["sip"]) and tables["sip"][0].data.get("enabled", True) is True
+    if not tables["line"] and not sip_on:
+        raise ConfigError("at least one [[line]] is required")   # or an enabled [sip]: SIP-only
     if not tables["box"]:
         raise ConfigError("at least one [[box]] is required")
     lines = [(t, _read_line(t)) for t in tables["line"]]
@@ -757,6 +853,10 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     transcription = _read_transcription(tables["transcription"][0]) if tables["transcription"] else None
     web = _read_web(tables["web"][0]) if tables["web"] else None
 
+    sip = _read_sip(tables["sip"][0]) if tables["sip"] else None
+    extensions = _read_extensions(tables["extension"], boxes)
+    if extensions and sip is None:
+        raise ConfigError("[[extension]] needs a [sip] table")
     _check_lines(lines, boxes, attendant)
     for number, box in boxes.items():
         if box.email_on_new and email is None:
@@ -764,7 +864,7 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     _check_pins(device, tables["device"], lines, boxes, box_tables)
     return Config(device=device, lines=tuple(line for _, line in lines), boxes=boxes,
                   attendant=attendant, mqtt=mqtt, email=email, transcription=transcription,
-                  source=source, web=web)
+                  source=source, web=web, sip=sip, extensions=extensions)
 
 
 def _check_lines(lines, boxes, attendant) -> None:
@@ -849,6 +949,8 @@ def summary(cfg: Config) -> str:
     parts = [_count(len(cfg.lines), "line", "lines"), _count(len(cfg.boxes), "box", "boxes")]
     parts += [name for name in ("attendant", "mqtt", "email", "transcription")
               if getattr(cfg, name) is not None]
+    if cfg.sip is not None and cfg.sip.enabled:
+        parts.append(f"sip ({_count(len(cfg.extensions or {}), 'extension', 'extensions')})")
     return ", ".join(parts)
 
 

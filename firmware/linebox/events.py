@@ -62,6 +62,8 @@ TRANSCRIPTION_FAILED = "transcription_failed"
 LED = "led"
 # ---- the SIP server: registration of an IP phone
 EXTENSION_STATE = "extension_state"
+SIP_CALL = "sip_call"                  # a registered phone called in (sip/server.py)
+EXTENSION_CALL_STATE = "extension_call_state"   # what a phone's voicemail call is doing
 CALL_LOGGED = "call_logged"            # the call log kept one call (voicemail/calllog.py)
 # ---- the simulated exchange (sim/exchange.py): the caller's side, for transcripts
 INCOMING = "incoming"
@@ -104,6 +106,10 @@ CATALOGUE: dict[str, EventKind] = {k.name: k for k in (
     EventKind(TRANSCRIPTION_FAILED, ("id", "reason"), "app.py"),
     EventKind(LED, ("box", "pattern"), "hw/leds.py"),
     EventKind(EXTENSION_STATE, ("extension", "state"), "sip", transcript=False),
+    EventKind(SIP_CALL, ("extension", "caller_number", "caller_name", "dialled"),
+              "sip/server.py", transcript=False),
+    EventKind(EXTENSION_CALL_STATE, ("extension", "state"), "sip/server.py",
+              transcript=False),
     EventKind(CALL_LOGGED, ("call",), "voicemail/calllog.py", transcript=False),
     EventKind(INCOMING, ("caller_number", "caller_name"), "sim/exchange.py"),
     EventKind(CALLER_GAVE_UP, ("rings",), "sim/exchange.py"),

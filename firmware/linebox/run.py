@@ -48,6 +48,7 @@ class Daemon:
         self.reporter_restarts = 0
         self._next_reporter_try = 0.0
         self.web = None
+        self.sip = None
 
     def start(self) -> None:
         import threading
@@ -67,6 +68,10 @@ class Daemon:
             self.threads.append(t)
         for t in self.threads:
             t.start()
+        if self.config.sip is not None and self.config.sip.enabled:
+            from linebox.sip.server import SipService  # the IP phones' server
+            self.sip = SipService(self.config, app, self.lock)
+            self.sip.start()
 
     def _line_loop(self, runner) -> None:
         while not self.stopping.is_set():
@@ -131,6 +136,8 @@ class Daemon:
             self.web.stop()
             self.web = None
         self.stopping.set()
+        if self.sip is not None:
+            self.sip.stop()           # SIP calls hang up (recordings saved) before the store closes
         for t in self.threads:
             t.join(timeout=2.0)
         with self.lock:

@@ -386,6 +386,19 @@ class LineRunner:
         self.flow = self.flow_factory(self.call)
         self._resume()
 
+    def start_call(self, flow_factory: Callable[[Call], Flow], callerid: CallerId | None = None) -> None:
+        """Start a call at once, without ring counting (a SIP call is answered by the
+        protocol): the listener hears it from here, the flow runs from its first frame."""
+        self._start_listening()
+        self.listener_origin = self.t        # its first frame is the next one, not this one
+        self.listener.dtmf_callerid = False
+        self.listener.fsk = None
+        self.line.set_hook(True)
+        self.set_state("answered")
+        self.call = Call(self, callerid)
+        self.flow = flow_factory(self.call)
+        self._resume()
+
     def _resume(self) -> None:
         try:
             self.out = next(self.flow)

@@ -60,6 +60,22 @@ def answer(svc: Services, line_cfg) -> "callable":
     return flow
 
 
+def sip_entry(svc: Services, action: str, box: str | None) -> "callable":
+    """The flow factory for a call from an IP phone: ``action`` "login" (to ``box``, or
+    asking for one when None) or "message" (leave a message in ``box``). The caller ID is
+    the extension's number and name; the message's line is None."""
+
+    def flow(call: Call) -> Flow:
+        try:
+            if action == "login":
+                yield from login(svc, call, box)
+            else:
+                yield from leave_message(svc, call, box)
+        except Hangup:
+            return
+    return flow
+
+
 # -- helpers -----------------------------------------------------------------
 
 def _prompts(svc, box: str | None):

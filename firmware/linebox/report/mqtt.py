@@ -402,9 +402,15 @@ class MqttReporter:
         if kind in (ev_.MESSAGE_SAVED, ev_.MESSAGE_STATE, ev_.MESSAGE_RETRACTED,
                     ev_.MESSAGE_TRANSCRIBED):
             self._refresh_last_messages()
+        elif kind == ev_.SIP_CALL:
+            self.queue_event({"type": "call", "line": None, "extension": ev.get("extension"),
+                              "caller_number": ev.get("caller_number"),
+                              "caller_name": ev.get("caller_name")})
         report = report_for(ev)
         if report is None:
             return
+        if "extension" in ev:
+            report["extension"] = ev["extension"]
         if report["type"] == "login_failed" and report.get("box") not in self._boxes:
             # What a caller typed at the box-number prompt may be a PIN typed early:
             # only a configured box number is worth (and safe) reporting.

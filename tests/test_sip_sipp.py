@@ -1,0 +1,345 @@
+"""SIPp (Debian's sip-tester) against Linebox: twenty calls at once leave messages, a
+REGISTER flood with bad credentials is throttled, and malformed requests get a 400 or
+silence while the server keeps serving."""
+
+import socket
+import struct
+import subprocess
+import time
+
+import pytest
+
+from linebox.dsp import g711
+from linebox.wavfile import read_wav
+from simkit import speech_wav
+from sipkit import PASSWORDS, SipDaemon, free_port, write_config
+
+CALLS = 20
+
+# The caller: INVITE, answer the digest challenge, then talk (an RFC 3550 stream of a
+# mu-law file, looped) through the greeting and the beep and into the recording, and
+# hang up after TALK_MS.
+UAC = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="leave a message">
+  <send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: "Load" <sip:201@[remote_ip]>;tag=[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:201@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=sipp 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=sendrecv
+  ]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="401" auth="true"/>
+  <send><![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-3];rport
+From: "Load" <sip:201@[remote_ip]>;tag=[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+  ]]></send>
+  <send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: "Load" <sip:201@[remote_ip]>;tag=[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 2 INVITE
+Contact: <sip:201@[local_ip]:[local_port]>
+[authentication username=201 password=PASSWORD]
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=sipp 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=sendrecv
+  ]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="200" rtd="true" rrs="true"/>
+  <send><![CDATA[
+ACK [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: "Load" <sip:201@[remote_ip]>;tag=[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 ACK
+Max-Forwards: 70
+Content-Length: 0
+  ]]></send>
+  <nop><action><exec rtp_stream="SPEECH_FILE,-1,0"/></action></nop>
+  <pause milliseconds="TALK_MS"/>
+  <send retrans="500"><![CDATA[
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: "Load" <sip:201@[remote_ip]>;tag=[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 3 BYE
+Max-Forwards: 70
+Content-Length: 0
+  ]]></send>
+  <recv response="200"/>
+</scenario>
+"""
+
+# A phone with the wrong password, registering over and over.
+BAD_REGISTER = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="register flood">
+  <send><![CDATA[
+REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: <sip:201@[remote_ip]>;tag=[call_number]
+To: <sip:201@[remote_ip]>
+Call-ID: [call_id]
+CSeq: 1 REGISTER
+Contact: <sip:201@[local_ip]:[local_port]>
+Expires: 600
+Max-Forwards: 70
+Content-Length: 0
+  ]]></send>
+  <recv response="401" auth="true" timeout="1000" ontimeout="done"/>
+  <send><![CDATA[
+REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: <sip:201@[remote_ip]>;tag=[call_number]
+To: <sip:201@[remote_ip]>
+Call-ID: [call_id]
+CSeq: 2 REGISTER
+Contact: <sip:201@[local_ip]:[local_port]>
+[authentication username=201 password=wrong-guess]
+Expires: 600
+Max-Forwards: 70
+Content-Length: 0
+  ]]></send>
+  <recv response="403" timeout="1000" ontimeout="done"/>
+  <label id="done"/>
+</scenario>
+"""
+
+
+def _ulaw_wav(path, samples) -> None:
+    """A mu-law WAV (format 7) for SIPp's rtp_stream, which sends its bytes as they are."""
+    data = g711.ulaw_encode(samples)
+    fmt = struct.pack("<HHIIHH", 7, 1, 8000, 8000, 1, 8)
+    path.write_bytes(b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(data)) + b"WAVE"
+                     + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data)
+
+
+@pytest.fixture
+def server(tmp_path):
+    d = SipDaemon(write_config(tmp_path, free_port()))
+    yield d
+    d.stop()
+
+
+def _sipp(tmp_path, server, scenario: str, *args, timeout=120):
+    path = tmp_path / "scenario.xml"
+    path.write_text(scenario)
+    port = free_port()
+    media = free_port()
+    cmd = ["sipp", f"127.0.0.1:{server.port}", "-sf", str(path), "-i", "127.0.0.1", "-p", str(port),
+           "-mi", "127.0.0.1", "-mp", str(media), "-nostdin", "-trace_stat", "-trace_err",
+           "-timeout", f"{timeout - 10}s", "-timeout_error", *args]
+    return subprocess.run(cmd, cwd=tmp_path, capture_output=True, timeout=timeout, text=True)
+
+
+def test_twenty_sipp_calls_at_once_all_leave_their_message(tmp_path, server, speech_files):
+    voice = read_wav(speech_wav(tmp_path, speech_files[3], 3.0))
+    _ulaw_wav(tmp_path / "speech.wav", voice)
+    scenario = (UAC.replace("PASSWORD", PASSWORDS["201"]).replace("SPEECH_FILE", str(tmp_path / "speech.wav"))
+                .replace("TALK_MS", "20000"))
+    # SIPp would digest its target address; RFC 2617 §3.2.2.5 wants the Request-URI.
+    res = _sipp(tmp_path, server, scenario, "-s", "101", "-m", str(CALLS), "-l", str(CALLS),
+                "-r", str(CALLS), "-auth_uri", f"101@127.0.0.1:{server.port}", timeout=150)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    saved = server.events.of("message_saved", box="101")
+    assert len(saved) == CALLS, [e for e in server.events.all if e["event"] in ("message_discarded", "record_end", "hangup_detected")]
+    msgs = server.store.messages("101")
+    assert len(msgs) == CALLS and all(m["caller_number"] == "201" for m in msgs)
+    # What followed the greeting and the beep, up to the hang-up.
+    assert all(2.0 <= m["seconds"] <= 19.0 for m in msgs), [m["seconds"] for m in msgs]
+    deadline = time.monotonic() + 5          # the last call threads are finishing
+    while server.daemon.sip.calls and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not server.daemon.sip.calls
+
+
+def test_register_flood_with_bad_credentials_is_throttled_and_a_good_phone_still_registers(
+        tmp_path, server, caplog):
+    res = _sipp(tmp_path, server, BAD_REGISTER, "-m", "60", "-r", "30", "-l", "30", timeout=60)
+    sip = server.daemon.sip
+    assert sip.auth.limiter.blocked("127.0.0.1")
+    assert res.returncode != 0                   # most attempts met silence
+    # Sixty wrong answers, but only the first burst was even checked (one log line
+    # each, with the address); the rest met silence.
+    failures = [r for r in caplog.records if "authentication failed for '201' from 127.0.0.1:" in r.getMessage()]
+    assert sip.auth.limiter.BURST <= len(failures) <= sip.auth.limiter.BURST + 2
+    # A right credential from another address is never refused (contract §9): the
+    # server's own limiter is per address, so 127.0.0.2 registers.
+    answer = _register_from("127.0.0.2", server.port, "202", PASSWORDS["202"])
+    assert answer.startswith("SIP/2.0 200 OK"), answer
+
+
+def _request(sock, port, text: str) -> str | None:
+    sock.sendto(text.encode(), ("127.0.0.1", port))
+    try:
+        return sock.recv(8192).decode(errors="replace")
+    except TimeoutError:
+        return None
+
+
+def _register_from(host: str, port: int, ext: str, password: str) -> str:
+    """A REGISTER answering the challenge, sent from ``host`` (a loopback address)."""
+    from linebox.sip.auth import ha1, md5, parse_authorization
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        s.settimeout(3)
+        me = s.getsockname()[1]
+        uri = f"sip:127.0.0.1:{port}"
+
+        def reg(cseq, auth=""):
+            return (f"REGISTER {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {host}:{me};branch=z9hG4bK{cseq}x;rport\r\n"
+                    f"From: <sip:{ext}@127.0.0.1>;tag=r1\r\nTo: <sip:{ext}@127.0.0.1>\r\nCall-ID: reg-{host}\r\n"
+                    f"CSeq: {cseq} REGISTER\r\nContact: <sip:{ext}@{host}:{me}>\r\nExpires: 600\r\n{auth}"
+                    "Content-Length: 0\r\n\r\n")
+        first = _request(s, port, reg(1))
+        challenge = next(line for line in first.split("\r\n") if line.startswith("WWW-Authenticate:"))
+        p = parse_authorization(challenge.split(":", 1)[1])
+        h1 = ha1(ext, p["realm"], password)
+        resp = md5(f"{h1}:{p['nonce']}:00000001:abc:auth:{md5(f'REGISTER:{uri}')}")
+        auth = (f'Authorization: Digest username="{ext}", realm="{p["realm"]}", nonce="{p["nonce"]}", '
+                f'uri="{uri}", response="{resp}", algorithm=MD5, qop=auth, nc=00000001, cnonce="abc"\r\n')
+        return _request(s, port, reg(2, auth))
+
+
+MALFORMED = [
+    b"\x00\x01\x02garbage",
+    b"INVITE sip:100@127.0.0.1 SIP/2.0\r\n\r\n",
+    b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bKa\r\n\r\n",
+    b"OPTIONS sip:127.0.0.1 SIP/3.0\r\nVia: x\r\n\r\n",
+    b"REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:PORT;branch=z9hG4bKb\r\n"
+    b"From: <sip:201@127.0.0.1>;tag=1\r\nTo: <sip:201@127.0.0.1>\r\nCall-ID: m1\r\nCSeq: x REGISTER\r\n\r\n",
+    b"REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:PORT;branch=z9hG4bKc\r\n"
+    b"From: <sip:201@127.0.0.1>;tag=1\r\nTo: <sip:201@127.0.0.1>\r\nCall-ID: m2\r\nCSeq: 1 INVITE\r\n\r\n",
+    b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:PORT;branch=z9hG4bKd\r\n"
+    b"From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:b@127.0.0.1>\r\nCall-ID: m3\r\nCSeq: 1 OPTIONS\r\n"
+    b"Content-Length: 99999\r\n\r\n",
+    b"OPTIONS sip:127.0.0.1 SIP/2.0\r\n" + b"X-Long: " + b"a" * 5000 + b"\r\n\r\n",
+    b"OPTIONS sip:127.0.0.1 SIP/2.0\r\n" + b"X: y\r\n" * 200 + b"\r\n",
+    b"INVITE sip:*56100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:PORT;branch=z9hG4bKe\r\n"
+    b"From: <sip:201@127.0.0.1>;tag=1\r\nTo: <sip:*56100@127.0.0.1>\r\nCall-ID: m4\r\nCSeq: 1 INVITE\r\n"
+    b"Contact: <sip:201@127.0.0.1:PORT>\r\nContent-Type: application/sdp\r\nContent-Length: 9\r\n\r\nv=0\r\nm=xx",
+    b"BYE sip:linebox@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:PORT;branch=z9hG4bKf\r\n"
+    b"From: <sip:201@127.0.0.1>;tag=1\r\nTo: <sip:x@127.0.0.1>;tag=nope\r\nCall-ID: m5\r\nCSeq: 1 BYE\r\n\r\n",
+    b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKnone\r\n\r\n",
+    "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:PORT;branch=z9hG4bKg\r\n"
+    "From: <sip:é@127.0.0.1>;tag=1\r\nTo: <sip:b@127.0.0.1\r\nCall-ID: m6\r\nCSeq: 1 OPTIONS\r\n\r\n".encode(),
+    b"\xff\xfe" * 100 + b"\r\n\r\n",
+    b"SUBSCRIBE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:PORT;branch=z9hG4bKh\r\n"
+    b"From: <sip:201@127.0.0.1>;tag=1\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: m7\r\nCSeq: 1 SUBSCRIBE\r\n"
+    b"Event: message-summary\r\nExpires: -5\r\n\r\n",
+]
+
+
+def test_malformed_requests_get_400_or_silence_and_the_server_keeps_serving(tmp_path, server, caplog):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(0.5)
+        me = str(s.getsockname()[1]).encode()
+        for data in MALFORMED:
+            answer = _request(s, server.port, data.replace(b"PORT", me).decode("latin-1"))
+            if answer is not None:
+                status = int(answer.split(" ", 2)[1])
+                assert status in (400, 401, 481, 488), (data[:60], answer[:200])
+    # After all that, a real SIPp OPTIONS ping is answered.
+    res = _sipp(tmp_path, server, OPTIONS_PING, "-m", "1", timeout=30)
+    assert res.returncode == 0, res.stdout[-2000:]
+    assert "Traceback" not in caplog.text and "error handling" not in caplog.text
+
+
+OPTIONS_PING = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="options">
+  <send><![CDATA[
+OPTIONS sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: <sip:ping@[local_ip]>;tag=[call_number]
+To: <sip:[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 OPTIONS
+Max-Forwards: 70
+Content-Length: 0
+  ]]></send>
+  <recv response="200"/>
+</scenario>
+"""
+
+
+def test_random_bytes_and_mutations_never_break_the_server(server):
+    """A fuzzed set: random flips, cuts and repeats of a valid REGISTER; then the server
+    still answers a good OPTIONS."""
+    import random
+    rnd = random.Random(11)
+    base = (b"REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKfz;rport\r\n"
+            b"From: <sip:201@127.0.0.1>;tag=1\r\nTo: <sip:201@127.0.0.1>\r\nCall-ID: fz\r\n"
+            b"CSeq: 1 REGISTER\r\nContact: <sip:201@127.0.0.1:5999>\r\nContent-Length: 0\r\n\r\n")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for i in range(300):
+            data = bytearray(base.replace(b"z9hG4bKfz", f"z9hG4bKfz{i}".encode()))
+            for _ in range(rnd.randint(1, 8)):
+                op = rnd.random()
+                pos = rnd.randrange(len(data))
+                if op < 0.5:
+                    data[pos] = rnd.randrange(256)
+                elif op < 0.75:
+                    del data[pos:pos + rnd.randint(1, 20)]
+                else:
+                    data[pos:pos] = data[pos:pos + rnd.randint(1, 40)] * rnd.randint(1, 5)
+            s.sendto(bytes(data[:8000]), ("127.0.0.1", server.port))
+        time.sleep(0.5)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(3)
+        me = s.getsockname()[1]
+        answer = _request(s, server.port, (
+            f"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKok\r\n"
+            "From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:b@127.0.0.1>\r\nCall-ID: ok\r\n"
+            "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"))
+    assert answer is not None and answer.startswith("SIP/2.0 200 OK")
+    assert server.daemon.sip.thread.is_alive()
+
+
+def test_parser_refuses_what_it_must(server):
+    from linebox.sip.message import SipParseError, parse
+    ok = (b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nv: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK1\r\n"
+          b"f: <sip:a@127.0.0.1>;tag=1\r\nt: b <sip:b@127.0.0.1>\r\ni: x\r\nCSeq: 7 OPTIONS\r\n"
+          b"X-Folded: one\r\n two\r\nl: 0\r\n\r\n")
+    msg = parse(ok)
+    assert msg.method == "OPTIONS" and msg.cseq == (7, "OPTIONS") and msg.get("x-folded") == "one two"
+    assert msg.to.name == "b" and msg.from_.params["tag"] == "1"
+    for bad in MALFORMED[:9]:
+        with pytest.raises(SipParseError):
+            parse(bad.replace(b"PORT", b"1"))
