@@ -3,11 +3,14 @@ Debian's baresip 1.0.0 scripted through its ctrl_tcp module (JSON in netstrings:
 ``{"command": "dial", "params": "..."}``, events back as ``{"event": true, "type": ...}``).
 """
 
+import atexit
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -157,12 +160,18 @@ class LineboxRun:
 
 class Baresip:
     """One baresip phone: ``source`` is the WAV it speaks (aufile), what it hears is
-    written by sndfile into ``dir`` as ``dump-*-dec.wav``."""
+    written by sndfile into ``snd_dir`` as ``dump-*-dec.wav``.
+
+    baresip 1.0.0's sndfile cuts its file names at a fixed length (under pytest-xdist's
+    long temporary paths the name lost its ``-dec.wav`` and the two directions wrote one
+    file), so the recordings go to a short folder under /tmp, removed at exit."""
 
     def __init__(self, tmp: Path, ext: str, password: str, server_port: int, source: Path,
                  transport: str = "udp", mwi: bool = False) -> None:
         self.dir = tmp / f"baresip-{ext}-{os.getpid()}-{time.monotonic_ns()}"
         self.dir.mkdir()
+        self.snd_dir = Path(tempfile.mkdtemp(prefix="bsnd-", dir="/tmp"))
+        atexit.register(shutil.rmtree, self.snd_dir, True)
         self.ctrl_port = free_port(socket.SOCK_STREAM)
         sip_port = free_port()
         mods = "/usr/lib/baresip/modules"
@@ -182,7 +191,7 @@ module_app menu.so
 {"module_app mwi.so" if mwi else ""}
 module_app ctrl_tcp.so
 ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}
-snd_path {self.dir}
+snd_path {self.snd_dir}
 audio_txmode thread
 """)
         tp = ";transport=tcp" if transport == "tcp" else ""
@@ -270,7 +279,7 @@ audio_txmode thread
         seconds for it to appear on a busy machine."""
         deadline = time.monotonic() + wait
         while True:
-            found = sorted(self.dir.glob("dump-*-dec.wav"))
+            found = sorted(self.snd_dir.glob("dump-*-dec.wav"))
             if found or time.monotonic() >= deadline:
                 return found
             time.sleep(0.1)

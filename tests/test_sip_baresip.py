@@ -146,7 +146,7 @@ def test_baresip_logs_in_with_rfc4733_pin_hears_the_analog_message_and_saves_it(
         server.stop()
     phone.close()
     recordings = phone.recordings()
-    assert len(recordings) == 1, sorted(p.name for p in phone.dir.iterdir())
+    assert len(recordings) == 1, sorted(p.name for p in phone.snd_dir.iterdir())
     (recording,) = recordings
     heard = read_wav(recording)
     message = read_wav(left["file"])

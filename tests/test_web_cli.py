@@ -115,8 +115,10 @@ def test_sim_web_realtime_paces_the_scenario_and_sigterm_stops_it_midway(tmp_pat
         assert b'"event": "ring"' in first or b'"event": "incoming"' in first
         assert time.monotonic() - t0 >= 2.0
         proc.send_signal(signal.SIGTERM)                  # long before the second call
-        assert proc.wait(timeout=60) == 0                 # a bound for a loaded machine
-        assert b'"call": 2' not in proc.stdout.read()        # the second call never came
+        # communicate drains both pipes: a child blocked on a full stderr pipe never exits.
+        out, err = proc.communicate(timeout=60)           # a bound for a loaded machine
+        assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
+        assert b'"call": 2' not in out                    # the second call never came
     finally:
         if proc.poll() is None:
             proc.kill()
