@@ -23,7 +23,7 @@ from mix import CACHE, RATE, build_mix  # noqa: E402
 from linebox import FRAME  # noqa: E402
 from linebox.dsp.listener import Listener  # noqa: E402
 
-ROOT_DEMO = Path(__file__).resolve().parent.parent / "firmware" / "linebox" / "demo_data" / "caller.wav"
+ROOT_DEMO = Path(__file__).resolve().parent.parent / "firmware" / "linebox" / "sim" / "demo_data" / "caller.wav"
 
 _mul = operator.mul
 
@@ -152,8 +152,8 @@ def bench_sim() -> None:
     from mix import _speech
 
     from linebox.config import parse_config
-    from linebox.hw.scenario import load_scenario
-    from linebox.sim import build, run
+    from linebox.sim.runner import build, run
+    from linebox.sim.scenario import load_scenario
     from linebox.voicemail.pins import hash_pin
     from linebox.wavfile import write_wav
 

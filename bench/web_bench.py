@@ -23,8 +23,8 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from linebox.config import WebConfig, parse_config  # noqa: E402
 from linebox.dsp import gen  # noqa: E402
-from linebox.hw.scenario import load_scenario  # noqa: E402
-from linebox.sim import _step, build  # noqa: E402
+from linebox.sim.runner import _step, build  # noqa: E402
+from linebox.sim.scenario import load_scenario  # noqa: E402
 from linebox.web.auth import hash_password, store_admin_hash  # noqa: E402
 from linebox.web.server import WebServer  # noqa: E402
 from simkit import config_text  # noqa: E402

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from linebox.config import parse_config
 from linebox.dsp import gen
-from linebox.hw.scenario import load_scenario
-from linebox.sim import build, run
+from linebox.sim.runner import build, run
+from linebox.sim.scenario import load_scenario
 from linebox.voicemail.pins import hash_pin
 from linebox.wavfile import read_wav, write_wav
 

@@ -114,8 +114,8 @@ class SipDaemon:
     """`linebox run`'s Daemon in this process (SIP-only config), with its events."""
 
     def __init__(self, cfg_path: Path) -> None:
-        from linebox.app import Daemon
         from linebox.config import load_config
+        from linebox.run import Daemon
 
         self.daemon = Daemon(load_config(cfg_path))
         self.events = Events(self.daemon.app.bus)

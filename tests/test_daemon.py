@@ -10,9 +10,9 @@ import time
 import tomllib
 
 from linebox import FRAME
-from linebox.app import Daemon
 from linebox.config import parse_config
 from linebox.hw.line import SILENT_FRAME, Line, Tick
+from linebox.run import Daemon
 from modem_emulator import ModemEmulator
 
 CONFIG = """
@@ -92,7 +92,7 @@ class StuckLine(Line):
 def test_a_stuck_line_loop_makes_the_daemon_unhealthy(tmp_path, monkeypatch):
     cfg = parse_config(tomllib.loads(CONFIG.format(data=tmp_path / "data", port="/dev/null")), "d.toml")
     line = StuckLine()
-    monkeypatch.setattr("linebox.app.make_line", lambda c, pins: line)
+    monkeypatch.setattr("linebox.run.make_line", lambda c, pins: line)
     daemon = Daemon(cfg)
     daemon.start()
     try:

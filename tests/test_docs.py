@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT
 from linebox import cli, config
-from linebox.hw import scenario
+from linebox.sim import scenario
 
 DOCS = ROOT / "docs"
 

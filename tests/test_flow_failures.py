@@ -48,8 +48,8 @@ def test_a_failing_flow_hangs_up_and_the_next_call_is_answered(tmp_path, monkeyp
 def test_a_call_cut_short_mid_recording_keeps_the_message(tmp_path, speech_files):
     """What `linebox run` does on SIGTERM, and the engine on a line fault: the flow is
     closed under the recording, which is saved as it stands."""
-    from linebox.hw.scenario import load_scenario
-    from linebox.sim import build
+    from linebox.sim.runner import build
+    from linebox.sim.scenario import load_scenario
 
     sim = Sim(tmp_path)
     voice = speech_wav(tmp_path, speech_files[1], 8.0)

@@ -6,7 +6,7 @@ import pytest
 
 from linebox.dsp.listener import Listener
 from linebox.hw.line import Fault, FaultCleared, KeyPressed, Line, Tick
-from linebox.sim import build, run
+from linebox.sim.runner import build, run
 from simkit import Sim, of, speech_wav
 
 CALLER = 'caller = { number = "5551234567", name = "JOHN DOE" }'
@@ -35,7 +35,7 @@ class KeysLikeAModem(Line):
 
 
 def _run(sim: Sim, scenario: str, wrap) -> list[dict]:
-    from linebox.hw.scenario import load_scenario
+    from linebox.sim.scenario import load_scenario
 
     path = sim.write_scenario(scenario)
     app, exchange, transcript = build(sim.config, load_scenario(path), None, True, clock_start=1795000000.0)

@@ -8,11 +8,11 @@ from array import array
 import pytest
 
 from linebox import FRAME
+from linebox.backoff import Backoff
 from linebox.dsp import g711
 from linebox.hw.line import CallerIdReceived, Fault, FaultCleared, HungUp, KeyPressed, RingSeen
 from linebox.hw.modem import (
     SWITCH_BACK_FRAMES,
-    Backoff,
     ModemError,
     ModemLine,
     callerid_fact,

@@ -9,8 +9,8 @@ import pytest
 from conftest import run_linebox
 from linebox.config import parse_config
 from linebox.hw.modem.emulator import ModemSimLine
-from linebox.hw.scenario import load_scenario
-from linebox.sim import build, run
+from linebox.sim.runner import build, run
+from linebox.sim.scenario import load_scenario
 from simkit import START, Sim, of, speech_wav
 
 MODES = [("usr", "auto"), ("usr", "half"), ("conexant", "auto"), ("conexant", "half")]

@@ -17,11 +17,12 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 
-from linebox.app import Appliance, Daemon
+from linebox.app import Appliance
 from linebox.config import DeviceConfig, MqttConfig, parse_config
 from linebox.events import Bus
 from linebox.report.mqtt import MqttReporter
 from linebox.report.outbox import Outbox
+from linebox.run import Daemon
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 BASE = "linebox/office"
@@ -691,7 +692,7 @@ def test_a_dead_reporter_is_a_fault_in_the_status_and_is_restarted(broker, watch
             calls.append(1)
             raise OSError("no route to host")
         monkeypatch.setattr(reporter, "restart", failing)
-        monkeypatch.setattr("linebox.app.REPORTER_GRACE", 0.0)
+        monkeypatch.setattr("linebox.run.REPORTER_GRACE", 0.0)
         daemon.housekeeping()
         assert "fault: MQTT reporter stopped" in daemon.summary()
         assert not daemon.healthy()

@@ -158,9 +158,23 @@ def _on_a_terminal(*answers: bytes) -> tuple[int, str]:
             break
         out += chunk
         if pending and out.rstrip().endswith(b":"):
+            # getpass switches echo off with TCSAFLUSH, which drops input typed too early:
+            # answer a moment after the prompt, as a person would.
+            time.sleep(0.3)
             os.write(master, pending.pop(0))
+    # Wait for the child before closing our end: closing it first hangs up the terminal
+    # (SIGHUP) under a child that is still writing its last line.
+    rc = proc.wait(10)
+    while select.select([master], [], [], 0)[0]:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
     os.close(master)
-    return proc.wait(10), out.decode(errors="replace")
+    return rc, out.decode(errors="replace")
 
 
 def test_pin_hash_on_a_terminal_asks_twice_and_prints_the_hash():

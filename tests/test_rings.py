@@ -7,8 +7,8 @@ import pytest
 from linebox.calls.rings import RingCounter
 from linebox.dsp.plans import PLAN_NAMES, get_plan
 from linebox.events import Bus
-from linebox.hw.scenario import parse_scenario
-from linebox.hw.sim import SimExchange
+from linebox.sim.exchange import SimExchange
+from linebox.sim.scenario import parse_scenario
 
 FRAME_S = 0.02
 

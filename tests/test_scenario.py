@@ -7,7 +7,7 @@ import pytest
 
 from linebox.dsp import gen
 from linebox.errors import LineboxError
-from linebox.hw.scenario import (
+from linebox.sim.scenario import (
     CallerSpec,
     Dtmf,
     Hangup,

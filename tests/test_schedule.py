@@ -6,8 +6,8 @@ from datetime import datetime
 import pytest
 
 from linebox.config import ConfigError, parse_config
-from linebox.hw.scenario import load_scenario
-from linebox.sim import build, run
+from linebox.sim.runner import build, run
+from linebox.sim.scenario import load_scenario
 
 CONFIG = """
 [device]

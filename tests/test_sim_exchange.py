@@ -17,8 +17,8 @@ from linebox.dsp.dtmf import DtmfDetector
 from linebox.dsp.levels import dbm0
 from linebox.dsp.plans import PLAN_NAMES, get_plan, tone_signal
 from linebox.events import Bus
-from linebox.hw.scenario import parse_scenario
-from linebox.hw.sim import SimExchange
+from linebox.sim.exchange import SimExchange
+from linebox.sim.scenario import parse_scenario
 from linebox.wavfile import write_wav
 
 START = "2024-03-05T09:30:00"

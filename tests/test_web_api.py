@@ -14,8 +14,8 @@ import wave
 import pytest
 
 from linebox.config import WebConfig, parse_config
-from linebox.hw.scenario import load_scenario
-from linebox.sim import build, run
+from linebox.sim.runner import build, run
+from linebox.sim.scenario import load_scenario
 from linebox.web.auth import hash_password, store_admin_hash
 from linebox.web.server import WebServer
 from simkit import PIN, Sim, of, speech_wav

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from linebox.config import WebConfig
-from linebox.hw.scenario import load_scenario
-from linebox.sim import build, run
+from linebox.sim.runner import build, run
+from linebox.sim.scenario import load_scenario
 from linebox.web.server import WebServer
 from simkit import PIN, Sim, speech_wav
 from test_web_api import _wav

@@ -13,8 +13,8 @@ import urllib.request
 
 import pytest
 
-from linebox.app import Daemon
 from linebox.config import parse_config
+from linebox.run import Daemon
 from linebox.voicemail.pins import hash_pin
 from modem_emulator import ModemEmulator
 from test_web_cli import _free_port
@@ -90,7 +90,7 @@ def test_with_tls_the_portal_is_https_with_secure_cookies(tmp_path, monkeypatch)
             time.sleep(0.02)
             return Tick(SILENT_FRAME)
 
-    monkeypatch.setattr("linebox.app.make_line", lambda c, pins: Quiet(1))
+    monkeypatch.setattr("linebox.run.make_line", lambda c, pins: Quiet(1))
     daemon = Daemon(cfg)
     daemon.start()
     try:

@@ -51,7 +51,7 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--web", metavar="HOST:PORT", help="serve the web portal (until SIGTERM/Ctrl-C after the scenario)")
     s.add_argument("--realtime", action="store_true", help="pace the scenario at real time")
-    s.set_defaults(handler="linebox.sim:main")
+    s.set_defaults(handler="linebox.sim.runner:main")
 
     m = sub.add_parser("messages", help="list messages")
     m.add_argument("--config", default=DEFAULT_CONFIG)
@@ -79,11 +79,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="a complete story on a simulated line")
     d.add_argument("--json", action="store_true")
-    d.set_defaults(handler="linebox.demo:main")
+    d.set_defaults(handler="linebox.sim.demo:main")
 
     r = sub.add_parser("run", help="run the appliance (the daemon)")
     r.add_argument("--config", default=DEFAULT_CONFIG)
-    r.set_defaults(handler="linebox.app:main")
+    r.set_defaults(handler="linebox.run:main")
 
     from linebox.commands import help_text
     k = sub.add_parser("cmd", help="run one command against the data folder (daemon stopped)",

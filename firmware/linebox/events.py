@@ -65,7 +65,7 @@ EXTENSION_STATE = "extension_state"
 SIP_CALL = "sip_call"                  # a registered phone called in (sip/server.py)
 EXTENSION_CALL_STATE = "extension_call_state"   # what a phone's voicemail call is doing
 CALL_LOGGED = "call_logged"            # the call log kept one call (voicemail/calllog.py)
-# ---- the simulated exchange (hw/sim.py): the caller's side, for transcripts
+# ---- the simulated exchange (sim/exchange.py): the caller's side, for transcripts
 INCOMING = "incoming"
 CALLER_GAVE_UP = "caller_gave_up"
 CALLER_HANGUP = "caller_hangup"
@@ -111,10 +111,10 @@ CATALOGUE: dict[str, EventKind] = {k.name: k for k in (
     EventKind(EXTENSION_CALL_STATE, ("extension", "state"), "sip/server.py",
               transcript=False),
     EventKind(CALL_LOGGED, ("call",), "voicemail/calllog.py", transcript=False),
-    EventKind(INCOMING, ("caller_number", "caller_name"), "hw/sim.py"),
-    EventKind(CALLER_GAVE_UP, ("rings",), "hw/sim.py"),
-    EventKind(CALLER_HANGUP, ("how",), "hw/sim.py"),
-    EventKind(CALL_END, (), "hw/sim.py"),
+    EventKind(INCOMING, ("caller_number", "caller_name"), "sim/exchange.py"),
+    EventKind(CALLER_GAVE_UP, ("rings",), "sim/exchange.py"),
+    EventKind(CALLER_HANGUP, ("how",), "sim/exchange.py"),
+    EventKind(CALL_END, (), "sim/exchange.py"),
 )}
 HIDDEN = frozenset(k.name for k in CATALOGUE.values() if not k.transcript)
 

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable
 
 from linebox import FRAME, RATE
+from linebox.backoff import Backoff
 from linebox.dsp import gen
 from linebox.dsp.levels import DBM0_PEAK, dbm0
 from linebox.errors import LineboxError
@@ -170,7 +171,7 @@ class FxoLine(Line):
         self.audio: AudioPort | None = None
         self._events: list[LineEvent] = []
         self._retry_at = 0.0
-        self._backoff = REOPEN_FIRST
+        self._backoff = Backoff(REOPEN_FIRST, REOPEN_MAX)
         self._deadline: float | None = None
         self._dead_since: float | None = None
         self._ring = RingDetector()
@@ -332,17 +333,15 @@ class FxoLine(Line):
             if not isinstance(e, AudioGone | LineboxError):
                 log.exception("line %s: opening the sound card", self.id)
             self._fault("audio", f"sound card: {e}")
-            self._retry_at = now + self._backoff
-            self._backoff = min(self._backoff * 2, REOPEN_MAX)
+            self._retry_at = now + self._backoff.next()
             return
-        self._backoff = REOPEN_FIRST
+        self._backoff.reset()
         self._clear("audio")
 
     def _audio_lost(self, reason: str, now: float) -> None:
         self._close_audio()
         self._fault("audio", f"sound card: {reason}")
-        self._retry_at = now + self._backoff
-        self._backoff = min(self._backoff * 2, REOPEN_MAX)
+        self._retry_at = now + self._backoff.next()
 
     def _close_audio(self) -> None:
         audio, self.audio = self.audio, None

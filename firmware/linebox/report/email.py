@@ -35,6 +35,7 @@ from email.parser import BytesHeaderParser
 from email.utils import format_datetime, getaddresses, make_msgid, parseaddr
 from pathlib import Path
 
+from linebox.backoff import Backoff
 from linebox.config import EmailConfig
 from linebox.fileio import fsync_dir, write_file_atomic
 
@@ -618,7 +619,10 @@ def _addresses(box) -> tuple[str, ...]:
 
 
 def _delay(tries: int) -> float:
-    return min(RETRY_FIRST * 2 ** max(tries - 1, 0), RETRY_MAX)
+    return _BACKOFF.after(tries)
+
+
+_BACKOFF = Backoff(RETRY_FIRST, RETRY_MAX)
 
 
 def _code(e: Exception) -> int | None:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from linebox import RATE
+from linebox.backoff import Backoff
 from linebox.errors import LineboxError
 from linebox.fileio import write_file_atomic
 
@@ -277,7 +278,7 @@ class Transcriber:
                             message, job["tries"], e)
                 self._finish(message, None, f"given up: {e}")
                 return 1
-            delay = min(FIRST_RETRY * 2 ** (job["tries"] - 1), MAX_RETRY)
+            delay = Backoff(FIRST_RETRY, MAX_RETRY).after(job["tries"])
             job["next_try"] = now + delay
             log.warning("transcription of message %s failed (try %d, again in %g s): %s",
                         message, job["tries"], delay, e)

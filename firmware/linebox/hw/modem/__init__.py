@@ -25,10 +25,10 @@ from linebox.hw.modem.formats import (
     encode_audio,
     parse_vsm_list,
 )
-from linebox.hw.modem.line import SWITCH_BACK_FRAMES, Backoff, ModemLine, from_config
+from linebox.hw.modem.line import SWITCH_BACK_FRAMES, ModemLine, from_config
 
 __all__ = [
-    "CHIPSETS", "SWITCH_BACK_FRAMES", "Backoff", "Chipset", "ModemError", "ModemLine",
+    "CHIPSETS", "SWITCH_BACK_FRAMES", "Chipset", "ModemError", "ModemLine",
     "ModemStuck", "VsmEntry", "WallClock", "callerid_fact", "choose_format",
     "classify_format", "decode_audio", "detect_chipset", "encode_audio", "from_config",
     "open_serial", "parse_vsm_list",

@@ -26,6 +26,7 @@ import serial
 
 from linebox import RATE as _RATE_HZ
 from linebox import log
+from linebox.backoff import Backoff
 from linebox.dsp.plans import get_plan
 from linebox.hw.dle import dle_escape
 from linebox.hw.line import (
@@ -68,22 +69,6 @@ SWITCH_BACK_FRAMES = 5        # silent frames from the flow before half duplex l
 RESYNC_SECONDS = 0.1          # a tick this late restarts the frame clock instead of catching up
 RESET_TIMEOUT = 3.0           # ATZ takes a while on some modems
 DTR_DROP_SECONDS = 0.5        # V.250 &D2 acts on a DTR drop longer than S25 (default 50 ms)
-
-
-class Backoff:
-    """Delays between reconnection attempts: ``first``, doubling up to ``limit``."""
-
-    def __init__(self, first: float = 1.0, limit: float = 60.0) -> None:
-        self.first, self.limit = first, limit
-        self.reset()
-
-    def reset(self) -> None:
-        self._delay = self.first
-
-    def next(self) -> float:
-        delay = self._delay
-        self._delay = min(self._delay * 2, self.limit)
-        return delay
 
 
 def from_config(cfg) -> "ModemLine":

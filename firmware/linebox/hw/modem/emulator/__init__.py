@@ -36,7 +36,7 @@ Sources
 ``ModemCore`` is the modem itself, pure and clocked by whoever drives it: ``receive``
 (bytes from the computer), ``advance(now)`` (time passes on the line, 20 ms at a time),
 ``take_output()`` (bytes to the computer). Its line side is either ``ScriptedLine`` (tests
-script audio and keys) or a ``linebox.hw.sim.SimLine`` (the simulated exchange). The modem
+script audio and keys) or a ``linebox.sim.exchange.SimLine`` (the simulated exchange). The modem
 hears the line with linebox's DSP detectors (DTMF, call progress, FSK caller ID) and
 reports what it hears the way its chipset's manual says.
 

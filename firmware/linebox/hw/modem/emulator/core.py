@@ -102,7 +102,7 @@ class ScriptedLine:
 
 
 class SimLineSide:
-    """A ``linebox.hw.sim.SimLine`` as the modem's line (the simulated exchange)."""
+    """A ``linebox.sim.exchange.SimLine`` as the modem's line (the simulated exchange)."""
 
     def __init__(self, simline) -> None:
         self.simline = simline

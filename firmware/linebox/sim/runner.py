@@ -65,7 +65,7 @@ def format_event(rec: dict, wall0: float = 0.0) -> str:
 
 def build(config, scenario, out=None, as_json: bool = True, clock_start: float | None = None):
     """The appliance, the exchange and the transcript for one simulation."""
-    from linebox.hw.sim import SimExchange
+    from linebox.sim.exchange import SimExchange
 
     sim_lines = {line.id: line for line in config.lines if line.driver in ("sim", "modem-sim")}
     for lid in sorted(scenario.lines()):
@@ -80,9 +80,7 @@ def build(config, scenario, out=None, as_json: bool = True, clock_start: float |
         wall0 = clock_start if clock_start is not None else time.time()
     app = Appliance(config, bus, clock=lambda: wall0 + exchange.now)
     transcript = Transcript(bus, exchange, out, as_json, wall0 if not as_json else 0.0)
-    app.start_reporting()
-    app.open()
-    app.run_reporting()
+    app.start()
     for lid in sorted(sim_lines):
         app.add_line(_sim_line(exchange, sim_lines[lid]), sim_lines[lid])
     return app, exchange, transcript
@@ -151,7 +149,7 @@ def _step(app, exchange, transcript, state) -> bool:
 
 def main(args) -> int:
     from linebox.config import load_config
-    from linebox.hw.scenario import load_scenario
+    from linebox.sim.scenario import load_scenario
 
     config = load_config(args.config, data_dir=args.data)
     scenario = load_scenario(args.scenario)
@@ -178,7 +176,7 @@ def main(args) -> int:
     finally:
         if server is not None:
             server.stop()
-        app.close()
+        app.stop()
     sys.stdout.flush()
     return 0
 

@@ -129,8 +129,8 @@ def main(args) -> int:
     import tomllib
 
     from linebox.config import parse_config
-    from linebox.hw.scenario import load_scenario
-    from linebox.sim import build, run
+    from linebox.sim.runner import build, run
+    from linebox.sim.scenario import load_scenario
 
     if args.log_level == "info":
         # The story is the output; the store's own info lines would interrupt it.

@@ -25,7 +25,7 @@ from linebox.dsp import gen
 from linebox.dsp.plans import get_plan, tone_signal
 from linebox.events import PROMPT, PROMPT_END, Bus
 from linebox.hw.line import SILENT_FRAME, Line, Tick
-from linebox.hw.scenario import CallSpec, Dtmf, Hangup, Say, Scenario, Silence, Wait
+from linebox.sim.scenario import CallSpec, Dtmf, Hangup, Say, Scenario, Silence, Wait
 
 CALLERID_DELAY = 0.5          # s after the first ring burst ends (GR-30: at least 0.5 s)
 CALLERID_GUARD = 0.2          # s of quiet kept between the burst's end and the next ring
