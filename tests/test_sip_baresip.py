@@ -104,11 +104,13 @@ def _best_match(heard, message) -> float:
 
 
 # baresip's own playout and its mwi module misbehave on a loaded machine (frames dropped,
-# re-subscription loops): a real failure fails three times in a row, a hiccup does not.
+# re-subscription loops), and it binds a second port of its own choosing (SIP/TLS on the
+# next port) that another test may hold: a real failure fails three times in a row, a
+# hiccup does not.
 REAL_PHONE_RERUNS = pytest.mark.flaky(reruns=2, reruns_delay=2)
+pytestmark = REAL_PHONE_RERUNS
 
 
-@REAL_PHONE_RERUNS
 def test_baresip_logs_in_with_rfc4733_pin_hears_the_analog_message_and_saves_it(
         tmp_path, phones, silence_wav, speech_files):
     # An analog caller leaves a message on a simulated line, in the same data folder.
@@ -175,7 +177,6 @@ def test_baresip_dialling_a_box_leaves_a_message_with_the_extension_as_caller(
     phone.command("hangup")
 
 
-@REAL_PHONE_RERUNS
 def test_baresip_mwi_shows_waiting_after_a_message_and_clears_once_heard(tmp_path, server, phones,
                                                                          silence_wav):
     phone = _phone(phones, tmp_path, server, silence_wav, mwi=True)
