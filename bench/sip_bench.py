@@ -15,7 +15,6 @@ import resource
 import sys
 import tempfile
 import time
-from array import array
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,8 +24,9 @@ import test_sip_sipp as scenarios  # noqa: E402
 from linebox.sip import server as sipserver  # noqa: E402
 from linebox.wavfile import read_wav  # noqa: E402
 from sipkit import PASSWORDS, SipDaemon, free_port, write_config  # noqa: E402
+from speechdata import speech_dir  # noqa: E402 - the project's own test speech
 
-SPEECH = ROOT.parent / "shared" / "data" / "speech" / "fsdd-george.wav"
+SPEECH = speech_dir() / "fsdd-george.wav"
 
 
 def cpu_seconds() -> float:
@@ -52,7 +52,7 @@ def unpaced_frame_cost(frames: int = 1500) -> float:
     from linebox.sip.rtp import SipLine
     from linebox.sip.sdp import Media
 
-    speech = read_wav(SPEECH) if SPEECH.exists() else array("h", [3000, -3000] * 4000)
+    speech = read_wav(SPEECH)
     speech = (speech * (frames * 160 // len(speech) + 1))[:frames * 160]
     ours = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
@@ -97,7 +97,7 @@ def main() -> int:
         tmp = Path(tmp)
         server = SipDaemon(write_config(tmp, free_port()))
         try:
-            speech = read_wav(SPEECH) if SPEECH.exists() else array("h", [3000, -3000] * 4000)
+            speech = read_wav(SPEECH)
             loops = int(args.speak * 8000 / len(speech)) + 1
             scenarios._ulaw_wav(tmp / "speech.wav", (speech * loops)[:int(args.speak * 8000)])
             scenario = (scenarios.UAC.replace("PASSWORD", PASSWORDS["201"])
