@@ -109,6 +109,19 @@ class SipLine(Line):
         self._deadline += FRAME_SECONDS
         return self._next_frame(now)
 
+    # -- driven by a shared media clock (server.SipService._media_loop) -------------
+    def send_frame(self, out: array | None, slot: float) -> None:
+        """Send ``out`` for the 20 ms slot that began at ``slot`` (now or just past)."""
+        if self.measure:
+            self.lateness.append(max(0.0, self.clock() - slot))
+        self._send(out)
+        self._deadline = slot + FRAME_SECONDS
+
+    def take_frame(self) -> Tick:
+        """What the phone sent for this slot (after ``send_frame``), without waiting."""
+        self._drain()
+        return self._next_frame(self.clock())
+
     def set_hook(self, off_hook: bool) -> None:
         self.off_hook = off_hook
 
@@ -140,6 +153,9 @@ class SipLine(Line):
         wait = deadline - self.clock()
         if wait > 0:
             self.sleep(wait)
+        self._drain()
+
+    def _drain(self) -> None:
         for _ in range(64):
             try:
                 data, addr = self.sock.recvfrom(2048)

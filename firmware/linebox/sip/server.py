@@ -28,7 +28,7 @@ from linebox.log import get as get_logger
 from linebox.sip import message as sipmsg
 from linebox.sip.auth import DigestAuth, Verdict
 from linebox.sip.message import Message, SipParseError
-from linebox.sip.rtp import FRAME_SECONDS, SipLine, open_rtp_socket
+from linebox.sip.rtp import FRAME_SECONDS, MAX_LATE, SipLine, open_rtp_socket
 from linebox.sip.sdp import SessionDescription, negotiate, parse_offer
 from linebox.sip.transport import MAX_TCP_CONNECTIONS, Peer, TcpConnection, local_address_for
 
@@ -36,7 +36,7 @@ log = get_logger("sip")
 
 T1, T2 = 0.5, 4.0                  # RFC 3261 §17.1.1.1 timer values
 TIMER_64T1 = 64 * T1                # B, F, H, J: how long a transaction lives
-MEDIA_PHASES = 4                    # call groups sharing a 20 ms tick (see _media_slot)
+MEDIA_PHASES = 1                    # every call on one shared 20 ms tick (see _media_loop)
 MAX_CALLS = 24                      # a Pi Zero 2 W holds about 8 (bench/sip_bench.py)
 MAX_SUBSCRIPTIONS = 128
 MAX_SUBSCRIPTIONS_PER_EXTENSION = 8
@@ -122,7 +122,6 @@ class SipCall:
     ended: str | None = None            # why, once the SIP side is over
     bye_sent: bool = False
     invite_branch: str = ""
-    ready: bool = True                  # its last frame has been through its runner
 
 
 @dataclass
@@ -180,8 +179,6 @@ class SipService:
         self._media_wake = threading.Event()
         self._media_origin = clock()
         self._media_next_phase = 0
-        self._frames: queue.SimpleQueue = queue.SimpleQueue()
-        self.flow_thread: threading.Thread | None = None
         self.media_thread: threading.Thread | None = None
 
     # ================================================================ life cycle
@@ -215,8 +212,6 @@ class SipService:
         self.thread.start()
         self.media_thread = threading.Thread(target=self._media_loop, name="sip-media", daemon=True)
         self.media_thread.start()
-        self.flow_thread = threading.Thread(target=self._flow_loop, name="sip-flows", daemon=True)
-        self.flow_thread.start()
         log.info("listening on %s:%d (UDP and TCP), realm %s, %d extension(s)",
                  host, self.port, self.cfg.realm, len(self.extensions))
 
@@ -234,8 +229,6 @@ class SipService:
         if self.media_thread is not None:
             self._media_wake.set()
             self.media_thread.join(timeout=2.0)
-            self._frames.put(None)
-            self.flow_thread.join(timeout=2.0)
         with self.lock:
             try:
                 self.app.bus.unsubscribe(self._on_bus)
@@ -636,66 +629,72 @@ class SipService:
         self._media_wake.set()
 
     def _media_slot(self, phase: int) -> float:
-        """The next 20 ms slot of the shared media clock, in one of MEDIA_PHASES phases:
-        the calls of one phase send and receive on the same instants (one wake-up a frame
-        for all of them, not one each), and a slow frame (a recording's fsync once a
-        second) delays only the calls of its phase."""
+        """The next 20 ms slot of the shared media clock (in one of MEDIA_PHASES phases,
+        now one: every call sends and receives on the same instants)."""
         origin = self._media_origin + phase * FRAME_SECONDS / MEDIA_PHASES
         slots = int((self.clock() - origin) / FRAME_SECONDS) + 1
         return origin + slots * FRAME_SECONDS
 
     def _media_loop(self) -> None:
-        """The calls' audio, like analog lines' loops but shared: when a call's slot
-        comes, this thread sends its frame and takes what came (``tick``, never under the
-        appliance lock, never touching the disk); the flow thread then runs that frame of
-        the call flow. A call whose last frame is still being processed waits for it."""
+        """Every call's audio on one shared 20 ms clock, in this one thread, like an
+        analog line's loop but for all the calls at once: at each slot every call sends
+        its frame, then takes what the phone sent (``send_frame``/``take_frame``, never
+        under the appliance lock), then each frame runs through its call's flow
+        (``process``, the lock taken once for the lot).
+
+        One wake-up a slot for all the calls, and no hand-off between threads per frame:
+        a wake-up (cold caches, the GIL changing hands) costs more than a frame's work
+        (bench/sip_bench.py). The recorder writes once a second and its fsync runs on a
+        thread of its own, so the disk does not hold the clock up; a slow frame (saving a
+        message, checking a PIN) delays the next slot, whose packets then go out at once."""
+        slot = None
         while not self.stopping.is_set():
             with self._media_lock:
-                ready = [c for c in self._media_calls if c.ready]
-            if not ready:
+                calls = list(self._media_calls)
+            if not calls:
+                slot = None
                 self._media_wake.wait(0.5)
                 self._media_wake.clear()
                 continue
-            wait = min(c.line.deadline for c in ready) - self.clock()
-            if wait > 0:
-                self._media_wake.wait(wait)      # a new call or a processed frame wakes us
+            now = self.clock()
+            if slot is None:
+                slot = self._media_slot(0)
+            elif now - slot > MAX_LATE:
+                slot = now                       # a stall: start pacing afresh
+            if slot > now:
+                self._media_wake.wait(slot - now)    # a new call wakes us to list it
                 self._media_wake.clear()
                 continue
-            now = self.clock()
-            for call in ready:
-                if call.line.deadline <= now:
-                    call.ready = False
-                    self._frames.put((call, call.line.tick(call.runner.out)))
+            for call in calls:
+                call.line.send_frame(call.runner.out, slot)
+            self._media_step([(call, call.line.take_frame()) for call in calls])
+            slot += FRAME_SECONDS
 
-    def _flow_loop(self) -> None:
-        """Each call's frames through its runner, under the appliance lock, in turn."""
-        while True:
-            item = self._frames.get()
-            if item is None:
-                return
-            call, tick = item
-            self._media_step(call, tick)
-            call.ready = True
-            # Wake the media thread only when it has something to do at once: a call
-            # already due (we were slow), or the end of a batch (a slot's frames done).
-            if self._frames.empty() or call.line.deadline <= self.clock():
-                self._media_wake.set()
-
-    def _media_step(self, call: SipCall, tick) -> None:
-        runner = call.runner
-        try:
-            with self.lock:
-                runner.process(tick)
-        except Exception:  # noqa: BLE001 - a broken call must not take the others with it
-            log.exception("call failed")
-            with self.lock:
-                if runner.flow is not None:
-                    runner.hang_up()
-        if runner.flow is None:
+    def _media_step(self, batch) -> None:
+        """One frame of each call of ``batch`` [(call, tick)] through its runner."""
+        over = []
+        with self.lock:
+            for call, tick in batch:
+                runner = call.runner
+                try:
+                    runner.process(tick)
+                except Exception:  # noqa: BLE001 - a broken call must not take the others with it
+                    log.exception("call failed")
+                    try:
+                        if runner.flow is not None:
+                            runner.hang_up()
+                    except Exception:  # noqa: BLE001
+                        log.exception("call failed to hang up")
+                        runner.flow = None
+                if runner.flow is None:
+                    over.append(call)
+        if over:
             with self._media_lock:
-                self._media_calls.remove(call)
-            call.line.close()
-            self.inbox.put(("call_over", call))
+                for call in over:
+                    self._media_calls.remove(call)
+            for call in over:
+                call.line.close()
+                self.inbox.put(("call_over", call))
             self._wake()
 
     def _inbox(self, item) -> None:
