@@ -28,7 +28,7 @@ from linebox.log import get as get_logger
 from linebox.sip import message as sipmsg
 from linebox.sip.auth import DigestAuth, Verdict
 from linebox.sip.message import Message, SipParseError
-from linebox.sip.rtp import FRAME_SECONDS, MAX_LATE, SipLine, open_rtp_socket
+from linebox.sip.rtp import FRAME_SECONDS, MAX_LATE, SipLine, open_rtp_socket, receive_all
 from linebox.sip.sdp import SessionDescription, negotiate, parse_offer
 from linebox.sip.transport import MAX_TCP_CONNECTIONS, Peer, TcpConnection, local_address_for
 
@@ -638,8 +638,8 @@ class SipService:
     def _media_loop(self) -> None:
         """Every call's audio on one shared 20 ms clock, in this one thread, like an
         analog line's loop but for all the calls at once: at each slot every call sends
-        its frame, then takes what the phone sent (``send_frame``/``take_frame``, never
-        under the appliance lock), then each frame runs through its call's flow
+        its frame, then takes what the phone sent (``send_frame``; ``receive_all``, one
+        poll for all the sockets; ``take_frame``; never under the appliance lock), then each frame runs through its call's flow
         (``process``, the lock taken once for the lot).
 
         One wake-up a slot for all the calls, and no hand-off between threads per frame:
@@ -667,7 +667,8 @@ class SipService:
                 continue
             for call in calls:
                 call.line.send_frame(call.runner.out, slot)
-            self._media_step([(call, call.line.take_frame()) for call in calls])
+            receive_all([call.line for call in calls])
+            self._media_step([(call, call.line.take_frame(drained=True)) for call in calls])
             slot += FRAME_SECONDS
 
     def _media_step(self, batch) -> None:
