@@ -833,7 +833,15 @@ def test_an_extension_registration_is_a_retained_state_and_a_sensor(broker, watc
         doc = json.loads(_discovery(watcher, broker))
         ext = [k for k in doc["cmps"] if k.startswith("extension_")]
         assert ext == ["extension_201_registered"]
-        assert doc["cmps"][ext[0]]["device_class"] == "connectivity"
+        sensor = doc["cmps"][ext[0]]
+        assert sensor["p"] == "binary_sensor" and sensor["device_class"] == "connectivity"
+        assert sensor["state_topic"] == f"{BASE}/extension/201/state"
+        # Home Assistant renders value_template with Jinja, the payload as ``value``.
+        jinja2 = pytest.importorskip("jinja2")
+        template = jinja2.Environment().from_string(sensor["value_template"])
+        assert template.render(value="registered") == "ON"
+        assert template.render(value="unregistered") == "OFF"
+        assert template.render(value="") == "OFF"
     assert not [t for t, _, _ in watcher.messages if "+" in t or "#" in t]
 
 

@@ -2,6 +2,7 @@
 voicemail, sends its PIN as RFC 4733 events, hears a message an analog caller left, and
 leaves one of its own; its MWI module shows the lamp."""
 
+import json
 import logging
 import math
 import socket
@@ -238,6 +239,12 @@ def test_extension_registration_is_retained_in_mqtt(tmp_path, phones, silence_wa
         wait_until(lambda: watcher.last(topic) == "registered", what="registered")
         assert ("linebox/office/extension/201/state", "registered", False) in watcher.messages \
             or watcher.last(topic) == "registered"
+        # Home Assistant is told of a binary sensor per configured extension, fed by it.
+        from test_mqtt import _discovery
+        cmps = json.loads(_discovery(watcher, broker))["cmps"]
+        sensors = {k: v["state_topic"] for k, v in cmps.items() if k.startswith("extension_")}
+        assert sensors == {f"extension_{n}_registered": f"linebox/office/extension/{n}/state"
+                           for n in PASSWORDS}
     finally:
         server.stop()
         watcher.close()
