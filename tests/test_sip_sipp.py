@@ -2,6 +2,7 @@
 REGISTER flood with bad credentials is throttled, and malformed requests get a 400 or
 silence while the server keeps serving."""
 
+import json
 import socket
 import struct
 import subprocess
@@ -186,6 +187,39 @@ def test_twenty_sipp_calls_at_once_all_leave_their_message(tmp_path, server, spe
     while server.daemon.sip.calls and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not server.daemon.sip.calls
+
+
+def test_a_message_left_by_an_extension_names_it_in_the_mqtt_event(tmp_path, speech_files):
+    from test_mqtt import Broker, Watcher, wait_until
+    broker = Broker(tmp_path / "broker").start()
+    watcher = Watcher(broker.port)
+    server = SipDaemon(write_config(tmp_path, free_port(),
+                                    extra=f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\n'))
+    try:
+        _ulaw_wav(tmp_path / "speech.wav", read_wav(speech_wav(tmp_path, speech_files[3], 3.0)))
+        scenario = (UAC.replace("PASSWORD", PASSWORDS["201"])
+                    .replace("SPEECH_FILE", str(tmp_path / "speech.wav")).replace("TALK_MS", "14000"))
+        res = _sipp(tmp_path, server, scenario, "-s", "101", "-m", "1", "-auth_uri",
+                    f"101@127.0.0.1:{server.port}", timeout=60)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+        (saved,) = server.events.of("message_saved", box="101")
+        assert saved["extension"] == "201" and saved["line"] is None
+        topic = "linebox/office/event"
+
+        def reported():
+            return [json.loads(p) for p in watcher.of(topic) if json.loads(p)["type"] == "message_saved"]
+        wait_until(reported, what="message_saved on MQTT")
+        (event,) = reported()
+        assert {k: event[k] for k in ("box", "message", "line", "caller_number", "caller_name",
+                                      "extension")} == {
+            "box": "101", "message": saved["id"], "line": None, "caller_number": "201",
+            "caller_name": "Alice", "extension": "201"}
+        (msg,) = server.store.messages("101")
+        assert msg["extension"] == "201"
+    finally:
+        server.stop()
+        watcher.close()
+        broker.stop()
 
 
 def test_register_flood_with_bad_credentials_is_throttled_and_a_good_phone_still_registers(

@@ -31,6 +31,7 @@ class CallerId:
     number_absent: str | None = None     # "O" out of area, "P" private
     name_absent: str | None = None
     datetime: str | None = None          # MMDDHHMM as sent, when sent
+    extension: str | None = None         # the SIP extension that calls (an IP phone)
 
     @classmethod
     def from_fields(cls, fields: dict | None) -> "CallerId":

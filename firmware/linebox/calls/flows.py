@@ -132,7 +132,7 @@ def leave_message(svc: Services, call: Call, box: str) -> Flow:
         # line filled meanwhile (or a disk that filled) hears why, not a beep then a drop.
         try:
             pending = store.start_recording(box, call.runner.id, call.caller_number,
-                                            call.caller_name)
+                                            call.caller_name, extension=call.callerid.extension)
         except (StoreError, OSError) as e:     # OSError: the disk refused the record
             log.warning("line %s: %s", call.runner.id, e)
             yield from refuse_message(svc, call, box,
@@ -330,7 +330,7 @@ def record(svc: Services, call: Call, box: str, pending=None) -> Flow:
     limit = svc.config.boxes[box].max_message_seconds
     if pending is None:
         pending = svc.store.start_recording(box, call.runner.id, call.caller_number,
-                                            call.caller_name)
+                                            call.caller_name, extension=call.callerid.extension)
     call.publish("record_start", box=box)
     call.set_state("recording")
     try:

@@ -621,7 +621,8 @@ class SipService:
             call.runner = LineRunner(call.line, None, "us", bus, flow, rings_needed=lambda: 0)
             bus.publish({"event": ev_.SIP_CALL, "caller_number": ext.number, "caller_name": ext.name,
                          "dialled": dialled, "line": None})
-            call.runner.start_call(flow, CallerId(number=ext.number, name=ext.name))
+            call.runner.start_call(flow, CallerId(number=ext.number, name=ext.name,
+                                                  extension=ext.number))
         self._media_next_phase = (self._media_next_phase + 1) % MEDIA_PHASES
         call.line.align(self._media_slot(self._media_next_phase))
         with self._media_lock:

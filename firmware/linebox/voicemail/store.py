@@ -264,9 +264,11 @@ class Store(RecoveryMixin, LoginsMixin):
 
     @writes
     def start_recording(self, box: str, line: int | None, caller_number: str | None,
-                        caller_name: str | None) -> PendingMessage:
+                        caller_name: str | None, extension: str | None = None) -> PendingMessage:
         """Start a message; raises StoreFull when the box holds max_messages messages
-        (messages being recorded on other lines count too, so none can overflow it)."""
+        (messages being recorded on other lines count too, so none can overflow it).
+        ``extension``: the SIP extension leaving it, kept with the message and named in
+        its message_saved event."""
         with self._lock:
             self.retry_unsaved()
             cfg = self._box(box)
@@ -281,7 +283,8 @@ class Store(RecoveryMixin, LoginsMixin):
                 raise StoreFull(f"box {box} is full ({cfg.max_messages} messages)")
             now = self.clock()
             record = self._new_record(self._allocate_id(), box, now, caller_number=caller_number,
-                                      caller_name=caller_name, line=line, state=RECORDING)
+                                      caller_name=caller_name, line=line, state=RECORDING,
+                                      **({"extension": extension} if extension else {}))
             # The record is durable before the file exists, so a crash at any point
             # leaves either nothing or a .part that maps back to box and caller.
             self._insert(record)
@@ -675,7 +678,8 @@ class Store(RecoveryMixin, LoginsMixin):
         return {"event": "message_saved", "box": rec["box"], "id": rec["id"],
                 "seconds": rec["seconds"], "line": rec["line"],
                 "caller_number": rec["caller_number"], "caller_name": rec["caller_name"],
-                "recovered": rec["recovered"]}
+                "recovered": rec["recovered"],
+                **({"extension": rec["extension"]} if rec.get("extension") else {})}
 
     def _publish(self, event: dict) -> None:
         self.bus.publish(event)
