@@ -3,6 +3,8 @@ REGISTER flood with bad credentials is throttled, and malformed requests get a 4
 silence while the server keeps serving."""
 
 import json
+import logging
+import math
 import socket
 import struct
 import subprocess
@@ -106,6 +108,144 @@ Content-Length: 0
   <recv response="200"/>
 </scenario>
 """
+
+# The same caller with a delayed offer (RFC 3261 §13.2.1): INVITEs without SDP, Linebox
+# offers in its 200, the answer comes in the ACK (here A-law, the second codec offered;
+# ACK_BODY, or nothing at all for the test of a missing answer).
+DELAYED_UAC = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="delayed offer">
+  <send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: "Load" <sip:201@[remote_ip]>;tag=[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:201@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+  ]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="401" auth="true"/>
+  <send><![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-3];rport
+From: "Load" <sip:201@[remote_ip]>;tag=[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+  ]]></send>
+  <send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: "Load" <sip:201@[remote_ip]>;tag=[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 2 INVITE
+Contact: <sip:201@[local_ip]:[local_port]>
+[authentication username=201 password=PASSWORD]
+Max-Forwards: 70
+Content-Length: 0
+  ]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="200" rtd="true" rrs="true">
+    <action>
+      <ereg regexp="m=audio [0-9]+ RTP/AVP 0 8 101" search_in="body" check_it="true" assign_to="offer"/>
+    </action>
+  </recv>
+  <Reference variables="offer"/>
+  <send><![CDATA[
+ACK [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: "Load" <sip:201@[remote_ip]>;tag=[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 ACK
+Max-Forwards: 70
+ACK_BODY
+  ]]></send>
+AFTER_ACK
+</scenario>
+"""
+ANSWER_IN_ACK = """Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=sipp 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 8
+a=rtpmap:8 PCMA/8000
+a=sendrecv"""
+TALK_THEN_BYE = """  <nop><action><exec rtp_stream="SPEECH_FILE,-1,8"/></action></nop>
+  <pause milliseconds="TALK_MS"/>
+  <send retrans="500"><![CDATA[
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: "Load" <sip:201@[remote_ip]>;tag=[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 3 BYE
+Max-Forwards: 70
+Content-Length: 0
+  ]]></send>
+  <recv response="200"/>"""
+AWAIT_BYE = """  <recv request="BYE"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+  ]]></send>"""
+
+
+def _alaw_wav(path, samples) -> None:
+    """An A-law WAV (format 6) for SIPp's rtp_stream with payload type 8."""
+    data = g711.alaw_encode(samples)
+    fmt = struct.pack("<HHIIHH", 6, 1, 8000, 8000, 1, 8)
+    path.write_bytes(b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(data)) + b"WAVE"
+                     + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data)
+
+
+def test_a_delayed_offer_is_answered_with_ours_and_the_answer_in_the_ack_starts_the_call(
+        tmp_path, server, speech_files, caplog):
+    caplog.set_level(logging.INFO, logger="linebox")
+    voice = read_wav(speech_wav(tmp_path, speech_files[3], 3.0))
+    _alaw_wav(tmp_path / "speech.wav", voice)
+    scenario = (DELAYED_UAC.replace("ACK_BODY", ANSWER_IN_ACK).replace("AFTER_ACK", TALK_THEN_BYE)
+                .replace("PASSWORD", PASSWORDS["201"]).replace("SPEECH_FILE", str(tmp_path / "speech.wav"))
+                .replace("TALK_MS", "14000"))
+    res = _sipp(tmp_path, server, scenario, "-s", "101", "-m", "1", "-auth_uri",
+                f"101@127.0.0.1:{server.port}", timeout=60)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    (msg,) = server.store.messages("101")
+    assert msg["caller_number"] == "201" and 2.0 <= msg["seconds"] <= 12.0, msg
+    assert "answer in the ACK, PCMA sendrecv" in caplog.text
+    # What was recorded is the A-law speech SIPp sent (with a click where SIPp loops
+    # over its WAV header), decoded as A-law: as loud as the speech (mu-law decoding of
+    # those bytes would make it about four times louder).
+    def rms(x):
+        return math.sqrt(sum(v * v for v in x) / len(x))
+    heard = read_wav(msg["file"])
+    assert 0.5 * rms(voice) < rms(heard) < 2.0 * rms(voice)
+    assert rms(g711.ulaw_decode(g711.alaw_encode(voice))) > 3.0 * rms(voice)
+
+
+def test_an_ack_without_the_answer_to_our_offer_ends_the_call_with_a_bye(tmp_path, server):
+    scenario = (DELAYED_UAC.replace("ACK_BODY", "Content-Length: 0").replace("AFTER_ACK", AWAIT_BYE)
+                .replace("PASSWORD", PASSWORDS["201"]))
+    res = _sipp(tmp_path, server, scenario, "-s", "101", "-m", "1", "-auth_uri",
+                f"101@127.0.0.1:{server.port}", timeout=40)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert not server.daemon.sip.calls
+    assert not server.store.messages("101")
+
 
 # A phone with the wrong password, registering over and over.
 BAD_REGISTER = """<?xml version="1.0" encoding="ISO-8859-1" ?>

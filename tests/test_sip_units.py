@@ -9,7 +9,7 @@ import pytest
 from conftest import run_linebox
 from linebox.config import ConfigError, parse_config
 from linebox.sip.auth import DigestAuth, FailureLimiter, Verdict, ha1, md5, parse_authorization
-from linebox.sip.sdp import negotiate, parse_offer
+from linebox.sip.sdp import SessionDescription, negotiate, negotiate_answer, parse_offer
 from linebox.sip.server import dial_plan
 from linebox.voicemail.pins import hash_pin
 
@@ -100,6 +100,21 @@ def test_sdp_answer_picks_g711_and_telephone_events_and_mirrors_hold():
     held = negotiate(parse_offer(OFFER.replace(b"DIR", b"a=sendonly")))
     assert held.direction == "recvonly"
     assert negotiate(parse_offer(OFFER.replace(b"9 8 0 101", b"9 18"))) is None
+
+
+def test_our_offer_to_a_delayed_offer_and_the_answers_we_take():
+    offer = parse_offer(SessionDescription("10.0.0.5", 4000).offer())
+    assert (offer.host, offer.port, offer.payloads, offer.direction) == ("10.0.0.5", 4000, [0, 8, 101], "sendrecv")
+    assert offer.names == {0: "PCMU", 8: "PCMA", 101: "TELEPHONE-EVENT"}
+
+    def answer(m, extra=""):
+        return parse_offer(f"v=0\r\nc=IN IP4 10.0.0.9\r\nm=audio 5000 RTP/AVP {m}\r\n{extra}".encode())
+    media = negotiate_answer(answer("8 101", "a=rtpmap:101 telephone-event/8000\r\n"))
+    assert (media.host, media.port, media.codec, media.dtmf_payload) == ("10.0.0.9", 5000, "PCMA", 101)
+    assert negotiate_answer(answer("0")).dtmf_payload is None
+    # Not what we offered: another codec, or our codec under a payload type we did not offer.
+    assert negotiate_answer(answer("3")) is None
+    assert negotiate_answer(answer("96", "a=rtpmap:96 PCMU/8000\r\n")) is None
 
 
 def _config(extra: str, lines: str = "") -> str:

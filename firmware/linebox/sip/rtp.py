@@ -45,7 +45,6 @@ class SipLine(Line):
         self.sock.setblocking(False)
         self.clock = clock
         self.sleep = sleep
-        self.reports_dtmf = media.dtmf_payload is not None
         self.ssrc = secrets.randbits(32)
         self.seq = secrets.randbits(16)
         self.ts = secrets.randbits(32)
@@ -68,6 +67,7 @@ class SipLine(Line):
     def set_media(self, media) -> None:
         """A new answer (re-INVITE, hold): where to send and in what."""
         self.media = media
+        self.reports_dtmf = media.dtmf_payload is not None
         self.remote = (media.host, media.port)
         self.hosts = {media.host, self.peer_host} - {None}
         self.silence = (g711.ulaw_encode if media.codec == "PCMU" else g711.alaw_encode)(SILENT_FRAME)

@@ -29,7 +29,7 @@ from linebox.sip import message as sipmsg
 from linebox.sip.auth import DigestAuth, Verdict
 from linebox.sip.message import Message, SipParseError
 from linebox.sip.rtp import FRAME_SECONDS, MAX_LATE, SipLine, open_rtp_socket, receive_all
-from linebox.sip.sdp import SessionDescription, negotiate, parse_offer
+from linebox.sip.sdp import Media, SessionDescription, negotiate, negotiate_answer, parse_offer
 from linebox.sip.transport import MAX_TCP_CONNECTIONS, Peer, TcpConnection, local_address_for
 
 log = get_logger("sip")
@@ -45,6 +45,7 @@ MAX_TRANSACTIONS = 2048
 EXPIRES_DEFAULT, EXPIRES_MIN, EXPIRES_MAX = 3600, 60, 7200
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, INFO"
 SERVER = "Linebox"
+DELAYED_MEDIA = Media("0.0.0.0", 9, "PCMU", 0, None, "inactive")   # a line before the answer
 
 
 def dial_plan(dialled: str, extension, boxes) -> tuple[str, str | None] | None:
@@ -122,6 +123,7 @@ class SipCall:
     ended: str | None = None            # why, once the SIP side is over
     bye_sent: bool = False
     invite_branch: str = ""
+    offered: object = None              # our offer awaits the answer in the ACK: (ext, route, dialled), or True in a re-INVITE
 
 
 @dataclass
@@ -584,9 +586,11 @@ class SipService:
         if len(self.calls) >= MAX_CALLS:
             self._reply(req, peer, 486, "Busy Here", to_tag=tag, txn=txn)
             return
+        # No SDP: a delayed offer (RFC 3261 §13.2.1, RFC 3264 §5). We offer in the 200
+        # and the phone answers in its ACK; until then the line neither sends nor expects.
+        delayed = not req.body.strip()
         try:
-            offer = parse_offer(req.body)
-            media = negotiate(offer)
+            media = DELAYED_MEDIA if delayed else negotiate(parse_offer(req.body))
         except SipParseError:
             media = None
         if media is None:
@@ -606,12 +610,15 @@ class SipService:
         call = SipCall(dialog=dialog, line=SipLine(sock, media, peer.addr[0]), sdp=sdp, invite_branch=txn.key[0])
         call.ok = self._reply(req, peer, 200, "OK", [("Contact", self._our_contact(peer)),
                                                       ("Allow", ALLOW), ("Content-Type", "application/sdp")],
-                              to_tag=tag, body=sdp.answer(media), txn=txn)
+                              to_tag=tag, body=sdp.offer() if delayed else sdp.answer(media), txn=txn)
         call.answered_at = self.clock()
         self.calls[(req.call_id, tag)] = call
         self.calls_by_id[req.call_id] = call
         self._retransmit_ok(call)
         log.info("extension %s dialled %s: %s %s", user, dialled, route[0], route[1] or "(asks)")
+        if delayed:
+            call.offered = (ext, route, dialled)    # started by the answer in the ACK
+            return
         self._start_call(call, ext, route, dialled)
 
     def _start_call(self, call: SipCall, ext, route, dialled: str) -> None:
@@ -738,8 +745,28 @@ class SipService:
 
     def _ack(self, req: Message) -> None:
         call = self._find_call(req)
-        if call is not None:
-            call.acked = True
+        if call is None or call.acked:
+            return
+        call.acked = True
+        if call.offered is not None:
+            self._answer_in_ack(call, req)
+
+    def _answer_in_ack(self, call: SipCall, req: Message) -> None:
+        """The phone's answer to the offer in our 200 (RFC 3264 §5; RFC 3261 §13.3.1.4:
+        an ACK without an acceptable answer ends the call with a BYE)."""
+        offered, call.offered = call.offered, None
+        try:
+            media = negotiate_answer(parse_offer(req.body)) if req.body.strip() else None
+        except SipParseError:
+            media = None
+        if media is None:
+            log.info("call %s: no acceptable answer to our offer in the ACK; hanging up", req.call_id)
+            self._end_call(call, "no_answer")
+            return
+        call.line.set_media(media)
+        log.info("call %s: answer in the ACK, %s %s", req.call_id, media.codec, media.direction)
+        if offered is not True:                 # True: a re-INVITE's offer, the call goes on
+            self._start_call(call, *offered)
 
     def _on_bye(self, req: Message, peer: Peer, txn) -> None:
         call = self._find_call(req)
@@ -749,6 +776,7 @@ class SipService:
         self._reply(req, peer, 200, "OK", txn=txn)
         call.ended = "bye"
         call.line.end("bye")
+        self._forget_unstarted(call)
 
     def _on_cancel(self, req: Message, peer: Peer, txn) -> None:
         branch = req.vias[0].branch
@@ -768,6 +796,15 @@ class SipService:
             call.ended = cause
             self._send_bye(call)
         call.line.end(cause)
+        self._forget_unstarted(call)
+
+    def _forget_unstarted(self, call: SipCall) -> None:
+        """A call that ends before its flow began (a delayed offer never answered): no
+        media loop will report it over, so it is put away here."""
+        if call.runner is None:
+            call.offered = None
+            call.line.close()
+            self._inbox(("call_over", call))
 
     def _send_bye(self, call: SipCall) -> None:
         if call.bye_sent:
@@ -780,8 +817,9 @@ class SipService:
         if call is None:
             self._reply(req, peer, 481, "Call/Transaction Does Not Exist", txn=txn)
             return
+        delayed = not req.body.strip()
         try:
-            media = negotiate(parse_offer(req.body)) if req.body else call.line.media
+            media = call.line.media if delayed else negotiate(parse_offer(req.body))
         except SipParseError:
             media = None
         if media is None:
@@ -792,7 +830,8 @@ class SipService:
         log.info("call %s: re-INVITE, %s %s", req.call_id, media.codec, media.direction)
         call.ok = self._reply(req, peer, 200, "OK", [("Contact", self._our_contact(peer)),
                                                       ("Content-Type", "application/sdp")],
-                              body=call.sdp.answer(media), txn=txn)
+                              body=call.sdp.offer() if delayed else call.sdp.answer(media), txn=txn)
+        call.offered = True if delayed else None   # a re-INVITE without SDP: ours, answered in the ACK
         call.acked = False
         call.answered_at = self.clock()
         call.interval = T1
