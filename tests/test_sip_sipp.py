@@ -146,6 +146,7 @@ Call-ID: [call_id]
 CSeq: 2 INVITE
 Contact: <sip:201@[local_ip]:[local_port]>
 [authentication username=201 password=PASSWORD]
+EXTRA_HEADERS
 Max-Forwards: 70
 Content-Length: 0
   ]]></send>
@@ -153,6 +154,7 @@ Content-Length: 0
   <recv response="200" rtd="true" rrs="true">
     <action>
       <ereg regexp="m=audio [0-9]+ RTP/AVP 0 8 101" search_in="body" check_it="true" assign_to="offer"/>
+      RESPONSE_CHECKS
     </action>
   </recv>
   <Reference variables="offer"/>
@@ -205,6 +207,11 @@ Content-Length: 0
   ]]></send>"""
 
 
+def _delayed(headers: str = "", checks: str = "") -> str:
+    return (DELAYED_UAC.replace("EXTRA_HEADERS\n", headers + "\n" if headers else "")
+            .replace("RESPONSE_CHECKS", checks))
+
+
 def _alaw_wav(path, samples) -> None:
     """An A-law WAV (format 6) for SIPp's rtp_stream with payload type 8."""
     data = g711.alaw_encode(samples)
@@ -218,7 +225,7 @@ def test_a_delayed_offer_is_answered_with_ours_and_the_answer_in_the_ack_starts_
     caplog.set_level(logging.INFO, logger="linebox")
     voice = read_wav(speech_wav(tmp_path, speech_files[3], 3.0))
     _alaw_wav(tmp_path / "speech.wav", voice)
-    scenario = (DELAYED_UAC.replace("ACK_BODY", ANSWER_IN_ACK).replace("AFTER_ACK", TALK_THEN_BYE)
+    scenario = (_delayed().replace("ACK_BODY", ANSWER_IN_ACK).replace("AFTER_ACK", TALK_THEN_BYE)
                 .replace("PASSWORD", PASSWORDS["201"]).replace("SPEECH_FILE", str(tmp_path / "speech.wav"))
                 .replace("TALK_MS", "14000"))
     res = _sipp(tmp_path, server, scenario, "-s", "101", "-m", "1", "-auth_uri",
@@ -238,13 +245,39 @@ def test_a_delayed_offer_is_answered_with_ours_and_the_answer_in_the_ack_starts_
 
 
 def test_an_ack_without_the_answer_to_our_offer_ends_the_call_with_a_bye(tmp_path, server):
-    scenario = (DELAYED_UAC.replace("ACK_BODY", "Content-Length: 0").replace("AFTER_ACK", AWAIT_BYE)
+    scenario = (_delayed().replace("ACK_BODY", "Content-Length: 0").replace("AFTER_ACK", AWAIT_BYE)
                 .replace("PASSWORD", PASSWORDS["201"]))
     res = _sipp(tmp_path, server, scenario, "-s", "101", "-m", "1", "-auth_uri",
                 f"101@127.0.0.1:{server.port}", timeout=40)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     assert not server.daemon.sip.calls
     assert not server.store.messages("101")
+
+
+def test_a_proxy_that_record_routes_stays_in_the_path_of_our_requests(tmp_path, server):
+    # The proxy: a socket of the test's, named in the INVITE's Record-Route as a loose
+    # router (RFC 3261 §16.6 step 4: what a proxy such as kamailio's record_route() adds).
+    proxy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    proxy.bind(("127.0.0.1", 0))
+    proxy.settimeout(10)
+    rr = f"<sip:127.0.0.1:{proxy.getsockname()[1]};lr;ftag=x>"
+    scenario = (_delayed(f"Record-Route: {rr}",
+                         '<ereg regexp=".sip:127\\.0\\.0\\.1:[0-9]+;lr;ftag=x." '
+                         'search_in="hdr" header="Record-Route:" check_it="true" assign_to="rr"/>')
+                .replace('<Reference variables="offer"/>', '<Reference variables="offer,rr"/>')
+                .replace("ACK_BODY", "Content-Length: 0").replace("AFTER_ACK", "")
+                .replace("PASSWORD", PASSWORDS["201"]))
+    res = _sipp(tmp_path, server, scenario, "-s", "101", "-m", "1", "-auth_uri",
+                f"101@127.0.0.1:{server.port}", timeout=40)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    # No answer in the ACK: Linebox hangs up, and its BYE goes to the proxy, for the phone.
+    data, _ = proxy.recvfrom(65535)
+    text = data.decode()
+    start, _, rest = text.partition("\r\n")
+    assert start.startswith("BYE sip:201@127.0.0.1:") and start.endswith(" SIP/2.0"), start
+    headers = [line.split(":", 1) for line in rest.split("\r\n\r\n")[0].split("\r\n")]
+    assert [v.strip() for k, v in headers if k.lower() == "route"] == [f"<{rr[1:-1]}>"]
+    proxy.close()
 
 
 # A phone with the wrong password, registering over and over.

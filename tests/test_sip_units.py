@@ -163,3 +163,26 @@ def test_only_an_8khz_telephone_event_is_taken():
              b"a=rtpmap:99 telephone-event/48000\r\na=rtpmap:101 telephone-event/8000\r\n")
     media = negotiate(parse_offer(offer))
     assert (media.codec, media.dtmf_payload) == ("PCMU", 101)
+
+
+def test_route_sets_loose_and_strict_routers_and_the_next_hop():
+    from linebox.sip.message import SipParseError
+    from linebox.sip.route import next_hop, request_target, route_set
+    from linebox.sip.transport import Peer
+    phone = "sip:201@10.0.0.7:5062"
+    peer = Peer("UDP", ("10.0.0.2", 5060))
+    rs = route_set(['<sip:10.0.0.2;lr>, <sip:p2.example;lr>', '<sip:10.0.0.3:5080;lr>'])
+    assert rs == ("<sip:10.0.0.2;lr>", "<sip:p2.example;lr>", "<sip:10.0.0.3:5080;lr>")
+    assert request_target(rs, phone) == (phone, list(rs))
+    assert next_hop(rs, peer) == Peer("UDP", ("10.0.0.2", 5060))
+    assert next_hop(("<sip:10.0.0.9:5070;lr>",), peer) == Peer("UDP", ("10.0.0.9", 5070))
+    # A strict router (no lr): its URI is the Request-URI, the phone's Contact goes last.
+    assert request_target(("<sip:10.0.0.2>", "<sip:10.0.0.3;lr>"), phone) == (
+        "sip:10.0.0.2", ["<sip:10.0.0.3;lr>", f"<{phone}>"])
+    # A name, or another transport: where the dialog's requests came from.
+    assert next_hop(("<sip:proxy.example;lr>",), peer) == peer
+    assert next_hop(("<sip:10.0.0.9;lr;transport=tcp>",), peer) == peer
+    assert request_target((), phone) == (phone, [])
+    for bad in (["sip:10.0.0.2;lr"], ["<mailto:x@y>"], [", ".join(["<sip:10.0.0.2;lr>"] * 9)]):
+        with pytest.raises(SipParseError):
+            route_set(bad)

@@ -28,6 +28,7 @@ from linebox.log import get as get_logger
 from linebox.sip import message as sipmsg
 from linebox.sip.auth import DigestAuth, Verdict
 from linebox.sip.message import Message, SipParseError
+from linebox.sip.route import next_hop, request_target, route_set
 from linebox.sip.rtp import FRAME_SECONDS, MAX_LATE, SipLine, open_rtp_socket, receive_all
 from linebox.sip.sdp import Media, SessionDescription, negotiate, negotiate_answer, parse_offer
 from linebox.sip.transport import MAX_TCP_CONNECTIONS, Peer, TcpConnection, local_address_for
@@ -108,6 +109,7 @@ class Dialog:
     extension: str
     cseq: int = field(default_factory=lambda: secrets.randbelow(10000) + 1)
     remote_cseq: int = 0
+    route: tuple = ()                   # the Record-Route set (sip/route.py)
 
 
 @dataclass
@@ -401,6 +403,10 @@ class SipService:
     def _reply(self, req: Message, peer: Peer, status: int, reason: str, extra=(), to_tag=None,
                body: bytes = b"", txn: ServerTransaction | None = None) -> bytes:
         extra = [*extra, ("Server", SERVER)]
+        if (req.method in ("INVITE", "SUBSCRIBE") and 100 < status < 300 and to_tag
+                and "tag" not in req.to.params):
+            # RFC 3261 §12.1.1: a response that makes a dialog copies the Record-Route.
+            extra = [*(("Record-Route", v) for v in req.get_all("record-route")), *extra]
         log.debug("%s %s from %s:%s: %d %s", req.method, req.call_id, *peer.addr, status, reason)
         data = sipmsg.response(req, status, reason, extra, to_tag=to_tag, body=body,
                                received=peer.addr if peer.transport == "UDP" else None)
@@ -597,6 +603,10 @@ class SipService:
             self._reply(req, peer, 488, "Not Acceptable Here", to_tag=tag, txn=txn)
             return
         contact = self._contact_uri(req)
+        try:
+            routes = route_set(req.get_all("record-route"))
+        except SipParseError:
+            contact = None
         if contact is None:
             self._reply(req, peer, 400, "Bad Request", to_tag=tag, txn=txn)
             return
@@ -606,7 +616,8 @@ class SipService:
         sdp = SessionDescription(local, sock.getsockname()[1])
         dialog = Dialog(call_id=req.call_id, local_tag=tag, local=f"{req.get('to')};tag={tag}",
                         remote=req.get("from"), remote_tag=req.from_.params.get("tag", ""),
-                        target=contact, peer=peer, extension=user, remote_cseq=req.cseq[0])
+                        target=contact, peer=peer, extension=user, remote_cseq=req.cseq[0],
+                        route=routes)
         call = SipCall(dialog=dialog, line=SipLine(sock, media, peer.addr[0]), sdp=sdp, invite_branch=txn.key[0])
         call.ok = self._reply(req, peer, 200, "OK", [("Contact", self._our_contact(peer)),
                                                       ("Allow", ALLOW), ("Content-Type", "application/sdp")],
@@ -903,13 +914,18 @@ class SipService:
             self._reply(req, peer, 503, "Service Unavailable", [("Retry-After", "60")], txn=txn)
             return
         contact = self._contact_uri(req)
+        try:
+            routes = route_set(req.get_all("record-route"))
+        except SipParseError:
+            contact = None
         if contact is None:
             self._reply(req, peer, 400, "Bad Request", txn=txn)
             return
         tag = secrets.token_hex(6)
         dialog = Dialog(call_id=req.call_id, local_tag=tag, local=f"{req.get('to')};tag={tag}",
                         remote=req.get("from"), remote_tag=req.from_.params.get("tag", ""),
-                        target=contact, peer=peer, extension=user, remote_cseq=req.cseq[0])
+                        target=contact, peer=peer, extension=user, remote_cseq=req.cseq[0],
+                        route=routes)
         host = local_address_for(peer.addr[0], self.cfg.host)
         sub = Subscription(dialog, tuple(boxes), f"sip:{target}@{host}", now + expires)
         self._reply(req, peer, 200, "OK", [("Expires", str(expires)), ("Contact", self._our_contact(peer))],
@@ -974,7 +990,9 @@ class SipService:
     # ================================================================ sending requests
     def _send_in_dialog(self, dialog: Dialog, method: str, extra, body: bytes = b"", on_final=None) -> None:
         dialog.cseq += 1
-        peer = dialog.peer
+        peer = next_hop(dialog.route, dialog.peer)
+        request_uri, routes = request_target(dialog.route, dialog.target)
+        extra = [*(("Route", r) for r in routes), *extra]
         host = local_address_for(peer.addr[0], self.cfg.host)
         branch = "z9hG4bK" + secrets.token_hex(10)
         headers = [
@@ -982,7 +1000,7 @@ class SipService:
             ("Max-Forwards", "70"), ("From", dialog.local), ("To", dialog.remote),
             ("Call-ID", dialog.call_id), ("CSeq", f"{dialog.cseq} {method}"),
             ("Contact", self._our_contact(peer)), ("User-Agent", SERVER), *extra]
-        data = sipmsg.build(f"{method} {dialog.target} SIP/2.0", headers, body)
+        data = sipmsg.build(f"{method} {request_uri} SIP/2.0", headers, body)
         ct = ClientTransaction(branch, data, peer, on_final, deadline=self.clock() + TIMER_64T1)
         self.client_txns[branch] = ct
         self.send(peer, data)
