@@ -196,6 +196,10 @@ def test_baresip_mwi_shows_waiting_after_a_message_and_clears_once_heard(tmp_pat
         assert time.monotonic() < deadline, phone.log()[-2000:]
         phone.pump(0.1)
     assert "Voice-Message: 0/1" in phone.log()
+    # One subscription all along: nothing in our 200s or NOTIFYs (their expires) made
+    # baresip subscribe again.
+    assert phone.log().count("mwi: subscribing") == 1, phone.log()[-2000:]
+    assert len(server.daemon.sip.subs) == 1
 
 
 def test_linebox_run_sip_only_serves_a_phone_end_to_end(tmp_path, phones, silence_wav):

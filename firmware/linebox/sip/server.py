@@ -946,7 +946,9 @@ class SipService:
                 f"Voice-Message: {new}/{old} (0/0)\r\n").encode()
 
     def _notify(self, sub: Subscription, terminated: str | None = None) -> None:
-        left = max(0, int(sub.expires_at - self.clock()))
+        # Never "active;expires=0": a phone re-subscribes when expires runs out (libre
+        # at 90 % of it), so a zero would have it re-subscribe at once, again and again.
+        left = max(1, int(sub.expires_at - self.clock()))
         state = f"terminated;reason={terminated}" if terminated else f"active;expires={left}"
         self._send_in_dialog(sub.dialog, "NOTIFY", [
             ("Event", "message-summary"), ("Subscription-State", state),
