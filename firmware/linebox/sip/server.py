@@ -2,8 +2,9 @@
 message-waiting (contract §9).
 
 One thread owns every SIP state (transactions, registrations, dialogs, subscriptions)
-and does all the socket work; each call's audio runs on a thread of its own, like an
-analog line's, and drives the same call engine and flows under the appliance lock.
+and does all the signalling; the calls' audio runs on one media thread, every call on a
+shared 20 ms clock (``_media_loop``), and drives the same call engine and flows as an
+analog line's, under the appliance lock.
 The bus reaches this thread through a queue, so a store change never waits on the
 network.
 """
