@@ -153,7 +153,8 @@ def main() -> int:
     p = (lambda q: late[min(len(late) - 1, int(q * len(late)))] * 1000) if late else (lambda q: float("nan"))
     print(f"SIP voicemail calls: {args.calls} at once, {args.speak:.0f} s of speech each "
           f"(sipp exit {res.returncode}, {saved} messages saved)")
-    print(f"  idle server: {100 * idle:.2f} % of a core")
+    print(f"  idle server: {100 * idle:.2f} % of a core; machine load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs (figures grow with it)")
     frame = unpaced_frame_cost()
     print(f"  one call's own work, unpaced in one thread: {frame * 1e6:.0f} us a frame = "
           f"{100 * frame / 0.02:.2f} % of a core")
