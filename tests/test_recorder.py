@@ -3,6 +3,7 @@
 import errno
 import os
 import struct
+import threading
 from array import array
 
 import pytest
@@ -55,7 +56,7 @@ def test_audio_is_written_in_one_block_a_second_and_fsynced_off_the_caller(tmp_p
     writes, syncs = [], []
     real_write = os.write
     monkeypatch.setattr(recorder.os, "write", lambda fd, b: writes.append(len(b)) or real_write(fd, b))
-    monkeypatch.setattr(SYNCER, "submit", lambda fd: syncs.append(fd))
+    monkeypatch.setattr(SYNCER, "submit", lambda fd, pending=None: syncs.append(fd))
     rec = Recording(tmp_path / "m.wav")
     writes.clear()
     _write_frames(rec, 3 * 8000 + 800)                    # 3.1 s in 20 ms frames
@@ -71,6 +72,28 @@ def test_the_background_fsync_survives_the_recording_being_finished(tmp_path):
     rec.finish()
     assert SYNCER.drain()                                 # all done, none failed on a closed fd
     assert read_wav(tmp_path / "m.wav") == _ramp(8000 * 4)
+
+
+def test_a_writer_faster_than_the_disk_has_one_fsync_waiting_not_one_a_second(tmp_path, monkeypatch):
+    release, calls = threading.Event(), []
+    real_fsync, real_dup = os.fsync, os.dup
+    dups = []
+
+    def slow_fsync(fd):
+        calls.append(fd)
+        release.wait(5)
+        real_fsync(fd)
+    rec = Recording(tmp_path / "m.wav")
+    monkeypatch.setattr(recorder.os, "fsync", slow_fsync)
+    monkeypatch.setattr(recorder.os, "dup", lambda fd: dups.append(fd) or real_dup(fd))
+    _write_frames(rec, 8000 * 30)                # 30 s of audio, as fast as the simulator
+    assert len(dups) <= 2                        # the one being served and one waiting
+    release.set()
+    assert SYNCER.drain()
+    _write_frames(rec, 8000)                     # served: the next second asks again
+    assert SYNCER.drain() and len(dups) <= 3 and len(calls) == len(dups)
+    monkeypatch.setattr(recorder.os, "fsync", real_fsync)
+    rec.finish()
 
 
 def test_a_full_disk_keeps_what_reached_it_and_the_next_block_follows_it(tmp_path, monkeypatch):

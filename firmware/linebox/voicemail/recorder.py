@@ -40,8 +40,15 @@ class _Syncer:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def submit(self, fd: int) -> None:
-        self._put(os.dup(fd))
+    def submit(self, fd: int, pending: threading.Event | None = None) -> None:
+        """fsync ``fd`` soon. ``pending`` is set until it is done: a recording asks
+        again only once its last request was served (one fsync covers everything written
+        before it runs), so a fast writer (the simulator) never piles descriptors up."""
+        if pending is not None:
+            if pending.is_set():
+                return
+            pending.set()
+        self._put((os.dup(fd), pending))
 
     def drain(self, timeout: float = 5.0) -> bool:
         """Wait until every fsync asked for so far is done; False on timeout."""
@@ -62,12 +69,15 @@ class _Syncer:
             if isinstance(item, threading.Event):
                 item.set()
                 continue
+            fd, pending = item
+            if pending is not None:
+                pending.clear()          # what is written from here on needs another
             try:
-                os.fsync(item)
+                os.fsync(fd)
             except OSError as e:
                 log.warning("recording: fsync failed: %s", e.strerror or e)
             finally:
-                os.close(item)
+                os.close(fd)
 
 
 SYNCER = _Syncer()
@@ -90,6 +100,7 @@ class Recording:
         self.samples = 0                       # taken in (on disk or still held)
         self.written = 0                       # of them on disk
         self._held = bytearray()
+        self._sync_pending = threading.Event()
         self._flush_every = clock_flush_samples
         self._next_flush = clock_flush_samples
         self._fd: int | None = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
@@ -115,7 +126,7 @@ class Recording:
             self._next_flush = (self.samples // self._flush_every + 1) * self._flush_every
             self._write_held()
             os.pwrite(self._fd, wav_header(self.written), 0)
-            SYNCER.submit(self._fd)
+            SYNCER.submit(self._fd, self._sync_pending)
 
     def _write_held(self) -> None:
         data, self._held = bytes(self._held), bytearray()
