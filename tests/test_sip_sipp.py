@@ -254,6 +254,70 @@ def test_an_ack_without_the_answer_to_our_offer_ends_the_call_with_a_bye(tmp_pat
     assert not server.store.messages("101")
 
 
+# After a call set up with an offer in the INVITE (UAC's first part), a re-INVITE
+# without SDP: Linebox offers in its 200, the ACK answers A-law, the call goes on.
+REINVITE_WITHOUT_SDP = """  <nop><action><exec rtp_stream="SPEECH_FILE,-1,0"/></action></nop>
+  <pause milliseconds="3000"/>
+  <send retrans="500"><![CDATA[
+INVITE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: "Load" <sip:201@[remote_ip]>;tag=[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 3 INVITE
+Contact: <sip:201@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+  ]]></send>
+  <recv response="200">
+    <action>
+      <ereg regexp="m=audio [0-9]+ RTP/AVP 0 8 101" search_in="body" check_it="true" assign_to="reoffer"/>
+    </action>
+  </recv>
+  <Reference variables="reoffer"/>
+  <send><![CDATA[
+ACK [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: "Load" <sip:201@[remote_ip]>;tag=[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 3 ACK
+Max-Forwards: 70
+ANSWER
+  ]]></send>
+  <pause milliseconds="3000"/>
+  <send retrans="500"><![CDATA[
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: "Load" <sip:201@[remote_ip]>;tag=[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 4 BYE
+Max-Forwards: 70
+Content-Length: 0
+  ]]></send>
+  <recv response="200"/>
+</scenario>
+"""
+
+
+def test_a_reinvite_without_sdp_gets_our_offer_and_the_ack_s_answer_changes_the_codec(
+        tmp_path, server, speech_files, caplog):
+    caplog.set_level(logging.INFO, logger="linebox")
+    _ulaw_wav(tmp_path / "speech.wav", read_wav(speech_wav(tmp_path, speech_files[3], 3.0)))
+    head = UAC[:UAC.index('  <nop><action><exec rtp_stream')]
+    scenario = ((head + REINVITE_WITHOUT_SDP).replace("ANSWER", ANSWER_IN_ACK)
+                .replace("PASSWORD", PASSWORDS["201"]).replace("SPEECH_FILE", str(tmp_path / "speech.wav")))
+    res = _sipp(tmp_path, server, scenario, "-s", "101", "-m", "1", "-auth_uri",
+                f"101@127.0.0.1:{server.port}", timeout=40)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert "answer in the ACK, PCMA sendrecv" in caplog.text
+    deadline = time.monotonic() + 5
+    while server.daemon.sip.calls and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not server.daemon.sip.calls
+
+
 def test_a_proxy_that_record_routes_stays_in_the_path_of_our_requests(tmp_path, server):
     # The proxy: a socket of the test's, named in the INVITE's Record-Route as a loose
     # router (RFC 3261 §16.6 step 4: what a proxy such as kamailio's record_route() adds).
