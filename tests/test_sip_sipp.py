@@ -231,6 +231,7 @@ def test_a_delayed_offer_is_answered_with_ours_and_the_answer_in_the_ack_starts_
     res = _sipp(tmp_path, server, scenario, "-s", "101", "-m", "1", "-auth_uri",
                 f"101@127.0.0.1:{server.port}", timeout=60)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    server.events.wait("message_saved", box="101")       # saved once the BYE is heard
     (msg,) = server.store.messages("101")
     assert msg["caller_number"] == "201" and 2.0 <= msg["seconds"] <= 12.0, msg
     assert "answer in the ACK, PCMA sendrecv" in caplog.text
@@ -414,6 +415,9 @@ def test_twenty_sipp_calls_at_once_all_leave_their_message(tmp_path, server, spe
     res = _sipp(tmp_path, server, scenario, "-s", "101", "-m", str(CALLS), "-l", str(CALLS),
                 "-r", str(CALLS), "-auth_uri", f"101@127.0.0.1:{server.port}", timeout=150)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    deadline = time.monotonic() + 10         # each is saved once its BYE is heard
+    while len(server.events.of("message_saved", box="101")) < CALLS and time.monotonic() < deadline:
+        time.sleep(0.05)
     saved = server.events.of("message_saved", box="101")
     assert len(saved) == CALLS, [e for e in server.events.all if e["event"] in ("message_discarded", "record_end", "hangup_detected")]
     msgs = server.store.messages("101")
@@ -439,7 +443,8 @@ def test_a_message_left_by_an_extension_names_it_in_the_mqtt_event(tmp_path, spe
         res = _sipp(tmp_path, server, scenario, "-s", "101", "-m", "1", "-auth_uri",
                     f"101@127.0.0.1:{server.port}", timeout=60)
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
-        (saved,) = server.events.of("message_saved", box="101")
+        saved = server.events.wait("message_saved", box="101")   # saved once the BYE is heard
+        assert len(server.events.of("message_saved")) == 1
         assert saved["extension"] == "201" and saved["line"] is None
         topic = "linebox/office/event"
 
