@@ -464,6 +464,42 @@ def test_a_message_left_by_an_extension_names_it_in_the_mqtt_event(tmp_path, spe
         broker.stop()
 
 
+def test_a_call_that_breaks_in_the_shared_media_loop_does_not_take_the_others_with_it(
+        tmp_path, server, speech_files, caplog, monkeypatch):
+    from linebox.sip import server as sipserver
+    broken = []
+    start = sipserver.SipService._start_call
+
+    def start_one_broken(self, call, *rest):
+        start(self, call, *rest)
+        if not broken:                      # the first call's engine fails after 2 s
+            broken.append(call)
+            process, frames = call.runner.process, [0]
+
+            def failing(tick):
+                frames[0] += 1
+                if frames[0] > 100:
+                    raise RuntimeError("a bug in one call")
+                process(tick)
+            call.runner.process = failing
+    monkeypatch.setattr(sipserver.SipService, "_start_call", start_one_broken)
+    _ulaw_wav(tmp_path / "speech.wav", read_wav(speech_wav(tmp_path, speech_files[3], 3.0)))
+    scenario = (UAC.replace("PASSWORD", PASSWORDS["201"])
+                .replace("SPEECH_FILE", str(tmp_path / "speech.wav")).replace("TALK_MS", "14000"))
+    res = _sipp(tmp_path, server, scenario, "-s", "101", "-m", "2", "-l", "2", "-r", "2", "-auth_uri",
+                f"101@127.0.0.1:{server.port}", timeout=60)
+    # The broken call is hung up by Linebox (its BYE comes while SIPp pauses: that call
+    # fails in SIPp's eyes); the other is recorded and saved as usual.
+    assert "a bug in one call" in caplog.text
+    server.events.wait("message_saved", box="101")
+    assert len(server.store.messages("101")) == 1, res.stdout[-2000:]
+    assert broken[0].bye_sent
+    deadline = time.monotonic() + 5
+    while server.daemon.sip.calls and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not server.daemon.sip.calls and not server.daemon.sip._media_calls
+
+
 def test_register_flood_with_bad_credentials_is_throttled_and_a_good_phone_still_registers(
         tmp_path, server, caplog):
     res = _sipp(tmp_path, server, BAD_REGISTER, "-m", "60", "-r", "30", "-l", "30", timeout=60)
