@@ -69,7 +69,7 @@ def register(app) -> None:
         if "user" in body:
             user, password = body.get("user"), body.get("password")
             if user != ADMIN or not isinstance(password, str) or \
-                    not verify_password(password, admin_hash(p.app.data_dir)):
+                    not verify_password(password, admin_hash(p.data_dir)):
                 g.who = f"{user!r} ({addr})"
                 import logging
                 logging.getLogger("linebox.web.audit").warning(

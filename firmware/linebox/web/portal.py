@@ -44,7 +44,7 @@ def create_app(portal, web_cfg, tls: bool = False) -> Flask:
     ext["sessions"] = Sessions(idle=web_cfg.session_idle_minutes * 60)
     ext["logins"] = RateLimit()
     ext["tls"] = tls
-    ext["live"] = Live(portal.app.bus, lambda line: _route_of(portal, line))
+    ext["live"] = Live(portal.bus, lambda line: _route_of(portal, line))
     csp = ("default-src 'self'; img-src 'self' data:; media-src 'self' blob:; style-src 'self'; "
            "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
            f"form-action 'self'; frame-ancestors {web_cfg.frame_ancestors}")

@@ -36,7 +36,7 @@ def view(portal, s) -> dict:
              for b in cfg.boxes.values() if s.may_see(b.number)]
     out = {"boxes": boxes, "editable": _editable(portal)}
     if s.admin:
-        settings = portal.app.line_settings()
+        settings = portal.line_settings()
         out["lines"] = [{"id": ln.id, "rings": settings[ln.id]["rings"], "answer": settings[ln.id]["answering"],
                          "toll_saver_rings": ln.toll_saver_rings, "route": ln.route} for ln in cfg.lines]
         a = cfg.attendant
