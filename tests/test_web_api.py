@@ -577,3 +577,72 @@ def test_a_transcript_shows_in_the_api_and_on_the_box_page(portal):
     assert msg["transcript"] == "please call me back <soon>"
     status, _, page = c.request("GET", "/box/100")
     assert status == 200 and b"please call me back &lt;soon&gt;" in page   # escaped
+
+
+# ---------------------------------------------------------------- greeting kinds
+
+def test_temporary_greeting_and_name_recording_are_kept_where_the_phone_finds_them(portal):
+    from linebox.calls.flows import system_greeting
+    from linebox.wavfile import read_wav
+
+    c = portal.owner()
+    store = portal.app.store
+    assert c.request("GET", "/api/v1/boxes/100/greeting?kind=temporary")[0] == 404     # none yet
+    assert c.request("GET", "/api/v1/boxes/100/greeting?kind=name")[0] == 404
+    before = system_greeting(portal.app.svc, "100")
+    status, out = c.json("PUT", "/api/v1/boxes/100/greeting?kind=temporary", raw=_wav(16000, 1, 1.0))
+    assert (status, out) == (200, {"ok": True, "seconds": 1.0, "kind": "temporary"})
+    status, out = c.json("PUT", "/api/v1/boxes/100/greeting?kind=name", raw=_wav(22050, 2, 0.8))
+    assert (status, out) == (200, {"ok": True, "seconds": 0.8, "kind": "name"})
+    # Where `linebox greeting --kind` and the phone's mailbox options keep them:
+    assert store.greeting_path("100", "temporary").name == "100-temporary.wav"
+    assert store.greeting_path("100", "name").name == "100-name.wav"
+    assert store.greeting_path("100") is None                    # the own greeting untouched
+    status, headers, blob = c.request("GET", "/api/v1/boxes/100/greeting?kind=temporary")
+    assert status == 200 and headers["X-Linebox-Greeting"] == "own"
+    assert blob == store.greeting_path("100", "temporary").read_bytes()
+    # The system greeting now says the recorded name, as it does for one recorded by phone.
+    assert system_greeting(portal.app.svc, "100") != before
+    assert len(read_wav(store.greeting_path("100", "name"))) == 6400
+    # Removing one leaves the other.
+    assert c.json("DELETE", "/api/v1/boxes/100/greeting?kind=temporary") == (200, {"ok": True, "kind": "temporary"})
+    assert store.greeting_path("100", "temporary") is None and store.greeting_path("100", "name") is not None
+    assert c.json("DELETE", "/api/v1/boxes/100/greeting?kind=name")[0] == 200
+    assert system_greeting(portal.app.svc, "100") == before
+
+
+def test_a_call_hears_the_temporary_greeting_set_on_the_web(tmp_path, speech_files):
+    p = Portal(tmp_path, speech_files, scenario=MISSED)
+    try:
+        c = p.owner("100")
+        assert c.json("PUT", "/api/v1/boxes/100/greeting?kind=temporary", raw=_wav(8000, 1, 1.0))[0] == 200
+        from linebox.calls.flows import greeting
+        from linebox.wavfile import read_wav
+        played = []
+
+        class Call:
+            def play(self, name, samples):
+                played.append((name, samples))
+                yield from ()
+        list(greeting(p.app.svc, Call(), "100"))
+        assert played == [("greeting", read_wav(p.app.store.greeting_path("100", "temporary")))]
+    finally:
+        p.close()
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_an_unknown_greeting_kind_is_refused(portal, method):
+    c = portal.owner()
+    status, out = c.json(method, "/api/v1/boxes/100/greeting?kind=../../etc", raw=_wav(8000, 1, 1.0)
+                         if method == "PUT" else None)
+    assert status == 400 and "kind" in out["error"]
+    folder = portal.sim.data / "greetings"
+    assert not folder.exists() or not any(folder.iterdir())
+
+
+def test_an_owner_cannot_set_another_box_temporary_greeting_or_name(portal):
+    c = portal.owner("100")
+    for kind in ("temporary", "name"):
+        assert c.json("PUT", f"/api/v1/boxes/101/greeting?kind={kind}", raw=_wav(8000, 1, 1.0))[0] == 403
+        assert c.json("DELETE", f"/api/v1/boxes/101/greeting?kind={kind}")[0] == 403
+        assert portal.app.store.greeting_path("101", kind) is None

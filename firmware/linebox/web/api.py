@@ -36,11 +36,22 @@ def _ok(**fields):
     return jsonify({"ok": True, **fields})
 
 
-def _acting(fn, *args):
+def _acting(fn, *args, **kw):
     try:
-        return fn(*args, g.who)
+        return fn(*args, g.who, **kw)
     except ActionError as e:
         raise Refusal(e.status, str(e)) from None
+
+
+# Asterisk's three kinds, as the phone's mailbox options and `linebox greeting --kind` have them.
+GREETING_WORDS = {"unavailable": "greeting", "temporary": "temporary greeting", "name": "name recording"}
+
+
+def _greeting_kind() -> str:
+    kind = request.args.get("kind", "unavailable")
+    if kind not in GREETING_WORDS:
+        raise Refusal(400, "kind is unavailable, temporary or name")
+    return kind
 
 
 def visible_calls(p, s) -> list[dict]:
@@ -188,8 +199,9 @@ def register(app) -> None:
     @app.get("/api/v1/boxes/<number>/greeting")
     def greeting(number):
         box = checked_box(number)
+        kind = _greeting_kind()
         p = portal()
-        path = p.greeting_file(box)
+        path = p.greeting_file(box, kind)
         if path is not None:
             try:
                 resp = send_file(path, mimetype="audio/wav", conditional=True, max_age=0)
@@ -197,6 +209,8 @@ def register(app) -> None:
                 return resp
             except FileNotFoundError:
                 pass
+        if kind != "unavailable":            # no system stand-in for these two
+            raise Refusal(404, f"box {box} has no {GREETING_WORDS[kind]}")
         resp = Response(media.wav_bytes(p.system_greeting(box)), mimetype="audio/wav")
         resp.headers["X-Linebox-Greeting"] = "system"
         return resp
@@ -204,6 +218,7 @@ def register(app) -> None:
     @app.route("/api/v1/boxes/<number>/greeting", methods=["PUT", "POST"])
     def upload_greeting(number):
         box = checked_box(number)
+        kind = _greeting_kind()
         if request.mimetype == "multipart/form-data":
             f = request.files.get("file")
             blob = f.read() if f is not None else b""
@@ -212,15 +227,16 @@ def register(app) -> None:
         try:
             samples = media.read_upload(blob)
         except WavError as e:
-            raise Refusal(400, f"greeting: {e}") from None
-        _acting(portal().set_greeting, box, samples)
-        return _ok(seconds=round(len(samples) / 8000, 2))
+            raise Refusal(400, f"{GREETING_WORDS[kind]}: {e}") from None
+        _acting(portal().set_greeting, box, samples, kind=kind)
+        return _ok(seconds=round(len(samples) / 8000, 2), kind=kind)
 
     @app.delete("/api/v1/boxes/<number>/greeting")
     def clear_greeting(number):
         box = checked_box(number)
-        _acting(portal().clear_greeting, box)
-        return _ok()
+        kind = _greeting_kind()
+        _acting(portal().clear_greeting, box, kind=kind)
+        return _ok(kind=kind)
 
     # ------------------------------------------------------------ lines, calls, live
 

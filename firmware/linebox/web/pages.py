@@ -80,7 +80,9 @@ def register(app) -> None:
         return page("box.html", box=p.config.boxes[box], counts=p.box_summary(box),
                     live=[m for m in msgs if m["state"] != "trash"],
                     trash=[m for m in msgs if m["state"] == "trash"],
-                    own_greeting=p.greeting_file(box) is not None)
+                    own_greeting=p.greeting_file(box) is not None,
+                    temporary_greeting=p.greeting_file(box, "temporary") is not None,
+                    name_recording=p.greeting_file(box, "name") is not None)
 
     @app.get("/settings")
     def settings_page():
