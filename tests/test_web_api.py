@@ -646,3 +646,114 @@ def test_an_owner_cannot_set_another_box_temporary_greeting_or_name(portal):
         assert c.json("PUT", f"/api/v1/boxes/101/greeting?kind={kind}", raw=_wav(8000, 1, 1.0))[0] == 403
         assert c.json("DELETE", f"/api/v1/boxes/101/greeting?kind={kind}")[0] == 403
         assert portal.app.store.greeting_path("101", kind) is None
+
+
+# ---------------------------------------------------------------- the administrator's lockout
+
+def test_wrong_admin_passwords_lock_the_admin_login_across_a_restart(tmp_path, speech_files, caplog):
+    import logging
+    import stat
+
+    caplog.set_level(logging.WARNING, logger="linebox.web.audit")
+    p = Portal(tmp_path, speech_files, scenario=MISSED, separate=False)   # to lift the address limit
+    try:
+        p.server.wsgi.extensions["logins"].attempts = 1000
+        c = p.client()
+        got = [c.login(user="admin", password=f"guess number {i}")[0] for i in range(10)]
+        assert got == [401] * 10                                  # the 10th failure locks, still 401
+        assert c.login(user="admin", password=ADMIN_PASSWORD) == (429, {"ok": False, "error": "locked"})
+        assert p.owner("100")                                     # the boxes are not locked
+        lock_file = p.sim.data / "admin-logins.json"
+        assert stat.S_IMODE(lock_file.stat().st_mode) == 0o600
+        assert any("administrator login locked for 15 min" in r.getMessage() for r in caplog.records)
+        # A restart of the portal keeps the lock.
+        p.server.stop()
+        from linebox.config import WebConfig
+        from linebox.web.server import WebServer
+        p.server = WebServer(p.app, p.lock, WebConfig(), p.app.calllog, host="127.0.0.1", port=0)
+        p.server.start()
+        p.base = p.server.url.rstrip("/")
+        assert p.client().login(user="admin", password=ADMIN_PASSWORD) == (429, {"ok": False, "error": "locked"})
+        # A new password (linebox admin-password) lifts it.
+        store_admin_hash(p.sim.data, hash_password("a brand new password"))
+        assert not lock_file.exists()
+        assert p.client().login(user="admin", password="a brand new password")[0] == 200
+    finally:
+        p.close()
+
+
+def test_the_admin_lock_lasts_15_minutes_then_doubles(tmp_path):
+    from linebox.web.auth import AdminLockout
+
+    now = [1_000_000.0]
+    lock = AdminLockout(tmp_path, clock=lambda: now[0])
+    assert [lock.failed("x") for _ in range(10)] == [False] * 9 + [True]
+    assert lock.locked_until() == 1_000_000.0 + 900
+    now[0] += 899
+    assert lock.locked_until() is not None
+    now[0] += 2
+    assert lock.locked_until() is None
+    assert [lock.failed("x") for _ in range(10)][-1] is True
+    assert lock.locked_until() == now[0] + 1800                  # the second lock: twice as long
+    now[0] += 3600 * 2
+    for _ in range(9):                                            # spread over more than an hour:
+        lock.failed("x")                                          # failures older than an hour
+        now[0] += 500                                             # do not count
+    assert lock.locked_until() is None
+    lock.ok()
+    assert not (tmp_path / "admin-logins.json").exists()
+
+
+# ---------------------------------------------------------------- sessions across a restart
+
+def test_sessions_survive_a_restart_of_the_portal_and_logout_still_ends_them(portal):
+    import stat
+
+    c = portal.owner("100")
+    other = portal.owner("100")
+    sid = [ck.value for ck in c.jar][0]
+    m = portal.message_of("100")["id"]
+    portal.server.stop()
+    portal.server.start()                        # the same address, a new portal process
+    assert c.json("GET", "/api/v1/boxes")[0] == 200
+    assert c.json("POST", f"/api/v1/messages/{m}/save") == (200, {"ok": True, "state": "saved"})   # the CSRF token too
+    path = portal.sim.data / "sessions.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sid not in path.read_text()           # only a hash of the id is kept
+    assert other.json("POST", "/api/v1/logout")[0] == 200
+    portal.server.stop()
+    portal.server.start()
+    assert other.json("GET", "/api/v1/boxes")[0] == 401
+    assert c.json("GET", "/api/v1/boxes")[0] == 200
+
+
+def test_the_idle_timeout_runs_across_a_restart(tmp_path):
+    from linebox.web.auth import Sessions
+
+    mono, wall = [100.0], [5_000_000.0]
+    path = tmp_path / "sessions.json"
+    a = Sessions(idle=60, clock=lambda: mono[0], path=path, wall=lambda: wall[0])
+    s = a.create("box 100", "100")
+    mono[0] += 30
+    wall[0] += 30
+    assert a.get(s.id) is not None
+    a.flush()
+    mono[0], wall[0] = 7.0, wall[0] + 40           # a restart 40 s later (a new monotonic clock)
+    b = Sessions(idle=60, clock=lambda: mono[0], path=path, wall=lambda: wall[0])
+    got = b.get(s.id)
+    assert got is not None and got.csrf == s.csrf and got.box == "100"
+    mono[0] += 61
+    assert b.get(s.id) is None                    # idle too long
+    wall[0] += 10_000
+    c = Sessions(idle=60, clock=lambda: mono[0], path=path, wall=lambda: wall[0])
+    assert c.get(s.id) is None
+
+
+@pytest.mark.parametrize("text", ["not json", '{"x": 1}', '{"' + "a" * 64 + '": {"user": "root", "box": null, '
+                                  '"csrf": "' + "c" * 40 + '", "seen": 0}}'])
+def test_a_damaged_or_forged_sessions_file_lets_nobody_in(tmp_path, text):
+    from linebox.web.auth import Sessions
+
+    (tmp_path / "sessions.json").write_text(text)
+    s = Sessions(idle=1e12, path=tmp_path / "sessions.json")
+    assert s._by_key == {}

@@ -79,13 +79,19 @@ def register(app) -> None:
         p = portal()
         if "user" in body:
             user, password = body.get("user"), body.get("password")
+            lockout = ext["admin_lock"]
+            if user == ADMIN and lockout.locked_until() is not None:
+                raise Refusal(429, "locked")
             if user != ADMIN or not isinstance(password, str) or \
                     not verify_password(password, admin_hash(p.data_dir)):
                 g.who = f"{user!r} ({addr})"
                 import logging
                 logging.getLogger("linebox.web.audit").warning(
                     "web: failed administrator login from %s", addr)
+                if user == ADMIN:
+                    lockout.failed(addr)      # the failure that locks still answers 401
                 raise Refusal(401, "wrong user or password")
+            lockout.ok()
             s = ext["sessions"].create(ADMIN, None)
         else:
             box, pin = body.get("box"), body.get("pin")

@@ -12,7 +12,7 @@ from pathlib import Path
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from linebox.web.auth import RateLimit, Sessions, csrf_ok
+from linebox.web.auth import SESSIONS_FILE, AdminLockout, RateLimit, Sessions, csrf_ok
 from linebox.web.live import Live
 from linebox.web.media import MAX_UPLOAD_BYTES
 
@@ -41,8 +41,11 @@ def create_app(portal, web_cfg, tls: bool = False) -> Flask:
     app.jinja_env.autoescape = True
     ext = app.extensions
     ext["portal"] = portal
-    ext["sessions"] = Sessions(idle=web_cfg.session_idle_minutes * 60)
+    data_dir = Path(portal.data_dir)
+    ext["sessions"] = Sessions(idle=web_cfg.session_idle_minutes * 60,
+                               path=data_dir / SESSIONS_FILE if data_dir.is_dir() else None)
     ext["logins"] = RateLimit()
+    ext["admin_lock"] = AdminLockout(data_dir)
     ext["tls"] = tls
     ext["live"] = Live(portal.bus, lambda line: _route_of(portal, line))
     csp = ("default-src 'self'; img-src 'self' data:; media-src 'self' blob:; style-src 'self'; "

@@ -120,6 +120,7 @@ class Serving:
         if self._thread is not None:
             self._thread.join(timeout=3)
         self._server = None
+        self.wsgi.extensions["sessions"].flush()     # the last-use times, for the next start
 
 
 class WebServer:

@@ -45,7 +45,8 @@
       } catch (e) {
         err.textContent = e.message === "locked" ? "This box is locked after too many wrong PINs. Try again later."
           : e.message === "rate_limited" ? "Too many attempts from here. Wait a minute." : "Wrong box number or PIN.";
-        if (body.user) err.textContent = e.message === "rate_limited" ? "Too many attempts from here. Wait a minute." : "Wrong password.";
+        if (body.user) err.textContent = e.message === "rate_limited" ? "Too many attempts from here. Wait a minute."
+          : e.message === "locked" ? "Administrator login is locked after too many wrong passwords. Try again later." : "Wrong password.";
         err.hidden = false;
       }
     });
