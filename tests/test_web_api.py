@@ -757,3 +757,40 @@ def test_a_damaged_or_forged_sessions_file_lets_nobody_in(tmp_path, text):
     (tmp_path / "sessions.json").write_text(text)
     s = Sessions(idle=1e12, path=tmp_path / "sessions.json")
     assert s._by_key == {}
+
+
+# ---------------------------------------------------------------- block list, SIP calls
+
+def test_the_admin_sets_a_line_block_list_live_and_bad_patterns_are_refused(portal):
+    a = portal.admin()
+    status, out = a.json("POST", "/api/v1/lines/1/settings", {"block": ["5559876543", "1900*"]})
+    assert status == 200, out
+    assert 'block = ["5559876543", "1900*"]' in portal.sim.config_path.read_text()
+    (runner,) = [r for r in portal.app.runners if r.id == 1]
+    assert runner.block == ("5559876543", "1900*")                  # the next call follows it
+    assert a.json("GET", "/api/v1/settings")[1]["lines"][0]["block"] == ["5559876543", "1900*"]
+    before = portal.sim.config_path.read_text()
+    status, out = a.json("POST", "/api/v1/lines/1/settings", {"block": ["555-CALL-NOW"]})
+    assert status == 400 and "[[line]] #1 key 'block'" in out["error"]
+    assert portal.sim.config_path.read_text() == before and runner.block == ("5559876543", "1900*")
+    assert portal.owner("100").json("POST", "/api/v1/lines/1/settings", {"block": []})[0] == 403
+    assert a.json("POST", "/api/v1/lines/1/settings", {"block": []})[0] == 200
+    assert "block" not in portal.sim.config_path.read_text() and runner.block == ()
+
+
+def test_calls_from_ip_phones_show_in_the_call_log_with_the_extension(portal):
+    bus = portal.app.bus
+    bus.publish({"event": "sip_call", "caller_number": "201", "caller_name": "Front desk",
+                 "dialled": "100", "line": None, "extension": "201"})
+    bus.publish({"event": "record_start", "box": "100", "line": None, "extension": "201", "t": 1.0})
+    bus.publish({"event": "onhook", "line": None, "extension": "201", "t": 3.0})
+    deadline = time.monotonic() + 10
+    calls = []
+    while time.monotonic() < deadline and not any(c["extension"] for c in calls):
+        calls = portal.owner("100").json("GET", "/api/v1/calls")[1]
+    (c,) = [c for c in calls if c["extension"]]
+    assert (c["extension"], c["line"], c["caller_name"], c["outcome"], c["box"]) == \
+        ("201", None, "Front desk", "hung_up", "100")
+    assert not [c for c in portal.owner("101").json("GET", "/api/v1/calls")[1] if c["extension"]]
+    status, _, page = portal.admin().request("GET", "/")
+    assert status == 200 and b"ext 201" in page

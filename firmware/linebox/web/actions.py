@@ -267,8 +267,8 @@ def _cid(callerid, key: str):
 
 def apply_live(app, cfg, changed_lines=()) -> None:
     """Put a freshly validated configuration into the running appliance, in place: boxes
-    (names, languages, e-mail, limits), each line's rings, toll saver, route and answering,
-    and the attendant. Rings and answering are taken from the file only for the lines in
+    (names, languages, e-mail, limits), each line's rings, toll saver, route, answering and
+    block list, and the attendant. Rings and answering are taken from the file only for the lines in
     ``changed_lines`` (a value set over MQTT stays until the file says otherwise). Lines
     added or removed, drivers and pins need a restart."""
     from dataclasses import replace
@@ -282,7 +282,7 @@ def apply_live(app, cfg, changed_lines=()) -> None:
             lines.append(line)
             continue
         lines.append(replace(line, rings=new.rings, toll_saver_rings=new.toll_saver_rings,
-                             route=new.route, answer=new.answer))
+                             route=new.route, answer=new.answer, block=new.block))
     merged = replace(old, boxes=cfg.boxes, attendant=cfg.attendant, lines=tuple(lines))
     app.config = merged
     app.svc.config = merged
@@ -296,6 +296,7 @@ def apply_live(app, cfg, changed_lines=()) -> None:
         # next call follows them (a call going on keeps its flow).
         runner.flow_factory = answer(app.svc, line_cfg)
         runner.rings_needed = lambda c=line_cfg: app.rings_needed(c)
+        runner.block = line_cfg.block
         if hasattr(app, "answering_now"):
             runner.answering = lambda c=line_cfg: app.answering_now(c)
     # The file's values are the new defaults; for the lines the administrator just edited

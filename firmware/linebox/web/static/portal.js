@@ -110,7 +110,8 @@
       const tr = el("tr");
       tr.append(el("td", { "data-label": "Time" }, fmtTime(c.t)),
         el("td", { "data-label": "Caller" }, (c.caller_number || "unknown") + " " + (c.caller_name || "")),
-        el("td", { "data-label": "Line" }, String(c.line)), el("td", { "data-label": "Length" }, fmtDur(c.seconds)),
+        el("td", { "data-label": "Line" }, c.line !== null ? String(c.line) : "ext " + c.extension),
+        el("td", { "data-label": "Length" }, fmtDur(c.seconds)),
         el("td", { "data-label": "Outcome" }, fmtOutcome(c)));
       return tr;
     }));
@@ -231,6 +232,8 @@
             input.value.split("\n").map(function (s) { return s.trim(); }).filter(Boolean).forEach(function (s) {
               const kv = s.split("="); body.options[kv[0].trim()] = (kv[1] || "").trim();
             });
+          } else if (input.name === "block") {
+            body.block = input.value.split("\n").map(function (s) { return s.trim(); }).filter(Boolean);
           } else if (input.name === "pin" && input.value === "") { /* unchanged */ }
           else body[input.name] = input.value;
         }
