@@ -794,3 +794,51 @@ def test_calls_from_ip_phones_show_in_the_call_log_with_the_extension(portal):
     assert not [c for c in portal.owner("101").json("GET", "/api/v1/calls")[1] if c["extension"]]
     status, _, page = portal.admin().request("GET", "/")
     assert status == 200 and b"ext 201" in page
+
+
+# ---------------------------------------------------------------- the channel to the portal's process
+
+def test_the_daemon_checks_every_call_of_the_portal_process(portal, tmp_path):
+    """The daemon's end of the channel (web/ipc.py) as a compromised portal process would
+    see it: only JSON, only the listed calls, every argument checked against the store."""
+    import pickle
+    import socket
+
+    from linebox.web import ipc
+
+    ours, theirs = socket.socketpair()
+    host = ipc.HostedPortal(portal.server.portal, ours)
+    host.start()
+    theirs.settimeout(10)
+
+    def ask(rid, name, *args):
+        ipc.send_frame(theirs, b"j", json.dumps({"id": rid, "call": name, "args": list(args)}).encode())
+        while True:
+            kind, payload = ipc.recv_frame(theirs)
+            assert kind == b"p"                       # the daemon's answers are its own pickles
+            item = pickle.loads(payload)
+            if item[0] == "reply" and item[1] == rid:
+                return item[2], item[3]
+
+    try:
+        ok, value = ask(1, "is_locked", "100")
+        assert (ok, value) == (True, False)
+        samples = ipc.samples_out([0] * 8000)
+        assert ask(2, "set_greeting", "../../../tmp/evil", samples, "unavailable", "x") == (False, (400, "bad box"))
+        assert ask(3, "set_greeting", "100", samples, "../x", "x") == (False, (400, "bad kind"))
+        assert ask(4, "delete", "1 OR 1", "x") == (False, (400, "bad message"))
+        assert ask(5, "set_answering", 1, "yes", "x") == (False, (400, "bad bool"))
+        assert ask(6, "set_rings", 99, 3, "x") == (False, (400, "bad line"))
+        assert not list(tmp_path.rglob("evil*")) and portal.app.store.greeting_path("100") is None
+        m = portal.message_of("100")["id"]
+        assert ask(7, "delete", m, "test")[0] is True and portal.app.store.get(m)["state"] == "trash"
+        # An unknown call gets nothing; a pickle from the portal's side closes the channel.
+        ipc.send_frame(theirs, b"j", json.dumps({"id": 8, "call": "__class__", "args": []}).encode())
+        assert ask(9, "is_locked", "100") == (True, False)
+        ipc.send_frame(theirs, b"p", pickle.dumps(("reply", 1, True, None)))
+        with pytest.raises(ipc.ChannelClosed):
+            while True:
+                ipc.recv_frame(theirs)
+    finally:
+        host.close()
+        theirs.close()

@@ -34,6 +34,7 @@ from array import array
 from pathlib import Path
 
 from linebox.errors import LineboxError
+from linebox.voicemail.store import GREETING_KINDS
 from linebox.web.actions import ActionError
 
 log = logging.getLogger("linebox.web")
@@ -89,14 +90,44 @@ class HostedPortal:
     """In the daemon: answers the portal process's calls through ``actions.Portal`` and
     forwards bus events and configuration changes to it."""
 
-    # name -> (method of actions.Portal, how many arguments)
+    # name -> the kinds of its arguments, each checked here before anything runs: the
+    # portal process checked them too, but the daemon trusts nothing from the network's side
+    # (the store builds a greeting's file name from the box number, for one).
     CALLS = {
-        "messages_all": 0, "lines": 0, "calls": 0, "line_settings": 0, "greeting_file": 2,
-        "system_greeting": 1, "pin_hash": 1, "is_locked": 1, "login_failed": 2, "login_ok": 2,
-        "mark_heard": 2, "save": 2, "delete": 2, "undelete": 2, "purge": 2, "set_greeting": 4,
-        "clear_greeting": 3, "set_pin_hash": 3, "set_answering": 3, "set_rings": 3,
-        "apply_config_file": 3,
+        "messages_all": (), "lines": (), "calls": (), "line_settings": (),
+        "greeting_file": ("box", "kind"), "system_greeting": ("box",), "pin_hash": ("box",),
+        "is_locked": ("box",), "login_failed": ("box", "who"), "login_ok": ("box", "who"),
+        "mark_heard": ("message", "who"), "save": ("message", "who"), "delete": ("message", "who"),
+        "undelete": ("message", "who"), "purge": ("message", "who"),
+        "set_greeting": ("box", "samples", "kind", "who"), "clear_greeting": ("box", "kind", "who"),
+        "set_pin_hash": ("box", "hash", "who"), "set_answering": ("line", "bool", "who"),
+        "set_rings": ("line", "int", "who"), "apply_config_file": ("lines", "who", "text"),
     }
+
+    def _valid(self, kind: str, v) -> bool:
+        cfg = self.portal.app.config
+        line_ids = {ln.id for ln in cfg.lines}
+        if kind == "box":
+            return isinstance(v, str) and v in cfg.boxes
+        if kind == "message":
+            return isinstance(v, str) and v.isascii() and v.isdigit() and len(v) <= 12
+        if kind == "kind":
+            return v in GREETING_KINDS
+        if kind in ("who", "text"):
+            return isinstance(v, str) and len(v) <= 1000
+        if kind == "line":
+            return type(v) is int and v in line_ids
+        if kind == "lines":
+            return isinstance(v, list) and all(type(x) is int and x in line_ids for x in v)
+        if kind == "bool":
+            return type(v) is bool
+        if kind == "int":
+            return type(v) is int
+        if kind == "hash":
+            return isinstance(v, str) and v.startswith("scrypt$") and len(v) <= 300
+        if kind == "samples":
+            return isinstance(v, str) and len(v) <= MAX_FRAME
+        return False
 
     def __init__(self, portal, sock: socket.socket) -> None:
         self.portal = portal
@@ -162,6 +193,10 @@ class HostedPortal:
         finally:
             self._closed.set()
             try:
+                self.sock.shutdown(socket.SHUT_RDWR)    # the portal process sees it and ends
+            except OSError:
+                pass
+            try:
                 self.outbox.put_nowait(None)
             except queue.Full:
                 pass
@@ -170,10 +205,16 @@ class HostedPortal:
         try:
             req = json.loads(payload)
             rid, name, args = req["id"], req["call"], req["args"]
-            if not isinstance(args, list) or self.CALLS.get(name) != len(args):
-                raise ValueError(f"no call {name!r} with {len(args)} arguments")
+            kinds = self.CALLS.get(name)
+            if not isinstance(args, list) or kinds is None or len(kinds) != len(args):
+                raise ValueError(f"no call {name!r} with these arguments")
+            bad = [k for k, v in zip(kinds, args, strict=True) if not self._valid(k, v)]
         except (ValueError, KeyError, TypeError) as e:
             log.error("web: a malformed request from the portal process: %s", e)
+            return
+        if bad:
+            log.error("web: the portal process asked %s with a bad %s; refused", name, ", ".join(bad))
+            self.outbox.put(("reply", rid, False, (400, f"bad {', '.join(bad)}")))
             return
         try:
             value = getattr(self, "_" + name, None)

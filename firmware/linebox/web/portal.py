@@ -12,6 +12,7 @@ from pathlib import Path
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from linebox.web.actions import ActionError
 from linebox.web.auth import SESSIONS_FILE, AdminLockout, RateLimit, Sessions, csrf_ok
 from linebox.web.live import Live
 from linebox.web.media import MAX_UPLOAD_BYTES
@@ -76,6 +77,12 @@ def create_app(portal, web_cfg, tls: bool = False) -> Flask:
     @app.errorhandler(Refusal)
     def _refusal(e: Refusal):
         return jsonify({"ok": False, "error": e.error}), e.status
+
+    @app.errorhandler(ActionError)
+    def _action(e: ActionError):
+        # A read the daemon could not answer (it is stopping; 503), outside the routes'
+        # own handling: a short refusal, no traceback.
+        return jsonify({"ok": False, "error": str(e)}), e.status
 
     @app.errorhandler(HTTPException)
     def _http(e: HTTPException):

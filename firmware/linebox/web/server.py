@@ -31,7 +31,7 @@ CONCURRENT = 1
 CONCURRENT_SEPARATE = 4
 SWITCH_INTERVAL = 0.001
 START_TIMEOUT = 60.0         # the portal process imports Flask and binds (a loaded Pi is slow)
-CHILD_NICE = 5               # the portal process yields the CPU to the line loops
+CHILD_NICE = 10              # the portal process yields the CPU to the line loops
 
 
 class _OneAtATime:
