@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import tomllib
+import urllib.error
 import urllib.request
 
 import pytest
@@ -211,3 +212,49 @@ def test_the_portal_process_ends_when_the_daemon_is_killed(tmp_path):
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_a_session_survives_a_restart_of_linebox_run(tmp_path):
+    web_port = _free_port()
+    with ModemEmulator("usr", tmp_path / "ttyModem") as emu:
+        cfg = tmp_path / "linebox.toml"
+        cfg.write_text(_config(tmp_path, emu.path, web_port))
+
+        def start():
+            proc = subprocess.Popen([sys.executable, "-m", "linebox", "run", "--config", str(cfg)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{web_port}/login", timeout=5).read()
+                    return proc
+                except OSError:
+                    time.sleep(0.2)
+            proc.kill()
+            raise AssertionError("linebox run did not serve the portal")
+
+        def boxes(cookie):
+            req = urllib.request.Request(f"http://127.0.0.1:{web_port}/api/v1/boxes", headers={"Cookie": cookie})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status
+            except urllib.error.HTTPError as e:
+                return e.code
+
+        proc = start()
+        try:
+            req = urllib.request.Request(f"http://127.0.0.1:{web_port}/api/v1/login", method="POST",
+                                         data=json.dumps({"box": "100", "pin": "2580"}).encode(),
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                cookie = r.headers["Set-Cookie"].split(";")[0]
+            assert boxes(cookie) == 200
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0
+            proc = start()
+            assert boxes(cookie) == 200                      # still logged in after the restart
+            assert boxes("linebox_sid=forged") == 401
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=20)
