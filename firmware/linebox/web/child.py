@@ -30,7 +30,7 @@ def main(argv: list[str]) -> int:
     what, init = pickle.loads(payload)
     if what != "init":
         return 2
-    logmod.setup(init["level"], sys.stdout)
+    logmod.setup(init["level"], sys.stdout if init.get("log_to") == "stdout" else sys.stderr)
     try:
         os.nice(init.get("nice", 0))
     except OSError:

@@ -173,17 +173,21 @@ class WebServer:
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         level = logging.getLogger("linebox").getEffectiveLevel()
+        # The portal logs where the daemon does: stdout for `linebox run` (the journal),
+        # stderr for `linebox sim`, whose stdout is the transcript (--json) and stays so.
+        to_stdout = any(getattr(h, "stream", None) is sys.stdout for h in logging.getLogger("linebox").handlers)
         try:
             self._child = subprocess.Popen(
                 [sys.executable, "-m", "linebox.web.child", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=ipc.child_environment(),
-                close_fds=True)
+                stdout=None if to_stdout else subprocess.DEVNULL, close_fds=True)
         finally:
             theirs.close()
         try:
             init = {"web_cfg": self.web_cfg, "host": self.host, "port": self.port,
                     "config": self.portal.config, "data_dir": str(self.portal.data_dir),
-                    "level": logging.getLevelName(level), "nice": CHILD_NICE}
+                    "level": logging.getLevelName(level), "nice": CHILD_NICE,
+                    "log_to": "stdout" if to_stdout else "stderr"}
             ipc.send_frame(ours, b"p", pickle.dumps(("init", init)))
             ours.settimeout(START_TIMEOUT)
             kind, payload = ipc.recv_frame(ours)
