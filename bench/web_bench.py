@@ -116,6 +116,7 @@ def line_loop(app, exchange, transcript, lock, seconds: float) -> list[float]:
     late = []
     waits = []
     state = {"last_start": 0.0}
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     k = 0
     while time.perf_counter() - t0 < seconds:
@@ -130,7 +131,7 @@ def line_loop(app, exchange, transcript, lock, seconds: float) -> list[float]:
                 break
         late.append(max(0.0, time.perf_counter() - (due + FRAME_S)))
         k += 1
-    return late, waits
+    return late, waits, (time.process_time() - cpu0) / (time.perf_counter() - t0)
 
 
 def load(browser: Browser, stop: threading.Event, mid: str) -> None:
@@ -182,12 +183,13 @@ def browsers_inside(port: int, mid: str, n: int = 5):
 
 
 def report_lateness(name: str, got) -> None:
-    late, waits = got
+    late, waits, cpu = got
     missed = sum(1 for x in late if x > 0)
     s = sorted(late)
     print(f"  {name}: {len(late)} frames, missed {missed}, "
           f"p99 lateness {s[int(len(s) * 0.99)] * 1000:.1f} ms, worst {s[-1] * 1000:.1f} ms; "
-          f"waiting for the lock: worst {max(waits) * 1000:.1f} ms")
+          f"waiting for the lock: worst {max(waits) * 1000:.1f} ms; the daemon process's CPU "
+          f"{cpu * 100:.0f} % of a core; load average {os.getloadavg()[0]:.1f}")
 
 
 def main() -> int:

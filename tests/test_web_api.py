@@ -842,3 +842,30 @@ def test_the_daemon_checks_every_call_of_the_portal_process(portal, tmp_path):
     finally:
         host.close()
         theirs.close()
+
+
+def test_events_lost_on_the_way_make_the_portal_forget_its_copies(portal, monkeypatch):
+    import socket
+
+    from linebox.web import ipc
+
+    monkeypatch.setattr(ipc, "OUTBOX", 2)
+    ours, theirs = socket.socketpair()
+    host = ipc.HostedPortal(portal.server.portal, ours)
+    remote = ipc.RemotePortal(theirs, portal.app.config, portal.sim.data)
+    remote.start()
+    try:
+        remote._snapshot = ([], {})                 # a copy the portal holds
+        remote._calls = []
+        for _ in range(5):                          # more than the channel holds: some are dropped
+            portal.app.bus.publish({"event": "line_state", "line": 1, "state": "idle"})
+        assert host._gap
+        host.start()
+        deadline = time.monotonic() + 10
+        while (remote._snapshot is not None or remote._calls is not None) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert remote._snapshot is None and remote._calls is None
+        assert [m["id"] for m in remote.messages("100")] == [portal.message_of("100")["id"]]
+    finally:
+        host.close()
+        theirs.close()

@@ -237,5 +237,29 @@ def test_admin_changes_a_line_and_an_owner_email_on_the_settings_page(tmp_path, 
         b.save_screenshot(str(shots / "settings-refused.png"))
         assert p.app.config.boxes["101"].email_on_new is False
         assert 'email = "workshop@example.com"' in p.sim.config_path.read_text()
+
+        # An IP phone's call arrives in the dashboard's call log, live, named by its extension.
+        b.get(p.base + "/")
+        _wait(lambda: b.find_elements(By.ID, "line-2"), what="the dashboard")
+        time.sleep(1.0)                                               # its event stream is open
+        bus = p.app.bus
+        with p.lock:
+            bus.publish({"event": "sip_call", "caller_number": "201", "caller_name": "Front desk",
+                         "dialled": "100", "line": None, "extension": "201"})
+            bus.publish({"event": "onhook", "line": None, "extension": "201", "t": 4.0})
+        _wait(lambda: "ext 201" in b.find_element(By.ID, "calls").text, what="the phone's call")
+        b.save_screenshot(str(shots / "dashboard-extension-call.png"))
+
+        # The administrator's login, locked after wrong passwords, says so.
+        b.find_element(By.ID, "logout").click()
+        _wait(lambda: b.find_elements(By.NAME, "box"), what="the login page")
+        import json as json_
+        (p.sim.data / "admin-logins.json").write_text(json_.dumps(
+            {"failures": [], "locked_until": time.time() + 600, "locks": 1}))
+        b.find_element(By.CSS_SELECTOR, "details summary").click()
+        b.find_element(By.NAME, "password").send_keys(ADMIN_PASSWORD)
+        b.find_element(By.CSS_SELECTOR, "#login-admin button").click()
+        _wait(lambda: "locked" in b.find_element(By.ID, "login-error").text, what="the locked notice")
+        b.save_screenshot(str(shots / "login-admin-locked.png"))
     finally:
         p.close()

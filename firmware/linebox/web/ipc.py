@@ -134,16 +134,17 @@ class HostedPortal:
         self.sock = sock
         self.outbox: queue.Queue = queue.Queue(OUTBOX)
         self._config = None
+        self._gap = False
         self._closed = threading.Event()
         self._threads: list[threading.Thread] = []
         portal.app.bus.subscribe(self._on_event)
 
     def start(self) -> None:
-        self._push_config()
         for name, target in (("web-host", self._serve), ("web-send", self._send_loop)):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
+        self._push_config()
 
     def _on_event(self, ev: dict) -> None:
         # On the line loop's thread, under the daemon's lock: a filter and a queue, no more.
@@ -152,7 +153,7 @@ class HostedPortal:
         try:
             self.outbox.put_nowait(("event", ev))
         except queue.Full:
-            pass                       # the portal reloads what it shows on the next request
+            self._gap = True           # told to the portal, which then reads everything anew
 
     def _push_config(self) -> None:
         cfg = self.portal.app.config
@@ -169,6 +170,12 @@ class HostedPortal:
                 continue
             if item is None:
                 break
+            if self._gap:               # events were dropped: the portal forgets what it copied
+                self._gap = False
+                try:
+                    send_frame(self.sock, b"p", pickle.dumps(("gap", None)))
+                except OSError:
+                    break
             try:
                 blob = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
             except (pickle.PicklingError, TypeError, AttributeError) as e:
@@ -330,6 +337,9 @@ class RemotePortal:
                     self._on_event(item[1])
                 elif item[0] == "config":
                     self.config = item[1]
+                elif item[0] == "gap":           # events were lost: nothing cached is trusted
+                    self._snapshot = None
+                    self._calls = None
         except (ChannelClosed, OSError, pickle.UnpicklingError, EOFError):
             pass
         finally:
