@@ -399,7 +399,7 @@ def test_greeting_upload_at_44k_stereo_is_resampled_and_can_be_cleared(portal):
         assert (w.getframerate(), w.getnchannels(), w.getnframes()) == (8000, 1, 12000)
     status, headers, blob = c.request("GET", "/api/v1/boxes/100/greeting")
     assert headers["X-Linebox-Greeting"] == "own" and headers["Content-Type"] == "audio/wav"
-    assert c.json("DELETE", "/api/v1/boxes/100/greeting") == (200, {"ok": True})
+    assert c.json("DELETE", "/api/v1/boxes/100/greeting") == (200, {"ok": True, "kind": "unavailable"})
     assert portal.app.store.greeting_path("100") is None
 
 

@@ -109,6 +109,11 @@ class Portal:
         with self.lock:
             return self.app.store.greeting_path(box, kind)
 
+    def greetings(self, box: str) -> dict:
+        """Which of the three greeting kinds the box has (one question for the box page)."""
+        with self.lock:
+            return {k: self.app.store.greeting_path(box, k) is not None for k in GREETING_KINDS}
+
     def system_greeting(self, box: str):
         """The samples of the system greeting that names the box."""
         from linebox.calls.flows import system_greeting

@@ -95,7 +95,7 @@ class HostedPortal:
     # (the store builds a greeting's file name from the box number, for one).
     CALLS = {
         "messages_all": (), "lines": (), "calls": (), "line_settings": (),
-        "greeting_file": ("box", "kind"), "system_greeting": ("box",), "pin_hash": ("box",),
+        "greeting_file": ("box", "kind"), "greetings": ("box",), "system_greeting": ("box",), "pin_hash": ("box",),
         "is_locked": ("box",), "login_failed": ("box", "who"), "login_ok": ("box", "who"),
         "mark_heard": ("message", "who"), "save": ("message", "who"), "delete": ("message", "who"),
         "undelete": ("message", "who"), "purge": ("message", "who"),
@@ -425,6 +425,9 @@ class RemotePortal:
     def greeting_file(self, box: str, kind: str = "unavailable"):
         path = self._call("greeting_file", box, kind)
         return None if path is None else Path(path)
+
+    def greetings(self, box: str) -> dict:
+        return self._call("greetings", box)
 
     def system_greeting(self, box: str) -> array:
         return samples_in(self._call("system_greeting", box))
