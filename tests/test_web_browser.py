@@ -160,6 +160,7 @@ def test_owner_follows_a_live_call_then_plays_downloads_deletes_restores_and_set
         b.find_element(By.CSS_SELECTOR, "#temporary input[type=file]").send_keys(str(temp))
         b.find_element(By.CSS_SELECTOR, "#temporary form button").click()
         _wait(lambda: b.find_element(By.ID, "temporary-state").text == "on", what="the temporary greeting")
+        assert b.find_element(By.ID, "greeting-overridden").is_displayed()
         with lock:
             assert app.store.greeting_path("100", "temporary") is not None
             assert app.store.greeting_path("100") is not None          # the own greeting stays
@@ -171,6 +172,7 @@ def test_owner_follows_a_live_call_then_plays_downloads_deletes_restores_and_set
         b.save_screenshot(str(shots / "box-temporary.png"))
         b.find_element(By.CSS_SELECTOR, "#temporary .kind-clear").click()
         _wait(lambda: b.find_element(By.ID, "temporary-state").text == "none", what="the temporary greeting removed")
+        assert not b.find_elements(By.ID, "greeting-overridden")
         with lock:
             assert app.store.greeting_path("100", "temporary") is None
         name = tmp_path / "name.wav"
