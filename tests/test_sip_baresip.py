@@ -176,6 +176,10 @@ def test_baresip_dialling_a_box_leaves_a_message_with_the_extension_as_caller(
     assert (msg["caller_number"], msg["caller_name"], msg["line"]) == ("202", "Bob", None)
     assert 3.0 <= msg["seconds"] <= 23.0     # what followed the beep of 22.5 s of talk
     phone.command("hangup")
+    # The call log (and the portal) show the call with the extension, not a line.
+    logged = server.events.wait("call_logged", pump=phone.pump, timeout=30)["call"]
+    assert (logged["extension"], logged["line"], logged["caller_number"], logged["outcome"],
+            logged["box"], logged["message"]) == ("202", None, "202", "message", "101", msg["id"])
 
 
 def test_baresip_mwi_shows_waiting_after_a_message_and_clears_once_heard(tmp_path, server, phones,

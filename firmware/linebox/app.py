@@ -224,7 +224,7 @@ class Appliance:
         runner = LineRunner(
             line, cfg.id, cfg.plan, self.bus, answer(self.svc, cfg),
             rings_needed=lambda: self.rings_needed(cfg),
-            answering=lambda: self.answering_now(cfg))
+            answering=lambda: self.answering_now(cfg), block=cfg.block)
         self.runners.append(runner)
         return runner
 

@@ -35,7 +35,7 @@ MODEM_KEYS = ("port", "baud", "flow_control")
 VOICE_MODEM_KEYS = ("init", "duplex")
 MODEM_SIM_KEYS = ("chipset",)
 MODEM_CHIPSETS = ("usr", "conexant")
-LINE_KEYS = ("id", "driver", "plan", "rings", "toll_saver_rings", "route", "answer",
+LINE_KEYS = ("id", "driver", "plan", "rings", "toll_saver_rings", "route", "answer", "block",
              "schedule", *FXO_KEYS, *MODEM_KEYS, *VOICE_MODEM_KEYS, *MODEM_SIM_KEYS)
 SCHEDULE_KEYS = ("days", "from", "to", "rings", "answer")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -115,6 +115,7 @@ class LineConfig:
     toll_saver_rings: int                # 0 = off
     route: str                           # a box number or "attendant"
     answer: bool = True                  # False: let it ring (answering off)
+    block: tuple[str, ...] = ()          # callers hung up on: numbers, "prefix*", "withheld"
     # fxo
     audio: str | None = None             # ALSA device name
     hook_pin: int | None = None          # BCM numbers
@@ -460,6 +461,21 @@ def _read_device(t: _Table) -> DeviceConfig:
     )
 
 
+BLOCK_PATTERN = re.compile(r"\+?[0-9]{1,20}\*?|withheld")
+MAX_BLOCK = 1000
+
+
+def _read_block(t: _Table) -> tuple[str, ...]:
+    """[[line]] block: the callers hung up on (a number, a prefix ending in "*", or
+    "withheld" for a caller ID that withholds the number)."""
+    raw = t.get_raw("block", [])
+    if not isinstance(raw, list) or len(raw) > MAX_BLOCK or \
+            not all(isinstance(x, str) and BLOCK_PATTERN.fullmatch(x) for x in raw):
+        raise t.error("block", f'must be a list (at most {MAX_BLOCK}) of numbers like "5551234567", '
+                      'prefixes like "1900*", or "withheld"')
+    return tuple(raw)
+
+
 def _read_line(t: _Table) -> LineConfig:
     driver = t.get_str("driver", choices=DRIVERS)
     own = {"fxo": FXO_KEYS, "modem": MODEM_KEYS + VOICE_MODEM_KEYS,
@@ -482,7 +498,7 @@ def _read_line(t: _Table) -> LineConfig:
     line = LineConfig(
         id=t.get_int("id", lo=1), driver=driver, plan=t.get_str("plan", "us", choices=PLAN_NAMES),
         rings=rings, toll_saver_rings=toll, route=route, answer=t.get_bool("answer", True),
-        schedule=_read_schedule(t),
+        block=_read_block(t), schedule=_read_schedule(t),
     )
     if driver == "fxo":
         for key in ("audio", "hook_pin", "ring_pin"):

@@ -65,6 +65,7 @@ EXTENSION_STATE = "extension_state"
 SIP_CALL = "sip_call"                  # a registered phone called in (sip/server.py)
 EXTENSION_CALL_STATE = "extension_call_state"   # what a phone's voicemail call is doing
 CALL_LOGGED = "call_logged"            # the call log kept one call (voicemail/calllog.py)
+CALL_BLOCKED = "call_blocked"          # a caller on the line's block list: hung up on
 # ---- the simulated exchange (sim/exchange.py): the caller's side, for transcripts
 INCOMING = "incoming"
 CALLER_GAVE_UP = "caller_gave_up"
@@ -111,6 +112,7 @@ CATALOGUE: dict[str, EventKind] = {k.name: k for k in (
     EventKind(EXTENSION_CALL_STATE, ("extension", "state"), "sip/server.py",
               transcript=False),
     EventKind(CALL_LOGGED, ("call",), "voicemail/calllog.py", transcript=False),
+    EventKind(CALL_BLOCKED, ("pattern", "caller_number", "caller_name"), "calls/engine.py"),
     EventKind(INCOMING, ("caller_number", "caller_name"), "sim/exchange.py"),
     EventKind(CALLER_GAVE_UP, ("rings",), "sim/exchange.py"),
     EventKind(CALLER_HANGUP, ("how",), "sim/exchange.py"),

@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable
 
 from linebox import FRAME, RATE
-from linebox.caller import CallerId
+from linebox.caller import CallerId, blocked_by
 from linebox.calls.rings import RingCounter
 from linebox.dsp.listener import Listener
 from linebox.events import ANSWER, LINE_STATE, PROMPT_END
@@ -235,6 +235,17 @@ class Call:
         return got
 
 
+# ASSUMED: a second off hook is long enough for an exchange to take the call as answered
+# (and stop ringing the office's phones) before the hang-up clears it; callattendant
+# likewise picks up and hangs up on a blocked caller.
+BLOCKED_OFF_HOOK_SECONDS = 1.0
+
+
+def hang_up_at_once(call: "Call") -> Flow:
+    """A blocked caller's call: off hook a moment, in silence, then on hook."""
+    yield from call.pause(BLOCKED_OFF_HOOK_SECONDS)
+
+
 class LineRunner:
     """Everything that happens on one line, one frame at a time.
 
@@ -243,8 +254,11 @@ class LineRunner:
     """
 
     def __init__(self, line: Line, line_id: int, plan: str, bus, flow_factory: Callable[[Call], Flow],
-                 rings_needed: Callable[[], int], answering: Callable[[], bool] = lambda: True) -> None:
+                 rings_needed: Callable[[], int], answering: Callable[[], bool] = lambda: True,
+                 block: tuple[str, ...] = ()) -> None:
         self.line = line
+        self.block = block                   # the line's block list ([[line]] block)
+        self._blocked: str | None = None     # the pattern this caller matched
         self.id = line_id
         self.plan = plan
         self.bus = bus
@@ -348,7 +362,9 @@ class LineRunner:
         for fact in tick.events:
             if isinstance(fact, CallerIdReceived) and self.callerid is None:
                 self._got_callerid(fact.callerid)
-        if self._rings_needed is not None and self.rings.in_gap and self.rings.count >= self._rings_needed:
+        if self._blocked is not None and self.rings.in_gap:
+            self._answer(hang_up_at_once)
+        elif self._rings_needed is not None and self.rings.in_gap and self.rings.count >= self._rings_needed:
             self._answer()
         elif self.rings.stopped:
             self.publish("missed_call", rings=self.rings.count, caller_number=self._cid("number"),
@@ -372,8 +388,15 @@ class LineRunner:
     def _got_callerid(self, callerid: CallerId) -> None:
         self.callerid = callerid
         self.publish("callerid", **callerid.fields())
+        pattern = blocked_by(callerid, self.block)
+        if pattern is not None:
+            # Answered at the next ring gap (whatever answering and rings say) and hung up
+            # at once: the office's phones stop ringing, no greeting, no message.
+            self._blocked = pattern
+            self.publish("call_blocked", pattern=pattern, caller_number=callerid.number,
+                         caller_name=callerid.name)
 
-    def _answer(self) -> None:
+    def _answer(self, flow_factory=None) -> None:
         self.line.set_hook(True)
         # Caller ID comes only before the answer: stop looking for it (CPU on a Pi Zero),
         # and keep a caller typing "1234#" from being taken for DTMF caller ID.
@@ -383,7 +406,7 @@ class LineRunner:
         self.publish(ANSWER, after_rings=self.rings.count, **self._caller_fields())
         self.set_state("answered")
         self.call = Call(self, self.callerid)
-        self.flow = self.flow_factory(self.call)
+        self.flow = (flow_factory or self.flow_factory)(self.call)
         self._resume()
 
     def start_call(self, flow_factory: Callable[[Call], Flow], callerid: CallerId | None = None) -> None:
@@ -427,5 +450,6 @@ class LineRunner:
         self.callerid = None
         self.out = None
         self._rings_needed = None
+        self._blocked = None
         self.rings.reset()
         self.set_state("idle")

@@ -96,16 +96,17 @@ def _sim_line(exchange, cfg):
                         duplex=cfg.duplex, init=cfg.init)
 
 
-def run(app, exchange, transcript, lock=None, realtime: bool = False) -> None:
+def run(app, exchange, transcript, lock=None, realtime: bool = False, stop=None) -> None:
     """Step every line frame by frame until the scenario is over, jumping idle time.
 
     ``lock`` (the portal's, with ``--web``) is held for each frame, as the daemon holds
-    its lock; ``realtime`` paces the virtual clock at wall-clock speed."""
+    its lock; ``realtime`` paces the virtual clock at wall-clock speed; ``stop`` (an
+    Event, set by SIGTERM with ``--web``) ends it between two frames."""
     lock = lock if lock is not None else contextlib.nullcontext()
     t_real0 = time.monotonic()
     # At real time idle time is lived through, frame by frame, not jumped.
     state = {"last_start": 0.0, "jump": not realtime}
-    while True:
+    while stop is None or not stop.is_set():
         if realtime:
             ahead = exchange.now - (time.monotonic() - t_real0)
             if ahead > 0:
@@ -162,15 +163,14 @@ def main(args) -> int:
     try:
         if listen is not None:
             server, lock = _start_web(app, config, listen)
-            stop = _stop_on_signals()
-            try:
-                run(app, exchange, transcript, lock=lock, realtime=realtime)
-                sys.stdout.flush()
-                stop["scenario_over"] = True
-                while not stop["done"].wait(0.5):
-                    pass
-            except _Stopped:
-                pass                       # stopped during the scenario: what is saved stays
+            done = _stop_on_signals()
+            # Stopped during the scenario: between two frames (never an exception raised
+            # into the middle of one, which a call flow's own error handling could take
+            # for a failure and go on); what is saved stays. After it: the serving ends.
+            run(app, exchange, transcript, lock=lock, realtime=realtime, stop=done)
+            sys.stdout.flush()
+            while not done.wait(0.5):
+                pass
         else:
             run(app, exchange, transcript, realtime=realtime)
     finally:
@@ -204,21 +204,13 @@ def _start_web(app, config, listen):
     return server, lock
 
 
-class _Stopped(Exception):
-    """SIGTERM or SIGINT while the scenario still runs (with --web)."""
-
-
-def _stop_on_signals() -> dict:
-    """SIGTERM/SIGINT end `sim --web`: during the scenario at once, after it the serving."""
+def _stop_on_signals():
+    """SIGTERM/SIGINT end `sim --web`: the Event they set ends the scenario between two
+    frames, then the serving."""
     import signal
     import threading
 
-    state = {"done": threading.Event(), "scenario_over": False}
-
-    def handler(*_):
-        state["done"].set()
-        if not state["scenario_over"]:
-            raise _Stopped()
+    done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, handler)
-    return state
+        signal.signal(sig, lambda *_: done.set())
+    return done
