@@ -1,6 +1,7 @@
 """`linebox run`, the daemon: systemd notifications over a real AF_UNIX socket, a clean
 stop on SIGTERM, and the health check that feeds the watchdog."""
 
+import os
 import signal
 import socket
 import subprocess
@@ -53,6 +54,8 @@ def test_run_notifies_systemd_feeds_the_watchdog_and_stops_cleanly(tmp_path):
         cfg = tmp_path / "linebox.toml"
         cfg.write_text(CONFIG.format(data=tmp_path / "data", port=emu.path))
         env = {"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "2000000", "PATH": "/usr/bin:/bin"}
+        if "PYTHONPATH" in os.environ:         # the firmware under test, not an installed one
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         proc = subprocess.Popen([sys.executable, "-m", "linebox", "run", "--config", str(cfg)],
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
@@ -67,7 +70,7 @@ def test_run_notifies_systemd_feeds_the_watchdog_and_stops_cleanly(tmp_path):
             if proc.poll() is None:
                 proc.kill()
         out = proc.stdout.read().decode()
-        assert "<6>linebox.app: running: 1 line(s), 1 box(es)" in out, out + proc.stderr.read().decode()
+        assert "<6>linebox.run: running: 1 line(s), 1 box(es)" in out, out + proc.stderr.read().decode()
         assert "ATZ" in emu.commands
         assert any(c.startswith("ATH") for c in emu.commands[-3:]), "the modem hung up at the stop"
     sock.close()

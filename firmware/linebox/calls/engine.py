@@ -6,6 +6,7 @@ frames of the line's own audio, so a simulated line runs as fast as the CPU allo
 real line at the sound card's pace, with the same behaviour.
 """
 
+import logging
 from array import array
 from collections import deque
 from collections.abc import Callable, Generator, Iterable
@@ -16,9 +17,8 @@ from linebox.calls.rings import RingCounter
 from linebox.dsp.listener import Listener
 from linebox.events import ANSWER, LINE_STATE, PROMPT_END
 from linebox.hw.line import CallerIdReceived, Fault, FaultCleared, HungUp, KeyPressed, Line, Tick
-from linebox.log import get as get_logger
 
-log = get_logger("calls")
+log = logging.getLogger(__name__)
 
 # Tones that mean the caller hung up and the exchange is talking to an open line.
 HANGUP_TONES = ("busy", "reorder", "dial")

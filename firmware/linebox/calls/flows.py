@@ -11,6 +11,7 @@ Linebox's keys 1 greeting, 2 PIN, 3 restore, and add Asterisk's 4 temporary gree
 (1 record, 2 remove once there is one) and 5 name (Asterisk's 3, which restores here).
 """
 
+import logging
 from array import array
 from datetime import datetime
 from pathlib import Path
@@ -18,11 +19,10 @@ from pathlib import Path
 from linebox import FRAME, RATE
 from linebox.calls.engine import Call, Flow, Hangup
 from linebox.errors import LineboxError
-from linebox.log import get as get_logger
 from linebox.voicemail.pins import pin_problem
 from linebox.voicemail.storebase import StoreError, StoreFull
 
-log = get_logger("calls")
+log = logging.getLogger(__name__)
 
 SILENCE_END_SECONDS = 5.0       # a recording ends after this long without voice
 MIN_VOICE_SECONDS = 1.0         # shorter messages are discarded

@@ -12,6 +12,7 @@ fault once, keeps ticking on a monotonic clock with silence, and tries the card 
 with exponential backoff; nothing ever raises out of ``tick``.
 """
 
+import logging
 import math
 import threading
 import time
@@ -27,9 +28,8 @@ from linebox.errors import LineboxError
 from linebox.hw.audio import AlsaAudio, AudioGone, AudioPort
 from linebox.hw.gpio import Pins
 from linebox.hw.line import SILENT_FRAME, Fault, FaultCleared, Line, LineEvent, Tick
-from linebox.log import get as get_logger
 
-log = get_logger("fxo")
+log = logging.getLogger(__name__)
 
 FRAME_SECONDS = FRAME / RATE
 

@@ -39,7 +39,7 @@ from linebox.backoff import Backoff
 from linebox.config import EmailConfig
 from linebox.fileio import fsync_dir, write_file_atomic
 
-log = logging.getLogger("linebox.email")
+log = logging.getLogger(__name__)
 
 RETRY_FIRST = 10.0           # seconds before the first retry, doubling ...
 RETRY_MAX = 900.0            # ... up to 15 minutes

@@ -106,7 +106,7 @@ from linebox.fileio import write_file_atomic
 from linebox.report.discovery import STATUS_TOPIC, discovery_payload, discovery_topic
 from linebox.report.outbox import Outbox, OutboxError, iso_time
 
-log = logging.getLogger("linebox.mqtt")
+log = logging.getLogger(__name__)
 
 RECONNECT_MIN, RECONNECT_MAX = 1, 60        # seconds, doubling in between (paho)
 WINDOW = 10                                  # events in flight at once

@@ -65,7 +65,7 @@ from linebox.voicemail.storebase import (
 )
 from linebox.wavfile import write_wav
 
-log = logging.getLogger("linebox.store")
+log = logging.getLogger(__name__)
 
 _META = 1                                 # doc id of the one document in the meta table
 

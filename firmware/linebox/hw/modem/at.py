@@ -6,17 +6,17 @@ before a deadline" on the driver's ``clock``, so the driver runs on wall time ag
 modem and on virtual time in ``linebox sim``.
 """
 
+import logging
 import re
 import select
 import time
 
 import serial
 
-from linebox import log
 from linebox.errors import LineboxError
 from linebox.hw.dle import DLE, DleDecoder
 
-_log = log.get("hw.modem")
+_log = logging.getLogger(__name__)
 
 FINAL_RESULTS = ("OK", "ERROR", "CONNECT", "VCON", "NO CARRIER", "BUSY", "NO DIALTONE",
                  "NO ANSWER")
