@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from linebox import FRAME
+from linebox.clock import ManualClock
 from linebox.dsp import gen
 from linebox.dsp.dtmf import DtmfDetector
 from linebox.dsp.levels import dbm0
@@ -37,7 +38,7 @@ from linebox.dsp.plans import tone_signal
 from linebox.events import Bus
 from linebox.hw.audio import AlsaAudio
 from linebox.hw.fxo import FxoLine
-from linebox.hw.gpio import ManualClock, SimPins
+from linebox.hw.gpio import SimPins
 from linebox.hw.line import Fault, FaultCleared, HungUp, KeyPressed, LineEvent, RingSeen, Tick
 from linebox.hw.modem import ModemLine
 from linebox.hw.modem.emulator import ModemSimLine, PtyModem
@@ -355,17 +356,6 @@ class PtyModemBackend(Backend):
         self.emu.__exit__(None, None, None)
 
 
-class VirtualClock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, s: float) -> None:
-        self.t += max(0.0, s)
-
-
 class SipBackend(Backend):
     """SipLine on a loopback UDP socket; the phone is a socket the test sends RTP from,
     on the line's own (virtual) clock. ``rfc4733``: the key as telephone-events."""
@@ -385,7 +375,7 @@ class SipBackend(Backend):
         self.to = ours.getsockname()
         media = Media("127.0.0.1", self.phone.getsockname()[1], "PCMU", 0,
                       101 if rfc4733 else None, "sendrecv")
-        self.clock = VirtualClock()
+        self.clock = ManualClock(1000.0)
         self.line = SipLine(ours, media, "127.0.0.1", clock=self.clock, sleep=self.clock.sleep)
         self.ended = False
 

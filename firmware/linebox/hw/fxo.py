@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from linebox import FRAME, RATE
 from linebox.backoff import Backoff
+from linebox.clock import FRAME_SECONDS
 from linebox.dsp import gen
 from linebox.dsp.levels import DBM0_PEAK, dbm0
 from linebox.errors import LineboxError
@@ -31,7 +32,6 @@ from linebox.hw.line import SILENT_FRAME, Fault, FaultCleared, Line, LineEvent, 
 
 log = logging.getLogger(__name__)
 
-FRAME_SECONDS = FRAME / RATE
 
 # Ring detection. A half-wave optocoupler at 16 Hz gives a pulse every 62.5 ms, so one
 # pulse keeps the line "ringing" for a little longer than that.

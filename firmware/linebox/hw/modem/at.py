@@ -9,10 +9,10 @@ modem and on virtual time in ``linebox sim``.
 import logging
 import re
 import select
-import time
 
 import serial
 
+from linebox.clock import WallClock
 from linebox.errors import LineboxError
 from linebox.hw.dle import DLE, DleDecoder
 
@@ -24,13 +24,6 @@ FINAL_RESULTS = ("OK", "ERROR", "CONNECT", "VCON", "NO CARRIER", "BUSY", "NO DIA
 
 class ModemError(LineboxError):
     """The modem is missing, silent, or refused something it needs to do."""
-
-
-class WallClock:
-    """Monotonic seconds; ``sleep`` really waits."""
-
-    now = staticmethod(time.monotonic)
-    sleep = staticmethod(time.sleep)
 
 
 class SerialPort:
