@@ -3,7 +3,7 @@
 **Line time.** A line is clocked by its audio: every tick is one frame of ``FRAME``
 samples at ``RATE`` Hz, and every call-flow timeout counts those samples, so a simulated
 line runs as fast as the CPU allows and a real one at the sound card's pace, with the
-same behaviour. ``seconds``/``samples``/``frames`` convert.
+same behaviour. ``seconds_of``/``samples_in``/``frames_in`` convert.
 
 **Driver clocks.** Where a driver must wait on its own (an FXO line without a sound
 card, a modem on-hook, a SIP call's RTP), it takes a clock object with ``now()`` and
@@ -16,7 +16,6 @@ card, a modem on-hook, a SIP call's RTP), it takes a clock object with ``now()``
   ``Callable[[], float]`` (GPIO pins, lamps, ``FxoLine``).
 """
 
-import math
 import time
 
 from linebox import FRAME, RATE
@@ -24,19 +23,20 @@ from linebox import FRAME, RATE
 FRAME_SECONDS = FRAME / RATE        # 20 ms: one tick of every line
 
 
-def seconds(samples: int) -> float:
+def seconds_of(samples: int) -> float:
     """Line time of ``samples`` samples."""
     return samples / RATE
 
 
-def samples(secs: float) -> int:
+def samples_in(secs: float) -> int:
     """The number of samples in ``secs`` seconds of line time (rounded)."""
     return round(secs * RATE)
 
 
-def frames(secs: float) -> int:
-    """Whole frames (ticks) covering ``secs`` seconds of line time (rounded up)."""
-    return math.ceil(round(secs * RATE, 6) / FRAME)
+def frames_in(secs: float) -> int:
+    """The number of frames (ticks) in ``secs`` seconds of line time (rounded): how
+    the call flows count their timeouts."""
+    return int(round(secs * RATE / FRAME))
 
 
 class WallClock:
