@@ -677,13 +677,19 @@ class Store(RecoveryMixin, LoginsMixin):
                 "caller_number": rec["caller_number"], "caller_name": rec["caller_name"],
                 "recovered": rec["recovered"]}
 
-    def _publish(self, event: dict) -> None:
-        self.bus.publish(event)
+    def _publish(self, event: dict) -> bool:
+        """Publish; False when a subscriber could not take it (see ``events.NotTaken``)."""
+        return self.bus.publish(event) is not False
 
     def _announce(self, rec: dict) -> None:
         """message_saved on the bus (the mailer and MQTT queue it durably), then the
-        journal says so; see :mod:`~linebox.voicemail.notified`."""
-        self._publish(self._saved_event(rec))
+        journal says so; see :mod:`~linebox.voicemail.notified`. When a subscriber
+        could not queue it (a mail queue on a read-only folder), the journal does not
+        say so: the message is announced again at the next start."""
+        if not self._publish(self._saved_event(rec)):
+            log.warning("message %s: not every reporter took it; it is announced again "
+                        "at the next start", rec["id"])
+            return
         try:
             self.notified.add(rec["id"])
         except OSError as e:     # announced anyway: at worst it is announced again
@@ -697,18 +703,21 @@ class Store(RecoveryMixin, LoginsMixin):
         pending = sorted((r for r in self._table.all()
                           if r.get("notified") is False and r["state"] != RECORDING),
                          key=lambda r: r["id"])
+        announced = []
         for rec in pending:
             if rec["id"] not in done:
                 if not rec.get("recovered"):
                     log.warning("box %s: message %s was saved but not announced (killed "
-                                "in between): announcing it now", rec["box"], rec["id"])
+                                "or not taken): announcing it now", rec["box"], rec["id"])
                 event = self._saved_event(dict(rec))
                 if rec["id"] not in just_recovered:
                     # Saved before the kill: a subscriber that queued it may skip it.
                     event["again"] = True
-                self._publish(event)
-        if pending:
-            self._table.update({"notified": True}, doc_ids=[r.doc_id for r in pending])
+                if not self._publish(event):
+                    continue            # still not taken: again at the next start
+            announced.append(rec.doc_id)
+        if announced:
+            self._table.update({"notified": True}, doc_ids=announced)
         self.notified.clear()
 
     def _publish_counts(self, box: str, before: dict) -> None:
