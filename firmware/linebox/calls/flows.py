@@ -420,7 +420,10 @@ def login(svc: Services, call: Call, box: str | None) -> Flow:
 
     A box number that is not a box (or whose remote login is off) still gets the PIN
     prompt and the same refusal, so a caller cannot tell real boxes from others, and
-    its digits are never published (they may be a PIN typed at the wrong prompt)."""
+    its digits are never published (they may be a PIN typed at the wrong prompt). A
+    locked box sounds the same as a wrong PIN too (only a real box can be locked, so
+    saying "locked" would tell a caller trying numbers that this one exists); the
+    owner learns of the lock by e-mail and MQTT (``box_locked``)."""
     store = svc.store
     for _ in range(PIN_TRIES):
         number = box
@@ -436,12 +439,11 @@ def login(svc: Services, call: Call, box: str | None) -> Flow:
             yield from say(svc, call, shown, "pin")
             pin = yield from call.collect(10)
             result = store.check_pin(number, pin, "phone") if real else "wrong"
-        if result == "locked":
-            call.publish("login", box=number, ok=False, reason="locked")
-            yield from say(svc, call, number, "locked", interruptible=False)
-            return
         if result != "ok":
-            call.publish("login", box=shown, ok=False)
+            if result == "locked":
+                call.publish("login", box=number, ok=False, reason="locked")
+            else:
+                call.publish("login", box=shown, ok=False)
             yield from say(svc, call, shown, "login_incorrect")
             continue
         store.login_ok(number)
