@@ -20,7 +20,7 @@ from linebox.events import Bus
 from linebox.report.email import Mailer
 from linebox.voicemail.folder import FolderInUse
 from linebox.voicemail.store import Store, StoreError, StoreFull
-from simkit import Sim, names, of, speech_wav
+from simkit import PIN, Sim, names, of, speech_wav
 
 MiB = 1 << 20
 BOXES = {"100": BoxConfig(number="100", name="Main office", pin_required=False,
@@ -288,3 +288,58 @@ def test_a_mail_that_cannot_be_queued_is_not_counted_as_announced(tmp_path):
         assert len(mailer.pending()) == 1
     finally:
         store.close()
+
+
+def test_a_message_on_a_read_only_folder_still_plays_and_the_failed_mark_is_a_disk_fault(
+        small_disk, tmp_path, speech_files):
+    # Marking it heard used to raise inside the call flow: the owner was hung up on.
+    small_disk(32)
+    sim = Sim(tmp_path)
+    voice = speech_wav(tmp_path, speech_files[0], 3.0)
+    sim.run(f'[[call]]\nline = 1\nat = 1\nsteps = [ {{ wait = "beep" }}, {{ say = "{voice}" }}, '
+            '{ hangup = "busy" } ]\n')
+    small_disk.remount(ro=True)
+    # The owner calls in through the attendant (a box route on a folder that takes no
+    # message says "box full" and hangs up before any greeting).
+    sim = Sim(tmp_path, lines=((1, "attendant", "us"),),
+              attendant='[attendant]\nprompt = "attendant"\noptions = { "*" = "login" }\n'
+                        'default = "100"\n')
+    ev = sim.run('[[call]]\nline = 1\nat = 1\ncaller = { number = "5550000001" }\nsteps = [ '
+                 '{ wait = "prompt:attendant" }, { dtmf = "*" }, { wait = "prompt:box_number" }, '
+                 '{ dtmf = "100#" }, '
+                 f'{{ wait = "prompt:pin" }}, {{ dtmf = "{PIN}#" }}, {{ wait = "prompt:menu" }}, '
+                 '{ dtmf = "1" }, { wait = "prompt:message_menu" }, { dtmf = "#" }, '
+                 '{ wait = "prompt:menu" }, { dtmf = "#" }, { wait = "prompt:goodbye" }, '
+                 '{ hangup = "busy" } ]\n')
+    (played,) = of(ev, "message_played")
+    after = names(ev)[names(ev).index("message"):]
+    assert after[:2] == ["message", "message_menu"]     # played through (no key), then the keys
+    assert "goodbye" in after                           # and the call went on to its end
+    (fault,) = of(ev, "disk_fault")
+    assert fault["key"] == "disk" and "not writable" in fault["reason"]
+    assert not of(ev, "message_state")                                   # not marked heard ...
+    assert sim.messages("100")[0]["state"] == "new"                      # ... and still new
+
+
+def test_mark_heard_on_a_disk_that_refuses_the_write_is_a_disk_fault(tmp_path, monkeypatch):
+    rig = Rig(tmp_path / "data", mail=False)
+    rig.store.open()
+    try:
+        pending = rig.store.start_recording("100", 1, "5551234567", None)
+        pending.write(array("h", [1000, -1000] * 16000))
+        msg = pending.finish()
+
+        def refused(*a, **kw):
+            raise OSError(errno.EROFS, "Read-only file system")
+        monkeypatch.setattr(rig.store, "_update", refused)
+        assert rig.store.mark_heard(msg["id"]) is False
+        (fault,) = rig.of("disk_fault")
+        assert fault["reason"] == (f"message {msg['id']} not marked heard: database "
+                                   f"{tmp_path / 'data' / 'db.json'} cannot be written: "
+                                   "Read-only file system")
+        monkeypatch.undo()
+        assert rig.store.mark_heard(msg["id"]) is True
+        assert rig.store.get(msg["id"])["state"] == "heard"
+        assert rig.store.mark_heard(msg["id"]) is True      # heard already: nothing to do
+    finally:
+        rig.store.close()

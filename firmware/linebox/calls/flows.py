@@ -534,8 +534,9 @@ def _local(svc: Services, received: str) -> datetime:
 
 
 def play_message(svc: Services, call: Call, m: dict) -> Flow:
-    """Play one message; it counts as heard once playback starts. Returns the key that
-    stopped it, if any."""
+    """Play one message; it counts as heard once playback starts (where that cannot be
+    written, it plays all the same: the store reports a disk fault). Returns the key
+    that stopped it, if any."""
     from linebox.wavfile import read_wav
     store = svc.store
     try:
@@ -543,8 +544,7 @@ def play_message(svc: Services, call: Call, m: dict) -> Flow:
     except LineboxError as e:
         log.error("message %s unreadable: %s", m["id"], e)
         samples = array("h")
-    if m["state"] == "new":
-        store.set_state(m["id"], "heard")
+    if m["state"] == "new" and store.mark_heard(m["id"]):
         m["state"] = "heard"
     call.publish("message_played", id=m["id"])
     call.set_state("playing")

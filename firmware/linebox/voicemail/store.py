@@ -434,6 +434,30 @@ class Store(RecoveryMixin, LoginsMixin):
         with self._lock:
             return self._transition(message_id, state)
 
+    def mark_heard(self, message_id: str) -> bool:
+        """A message began to play: new -> heard (any other state stays). On a data folder
+        that cannot be written the message still plays: the change is reported as a
+        disk fault (the one a read-only folder raised at open stays on) and False is
+        returned; the message stays new until it plays on a writable folder."""
+        with self._lock:
+            if self._read_only and not self._degraded:
+                raise StoreError(f"store {self.data_dir} is open read-only")
+            if self._record(message_id)["state"] != "new":
+                return True
+            if self._degraded:
+                log.warning("message %s: not marked heard: %s", message_id, self.fault)
+                if self.fault is None:
+                    self._set_fault(f"data folder {self.data_dir} is not writable")
+                return False
+            try:
+                self._transition(message_id, "heard")
+            except OSError as e:
+                self._set_fault(f"message {message_id} not marked heard: database "
+                                f"{self.data_dir / 'db.json'} cannot be written: "
+                                f"{e.strerror or e}")
+                return False
+            return True
+
     @writes
     def delete(self, message_id: str) -> dict:
         """Move to trash and remember it as the box's last deleted (for undelete_last)."""
