@@ -249,6 +249,13 @@ def test_email_on_a_read_only_data_folder_is_a_clear_error_and_calls_still_answe
                      "no mail can be queued until it is writable")
 
 
+def _four_seconds(store) -> dict:
+    """A 4 s message left in box 100 of ``store``, saved."""
+    pending = store.start_recording("100", 1, "5551234567", None)
+    pending.write(array("h", [1000, -1000] * 16000))
+    return pending.finish()
+
+
 def test_a_mail_that_cannot_be_queued_is_not_counted_as_announced(tmp_path):
     data = tmp_path / "data"
 
@@ -265,9 +272,7 @@ def test_a_mail_that_cannot_be_queued_is_not_counted_as_announced(tmp_path):
     store, mailer, events = start()
     (data / "mailq").rmdir()
     (data / "mailq").write_bytes(b"")              # the queue cannot be written (not a folder)
-    pending = store.start_recording("100", 1, "5551234567", None)
-    pending.write(array("h", [1000, -1000] * 16000))
-    msg = pending.finish()
+    msg = _four_seconds(store)
     assert [e["id"] for e in events if e["event"] == "message_saved"] == [msg["id"]]
     assert msg["id"] not in store.notified.ids()   # not taken: not journalled as announced
     store.close()
@@ -325,9 +330,7 @@ def test_mark_heard_on_a_disk_that_refuses_the_write_is_a_disk_fault(tmp_path, m
     rig = Rig(tmp_path / "data", mail=False)
     rig.store.open()
     try:
-        pending = rig.store.start_recording("100", 1, "5551234567", None)
-        pending.write(array("h", [1000, -1000] * 16000))
-        msg = pending.finish()
+        msg = _four_seconds(rig.store)
 
         def refused(*a, **kw):
             raise OSError(errno.EROFS, "Read-only file system")
