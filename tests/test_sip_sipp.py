@@ -19,95 +19,62 @@ from sipkit import PASSWORDS, SipDaemon, free_port, write_config
 
 CALLS = 20
 
+# The scenarios, built from one request template: Via, From, To, Call-ID, CSeq (RFC 3261
+# §8.1.1), Contact, more headers, Max-Forwards, then an SDP offer or no body.
+SERVICE_URI = "sip:[service]@[remote_ip]:[remote_port]"
+SERVICE = f"<{SERVICE_URI}>"
+CALLER = '"Load" <sip:201@[remote_ip]>;tag=[call_number]'
+PHONE = "<sip:201@[remote_ip]>"
+SDP = """v=0
+o=sipp 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=sendrecv"""
+
+
+def _send(request: str, cseq: str, frm: str, to: str, *, branch: str = "[branch]",
+          contact: bool = False, headers: tuple[str, ...] = (), sdp: bool = False,
+          retrans: bool = False) -> str:
+    """One SIPp ``<send>`` of a request (``retrans``: resent every 500 ms until answered)."""
+    lines = [f"{request} SIP/2.0",
+             f"Via: SIP/2.0/[transport] [local_ip]:[local_port];branch={branch};rport",
+             f"From: {frm}", f"To: {to}", "Call-ID: [call_id]", f"CSeq: {cseq}"]
+    if contact:
+        lines.append("Contact: <sip:201@[local_ip]:[local_port]>")
+    lines += [*headers, "Max-Forwards: 70"]
+    lines += (["Content-Type: application/sdp", "Content-Length: [len]", "", SDP] if sdp
+              else ["Content-Length: 0"])
+    attr = ' retrans="500"' if retrans else ""
+    return f"  <send{attr}><![CDATA[\n" + "\n".join(lines) + "\n  ]]></send>\n"
+
+
+def _scenario(name: str, *parts: str) -> str:
+    return (f'<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="{name}">\n'
+            + "".join(parts) + "</scenario>\n")
+
+
 # The caller: INVITE, answer the digest challenge, then talk (an RFC 3550 stream of a
 # mu-law file, looped) through the greeting and the beep and into the recording, and
 # hang up after TALK_MS.
-UAC = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="leave a message">
-  <send retrans="500"><![CDATA[
-INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-From: "Load" <sip:201@[remote_ip]>;tag=[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: <sip:201@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=sipp 1 1 IN IP4 [local_ip]
-s=-
-c=IN IP4 [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0 101
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-a=sendrecv
-  ]]></send>
-  <recv response="100" optional="true"/>
-  <recv response="401" auth="true"/>
-  <send><![CDATA[
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-3];rport
-From: "Load" <sip:201@[remote_ip]>;tag=[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-  ]]></send>
-  <send retrans="500"><![CDATA[
-INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-From: "Load" <sip:201@[remote_ip]>;tag=[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 2 INVITE
-Contact: <sip:201@[local_ip]:[local_port]>
-[authentication username=201 password=PASSWORD]
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=sipp 1 1 IN IP4 [local_ip]
-s=-
-c=IN IP4 [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0 101
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-a=sendrecv
-  ]]></send>
-  <recv response="100" optional="true"/>
-  <recv response="200" rtd="true" rrs="true"/>
-  <send><![CDATA[
-ACK [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-From: "Load" <sip:201@[remote_ip]>;tag=[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 2 ACK
-Max-Forwards: 70
-Content-Length: 0
-  ]]></send>
-  <nop><action><exec rtp_stream="SPEECH_FILE,-1,0"/></action></nop>
-  <pause milliseconds="TALK_MS"/>
-  <send retrans="500"><![CDATA[
-BYE [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-From: "Load" <sip:201@[remote_ip]>;tag=[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 3 BYE
-Max-Forwards: 70
-Content-Length: 0
-  ]]></send>
-  <recv response="200"/>
-</scenario>
-"""
+UAC = _scenario(
+    "leave a message",
+    _send(f"INVITE {SERVICE_URI}", "1 INVITE", CALLER, SERVICE, contact=True, sdp=True,
+          retrans=True),
+    '  <recv response="100" optional="true"/>\n  <recv response="401" auth="true"/>\n',
+    _send(f"ACK {SERVICE_URI}", "1 ACK", CALLER, SERVICE + "[peer_tag_param]",
+          branch="[branch-3]"),
+    _send(f"INVITE {SERVICE_URI}", "2 INVITE", CALLER, SERVICE, contact=True, sdp=True,
+          headers=("[authentication username=201 password=PASSWORD]",), retrans=True),
+    '  <recv response="100" optional="true"/>\n  <recv response="200" rtd="true" rrs="true"/>\n',
+    _send("ACK [next_url]", "2 ACK", CALLER, SERVICE + "[peer_tag_param]"),
+    '  <nop><action><exec rtp_stream="SPEECH_FILE,-1,0"/></action></nop>\n'
+    '  <pause milliseconds="TALK_MS"/>\n',
+    _send("BYE [next_url]", "3 BYE", CALLER, SERVICE + "[peer_tag_param]", retrans=True),
+    '  <recv response="200"/>\n')
 
 # The same caller with a delayed offer (RFC 3261 §13.2.1): INVITEs without SDP, Linebox
 # offers in its 200, the answer comes in the ACK (here A-law, the second codec offered;
@@ -346,38 +313,15 @@ def test_a_proxy_that_record_routes_stays_in_the_path_of_our_requests(tmp_path, 
 
 
 # A phone with the wrong password, registering over and over.
-BAD_REGISTER = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="register flood">
-  <send><![CDATA[
-REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-From: <sip:201@[remote_ip]>;tag=[call_number]
-To: <sip:201@[remote_ip]>
-Call-ID: [call_id]
-CSeq: 1 REGISTER
-Contact: <sip:201@[local_ip]:[local_port]>
-Expires: 600
-Max-Forwards: 70
-Content-Length: 0
-  ]]></send>
-  <recv response="401" auth="true" timeout="1000" ontimeout="done"/>
-  <send><![CDATA[
-REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-From: <sip:201@[remote_ip]>;tag=[call_number]
-To: <sip:201@[remote_ip]>
-Call-ID: [call_id]
-CSeq: 2 REGISTER
-Contact: <sip:201@[local_ip]:[local_port]>
-[authentication username=201 password=wrong-guess]
-Expires: 600
-Max-Forwards: 70
-Content-Length: 0
-  ]]></send>
-  <recv response="403" timeout="1000" ontimeout="done"/>
-  <label id="done"/>
-</scenario>
-"""
+REGISTER = "REGISTER sip:[remote_ip]:[remote_port]"
+BAD_REGISTER = _scenario(
+    "register flood",
+    _send(REGISTER, "1 REGISTER", f"{PHONE};tag=[call_number]", PHONE, contact=True,
+          headers=("Expires: 600",)),
+    '  <recv response="401" auth="true" timeout="1000" ontimeout="done"/>\n',
+    _send(REGISTER, "2 REGISTER", f"{PHONE};tag=[call_number]", PHONE, contact=True,
+          headers=("[authentication username=201 password=wrong-guess]", "Expires: 600")),
+    '  <recv response="403" timeout="1000" ontimeout="done"/>\n  <label id="done"/>\n')
 
 
 def _ulaw_wav(path, samples) -> None:
@@ -593,21 +537,11 @@ def test_malformed_requests_get_400_or_silence_and_the_server_keeps_serving(tmp_
     assert "Traceback" not in caplog.text and "error handling" not in caplog.text
 
 
-OPTIONS_PING = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="options">
-  <send><![CDATA[
-OPTIONS sip:[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-From: <sip:ping@[local_ip]>;tag=[call_number]
-To: <sip:[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 OPTIONS
-Max-Forwards: 70
-Content-Length: 0
-  ]]></send>
-  <recv response="200"/>
-</scenario>
-"""
+OPTIONS_PING = _scenario(
+    "options",
+    _send("OPTIONS sip:[remote_ip]:[remote_port]", "1 OPTIONS",
+          "<sip:ping@[local_ip]>;tag=[call_number]", "<sip:[remote_ip]:[remote_port]>"),
+    '  <recv response="200"/>\n')
 
 
 def test_random_bytes_and_mutations_never_break_the_server(server):

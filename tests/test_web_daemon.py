@@ -14,34 +14,17 @@ import urllib.request
 
 import pytest
 
+from daemonkit import linebox_run, modem_config
 from linebox.config import parse_config
 from linebox.run import Daemon
 from linebox.voicemail.pins import hash_pin
 from modem_emulator import ModemEmulator
 from test_web_cli import _free_port
 
-CONFIG = """
-[device]
-data_dir = "{data}"
-[[line]]
-id = 1
-driver = "modem"
-port = "{port}"
-flow_control = "none"
-rings = 2
-route = "100"
-[[box]]
-number = "100"
-pin_hash = "{pin_hash}"
-[web]
-listen = "127.0.0.1:{web_port}"
-{tls}
-"""
-
 
 def _config(tmp_path, port, web_port, tls=""):
-    return CONFIG.format(data=tmp_path / "data", port=port, web_port=web_port, tls=tls,
-                         pin_hash=hash_pin("2580"))
+    return modem_config(tmp_path / "data", port, box=f'pin_hash = "{hash_pin("2580")}"',
+                        more=f'[web]\nlisten = "127.0.0.1:{web_port}"\n{tls}\n')
 
 
 def test_linebox_run_serves_the_portal_and_stops_it_on_sigterm(tmp_path):
@@ -49,9 +32,7 @@ def test_linebox_run_serves_the_portal_and_stops_it_on_sigterm(tmp_path):
     with ModemEmulator("usr", tmp_path / "ttyModem") as emu:
         cfg = tmp_path / "linebox.toml"
         cfg.write_text(_config(tmp_path, emu.path, web_port))
-        proc = subprocess.Popen([sys.executable, "-m", "linebox", "run", "--config", str(cfg)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
+        with linebox_run(cfg) as proc:
             deadline = time.monotonic() + 30
             page = None
             while page is None and time.monotonic() < deadline:
@@ -67,9 +48,6 @@ def test_linebox_run_serves_the_portal_and_stops_it_on_sigterm(tmp_path):
                 assert json.loads(r.read())["ok"] is True
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=20) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
         out = proc.stdout.read().decode()
         assert f"web portal at http://127.0.0.1:{web_port}/" in out
 

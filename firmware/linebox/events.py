@@ -123,6 +123,12 @@ HIDDEN = frozenset(k.name for k in CATALOGUE.values() if not k.transcript)
 log = logging.getLogger(__name__)
 
 
+class NotTaken(Exception):  # noqa: N818 - a verdict, not an error of the publisher
+    """Raised by a subscriber that could not keep an event it is meant to keep durably
+    (a mail that could not be queued): ``Bus.publish`` then answers False, so the
+    publisher does not count the event as delivered. The message says why (one line)."""
+
+
 class Bus:
     """Delivers every published event to every subscriber, in order, synchronously."""
 
@@ -136,10 +142,17 @@ class Bus:
     def unsubscribe(self, fn: Callable[[dict], None]) -> None:
         self._subs.remove(fn)
 
-    def publish(self, event: dict) -> None:
+    def publish(self, event: dict) -> bool:
+        """Deliver ``event``; True when every subscriber took it (none raised)."""
+        taken = True
         for fn in list(self._subs):
             try:
                 fn(event)
+            except NotTaken as e:
+                taken = False
+                log.warning("%s event not taken: %s", event.get("event"), e)
             except Exception:       # noqa: BLE001 - one subscriber must not stop the rest
+                taken = False
                 log.exception("subscriber %s failed on a %s event",
                               getattr(fn, "__qualname__", repr(fn)), event.get("event"))
+        return taken

@@ -1,14 +1,14 @@
 """`linebox run`: the appliance daemon, one thread per line paced by its hardware, the
 housekeeping beat, the systemd watchdog and the status lamp."""
 
+import logging
 import time
 
 from linebox import sdnotify
 from linebox.app import Appliance
 from linebox.errors import LineboxError
-from linebox.log import get as get_logger
 
-log = get_logger("app")    # the daemon's journal lines keep the name they always had
+log = logging.getLogger(__name__)
 REPORTER_GRACE = 30.0      # seconds a dead MQTT reporter may take to come back
 REPORTER_RETRY = 5.0       # seconds between attempts to restart it
 WEB_RETRY = 10.0           # seconds between attempts to restart a portal process that died

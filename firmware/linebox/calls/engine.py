@@ -6,19 +6,20 @@ frames of the line's own audio, so a simulated line runs as fast as the CPU allo
 real line at the sound card's pace, with the same behaviour.
 """
 
+import logging
 from array import array
 from collections import deque
 from collections.abc import Callable, Generator, Iterable
 
-from linebox import FRAME, RATE
+from linebox import FRAME
 from linebox.caller import CallerId, blocked_by
 from linebox.calls.rings import RingCounter
+from linebox.clock import FRAME_SECONDS, frames_in, samples_in, seconds_of
 from linebox.dsp.listener import Listener
 from linebox.events import ANSWER, LINE_STATE, PROMPT_END
 from linebox.hw.line import CallerIdReceived, Fault, FaultCleared, HungUp, KeyPressed, Line, Tick
-from linebox.log import get as get_logger
 
-log = get_logger("calls")
+log = logging.getLogger(__name__)
 
 # Tones that mean the caller hung up and the exchange is talking to an open line.
 HANGUP_TONES = ("busy", "reorder", "dial")
@@ -107,9 +108,9 @@ class Call:
             self._loop_low_frames = 0
         elif tick.loop is False and self._loop_seen:
             self._loop_low_frames += 1
-            if self._loop_low_frames * FRAME >= LOOP_DROP_SECONDS * RATE:
-                self._hung_up("loop", self.t - self._loop_low_frames * FRAME / RATE)
-        frame_start = self.t - FRAME / RATE
+            if self._loop_low_frames * FRAME >= samples_in(LOOP_DROP_SECONDS):
+                self._hung_up("loop", self.t - self._loop_low_frames * FRAME_SECONDS)
+        frame_start = self.t - FRAME_SECONDS
         for fact in tick.events:
             if isinstance(fact, KeyPressed):
                 self._key(fact.digit, frame_start if fact.t is None else fact.t)
@@ -196,27 +197,27 @@ class Call:
 
     def _await_release(self) -> Flow:
         """A key is down: let it come up, so the flow sees which key it was."""
-        frames = int(KEY_RELEASE_WAIT * RATE / FRAME)
+        left = frames_in(KEY_RELEASE_WAIT)
         if self.runner.line.reports_dtmf:
             return
-        while not self.digits and self.listener.pressed is not None and frames > 0:
-            frames -= 1
+        while not self.digits and self.listener.pressed is not None and left > 0:
+            left -= 1
             yield None
             self.check()
 
     def pause(self, seconds: float) -> Flow:
         """Silence on the line for ``seconds``."""
-        for _ in range(int(round(seconds * RATE / FRAME))):
+        for _ in range(frames_in(seconds)):
             yield None
             self.check()
 
     def wait_key(self, timeout: float) -> Flow:
         """The next key, waiting up to ``timeout`` seconds for one; None on timeout."""
-        frames = int(round(timeout * RATE / FRAME))
+        left = frames_in(timeout)
         while not self.digits:
-            if frames <= 0:
+            if left <= 0:
                 return None
-            frames -= 1
+            left -= 1
             yield None
             self.check()
         return self.digits.popleft()
@@ -279,7 +280,7 @@ class LineRunner:
 
     @property
     def t(self) -> float:
-        return self.samples / RATE
+        return seconds_of(self.samples)
 
     @property
     def fault(self) -> str | None:
@@ -382,7 +383,7 @@ class LineRunner:
 
     def _start_listening(self) -> None:
         self.listener = Listener(self.plan)
-        self.listener_origin = self.t - FRAME / RATE
+        self.listener_origin = self.t - FRAME_SECONDS
         self.callerid = None
 
     def _got_callerid(self, callerid: CallerId) -> None:

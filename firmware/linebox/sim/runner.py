@@ -20,11 +20,13 @@ RETENTION_STEP = 3600.0
 class Transcript:
     """Prints the bus as the contract's transcript: one JSON object a line, or a table."""
 
-    def __init__(self, bus: Bus, exchange, out=None, as_json: bool = True, wall0: float = 0.0) -> None:
+    def __init__(self, bus: Bus, exchange, out=None, as_json: bool = True, wall0: float = 0.0,
+                 tz=None) -> None:
         self.exchange = exchange
         self.out = out
         self.as_json = as_json
         self.wall0 = wall0
+        self.tz = tz                 # the table's clock: [device] timezone (None: local)
         self.current_line: int | None = None
         self.events: list[dict] = []
         self.readers: list = []      # more consumers of each transcript record (the demo's narrator)
@@ -46,18 +48,19 @@ class Transcript:
         if self.as_json:
             self.out.write(json.dumps(rec) + "\n")
         else:
-            self.out.write(format_event(rec, self.wall0) + "\n")
+            self.out.write(format_event(rec, self.wall0, self.tz) + "\n")
         # Line by line, so a reader of a pipe follows the story as it happens.
         self.out.flush()
 
 
-def format_event(rec: dict, wall0: float = 0.0) -> str:
-    """One transcript event as a readable line of a timeline."""
+def format_event(rec: dict, wall0: float = 0.0, tz=None) -> str:
+    """One transcript event as a readable line of a timeline; the wall-clock time is
+    ``tz``'s (``[device] timezone``), the system's local time when None."""
     rest = {k: v for k, v in rec.items() if k not in ("t", "call", "line", "event") and v is not None}
     detail = "  ".join(f"{k}={v}" for k, v in rest.items())
     stamp = f"{rec['t']:9.2f}s"
     if wall0:
-        stamp += " " + datetime.fromtimestamp(wall0 + rec["t"]).strftime("%H:%M:%S")
+        stamp += " " + datetime.fromtimestamp(wall0 + rec["t"], tz).strftime("%H:%M:%S")
     who = f"line {rec['line']}" if rec.get("line") else "      "
     call = f"call {rec['call']}" if rec.get("call") else "      "
     return f"{stamp}  {who}  {call}  {rec['event']:<18} {detail}".rstrip()
@@ -65,6 +68,7 @@ def format_event(rec: dict, wall0: float = 0.0) -> str:
 
 def build(config, scenario, out=None, as_json: bool = True, clock_start: float | None = None):
     """The appliance, the exchange and the transcript for one simulation."""
+    from linebox.config import device_tz
     from linebox.sim.exchange import SimExchange
 
     sim_lines = {line.id: line for line in config.lines if line.driver in ("sim", "modem-sim")}
@@ -79,7 +83,8 @@ def build(config, scenario, out=None, as_json: bool = True, clock_start: float |
     else:
         wall0 = clock_start if clock_start is not None else time.time()
     app = Appliance(config, bus, clock=lambda: wall0 + exchange.now)
-    transcript = Transcript(bus, exchange, out, as_json, wall0 if not as_json else 0.0)
+    transcript = Transcript(bus, exchange, out, as_json, wall0 if not as_json else 0.0,
+                            tz=device_tz(config.device))
     app.start()
     for lid in sorted(sim_lines):
         app.add_line(_sim_line(exchange, sim_lines[lid]), sim_lines[lid])

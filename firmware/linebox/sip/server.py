@@ -11,6 +11,7 @@ network.
 
 import heapq
 import itertools
+import logging
 import queue
 import secrets
 import selectors
@@ -25,7 +26,6 @@ from linebox.caller import CallerId
 from linebox.calls.engine import LineRunner
 from linebox.calls.flows import sip_entry
 from linebox.errors import LineboxError
-from linebox.log import get as get_logger
 from linebox.sip import message as sipmsg
 from linebox.sip.auth import DigestAuth, Verdict
 from linebox.sip.message import Message, SipParseError
@@ -34,7 +34,7 @@ from linebox.sip.rtp import FRAME_SECONDS, MAX_LATE, SipLine, open_rtp_socket, r
 from linebox.sip.sdp import Media, SessionDescription, negotiate, negotiate_answer, parse_offer
 from linebox.sip.transport import MAX_TCP_CONNECTIONS, Peer, TcpConnection, local_address_for
 
-log = get_logger("sip")
+log = logging.getLogger(__name__)
 
 T1, T2 = 0.5, 4.0                  # RFC 3261 §17.1.1.1 timer values
 TIMER_64T1 = 64 * T1                # B, F, H, J: how long a transaction lives

@@ -32,7 +32,7 @@ from linebox import events as ev_
 from linebox.events import Bus
 from linebox.fileio import write_file_atomic
 
-log = logging.getLogger("linebox.calllog")
+log = logging.getLogger(__name__)
 
 FILE_NAME = "calls.jsonl"
 LIMIT = 5000

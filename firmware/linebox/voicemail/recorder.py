@@ -24,7 +24,7 @@ from linebox import RATE
 from linebox.fileio import fsync_dir
 from linebox.wavfile import data_offset, wav_header
 
-log = logging.getLogger("linebox.store")
+log = logging.getLogger(__name__)
 
 HEADER = data_offset("pcm16")
 MIN_RECOVER_SAMPLES = RATE // 2        # a crash-cut fragment shorter than this is noise

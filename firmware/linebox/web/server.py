@@ -20,7 +20,7 @@ from linebox.errors import LineboxError
 from linebox.web.actions import Portal
 from linebox.web.portal import create_app
 
-log = logging.getLogger("linebox.web")
+log = logging.getLogger(__name__)
 THREADS = 12                 # event streams hold a worker each (for at most 25 s)
 MAX_BODY = 20 * 1024 * 1024
 # In the daemon's process (separate=False) every runnable Python thread competes with the
