@@ -616,7 +616,7 @@ def test_a_call_hears_the_temporary_greeting_set_on_the_web(tmp_path, speech_fil
     try:
         c = p.owner("100")
         assert c.json("PUT", "/api/v1/boxes/100/greeting?kind=temporary", raw=_wav(8000, 1, 1.0))[0] == 200
-        from linebox.calls.flows import greeting
+        from linebox.calls.flows import Session, greeting
         from linebox.wavfile import read_wav
         played = []
 
@@ -624,7 +624,7 @@ def test_a_call_hears_the_temporary_greeting_set_on_the_web(tmp_path, speech_fil
             def play(self, name, samples):
                 played.append((name, samples))
                 yield from ()
-        list(greeting(p.app.svc, Call(), "100"))
+        list(greeting(Session(p.app.svc, Call(), "100")))
         assert played == [("greeting", read_wav(p.app.store.greeting_path("100", "temporary")))]
     finally:
         p.close()

@@ -37,7 +37,8 @@ from linebox.errors import LineboxError
 from linebox.fileio import write_file_atomic
 from linebox.voicemail.pins import KEY_BYTES, SALT_BYTES, SCRYPT_N, SCRYPT_P, SCRYPT_R
 
-log = logging.getLogger("linebox.web.audit")
+log = logging.getLogger(__name__)
+audit = logging.getLogger("linebox.web.audit")   # who did what: kept apart, as in web/actions.py
 
 ADMIN_FILE = "admin.json"
 ADMIN = "admin"
@@ -236,7 +237,7 @@ class AdminLockout:
                 seconds = min(ADMIN_LOCK_SECONDS * 2 ** min(doc["locks"], 20), ADMIN_LOCK_MAX)
                 doc.update(failures=[], locked_until=now + seconds, locks=doc["locks"] + 1)
                 locked = True
-                log.warning("web: %d wrong administrator passwords within an hour (the last from %s): "
+                audit.warning("web: %d wrong administrator passwords within an hour (the last from %s): "
                             "administrator login locked for %d min", ADMIN_LOCK_FAILURES, who, seconds // 60)
             self._write(doc)
             return locked

@@ -37,7 +37,7 @@ from linebox.errors import LineboxError
 from linebox.voicemail.store import GREETING_KINDS
 from linebox.web.actions import ActionError
 
-log = logging.getLogger("linebox.web")
+log = logging.getLogger(__name__)
 HEADER = struct.Struct(">IB")
 MAX_FRAME = 64 * 1024 * 1024          # a 16 MB greeting upload in base64, with room
 CALL_TIMEOUT = 60.0
