@@ -14,12 +14,13 @@ from linebox.dsp.callerid import GATE_DBM0 as FSK_GATE_DBM0
 from linebox.dsp.callerid import CallerIdDetector, DtmfCallerIdParser
 from linebox.dsp.dtmf import FRAME_GATE as DTMF_GATE
 from linebox.dsp.dtmf import DtmfDetector
-from linebox.dsp.levels import frame_energy
+from linebox.dsp.levels import SQUARES, frame_energy
 from linebox.dsp.plans import get_plan
 from linebox.dsp.progress import ProgressDetector
 from linebox.dsp.vad import VoiceActivityDetector
 
 _mul = operator.mul
+_square = SQUARES.__getitem__
 # The lag-1 autocorrelation (DTMF's and caller ID's spectral-slope screen) is computed once
 # per frame, for frames loud enough for either.
 _LAG1_GATE = min(DTMF_GATE, frame_energy(FSK_GATE_DBM0))
@@ -74,11 +75,17 @@ class Listener:
 
     def feed(self, frame: array) -> list[dict]:
         """Process one 160-sample frame; return the events it completed."""
-        energy = sum(map(_mul, frame, frame))
+        energy = sum(map(_square, frame))
         self.samples += FRAME
         fsk = self.fsk
-        lag1 = (sum(map(_mul, frame, frame[1:]))
-                if energy >= (_LAG1_GATE if fsk is not None else DTMF_GATE) else None)
+        if energy >= (_LAG1_GATE if fsk is not None else DTMF_GATE):
+            # A frame loud enough for more than its energy is read as a list once: every
+            # product over it then takes ready-made ints instead of making them anew.
+            if type(frame) is array:
+                frame = frame.tolist()
+            lag1 = sum(map(_mul, frame, frame[1:]))
+        else:
+            lag1 = None
         events = self.dtmf.feed(frame, energy, lag1)
         if events:
             events = self._dtmf_events(events)
