@@ -11,9 +11,11 @@ here (a Pi Zero 2 W is 15-20x slower and must hold 8 calls beside its lines), an
 """
 
 import argparse
+import os
 import resource
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -36,6 +38,22 @@ def cpu_seconds() -> float:
 
 def sys_seconds() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
+def thread_seconds() -> dict[str, float]:
+    """CPU seconds of each thread of this process so far, by thread name."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = names.get(int(tid), "other")
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def unpaced_frame_cost(frames: int = 1500) -> float:
@@ -114,14 +132,17 @@ def main() -> int:
                 elif ev.get("event") == "record_end" and "from" in marks and "to" not in marks:
                     marks["to"] = (cpu_seconds(), time.monotonic())
             server.daemon.app.bus.subscribe(steady)
+            time.sleep(3.0)          # the start's own work (loading prompts) is over
             idle0, w0 = cpu_seconds(), time.monotonic()
             time.sleep(3.0)
             idle = (cpu_seconds() - idle0) / (time.monotonic() - w0)
+            threads0 = thread_seconds()
             c0, s0, w0 = cpu_seconds(), sys_seconds(), time.monotonic()
             res = scenarios._sipp(tmp, server, scenario, "-s", "101", "-m", str(args.calls), "-l",
                                   str(args.calls), "-r", str(args.calls), "-auth_uri",
                                   f"101@127.0.0.1:{server.port}", timeout=int(args.speak) + 90)
             wall = time.monotonic() - w0
+            threads1 = thread_seconds()
             cpu = cpu_seconds() - c0 - idle * wall
             kernel = sys_seconds() - s0
             saved = len(server.store.messages("101"))
@@ -132,7 +153,8 @@ def main() -> int:
     p = (lambda q: late[min(len(late) - 1, int(q * len(late)))] * 1000) if late else (lambda q: float("nan"))
     print(f"SIP voicemail calls: {args.calls} at once, {args.speak:.0f} s of speech each "
           f"(sipp exit {res.returncode}, {saved} messages saved)")
-    print(f"  idle server: {100 * idle:.2f} % of a core")
+    print(f"  idle server: {100 * idle:.2f} % of a core; machine load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs (figures grow with it)")
     frame = unpaced_frame_cost()
     print(f"  one call's own work, unpaced in one thread: {frame * 1e6:.0f} us a frame = "
           f"{100 * frame / 0.02:.2f} % of a core")
@@ -145,6 +167,9 @@ def main() -> int:
           "of a core "
           f"({cpu:.2f} s CPU, {kernel:.2f} s of it in the kernel, over {call_seconds:.0f} call-seconds)"
           "")
+    busy = {n: threads1.get(n, 0.0) - threads0.get(n, 0.0) for n in threads1}
+    print("  CPU by thread over the calls: " + ", ".join(
+        f"{n} {v:.2f} s" for n, v in sorted(busy.items(), key=lambda kv: -kv[1]) if v >= 0.01))
     print(f"  outgoing RTP lateness: p50 {p(0.5):.2f} ms, p99 {p(0.99):.2f} ms, max {p(1.0):.2f} ms "
           f"({len(late)} packets)   goal p99 < 10 ms")
     return 0

@@ -61,9 +61,10 @@ class LogRecords(logging.Handler):
 
 @pytest.fixture
 def store_log():
-    """What the store logs (attached to its own logger: immune to propagate=False)."""
+    """What the store logs, every module of ``linebox.voicemail`` (attached to that
+    logger itself: immune to propagate=False)."""
     handler = LogRecords()
-    logger = logging.getLogger("linebox.store")
+    logger = logging.getLogger("linebox.voicemail")
     logger.addHandler(handler)
     old = logger.level
     logger.setLevel(logging.DEBUG)

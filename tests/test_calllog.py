@@ -80,3 +80,61 @@ def test_calls_on_two_lines_at_once_are_kept_apart(tmp_path):
     bus.publish({"event": "onhook", "line": 1, "t": 30.0})
     assert [(c["line"], c["caller_number"], c["outcome"], c["seconds"]) for c in log.calls()] == [
         (1, None, "hung_up", 30.0), (2, "222", "missed", 20.0)]
+
+
+def test_a_blocked_caller_is_hung_up_on_and_logged_blocked(tmp_path):
+    sim = Sim(tmp_path, rings=4, line_extra='block = ["5551234567", "1900*"]')
+    ev = sim.run(_call('{ wait = "prompt:greeting" }, { hangup = "busy" }')
+                 + _call('{ wait = "prompt:greeting" }, { hangup = "busy" }',
+                         '{ number = "19005550100", name = "PREMIUM" }', "after = 5")
+                 + _call('{ wait = "prompt:greeting" }, { hangup = "busy" }', '{ number = "5550002" }', "after = 5"))
+    blocked = [e for e in ev if e["event"] == "call_blocked"]
+    assert [(e["pattern"], e["caller_number"]) for e in blocked] == [("5551234567", "5551234567"),
+                                                                    ("1900*", "19005550100")]
+    # Answered at the first ring gap (not after 4 rings), no greeting, on hook a moment later.
+    for b in blocked:
+        after = [e for e in ev if e.get("line") == 1 and e["t"] >= b["t"]]
+        answer = next(e for e in after if e["event"] == "answer")
+        onhook = next(e for e in after if e["event"] == "onhook")
+        assert answer["after_rings"] == 1
+        assert not [e for e in after if e["event"] == "prompt" and e["t"] < onhook["t"]]
+        assert 0.9 <= onhook["t"] - answer["t"] <= 1.2
+    assert not [e for e in ev if e["event"] == "message_saved"]
+    calls = CallLog(Bus(), sim.data, clock=lambda: START).calls()
+    assert [(c["caller_number"], c["outcome"]) for c in calls] == [
+        ("5550002", "hung_up"), ("19005550100", "blocked"), ("5551234567", "blocked")]
+
+
+def test_withheld_numbers_can_be_blocked():
+    from linebox.caller import CallerId, blocked_by
+
+    assert blocked_by(CallerId(number=None, number_absent="P"), ("withheld",)) == "withheld"
+    assert blocked_by(CallerId(number="5551234567"), ("withheld",)) is None
+    assert blocked_by(CallerId(number="+1 (555) 123-4567"), ("15551234567",)) == "15551234567"
+    assert blocked_by(CallerId(number="5551234567"), ("555123456",)) is None     # whole numbers only
+    assert blocked_by(CallerId(number="5551234567"), ("555*",)) == "555*"
+    assert blocked_by(None, ("555*",)) is None
+
+
+def test_a_call_from_an_ip_phone_is_logged_with_its_extension(tmp_path):
+    bus = Bus()
+    now = [1_000_000.0]
+    CallLog(bus, tmp_path, clock=lambda: now[0])   # kept alive by its subscription
+    # As sip/server.py and the runner of a SIP call publish them (line None, extension).
+    bus.publish({"event": "sip_call", "caller_number": "201", "caller_name": "Front desk",
+                 "dialled": "100", "line": None, "extension": "201"})
+    bus.publish({"event": "record_start", "box": "100", "line": None, "extension": "201", "t": 2.0})
+    bus.publish({"event": "sip_call", "caller_number": "202", "caller_name": "Workshop",
+                 "dialled": "*97", "line": None, "extension": "202"})
+    bus.publish({"event": "login", "box": "101", "ok": True, "line": None, "extension": "202", "t": 3.0})
+    # The store publishes the saved message without the extension, with it as the caller.
+    bus.publish({"event": "message_saved", "box": "100", "id": "000009", "line": None, "caller_number": "201",
+                 "caller_name": "Front desk"})
+    now[0] += 12
+    bus.publish({"event": "onhook", "line": None, "extension": "201", "t": 12.0})
+    bus.publish({"event": "onhook", "line": None, "extension": "202", "t": 12.0})
+    calls = CallLog(Bus(), tmp_path, clock=lambda: 0).calls()         # as kept in the file
+    assert [(c["extension"], c["line"], c["caller_name"], c["outcome"], c["box"], c["message"]) for c in calls] == [
+        ("202", None, "Workshop", "login", "101", None),
+        ("201", None, "Front desk", "message", "100", "000009")]
+    assert calls[1]["seconds"] == 12.0

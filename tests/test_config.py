@@ -504,3 +504,41 @@ def test_a_box_may_switch_remote_login_off():
     cfg = parse_config(tomllib.loads(MINIMAL + "remote_login = false\n"), "t")
     assert cfg.boxes["100"].remote_login is False
     assert parse_config(tomllib.loads(MINIMAL), "t").boxes["100"].remote_login is True
+
+
+def test_table_keys_come_from_the_dataclass_fields_with_the_aliases_spelled_out():
+    from dataclasses import dataclass
+
+    from linebox.config import _keys, _only
+
+    @dataclass(frozen=True)
+    class Demo:
+        a: int
+        host: str = "0.0.0.0"
+        port: int = 1
+        sender: str = ""
+        gain: float = _only(("fxo",), 0.0)
+
+    # A new field is a new key, without a second list to keep in step.
+    assert _keys(Demo) == ("a", "host", "port", "sender", "gain")
+    assert _keys(Demo, {"host": "listen", "port": None, "sender": "from"}, ("enabled",)) == (
+        "a", "listen", "from", "gain", "enabled")
+    assert _keys(Demo, drivers=("fxo",)) == ("gain",)
+    # An alias for a field that was renamed or removed is caught at import.
+    with pytest.raises(AssertionError, match="no field"):
+        _keys(Demo, {"hots": "listen"})
+
+
+def test_every_driver_only_line_key_names_real_drivers_and_is_refused_elsewhere():
+    from dataclasses import fields
+
+    from linebox.config import DRIVERS, LineConfig
+
+    only = {f.name: f.metadata["drivers"] for f in fields(LineConfig) if "drivers" in f.metadata}
+    assert set(only) >= {"audio", "port", "init", "chipset"}
+    assert all(set(d) <= set(DRIVERS) for d in only.values())
+    for key, drivers in only.items():
+        other = next(d for d in ("sim", "fxo", "modem") if d not in drivers)
+        line = {"id": 1, "driver": other, "route": "100", key: 1}
+        with pytest.raises(ConfigError, match=f"'{key}'"):
+            parse_config({"line": [line], "box": [{"number": "100", "pin_required": False}]})

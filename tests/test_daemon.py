@@ -3,32 +3,16 @@ stop on SIGTERM, and the health check that feeds the watchdog."""
 
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import tomllib
 
+from daemonkit import linebox_run, modem_config
 from linebox import FRAME
 from linebox.config import parse_config
 from linebox.hw.line import SILENT_FRAME, Line, Tick
 from linebox.run import Daemon
 from modem_emulator import ModemEmulator
-
-CONFIG = """
-[device]
-data_dir = "{data}"
-[[line]]
-id = 1
-driver = "modem"
-port = "{port}"
-flow_control = "none"
-rings = 2
-route = "100"
-[[box]]
-number = "100"
-pin_required = false
-"""
 
 
 def _datagrams(sock, until, timeout=30.0):
@@ -51,11 +35,9 @@ def test_run_notifies_systemd_feeds_the_watchdog_and_stops_cleanly(tmp_path):
     sock.bind(str(sock_path))
     with ModemEmulator("usr", tmp_path / "ttyModem") as emu:
         cfg = tmp_path / "linebox.toml"
-        cfg.write_text(CONFIG.format(data=tmp_path / "data", port=emu.path))
+        cfg.write_text(modem_config(tmp_path / "data", emu.path))
         env = {"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "2000000", "PATH": "/usr/bin:/bin"}
-        proc = subprocess.Popen([sys.executable, "-m", "linebox", "run", "--config", str(cfg)],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
+        with linebox_run(cfg, env=env) as proc:
             got = _datagrams(sock, lambda g: any("READY=1" in d for d in g))
             ready = next(d for d in got if "READY=1" in d)
             assert "STATUS=1 line idle, no new messages" in ready
@@ -63,11 +45,8 @@ def test_run_notifies_systemd_feeds_the_watchdog_and_stops_cleanly(tmp_path):
             proc.send_signal(signal.SIGTERM)
             got = _datagrams(sock, lambda g: any("STOPPING=1" in d for d in g))
             assert proc.wait(timeout=20) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
         out = proc.stdout.read().decode()
-        assert "<6>linebox.app: running: 1 line(s), 1 box(es)" in out, out + proc.stderr.read().decode()
+        assert "<6>linebox.run: running: 1 line(s), 1 box(es)" in out, out + proc.stderr.read().decode()
         assert "ATZ" in emu.commands
         assert any(c.startswith("ATH") for c in emu.commands[-3:]), "the modem hung up at the stop"
     sock.close()
@@ -90,7 +69,7 @@ class StuckLine(Line):
 
 
 def test_a_stuck_line_loop_makes_the_daemon_unhealthy(tmp_path, monkeypatch):
-    cfg = parse_config(tomllib.loads(CONFIG.format(data=tmp_path / "data", port="/dev/null")), "d.toml")
+    cfg = parse_config(tomllib.loads(modem_config(tmp_path / "data", "/dev/null")), "d.toml")
     line = StuckLine()
     monkeypatch.setattr("linebox.run.make_line", lambda c, pins: line)
     daemon = Daemon(cfg)

@@ -5,6 +5,7 @@ The full and read-only disks are real: a small tmpfs mounted for the test (root 
 skipped elsewhere)."""
 
 import errno
+import logging
 import os
 import subprocess
 import sys
@@ -13,13 +14,13 @@ from array import array
 
 import pytest
 
-from conftest import run_linebox
+from conftest import LogRecords, run_linebox
 from linebox.config import BoxConfig, EmailConfig
 from linebox.events import Bus
 from linebox.report.email import Mailer
 from linebox.voicemail.folder import FolderInUse
 from linebox.voicemail.store import Store, StoreError, StoreFull
-from simkit import Sim, names, of, speech_wav
+from simkit import PIN, Sim, names, of, speech_wav
 
 MiB = 1 << 20
 BOXES = {"100": BoxConfig(number="100", name="Main office", pin_required=False,
@@ -212,3 +213,136 @@ def test_two_callers_for_the_last_place_the_second_hears_box_full(tmp_path, spee
     assert [e["line"] for e in ev if e["event"] == "prompt" and e["name"] == "beep"] == [3 - other]
     assert [e["line"] for e in ev if e["event"] == "prompt" and e["name"] == "box_full"] == [other]
     assert len(sim.messages()) == 1
+
+
+EMAIL_TABLE = """
+[email]
+smtp_host = "127.0.0.1"
+smtp_port = 1
+starttls = false
+from = "linebox@example.com"
+"""
+
+
+def test_email_on_a_read_only_data_folder_is_a_clear_error_and_calls_still_answered(
+        small_disk, tmp_path, speech_files):
+    # `linebox run` / `linebox sim` with [email] used to crash at start: the mailer
+    # made its queue folder (mailq/) on the read-only data folder.
+    small_disk(32)
+    sim = Sim(tmp_path, attendant=EMAIL_TABLE)
+    voice = speech_wav(tmp_path, speech_files[0], 3.0)
+    sim.run(f'[[call]]\nline = 1\nat = 1\nsteps = [ {{ wait = "beep" }}, {{ say = "{voice}" }}, '
+            '{ hangup = "busy" } ]\n')
+    (small_disk.path / "mailq").rmdir()           # never made (e-mail configured later)
+    small_disk.remount(ro=True)
+    logged = LogRecords()
+    logger = logging.getLogger("linebox.report.email")
+    logger.addHandler(logged)
+    try:
+        ev = sim.run('[[call]]\nline = 1\nat = 1\nsteps = [ { wait = "answer" }, '
+                     '{ wait = { seconds = 12 } }, { hangup = "busy" } ]\n')
+    finally:
+        logger.removeHandler(logged)
+    assert "box_full" in names(ev) and of(ev, "message_discarded", reason="no_space")
+    (error,) = logged.at(logging.ERROR)
+    assert error == (f"mail queue {small_disk.path / 'mailq'}: Read-only file system; "
+                     "no mail can be queued until it is writable")
+
+
+def _four_seconds(store) -> dict:
+    """A 4 s message left in box 100 of ``store``, saved."""
+    pending = store.start_recording("100", 1, "5551234567", None)
+    pending.write(array("h", [1000, -1000] * 16000))
+    return pending.finish()
+
+
+def test_a_mail_that_cannot_be_queued_is_not_counted_as_announced(tmp_path):
+    data = tmp_path / "data"
+
+    def start():
+        bus = Bus()
+        events = []
+        bus.subscribe(events.append)
+        store = Store(data, BOXES, bus=bus)
+        mailer = Mailer(EMAIL, BOXES, data / "mailq", lookup=store.get)
+        bus.subscribe(mailer.handle)
+        store.open()
+        return store, mailer, events
+
+    store, mailer, events = start()
+    (data / "mailq").rmdir()
+    (data / "mailq").write_bytes(b"")              # the queue cannot be written (not a folder)
+    msg = _four_seconds(store)
+    assert [e["id"] for e in events if e["event"] == "message_saved"] == [msg["id"]]
+    assert msg["id"] not in store.notified.ids()   # not taken: not journalled as announced
+    store.close()
+
+    (data / "mailq").unlink()                       # the folder is usable again
+    store, mailer, events = start()
+    try:
+        (again,) = [e for e in events if e["event"] == "message_saved"]
+        assert again["id"] == msg["id"] and again.get("again") is True
+        assert len(mailer.pending()) == 1           # mailed after all
+        assert store.get(msg["id"])["id"] == msg["id"]
+    finally:
+        store.close()
+    # Taken this time: the start after that announces nothing more.
+    store, mailer, events = start()
+    try:
+        assert [e for e in events if e["event"] == "message_saved"] == []
+        assert len(mailer.pending()) == 1
+    finally:
+        store.close()
+
+
+def test_a_message_on_a_read_only_folder_still_plays_and_the_failed_mark_is_a_disk_fault(
+        small_disk, tmp_path, speech_files):
+    # Marking it heard used to raise inside the call flow: the owner was hung up on.
+    small_disk(32)
+    sim = Sim(tmp_path)
+    voice = speech_wav(tmp_path, speech_files[0], 3.0)
+    sim.run(f'[[call]]\nline = 1\nat = 1\nsteps = [ {{ wait = "beep" }}, {{ say = "{voice}" }}, '
+            '{ hangup = "busy" } ]\n')
+    small_disk.remount(ro=True)
+    # The owner calls in through the attendant (a box route on a folder that takes no
+    # message says "box full" and hangs up before any greeting).
+    sim = Sim(tmp_path, lines=((1, "attendant", "us"),),
+              attendant='[attendant]\nprompt = "attendant"\noptions = { "*" = "login" }\n'
+                        'default = "100"\n')
+    ev = sim.run('[[call]]\nline = 1\nat = 1\ncaller = { number = "5550000001" }\nsteps = [ '
+                 '{ wait = "prompt:attendant" }, { dtmf = "*" }, { wait = "prompt:box_number" }, '
+                 '{ dtmf = "100#" }, '
+                 f'{{ wait = "prompt:pin" }}, {{ dtmf = "{PIN}#" }}, {{ wait = "prompt:menu" }}, '
+                 '{ dtmf = "1" }, { wait = "prompt:message_menu" }, { dtmf = "#" }, '
+                 '{ wait = "prompt:menu" }, { dtmf = "#" }, { wait = "prompt:goodbye" }, '
+                 '{ hangup = "busy" } ]\n')
+    (played,) = of(ev, "message_played")
+    after = names(ev)[names(ev).index("message"):]
+    assert after[:2] == ["message", "message_menu"]     # played through (no key), then the keys
+    assert "goodbye" in after                           # and the call went on to its end
+    (fault,) = of(ev, "disk_fault")
+    assert fault["key"] == "disk" and "not writable" in fault["reason"]
+    assert not of(ev, "message_state")                                   # not marked heard ...
+    assert sim.messages("100")[0]["state"] == "new"                      # ... and still new
+
+
+def test_mark_heard_on_a_disk_that_refuses_the_write_is_a_disk_fault(tmp_path, monkeypatch):
+    rig = Rig(tmp_path / "data", mail=False)
+    rig.store.open()
+    try:
+        msg = _four_seconds(rig.store)
+
+        def refused(*a, **kw):
+            raise OSError(errno.EROFS, "Read-only file system")
+        monkeypatch.setattr(rig.store, "_update", refused)
+        assert rig.store.mark_heard(msg["id"]) is False
+        (fault,) = rig.of("disk_fault")
+        assert fault["reason"] == (f"message {msg['id']} not marked heard: database "
+                                   f"{tmp_path / 'data' / 'db.json'} cannot be written: "
+                                   "Read-only file system")
+        monkeypatch.undo()
+        assert rig.store.mark_heard(msg["id"]) is True
+        assert rig.store.get(msg["id"])["state"] == "heard"
+        assert rig.store.mark_heard(msg["id"]) is True      # heard already: nothing to do
+    finally:
+        rig.store.close()

@@ -4,15 +4,13 @@ captured logs) as the modem. The modem hears the busy tone and reports it late; 
 firmware's listener hears it too, and the message ends at the tone's onset."""
 
 import json
-import signal
-import subprocess
-import sys
 import time
 import tomllib
 
 import pytest
 
 from conftest import run_linebox
+from daemonkit import linebox_run, modem_config
 from linebox.app import Appliance
 from linebox.config import parse_config
 from linebox.dsp import gen
@@ -22,22 +20,6 @@ from linebox.events import Bus
 from linebox.hw.modem import ModemLine
 from linebox.hw.modem.emulator import PtyModem
 from linebox.wavfile import read_wav, write_wav
-
-CONFIG = """
-[device]
-data_dir = "{data}"
-[[line]]
-id = 1
-driver = "modem"
-port = "{port}"
-flow_control = "none"
-duplex = "{duplex}"
-rings = 1
-route = "100"
-[[box]]
-number = "100"
-pin_required = false
-"""
 
 
 def _greeting(data):
@@ -51,7 +33,7 @@ def test_a_message_through_a_voice_modem_ends_at_the_busy_tones_onset(tmp_path, 
                                                                       chipset, duplex):
     data = tmp_path / "data"
     _greeting(data)
-    cfg = parse_config(tomllib.loads(CONFIG.format(data=data, port="/dev/null", duplex=duplex)),
+    cfg = parse_config(tomllib.loads(modem_config(data, "/dev/null", rings=1, duplex=duplex)),
                        "modem.toml")
     bus = Bus()
     events = []
@@ -98,10 +80,8 @@ def test_linebox_run_takes_a_whole_call_through_each_chipset(tmp_path, speech_fi
     speech = read_wav(speech_files[1])[8000 * 10:8000 * 13]
     with PtyModem(chipset, tmp_path / "ttyModem") as emu:
         cfg = tmp_path / "linebox.toml"
-        cfg.write_text(CONFIG.format(data=data, port=emu.path, duplex=duplex))
-        proc = subprocess.Popen([sys.executable, "-m", "linebox", "run", "--config", str(cfg)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
+        cfg.write_text(modem_config(data, emu.path, rings=1, duplex=duplex))
+        with linebox_run(cfg) as proc:
             assert emu.wait_for(lambda e: "AT+VLS=0" in e.commands, timeout=20)   # set up
             # The caller: greeting and beep, 3 s of speech, "#", the review menu, "3" (send).
             emu.feed_audio(gen.silence(2.5) + speech + gen.silence(SCRIPT_KEYS[0])
@@ -118,12 +98,6 @@ def test_linebox_run_takes_a_whole_call_through_each_chipset(tmp_path, speech_fi
             # tone was ever on the line: the review menu took the key.
             with emu.lock:
                 assert len(emu.core.line.audio) >= 6.0 * 8000
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
         out = proc.stdout.read().decode() + proc.stderr.read().decode()
         assert proc.returncode == 0, out
         assert "fault" not in out, out

@@ -247,7 +247,7 @@ def test_a_permanent_refusal_moves_the_mail_to_failed_after_three_tries(tmp_path
     rig = Rig(tmp_path, server.port, clock=clock)
     try:
         rig.leave_message()
-        with caplog.at_level(logging.WARNING, logger="linebox.email"):
+        with caplog.at_level(logging.WARNING, logger="linebox.report.email"):
             for t in (0, 10, 30):
                 clock.t = T0 + t
                 assert rig.mailer.pump() == 0

@@ -58,3 +58,26 @@ def test_a_failing_subscriber_does_not_abort_a_store_operation(tmp_path):
         assert store.get(msg["id"])["state"] == "saved"
     finally:
         store.close()
+
+
+def test_a_subscriber_that_cannot_keep_an_event_makes_publish_answer_false(caplog):
+    from linebox.events import NotTaken
+
+    bus = Bus()
+    got = []
+
+    def full(ev):
+        raise NotTaken("mail for message 000001 of box 100 not queued (mailq: Read-only file system)")
+
+    bus.subscribe(full)
+    bus.subscribe(got.append)
+    assert bus.publish({"event": "box_changed"}) is False
+    assert got == [{"event": "box_changed"}]              # the others still get it
+    assert caplog.records[-1].levelno == logging.WARNING   # expected, not a crash: no traceback
+    assert caplog.records[-1].getMessage() == ("box_changed event not taken: mail for message "
+                                               "000001 of box 100 not queued (mailq: Read-only "
+                                               "file system)")
+    assert caplog.records[-1].exc_info is None
+    bus2 = Bus()
+    bus2.subscribe(got.append)
+    assert bus2.publish({"event": "box_changed"}) is True

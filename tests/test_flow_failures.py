@@ -2,6 +2,9 @@
 
 import errno
 
+import pytest
+
+from linebox.calls.engine import Hangup
 from linebox.voicemail import store as store_mod
 from simkit import Sim, of, speech_wav
 
@@ -67,3 +70,42 @@ def test_a_call_cut_short_mid_recording_keeps_the_message(tmp_path, speech_files
     (saved,) = of(transcript.events, "message_saved")
     assert 2.9 <= saved["seconds"] <= 3.1
     assert sim.messages()[0]["state"] == "new"
+
+
+class _Pending:
+    """The store's PendingMessage as the Message rule sees it."""
+
+    def __init__(self, samples):
+        self.samples = samples
+        self.done = None
+
+    def finish(self, keep):
+        self.done = ("saved", keep)
+
+    def discard(self, reason):
+        self.done = ("discarded", reason)
+
+
+@pytest.mark.parametrize("phase,samples,exc,outcome", [
+    ("beep", 0, Hangup, ("discarded", "hangup")),                # gone during the beep
+    ("beep", 0, GeneratorExit, ("discarded", "hangup")),
+    ("taking", 8000, GeneratorExit, ("saved", None)),            # cut short: keep the disk's
+    ("taking", 7999, GeneratorExit, ("discarded", "line_fault")),
+    ("taken", 16000, Hangup, ("saved", 12000)),                  # hung up in the review: sent
+    ("taken", 16000, None, None),                                # left normally: undecided here
+])
+def test_the_one_rule_for_a_message_left_undecided(phase, samples, exc, outcome):
+    from linebox.calls.flows import Message, Take
+
+    pending = _Pending(samples)
+    msg = Message(pending)
+    msg.phase = phase
+    msg.take = Take(0.0)
+    msg.take.voiced = bytearray([1] * 60 + [0] * 40)      # 1.2 s of voice, then quiet
+    try:
+        with msg:
+            if exc is not None:
+                raise exc("bye") if exc is Hangup else exc()
+    except (Hangup, GeneratorExit):
+        pass
+    assert pending.done == outcome     # 12000: the 1.2 s of voice and 0.3 s after it

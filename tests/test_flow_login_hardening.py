@@ -100,3 +100,31 @@ def test_a_trivial_pin_is_refused_by_phone(tmp_path, pin):
                        '{ wait = "prompt:pin_invalid" }, { hangup = "busy" }'))
     assert "pin_invalid" in names(ev) and "pin_changed" not in names(ev)
     assert not (sim.data / "pins.json").exists()
+
+
+def test_a_locked_box_answers_like_a_box_that_does_not_exist(tmp_path):
+    # Only a real box can be locked: a "locked" prompt would tell a caller trying
+    # numbers which ones exist. Locked or unknown, the caller hears the same prompts.
+    from linebox.voicemail.store import Store
+
+    sim = _office(tmp_path)
+    store = Store(sim.data, sim.config.boxes)
+    store.open()
+    try:
+        for _ in range(12):
+            store.check_pin("101", "0150", "phone")
+        assert store.is_locked("101")
+    finally:
+        store.close()
+    three_tries = ('{ wait = "prompt:attendant" }, { dtmf = "*" }, '
+                   + ", ".join('{{ wait = "prompt:box_number" }}, {{ dtmf = "{n}#" }}, '
+                               '{{ wait = "prompt:pin" }}, {{ dtmf = "{pin}#" }}, '
+                               '{{ wait = "prompt:login_incorrect" }}'.format(n="{n}", pin=PIN)
+                               for _ in range(3))
+                   + ', { wait = "prompt:goodbye" }, { hangup = "busy" }')
+    locked = sim.run(_call(three_tries.replace("{n}", "101")))
+    unknown = sim.run(_call(three_tries.replace("{n}", "555")))
+    assert of(locked, "login", box="101", reason="locked")          # the owner's side knows
+    assert names(locked) == names(unknown)
+    assert "locked" not in names(locked)
+    assert _prompts_after_box_number(locked)[-2:] == ["login_incorrect", "goodbye"]

@@ -63,7 +63,10 @@ def test_ten_failures_in_an_hour_lock_the_box_for_fifteen_minutes(sim):
     fails = of(ev, "login", ok=False)
     assert len([f for f in fails if f.get("reason") != "locked"]) == 10
     assert of(ev, "login", reason="locked"), "the 11th try meets a locked box"
-    assert "locked" in names(ev)
+    # ... and hears what a wrong PIN (or a box that does not exist) hears: no "locked"
+    # that would tell a caller trying numbers that this box exists.
+    assert "locked" not in names(ev)
+    assert names(ev).count("login_incorrect") == len(fails)
     # Even the right PIN is refused while locked; 15 minutes later it works.
     ev2 = sim.run(_login('{ wait = "prompt:menu" }, { dtmf = "#" }, { hangup = "busy" }'),
                   start=sim.app.clock() + 60)

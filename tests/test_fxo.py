@@ -24,13 +24,14 @@ import pytest
 from linebox import FRAME
 from linebox.calls.engine import LineRunner
 from linebox.calls.rings import RingCounter
+from linebox.clock import ManualClock
 from linebox.config import LineConfig
 from linebox.dsp import gen
 from linebox.dsp.plans import get_plan
 from linebox.events import HIDDEN, Bus
 from linebox.hw.audio import PREFILL, AlsaAudio, AudioGone, SimAudio
 from linebox.hw.fxo import FxoLine, _Poller, calibrate, from_config, tone_level_dbm0
-from linebox.hw.gpio import ManualClock, SimPins
+from linebox.hw.gpio import SimPins
 from linebox.hw.line import Fault, FaultCleared
 from test_audio_alsa import alsa_file_pcm
 

@@ -8,8 +8,9 @@ import types
 
 import pytest
 
+from linebox.clock import ManualClock
 from linebox.errors import LineboxError
-from linebox.hw.gpio import ManualClock, RpiGpioPins, SimPins, default_pins
+from linebox.hw.gpio import RpiGpioPins, SimPins, default_pins
 from linebox.hw.gpio_leds import GpioLedBackend, StatusLed
 
 

@@ -40,7 +40,7 @@ def test_a_database_of_the_wrong_shape_falls_back_to_its_backup(tmp_path, fixtur
     (msg,) = [json.loads(x) for x in listing.stdout.decode().splitlines()]
     assert (msg["id"], msg["state"], msg["caller_number"]) == ("000001", "saved", "5551234567")
     store = Store(sim.data, sim.config.boxes)
-    with caplog.at_level(logging.WARNING, "linebox.store"):
+    with caplog.at_level(logging.WARNING, "linebox.voicemail"):
         store.open()
     try:
         (msg,) = store.messages()
@@ -76,7 +76,7 @@ def test_sim_starts_on_a_database_of_the_wrong_shape(tmp_path, fixture):
 def test_a_record_in_an_unknown_state_is_kept_logged_and_listed(tmp_path, caplog):
     sim = _folder(tmp_path, "db-unknown-state.json", bak=False)
     store = Store(sim.data, sim.config.boxes)
-    with caplog.at_level(logging.WARNING, "linebox.store"):
+    with caplog.at_level(logging.WARNING, "linebox.voicemail"):
         store.open()
     try:
         (msg,) = store.messages()

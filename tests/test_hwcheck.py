@@ -13,10 +13,11 @@ import pytest
 
 from conftest import run_linebox
 from linebox import FRAME
+from linebox.clock import ManualClock
 from linebox.config import load_config
 from linebox.dsp import gen
 from linebox.hw.check import HALF_DUPLEX, Report, describe_modem, run_checks
-from linebox.hw.gpio import ManualClock, SimPins
+from linebox.hw.gpio import SimPins
 from modem_emulator import ModemEmulator
 from test_audio_alsa import alsa_file_pcm
 

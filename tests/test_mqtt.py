@@ -833,7 +833,15 @@ def test_an_extension_registration_is_a_retained_state_and_a_sensor(broker, watc
         doc = json.loads(_discovery(watcher, broker))
         ext = [k for k in doc["cmps"] if k.startswith("extension_")]
         assert ext == ["extension_201_registered"]
-        assert doc["cmps"][ext[0]]["device_class"] == "connectivity"
+        sensor = doc["cmps"][ext[0]]
+        assert sensor["p"] == "binary_sensor" and sensor["device_class"] == "connectivity"
+        assert sensor["state_topic"] == f"{BASE}/extension/201/state"
+        # Home Assistant renders value_template with Jinja, the payload as ``value``.
+        jinja2 = pytest.importorskip("jinja2")
+        template = jinja2.Environment().from_string(sensor["value_template"])
+        assert template.render(value="registered") == "ON"
+        assert template.render(value="unregistered") == "OFF"
+        assert template.render(value="") == "OFF"
     assert not [t for t, _, _ in watcher.messages if "+" in t or "#" in t]
 
 
@@ -991,3 +999,19 @@ def test_the_rings_number_starts_above_the_toll_saver(app_rig, watcher):
     wait_until(lambda: watcher.of("homeassistant/device/office/config"), what="discovery")
     doc = json.loads(watcher.last("homeassistant/device/office/config"))
     assert (doc["cmps"]["line_1_rings"]["min"], doc["cmps"]["line_2_rings"]["min"]) == (3, 1)
+
+
+def test_a_message_saved_the_outbox_cannot_take_is_not_counted_as_reported(tmp_path):
+    # Not queued, not noted: the store hears it was not taken, keeps it unannounced and
+    # announces it again at the next start (tests/test_disk_and_folder.py, the mail twin).
+    r = Rig(1, tmp_path / "outbox")                 # never started: no broker needed
+    (tmp_path / "outbox").rmdir()
+    (tmp_path / "outbox").write_bytes(b"")          # the outbox cannot be written
+    saved = {"event": "message_saved", "box": "100", "id": "000007", "seconds": 8.4, "line": 1,
+             "caller_number": "5551234567", "caller_name": None, "recovered": False}
+    assert r.bus.publish(saved) is False
+    assert r.reporter._saved_upto != "000007"
+    (tmp_path / "outbox").unlink()
+    (tmp_path / "outbox").mkdir()
+    assert r.bus.publish(saved) is True
+    assert r.reporter._saved_upto == "000007"

@@ -68,7 +68,7 @@ def test_a_truncated_file_is_moved_aside_with_a_warning_and_the_queue_goes_on(tm
     damaged = tmp_path / "000000000002.json"
     damaged.write_bytes(damaged.read_bytes()[:20])
     (tmp_path / ".000000000004.json.tmp").write_bytes(b'{"type": "ca')   # a write cut short
-    with caplog.at_level(logging.WARNING, logger="linebox.outbox"):
+    with caplog.at_level(logging.WARNING, logger="linebox.report.outbox"):
         again = Outbox(tmp_path)
     assert [e["n"] for e in again.pending()] == [0, 2]
     assert "000000000002.json is unreadable (bad JSON at byte 20)" in caplog.text
@@ -100,7 +100,7 @@ def test_a_full_disk_raises_one_line_and_loses_nothing_queued(tmp_path, monkeypa
 
 def test_the_bound_drops_the_oldest_with_a_warning(tmp_path, caplog):
     box = Outbox(tmp_path, clock=lambda: T0, limit=3)
-    with caplog.at_level(logging.WARNING, logger="linebox.outbox"):
+    with caplog.at_level(logging.WARNING, logger="linebox.report.outbox"):
         for n in range(5):
             box.put({"type": "call", "n": n})
     assert [e["n"] for e in box.pending()] == [2, 3, 4]

@@ -2,6 +2,7 @@
 voicemail, sends its PIN as RFC 4733 events, hears a message an analog caller left, and
 leaves one of its own; its MWI module shows the lamp."""
 
+import json
 import logging
 import math
 import socket
@@ -175,6 +176,10 @@ def test_baresip_dialling_a_box_leaves_a_message_with_the_extension_as_caller(
     assert (msg["caller_number"], msg["caller_name"], msg["line"]) == ("202", "Bob", None)
     assert 3.0 <= msg["seconds"] <= 23.0     # what followed the beep of 22.5 s of talk
     phone.command("hangup")
+    # The call log (and the portal) show the call with the extension, not a line.
+    logged = server.events.wait("call_logged", pump=phone.pump, timeout=30)["call"]
+    assert (logged["extension"], logged["line"], logged["caller_number"], logged["outcome"],
+            logged["box"], logged["message"]) == ("202", None, "202", "message", "101", msg["id"])
 
 
 def test_baresip_mwi_shows_waiting_after_a_message_and_clears_once_heard(tmp_path, server, phones,
@@ -195,6 +200,10 @@ def test_baresip_mwi_shows_waiting_after_a_message_and_clears_once_heard(tmp_pat
         assert time.monotonic() < deadline, phone.log()[-2000:]
         phone.pump(0.1)
     assert "Voice-Message: 0/1" in phone.log()
+    # One subscription all along: nothing in our 200s or NOTIFYs (their expires) made
+    # baresip subscribe again.
+    assert phone.log().count("mwi: subscribing") == 1, phone.log()[-2000:]
+    assert len(server.daemon.sip.subs) == 1
 
 
 def test_linebox_run_sip_only_serves_a_phone_end_to_end(tmp_path, phones, silence_wav):
@@ -238,6 +247,12 @@ def test_extension_registration_is_retained_in_mqtt(tmp_path, phones, silence_wa
         wait_until(lambda: watcher.last(topic) == "registered", what="registered")
         assert ("linebox/office/extension/201/state", "registered", False) in watcher.messages \
             or watcher.last(topic) == "registered"
+        # Home Assistant is told of a binary sensor per configured extension, fed by it.
+        from test_mqtt import _discovery
+        cmps = json.loads(_discovery(watcher, broker))["cmps"]
+        sensors = {k: v["state_topic"] for k, v in cmps.items() if k.startswith("extension_")}
+        assert sensors == {f"extension_{n}_registered": f"linebox/office/extension/{n}/state"
+                           for n in PASSWORDS}
     finally:
         server.stop()
         watcher.close()

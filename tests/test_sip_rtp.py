@@ -13,7 +13,7 @@ from linebox.calls.engine import LineRunner
 from linebox.dsp import g711, gen
 from linebox.events import Bus
 from linebox.hw.line import HungUp
-from linebox.sip.rtp import RTP_TIMEOUT, SipLine
+from linebox.sip.rtp import RTP_TIMEOUT, SipLine, receive_all
 from linebox.sip.sdp import Media
 
 
@@ -106,3 +106,26 @@ def test_thirty_seconds_without_rtp_hang_up():
     held = SipLine(ours, Media("127.0.0.1", 9, "PCMU", 0, None, "inactive"), "127.0.0.1",
                    clock=clock, sleep=clock.sleep)
     assert not any(held.tick(None).events for _ in range(int((RTP_TIMEOUT + 1) / 0.02)))
+
+
+def test_receive_all_empties_every_socket_and_keeps_each_phone_s_packets_in_order():
+    lines = [_pair(None) for _ in range(3)]
+    tones = [gen.tone(f, 0.1) for f in (400, 1000, 2000)]
+    # Phone 0 sent two frames (a burst), phone 1 one, phone 2 none; and a stranger
+    # writes to phone 1's port.
+    for k, (_, phone, to) in enumerate(lines[:2]):
+        for n in range(2 - k):
+            frame = tones[k][n * FRAME:(n + 1) * FRAME]
+            phone.sendto(struct.pack("!BBHII", 0x80, 0, n, 5000 + n * FRAME, 77) + g711.ulaw_encode(frame), to)
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.bind(("127.0.0.2", 0))
+    stranger.sendto(struct.pack("!BBHII", 0x80, 0, 9, 99999, 1) + bytes(160), lines[1][2])
+    time.sleep(0.05)
+    receive_all([line for line, _, _ in lines])
+    for line, _, _ in lines:                      # nothing left for a later drain
+        assert line._receive_one() is False
+    heard = [[line.take_frame(drained=True).audio for _ in range(2)] for line, _, _ in lines]
+    decode = [g711.ulaw_decode(g711.ulaw_encode(t[:2 * FRAME])) for t in tones]
+    assert heard[0] == [decode[0][:FRAME], decode[0][FRAME:]]
+    assert heard[1][0] == decode[1][:FRAME]       # the stranger's packet was not taken as audio
+    assert heard[1][1] == heard[2][0] == heard[2][1] == gen.silence(0.02)

@@ -9,7 +9,7 @@ import pytest
 from conftest import run_linebox
 from linebox.config import ConfigError, parse_config
 from linebox.sip.auth import DigestAuth, FailureLimiter, Verdict, ha1, md5, parse_authorization
-from linebox.sip.sdp import negotiate, parse_offer
+from linebox.sip.sdp import SessionDescription, negotiate, negotiate_answer, parse_offer
 from linebox.sip.server import dial_plan
 from linebox.voicemail.pins import hash_pin
 
@@ -102,6 +102,21 @@ def test_sdp_answer_picks_g711_and_telephone_events_and_mirrors_hold():
     assert negotiate(parse_offer(OFFER.replace(b"9 8 0 101", b"9 18"))) is None
 
 
+def test_our_offer_to_a_delayed_offer_and_the_answers_we_take():
+    offer = parse_offer(SessionDescription("10.0.0.5", 4000).offer())
+    assert (offer.host, offer.port, offer.payloads, offer.direction) == ("10.0.0.5", 4000, [0, 8, 101], "sendrecv")
+    assert offer.names == {0: "PCMU", 8: "PCMA", 101: "TELEPHONE-EVENT"}
+
+    def answer(m, extra=""):
+        return parse_offer(f"v=0\r\nc=IN IP4 10.0.0.9\r\nm=audio 5000 RTP/AVP {m}\r\n{extra}".encode())
+    media = negotiate_answer(answer("8 101", "a=rtpmap:101 telephone-event/8000\r\n"))
+    assert (media.host, media.port, media.codec, media.dtmf_payload) == ("10.0.0.9", 5000, "PCMA", 101)
+    assert negotiate_answer(answer("0")).dtmf_payload is None
+    # Not what we offered: another codec, or our codec under a payload type we did not offer.
+    assert negotiate_answer(answer("3")) is None
+    assert negotiate_answer(answer("96", "a=rtpmap:96 PCMU/8000\r\n")) is None
+
+
 def _config(extra: str, lines: str = "") -> str:
     return (f'[device]\nid = "t"\n{lines}\n[[box]]\nnumber = "100"\npin_hash = "{hash_pin("1234")}"\n'
             f'[sip]\nlisten = "127.0.0.1:5070"\nrealm = "{REALM}"\n{extra}')
@@ -148,3 +163,26 @@ def test_only_an_8khz_telephone_event_is_taken():
              b"a=rtpmap:99 telephone-event/48000\r\na=rtpmap:101 telephone-event/8000\r\n")
     media = negotiate(parse_offer(offer))
     assert (media.codec, media.dtmf_payload) == ("PCMU", 101)
+
+
+def test_route_sets_loose_and_strict_routers_and_the_next_hop():
+    from linebox.sip.message import SipParseError
+    from linebox.sip.route import next_hop, request_target, route_set
+    from linebox.sip.transport import Peer
+    phone = "sip:201@10.0.0.7:5062"
+    peer = Peer("UDP", ("10.0.0.2", 5060))
+    rs = route_set(['<sip:10.0.0.2;lr>, <sip:p2.example;lr>', '<sip:10.0.0.3:5080;lr>'])
+    assert rs == ("<sip:10.0.0.2;lr>", "<sip:p2.example;lr>", "<sip:10.0.0.3:5080;lr>")
+    assert request_target(rs, phone) == (phone, list(rs))
+    assert next_hop(rs, peer) == Peer("UDP", ("10.0.0.2", 5060))
+    assert next_hop(("<sip:10.0.0.9:5070;lr>",), peer) == Peer("UDP", ("10.0.0.9", 5070))
+    # A strict router (no lr): its URI is the Request-URI, the phone's Contact goes last.
+    assert request_target(("<sip:10.0.0.2>", "<sip:10.0.0.3;lr>"), phone) == (
+        "sip:10.0.0.2", ["<sip:10.0.0.3;lr>", f"<{phone}>"])
+    # A name, or another transport: where the dialog's requests came from.
+    assert next_hop(("<sip:proxy.example;lr>",), peer) == peer
+    assert next_hop(("<sip:10.0.0.9;lr;transport=tcp>",), peer) == peer
+    assert request_target((), phone) == (phone, [])
+    for bad in (["sip:10.0.0.2;lr"], ["<mailto:x@y>"], [", ".join(["<sip:10.0.0.2;lr>"] * 9)]):
+        with pytest.raises(SipParseError):
+            route_set(bad)

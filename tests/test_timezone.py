@@ -48,3 +48,16 @@ def test_linebox_messages_shows_the_device_time(tmp_path):
     assert msg["received"] == "2023-11-14T17:13:20-05:00"
     table = run_linebox("messages", "--config", cfg).stdout.decode().splitlines()
     assert "2023-11-14T17:13:20-05:00" in table[1]
+
+
+def test_the_sim_table_shows_the_device_time_not_the_machines(tmp_path, monkeypatch):
+    cfg = tmp_path / "linebox.toml"
+    cfg.write_text(CONFIG.format(data=tmp_path / "data", tz='timezone = "America/New_York"'))
+    scen = tmp_path / "scenario.toml"
+    scen.write_text('start = "2023-11-14T22:13:20+00:00"\n[[call]]\nline = 1\nat = 1\n'
+                    'give_up_after_rings = 1\nsteps = []\n')
+    monkeypatch.setenv("TZ", "Asia/Tokyo")           # the machine's own zone: 07:13 next day
+    res = run_linebox("sim", scen, "--config", cfg, "--data", tmp_path / "data")
+    assert res.returncode == 0, res.stderr.decode()
+    (incoming,) = [x for x in res.stdout.decode().splitlines() if "incoming" in x]
+    assert incoming.split()[:2] == ["1.00s", "17:13:21"], incoming

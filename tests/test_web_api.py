@@ -83,7 +83,7 @@ class Client:
 class Portal:
     """A simulated appliance after a scenario, served on a free loopback port."""
 
-    def __init__(self, tmp_path, speech_files, scenario=None, **sim_kw) -> None:
+    def __init__(self, tmp_path, speech_files, scenario=None, separate=True, **sim_kw) -> None:
         sim_kw.setdefault("lines", ((1, "100", "us"), (2, "101", "us")))
         sim_kw.setdefault("boxes", ("100", "101"))
         self.sim = Sim(tmp_path, **sim_kw)
@@ -98,7 +98,7 @@ class Portal:
         store_admin_hash(self.sim.data, hash_password(ADMIN_PASSWORD))
         self.lock = threading.RLock()
         self.server = WebServer(self.app, self.lock, WebConfig(frame_ancestors="'self' http://ha.local:8123"),
-                                self.app.calllog, host="127.0.0.1", port=0)
+                                self.app.calllog, host="127.0.0.1", port=0, separate=separate)
         self.server.start()
         self.base = self.server.url.rstrip("/")
         self.bus_events: list[dict] = []
@@ -200,12 +200,16 @@ def test_logout_ends_the_session_on_the_server(portal):
     assert replay.json("GET", "/api/v1/boxes")[0] == 401
 
 
-def test_idle_sessions_expire(portal):
-    c = portal.owner()
-    sessions = portal.server.wsgi.extensions["sessions"]
-    sessions.idle = 0.2
-    time.sleep(0.3)
-    assert c.json("GET", "/api/v1/boxes")[0] == 401
+def test_idle_sessions_expire(tmp_path, speech_files):
+    p = Portal(tmp_path, speech_files, scenario=MISSED, separate=False)     # to reach the sessions
+    try:
+        c = p.owner()
+        sessions = p.server.wsgi.extensions["sessions"]
+        sessions.idle = 0.2
+        time.sleep(0.3)
+        assert c.json("GET", "/api/v1/boxes")[0] == 401
+    finally:
+        p.close()
 
 
 def test_the_phone_and_the_web_share_one_lockout_counter(tmp_path, speech_files):
@@ -213,7 +217,7 @@ def test_the_phone_and_the_web_share_one_lockout_counter(tmp_path, speech_files)
            '{ wait = "prompt:pin" }, { dtmf = "9998#" }, { wait = "prompt:pin" }, { dtmf = "9997#" }, '
            '{ wait = "prompt:goodbye" }, { hangup = "busy" }')
     scen = f'[[call]]\nline = 1\nat = 1\ncaller = {{ number = "5550100" }}\nsteps = [ {bad} ]\n'
-    p = Portal(tmp_path, speech_files, scenario=scen)
+    p = Portal(tmp_path, speech_files, scenario=scen, separate=False)   # to lift the address limit
     try:
         assert len(of(p.events, "login", ok=False)) == 3          # three wrong PINs by phone
         p.server.wsgi.extensions["logins"].attempts = 1000        # not the per-address limit
@@ -390,19 +394,19 @@ def test_greeting_upload_at_44k_stereo_is_resampled_and_can_be_cleared(portal):
     assert status == 200 and headers["X-Linebox-Greeting"] == "system"
     status, out = c.json("PUT", "/api/v1/boxes/100/greeting", raw=_wav(44100, 2, 1.5),
                          headers={"Content-Type": "audio/wav"})
-    assert status == 200 and out == {"ok": True, "seconds": 1.5}
+    assert status == 200 and out == {"ok": True, "seconds": 1.5, "kind": "unavailable"}
     with wave.open(str(portal.app.store.greeting_path("100"))) as w:
         assert (w.getframerate(), w.getnchannels(), w.getnframes()) == (8000, 1, 12000)
     status, headers, blob = c.request("GET", "/api/v1/boxes/100/greeting")
     assert headers["X-Linebox-Greeting"] == "own" and headers["Content-Type"] == "audio/wav"
-    assert c.json("DELETE", "/api/v1/boxes/100/greeting") == (200, {"ok": True})
+    assert c.json("DELETE", "/api/v1/boxes/100/greeting") == (200, {"ok": True, "kind": "unavailable"})
     assert portal.app.store.greeting_path("100") is None
 
 
 @pytest.mark.parametrize("rate", [22050, 11025, 32000])
 def test_greetings_at_other_rates_are_resampled(portal, rate):
     status, out = portal.owner().json("PUT", "/api/v1/boxes/100/greeting", raw=_wav(rate, 1, 1.0))
-    assert (status, out) == (200, {"ok": True, "seconds": 1.0})
+    assert (status, out) == (200, {"ok": True, "seconds": 1.0, "kind": "unavailable"})
     with wave.open(str(portal.app.store.greeting_path("100"))) as w:
         assert (w.getframerate(), w.getnframes()) == (8000, 8000)
         import array
@@ -573,3 +577,295 @@ def test_a_transcript_shows_in_the_api_and_on_the_box_page(portal):
     assert msg["transcript"] == "please call me back <soon>"
     status, _, page = c.request("GET", "/box/100")
     assert status == 200 and b"please call me back &lt;soon&gt;" in page   # escaped
+
+
+# ---------------------------------------------------------------- greeting kinds
+
+def test_temporary_greeting_and_name_recording_are_kept_where_the_phone_finds_them(portal):
+    from linebox.calls.flows import system_greeting
+    from linebox.wavfile import read_wav
+
+    c = portal.owner()
+    store = portal.app.store
+    assert c.request("GET", "/api/v1/boxes/100/greeting?kind=temporary")[0] == 404     # none yet
+    assert c.request("GET", "/api/v1/boxes/100/greeting?kind=name")[0] == 404
+    before = system_greeting(portal.app.svc, "100")
+    status, out = c.json("PUT", "/api/v1/boxes/100/greeting?kind=temporary", raw=_wav(16000, 1, 1.0))
+    assert (status, out) == (200, {"ok": True, "seconds": 1.0, "kind": "temporary"})
+    status, out = c.json("PUT", "/api/v1/boxes/100/greeting?kind=name", raw=_wav(22050, 2, 0.8))
+    assert (status, out) == (200, {"ok": True, "seconds": 0.8, "kind": "name"})
+    # Where `linebox greeting --kind` and the phone's mailbox options keep them:
+    assert store.greeting_path("100", "temporary").name == "100-temporary.wav"
+    assert store.greeting_path("100", "name").name == "100-name.wav"
+    assert store.greeting_path("100") is None                    # the own greeting untouched
+    status, headers, blob = c.request("GET", "/api/v1/boxes/100/greeting?kind=temporary")
+    assert status == 200 and headers["X-Linebox-Greeting"] == "own"
+    assert blob == store.greeting_path("100", "temporary").read_bytes()
+    # The system greeting now says the recorded name, as it does for one recorded by phone.
+    assert system_greeting(portal.app.svc, "100") != before
+    assert len(read_wav(store.greeting_path("100", "name"))) == 6400
+    # Removing one leaves the other.
+    assert c.json("DELETE", "/api/v1/boxes/100/greeting?kind=temporary") == (200, {"ok": True, "kind": "temporary"})
+    assert store.greeting_path("100", "temporary") is None and store.greeting_path("100", "name") is not None
+    assert c.json("DELETE", "/api/v1/boxes/100/greeting?kind=name")[0] == 200
+    assert system_greeting(portal.app.svc, "100") == before
+
+
+def test_a_call_hears_the_temporary_greeting_set_on_the_web(tmp_path, speech_files):
+    p = Portal(tmp_path, speech_files, scenario=MISSED)
+    try:
+        c = p.owner("100")
+        assert c.json("PUT", "/api/v1/boxes/100/greeting?kind=temporary", raw=_wav(8000, 1, 1.0))[0] == 200
+        from linebox.calls.flows import greeting
+        from linebox.wavfile import read_wav
+        played = []
+
+        class Call:
+            def play(self, name, samples):
+                played.append((name, samples))
+                yield from ()
+        list(greeting(p.app.svc, Call(), "100"))
+        assert played == [("greeting", read_wav(p.app.store.greeting_path("100", "temporary")))]
+    finally:
+        p.close()
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_an_unknown_greeting_kind_is_refused(portal, method):
+    c = portal.owner()
+    status, out = c.json(method, "/api/v1/boxes/100/greeting?kind=../../etc", raw=_wav(8000, 1, 1.0)
+                         if method == "PUT" else None)
+    assert status == 400 and "kind" in out["error"]
+    folder = portal.sim.data / "greetings"
+    assert not folder.exists() or not any(folder.iterdir())
+
+
+def test_an_owner_cannot_set_another_box_temporary_greeting_or_name(portal):
+    c = portal.owner("100")
+    for kind in ("temporary", "name"):
+        assert c.json("PUT", f"/api/v1/boxes/101/greeting?kind={kind}", raw=_wav(8000, 1, 1.0))[0] == 403
+        assert c.json("DELETE", f"/api/v1/boxes/101/greeting?kind={kind}")[0] == 403
+        assert portal.app.store.greeting_path("101", kind) is None
+
+
+# ---------------------------------------------------------------- the administrator's lockout
+
+def test_wrong_admin_passwords_lock_the_admin_login_across_a_restart(tmp_path, speech_files, caplog):
+    import logging
+    import stat
+
+    caplog.set_level(logging.WARNING, logger="linebox.web.audit")
+    p = Portal(tmp_path, speech_files, scenario=MISSED, separate=False)   # to lift the address limit
+    try:
+        p.server.wsgi.extensions["logins"].attempts = 1000
+        c = p.client()
+        got = [c.login(user="admin", password=f"guess number {i}")[0] for i in range(10)]
+        assert got == [401] * 10                                  # the 10th failure locks, still 401
+        assert c.login(user="admin", password=ADMIN_PASSWORD) == (429, {"ok": False, "error": "locked"})
+        assert p.owner("100")                                     # the boxes are not locked
+        lock_file = p.sim.data / "admin-logins.json"
+        assert stat.S_IMODE(lock_file.stat().st_mode) == 0o600
+        assert any("administrator login locked for 15 min" in r.getMessage() for r in caplog.records)
+        # A restart of the portal keeps the lock.
+        p.server.stop()
+        from linebox.config import WebConfig
+        from linebox.web.server import WebServer
+        p.server = WebServer(p.app, p.lock, WebConfig(), p.app.calllog, host="127.0.0.1", port=0)
+        p.server.start()
+        p.base = p.server.url.rstrip("/")
+        assert p.client().login(user="admin", password=ADMIN_PASSWORD) == (429, {"ok": False, "error": "locked"})
+        # A new password (linebox admin-password) lifts it.
+        store_admin_hash(p.sim.data, hash_password("a brand new password"))
+        assert not lock_file.exists()
+        assert p.client().login(user="admin", password="a brand new password")[0] == 200
+    finally:
+        p.close()
+
+
+def test_the_admin_lock_lasts_15_minutes_then_doubles(tmp_path):
+    from linebox.web.auth import AdminLockout
+
+    now = [1_000_000.0]
+    lock = AdminLockout(tmp_path, clock=lambda: now[0])
+    assert [lock.failed("x") for _ in range(10)] == [False] * 9 + [True]
+    assert lock.locked_until() == 1_000_000.0 + 900
+    now[0] += 899
+    assert lock.locked_until() is not None
+    now[0] += 2
+    assert lock.locked_until() is None
+    assert [lock.failed("x") for _ in range(10)][-1] is True
+    assert lock.locked_until() == now[0] + 1800                  # the second lock: twice as long
+    now[0] += 3600 * 2
+    for _ in range(9):                                            # spread over more than an hour:
+        lock.failed("x")                                          # failures older than an hour
+        now[0] += 500                                             # do not count
+    assert lock.locked_until() is None
+    lock.ok()
+    assert not (tmp_path / "admin-logins.json").exists()
+
+
+# ---------------------------------------------------------------- sessions across a restart
+
+def test_sessions_survive_a_restart_of_the_portal_and_logout_still_ends_them(portal):
+    import stat
+
+    c = portal.owner("100")
+    other = portal.owner("100")
+    sid = [ck.value for ck in c.jar][0]
+    m = portal.message_of("100")["id"]
+    portal.server.stop()
+    portal.server.start()                        # the same address, a new portal process
+    assert c.json("GET", "/api/v1/boxes")[0] == 200
+    assert c.json("POST", f"/api/v1/messages/{m}/save") == (200, {"ok": True, "state": "saved"})   # the CSRF token too
+    path = portal.sim.data / "sessions.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sid not in path.read_text()           # only a hash of the id is kept
+    assert other.json("POST", "/api/v1/logout")[0] == 200
+    portal.server.stop()
+    portal.server.start()
+    assert other.json("GET", "/api/v1/boxes")[0] == 401
+    assert c.json("GET", "/api/v1/boxes")[0] == 200
+
+
+def test_the_idle_timeout_runs_across_a_restart(tmp_path):
+    from linebox.web.auth import Sessions
+
+    mono, wall = [100.0], [5_000_000.0]
+    path = tmp_path / "sessions.json"
+    a = Sessions(idle=60, clock=lambda: mono[0], path=path, wall=lambda: wall[0])
+    s = a.create("box 100", "100")
+    mono[0] += 30
+    wall[0] += 30
+    assert a.get(s.id) is not None
+    a.flush()
+    mono[0], wall[0] = 7.0, wall[0] + 40           # a restart 40 s later (a new monotonic clock)
+    b = Sessions(idle=60, clock=lambda: mono[0], path=path, wall=lambda: wall[0])
+    got = b.get(s.id)
+    assert got is not None and got.csrf == s.csrf and got.box == "100"
+    mono[0] += 61
+    assert b.get(s.id) is None                    # idle too long
+    wall[0] += 10_000
+    c = Sessions(idle=60, clock=lambda: mono[0], path=path, wall=lambda: wall[0])
+    assert c.get(s.id) is None
+
+
+@pytest.mark.parametrize("text", ["not json", '{"x": 1}', '{"' + "a" * 64 + '": {"user": "root", "box": null, '
+                                  '"csrf": "' + "c" * 40 + '", "seen": 0}}'])
+def test_a_damaged_or_forged_sessions_file_lets_nobody_in(tmp_path, text):
+    from linebox.web.auth import Sessions
+
+    (tmp_path / "sessions.json").write_text(text)
+    s = Sessions(idle=1e12, path=tmp_path / "sessions.json")
+    assert s._by_key == {}
+
+
+# ---------------------------------------------------------------- block list, SIP calls
+
+def test_the_admin_sets_a_line_block_list_live_and_bad_patterns_are_refused(portal):
+    a = portal.admin()
+    status, out = a.json("POST", "/api/v1/lines/1/settings", {"block": ["5559876543", "1900*"]})
+    assert status == 200, out
+    assert 'block = ["5559876543", "1900*"]' in portal.sim.config_path.read_text()
+    (runner,) = [r for r in portal.app.runners if r.id == 1]
+    assert runner.block == ("5559876543", "1900*")                  # the next call follows it
+    assert a.json("GET", "/api/v1/settings")[1]["lines"][0]["block"] == ["5559876543", "1900*"]
+    before = portal.sim.config_path.read_text()
+    status, out = a.json("POST", "/api/v1/lines/1/settings", {"block": ["555-CALL-NOW"]})
+    assert status == 400 and "[[line]] #1 key 'block'" in out["error"]
+    assert portal.sim.config_path.read_text() == before and runner.block == ("5559876543", "1900*")
+    assert portal.owner("100").json("POST", "/api/v1/lines/1/settings", {"block": []})[0] == 403
+    assert a.json("POST", "/api/v1/lines/1/settings", {"block": []})[0] == 200
+    assert "block" not in portal.sim.config_path.read_text() and runner.block == ()
+
+
+def test_calls_from_ip_phones_show_in_the_call_log_with_the_extension(portal):
+    bus = portal.app.bus
+    bus.publish({"event": "sip_call", "caller_number": "201", "caller_name": "Front desk",
+                 "dialled": "100", "line": None, "extension": "201"})
+    bus.publish({"event": "record_start", "box": "100", "line": None, "extension": "201", "t": 1.0})
+    bus.publish({"event": "onhook", "line": None, "extension": "201", "t": 3.0})
+    deadline = time.monotonic() + 10
+    calls = []
+    while time.monotonic() < deadline and not any(c["extension"] for c in calls):
+        calls = portal.owner("100").json("GET", "/api/v1/calls")[1]
+    (c,) = [c for c in calls if c["extension"]]
+    assert (c["extension"], c["line"], c["caller_name"], c["outcome"], c["box"]) == \
+        ("201", None, "Front desk", "hung_up", "100")
+    assert not [c for c in portal.owner("101").json("GET", "/api/v1/calls")[1] if c["extension"]]
+    status, _, page = portal.admin().request("GET", "/")
+    assert status == 200 and b"ext 201" in page
+
+
+# ---------------------------------------------------------------- the channel to the portal's process
+
+def test_the_daemon_checks_every_call_of_the_portal_process(portal, tmp_path):
+    """The daemon's end of the channel (web/ipc.py) as a compromised portal process would
+    see it: only JSON, only the listed calls, every argument checked against the store."""
+    import pickle
+    import socket
+
+    from linebox.web import ipc
+
+    ours, theirs = socket.socketpair()
+    host = ipc.HostedPortal(portal.server.portal, ours)
+    host.start()
+    theirs.settimeout(10)
+
+    def ask(rid, name, *args):
+        ipc.send_frame(theirs, b"j", json.dumps({"id": rid, "call": name, "args": list(args)}).encode())
+        while True:
+            kind, payload = ipc.recv_frame(theirs)
+            assert kind == b"p"                       # the daemon's answers are its own pickles
+            item = pickle.loads(payload)
+            if item[0] == "reply" and item[1] == rid:
+                return item[2], item[3]
+
+    try:
+        ok, value = ask(1, "is_locked", "100")
+        assert (ok, value) == (True, False)
+        samples = ipc.samples_out([0] * 8000)
+        assert ask(2, "set_greeting", "../../../tmp/evil", samples, "unavailable", "x") == (False, (400, "bad box"))
+        assert ask(3, "set_greeting", "100", samples, "../x", "x") == (False, (400, "bad kind"))
+        assert ask(4, "delete", "1 OR 1", "x") == (False, (400, "bad message"))
+        assert ask(5, "set_answering", 1, "yes", "x") == (False, (400, "bad bool"))
+        assert ask(6, "set_rings", 99, 3, "x") == (False, (400, "bad line"))
+        assert not list(tmp_path.rglob("evil*")) and portal.app.store.greeting_path("100") is None
+        m = portal.message_of("100")["id"]
+        assert ask(7, "delete", m, "test")[0] is True and portal.app.store.get(m)["state"] == "trash"
+        # An unknown call gets nothing; a pickle from the portal's side closes the channel.
+        ipc.send_frame(theirs, b"j", json.dumps({"id": 8, "call": "__class__", "args": []}).encode())
+        assert ask(9, "is_locked", "100") == (True, False)
+        ipc.send_frame(theirs, b"p", pickle.dumps(("reply", 1, True, None)))
+        with pytest.raises(ipc.ChannelClosed):
+            while True:
+                ipc.recv_frame(theirs)
+    finally:
+        host.close()
+        theirs.close()
+
+
+def test_events_lost_on_the_way_make_the_portal_forget_its_copies(portal, monkeypatch):
+    import socket
+
+    from linebox.web import ipc
+
+    monkeypatch.setattr(ipc, "OUTBOX", 2)
+    ours, theirs = socket.socketpair()
+    host = ipc.HostedPortal(portal.server.portal, ours)
+    remote = ipc.RemotePortal(theirs, portal.app.config, portal.sim.data)
+    remote.start()
+    try:
+        remote._snapshot = ([], {})                 # a copy the portal holds
+        remote._calls = []
+        for _ in range(5):                          # more than the channel holds: some are dropped
+            portal.app.bus.publish({"event": "line_state", "line": 1, "state": "idle"})
+        assert host._gap
+        host.start()
+        deadline = time.monotonic() + 10
+        while (remote._snapshot is not None or remote._calls is not None) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert remote._snapshot is None and remote._calls is None
+        assert [m["id"] for m in remote.messages("100")] == [portal.message_of("100")["id"]]
+    finally:
+        host.close()
+        theirs.close()

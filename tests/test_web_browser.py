@@ -154,6 +154,35 @@ def test_owner_follows_a_live_call_then_plays_downloads_deletes_restores_and_set
         with lock:
             assert app.store.greeting_path("100") is not None
 
+        # The temporary greeting: uploaded, shown, playable, then removed.
+        temp = tmp_path / "away.wav"
+        temp.write_bytes(_wav(22050, 1, 1.5))
+        b.find_element(By.CSS_SELECTOR, "#temporary input[type=file]").send_keys(str(temp))
+        b.find_element(By.CSS_SELECTOR, "#temporary form button").click()
+        _wait(lambda: b.find_element(By.ID, "temporary-state").text == "on", what="the temporary greeting")
+        assert b.find_element(By.ID, "greeting-overridden").is_displayed()
+        with lock:
+            assert app.store.greeting_path("100", "temporary") is not None
+            assert app.store.greeting_path("100") is not None          # the own greeting stays
+        seconds = b.execute_script(
+            "const a = document.querySelector('#temporary audio'); a.preload = 'auto'; a.load();"
+            "await new Promise(r => a.addEventListener('loadedmetadata', r, {once: true}));"
+            "return a.duration;")
+        assert abs(seconds - 1.5) < 0.05, seconds
+        b.save_screenshot(str(shots / "box-temporary.png"))
+        b.find_element(By.CSS_SELECTOR, "#temporary .kind-clear").click()
+        _wait(lambda: b.find_element(By.ID, "temporary-state").text == "none", what="the temporary greeting removed")
+        assert not b.find_elements(By.ID, "greeting-overridden")
+        with lock:
+            assert app.store.greeting_path("100", "temporary") is None
+        name = tmp_path / "name.wav"
+        name.write_bytes(_wav(8000, 1, 1.0))
+        b.find_element(By.CSS_SELECTOR, "#name input[type=file]").send_keys(str(name))
+        b.find_element(By.CSS_SELECTOR, "#name form button").click()
+        _wait(lambda: b.find_element(By.ID, "name-state").text == "recorded", what="the name recording")
+        with lock:
+            assert app.store.greeting_path("100", "name") is not None
+
         b.set_window_size(390, 844)                                   # a phone
         b.get(server.url + "box/100")
         b.save_screenshot(str(shots / "box-phone.png"))
@@ -193,6 +222,13 @@ def test_admin_changes_a_line_and_an_owner_email_on_the_settings_page(tmp_path, 
         form.find_element(By.CSS_SELECTOR, "button").click()
         _wait(lambda: b.find_element(By.ID, "notice").text == "Saved.", what="saved")
         assert p.app.settings.rings(1) == 5
+        form = b.find_element(By.CSS_SELECTOR, 'form[data-url="/api/v1/lines/1/settings"]')
+        form.find_element(By.NAME, "block").send_keys("5551230000\n1900*\n")
+        form.find_element(By.CSS_SELECTOR, "button").click()
+        _wait(lambda: [r.block for r in p.app.runners if r.id == 1] == [("5551230000", "1900*")],
+              what="the block list set")
+        assert 'block = ["5551230000", "1900*"]' in p.sim.config_path.read_text()
+        b.save_screenshot(str(shots / "settings-block.png"))
         box = b.find_element(By.CSS_SELECTOR, 'form[data-url="/api/v1/boxes/101/settings"]')
         box.find_element(By.NAME, "email").send_keys("workshop@example.com")
         box.find_element(By.CSS_SELECTOR, "button").click()
@@ -203,5 +239,29 @@ def test_admin_changes_a_line_and_an_owner_email_on_the_settings_page(tmp_path, 
         b.save_screenshot(str(shots / "settings-refused.png"))
         assert p.app.config.boxes["101"].email_on_new is False
         assert 'email = "workshop@example.com"' in p.sim.config_path.read_text()
+
+        # An IP phone's call arrives in the dashboard's call log, live, named by its extension.
+        b.get(p.base + "/")
+        _wait(lambda: b.find_elements(By.ID, "line-2"), what="the dashboard")
+        time.sleep(1.0)                                               # its event stream is open
+        bus = p.app.bus
+        with p.lock:
+            bus.publish({"event": "sip_call", "caller_number": "201", "caller_name": "Front desk",
+                         "dialled": "100", "line": None, "extension": "201"})
+            bus.publish({"event": "onhook", "line": None, "extension": "201", "t": 4.0})
+        _wait(lambda: "ext 201" in b.find_element(By.ID, "calls").text, what="the phone's call")
+        b.save_screenshot(str(shots / "dashboard-extension-call.png"))
+
+        # The administrator's login, locked after wrong passwords, says so.
+        b.find_element(By.ID, "logout").click()
+        _wait(lambda: b.find_elements(By.NAME, "box"), what="the login page")
+        import json as json_
+        (p.sim.data / "admin-logins.json").write_text(json_.dumps(
+            {"failures": [], "locked_until": time.time() + 600, "locks": 1}))
+        b.find_element(By.CSS_SELECTOR, "details summary").click()
+        b.find_element(By.NAME, "password").send_keys(ADMIN_PASSWORD)
+        b.find_element(By.CSS_SELECTOR, "#login-admin button").click()
+        _wait(lambda: "locked" in b.find_element(By.ID, "login-error").text, what="the locked notice")
+        b.save_screenshot(str(shots / "login-admin-locked.png"))
     finally:
         p.close()

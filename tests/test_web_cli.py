@@ -1,5 +1,6 @@
 """`linebox admin-password` and `linebox sim --web` as a person runs them."""
 
+import json
 import os
 import signal
 import socket
@@ -69,11 +70,18 @@ def test_sim_web_serves_the_portal_after_the_scenario_until_sigterm(tmp_path, sp
                     break
             time.sleep(0.3)
         assert [m["caller_number"] for m in msgs] == ["5551234567"]
+        # The portal's process logs (here a failed login) where sim logs: on stderr, never
+        # into the --json transcript on stdout.
+        assert Client(f"http://127.0.0.1:{port}").login(user="admin", password="not the password")[0] == 401
         time.sleep(0.5)
         assert proc.poll() is None                  # still serving after the scenario
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0                 # a bound for a loaded machine
-        assert b'"event": "message_saved"' in proc.stdout.read()
+        out, err = proc.communicate(timeout=60)           # a bound for a loaded machine
+        assert proc.returncode == 0
+        assert b'"event": "message_saved"' in out
+        for row in out.decode().splitlines():
+            json.loads(row)
+        assert b"failed administrator login" in err
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -12,15 +12,15 @@ permission is reported in one line naming the file, its owner and mode, and the 
 
 import grp
 import io
+import logging
 import os
 import pwd
 import stat
 from pathlib import Path
 
 from linebox.errors import LineboxError
-from linebox.log import get as get_logger
 
-log = get_logger("access")
+log = logging.getLogger(__name__)
 
 
 class InputFile(io.BytesIO):

@@ -1,6 +1,7 @@
 """Wiring: the store, prompts, lamps and one runner per line, for `linebox run`
 (``linebox.run``) and `linebox sim` (``linebox.sim.runner``) alike."""
 
+import logging
 import time
 from collections import deque
 from datetime import UTC, datetime
@@ -13,10 +14,9 @@ from linebox.config import device_tz
 from linebox.errors import LineboxError
 from linebox.hw.leds import MessageLeds
 from linebox.linesettings import LineSettings
-from linebox.log import get as get_logger
 from linebox.voicemail.store import Store
 
-log = get_logger("app")
+log = logging.getLogger(__name__)
 RETENTION_EVERY = 3600.0   # seconds of (store) clock between retention runs
 
 
@@ -224,7 +224,7 @@ class Appliance:
         runner = LineRunner(
             line, cfg.id, cfg.plan, self.bus, answer(self.svc, cfg),
             rings_needed=lambda: self.rings_needed(cfg),
-            answering=lambda: self.answering_now(cfg))
+            answering=lambda: self.answering_now(cfg), block=cfg.block)
         self.runners.append(runner)
         return runner
 

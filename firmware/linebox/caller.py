@@ -31,6 +31,7 @@ class CallerId:
     number_absent: str | None = None     # "O" out of area, "P" private
     name_absent: str | None = None
     datetime: str | None = None          # MMDDHHMM as sent, when sent
+    extension: str | None = None         # the SIP extension that calls (an IP phone)
 
     @classmethod
     def from_fields(cls, fields: dict | None) -> "CallerId":
@@ -50,3 +51,23 @@ class CallerId:
         """The four transcript/report fields (contract §5 `callerid`)."""
         d = asdict(self)
         return {k: d[k] for k in FIELDS}
+
+
+def blocked_by(callerid: "CallerId | None", patterns) -> str | None:
+    """The first of a line's ``block`` patterns that the caller matches, else None: a
+    number (its digits: "+1 555-123" matches "1555123"), a prefix ending in "*", or
+    "withheld" (the number withheld or out of area: caller ID said why it is absent)."""
+    if callerid is None or not patterns:
+        return None
+    digits = "".join(c for c in (callerid.number or "") if c.isdigit())
+    for p in patterns:
+        if p == "withheld":
+            if not digits and callerid.number_absent is not None:
+                return p
+            continue
+        want = p.lstrip("+")
+        if not digits:
+            continue
+        if want.endswith("*") and digits.startswith(want[:-1]) or digits == want:
+            return p
+    return None

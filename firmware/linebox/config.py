@@ -13,7 +13,7 @@ import re
 import tomllib
 import unicodedata
 import zoneinfo
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from linebox.dsp.plans import PLAN_NAMES
@@ -27,48 +27,9 @@ DTMF_KEYS = "0123456789*#"
 BAUD_RATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
 MAX_GPIO = 27          # BCM GPIO 0..27 on the 40-pin header
 
-DEVICE_KEYS = ("id", "name", "data_dir", "status_led_pin", "timezone", "prompts")
-FXO_KEYS = ("audio", "hook_pin", "ring_pin", "loop_pin", "hook_active_high",
-            "ring_active_low", "loop_active_low", "rx_gain_db", "tx_gain_db")
-MODEM_KEYS = ("port", "baud", "flow_control")
-# Voice-modem keys for both "modem" and "modem-sim" (the emulated modem of `linebox sim`).
-VOICE_MODEM_KEYS = ("init", "duplex")
-MODEM_SIM_KEYS = ("chipset",)
 MODEM_CHIPSETS = ("usr", "conexant")
-LINE_KEYS = ("id", "driver", "plan", "rings", "toll_saver_rings", "route", "answer",
-             "schedule", *FXO_KEYS, *MODEM_KEYS, *VOICE_MODEM_KEYS, *MODEM_SIM_KEYS)
-SCHEDULE_KEYS = ("days", "from", "to", "rings", "answer")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-BOX_KEYS = ("number", "name", "language", "pin_hash", "pin_required", "email",
-            "email_on_new", "email_marks_heard", "email_deletes", "led_pin", "max_messages",
-            "max_message_seconds", "keep_heard_days", "trash_days", "retract_minutes", "prompts",
-            "remote_login")
-ATTENDANT_KEYS = ("prompt", "options", "default", "timeout_seconds")
-MQTT_KEYS = ("host", "port", "username", "password", "tls", "ca_file", "base_topic",
-             "discovery", "keepalive", "commands")
-WEB_KEYS = ("enabled", "listen", "tls_cert", "tls_key", "frame_ancestors", "session_idle_minutes")
-SIP_KEYS = ("enabled", "listen", "realm", "mode")
-EXTENSION_KEYS = ("number", "name", "ha1", "mailboxes", "unsolicited_mwi", "lines")
-EMAIL_KEYS = ("smtp_host", "smtp_port", "starttls", "tls", "username", "password", "from",
-              "max_attachment_bytes", "timeout_seconds")
-
-TRANSCRIPTION_KEYS = ("enabled", "engine", "uri", "model", "timeout_seconds", "give_up_hours",
-                      "email_wait_seconds")
 TRANSCRIPTION_ENGINES = ("wyoming", "pocketsphinx")
-
-# Tables: name -> (keys, is an array of tables)
-TABLES = {
-    "device": (DEVICE_KEYS, False),
-    "line": (LINE_KEYS, True),
-    "box": (BOX_KEYS, True),
-    "attendant": (ATTENDANT_KEYS, False),
-    "mqtt": (MQTT_KEYS, False),
-    "email": (EMAIL_KEYS, False),
-    "sip": (SIP_KEYS, False),
-    "extension": (EXTENSION_KEYS, True),
-    "transcription": (TRANSCRIPTION_KEYS, False),
-    "web": (WEB_KEYS, False),
-}
 
 _DEVICE_ID = re.compile(r"[a-z0-9_-]+")
 _BOX_NUMBER = re.compile(r"[0-9]{2,8}")
@@ -90,6 +51,16 @@ class ConfigError(LineboxError):
         if not message.startswith("config: "):
             message = f"config: {message}"
         super().__init__(message)
+
+
+# Drivers a line key belongs to (``LineConfig`` fields declared with ``_only``).
+FXO, MODEM, MODEM_SIM = ("fxo",), ("modem",), ("modem-sim",)
+VOICE_MODEM = ("modem", "modem-sim")     # the real modem and the emulated one of `linebox sim`
+
+
+def _only(drivers: tuple[str, ...], default=None):
+    """A ``LineConfig`` field that only lines with one of ``drivers`` may set."""
+    return field(default=default, metadata={"drivers": drivers})
 
 
 @dataclass(frozen=True)
@@ -115,24 +86,24 @@ class LineConfig:
     toll_saver_rings: int                # 0 = off
     route: str                           # a box number or "attendant"
     answer: bool = True                  # False: let it ring (answering off)
-    # fxo
-    audio: str | None = None             # ALSA device name
-    hook_pin: int | None = None          # BCM numbers
-    ring_pin: int | None = None
-    loop_pin: int | None = None
-    hook_active_high: bool = True
-    ring_active_low: bool = True
-    loop_active_low: bool = True
-    rx_gain_db: float = 0.0
-    tx_gain_db: float = 0.0
-    # modem
-    port: str | None = None
-    baud: int = 115200
-    flow_control: str = "rtscts"    # modem: "rtscts" (hardware) or "none"
+    block: tuple[str, ...] = ()          # callers hung up on: numbers, "prefix*", "withheld"
     schedule: tuple["Hours", ...] = ()   # office hours; outside them rings/answer apply
-    init: str | None = None         # modem, modem-sim: one more AT command after the reset
-    duplex: str = "auto"            # modem, modem-sim: auto | full | half
-    chipset: str | None = None      # modem-sim: which emulated modem (usr | conexant)
+    # Keys of some drivers only (_only: a key on a line of another driver is an error).
+    audio: str | None = _only(FXO)       # ALSA device name
+    hook_pin: int | None = _only(FXO)    # BCM numbers
+    ring_pin: int | None = _only(FXO)
+    loop_pin: int | None = _only(FXO)
+    hook_active_high: bool = _only(FXO, True)
+    ring_active_low: bool = _only(FXO, True)
+    loop_active_low: bool = _only(FXO, True)
+    rx_gain_db: float = _only(FXO, 0.0)
+    tx_gain_db: float = _only(FXO, 0.0)
+    port: str | None = _only(MODEM)
+    baud: int = _only(MODEM, 115200)
+    flow_control: str = _only(MODEM, "rtscts")      # "rtscts" (hardware) or "none"
+    init: str | None = _only(VOICE_MODEM)           # one more AT command after the reset
+    duplex: str = _only(VOICE_MODEM, "auto")        # auto | full | half
+    chipset: str | None = _only(MODEM_SIM)          # which emulated modem (usr | conexant)
 
 
 @dataclass(frozen=True)
@@ -304,6 +275,56 @@ class Config:
         return tuple(b for n, b in self.boxes.items() if n in wanted)
 
 
+# ---------------------------------------------------------------- the keys of each table
+# Derived from the dataclasses: a new setting is one field (and its reader). The few TOML
+# keys that are not a field's name are spelled out here.
+
+def _keys(cls, rename: dict | None = None, extra: tuple[str, ...] = (),
+          drivers: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The TOML keys of ``cls``'s table: its fields in order, ``rename`` mapping a field
+    to its key (None: no key of its own), then ``extra``. ``drivers``: only the fields
+    declared ``_only(drivers)``."""
+    rename = rename or {}
+    names = [f.name for f in fields(cls)]
+    stale = set(rename) - set(names)
+    assert not stale, f"{cls.__name__}: no field {sorted(stale)}"
+    keys = [rename.get(f.name, f.name) for f in fields(cls)
+            if drivers is None or f.metadata.get("drivers") == drivers]
+    return tuple(k for k in keys if k is not None) + extra
+
+
+DEVICE_KEYS = _keys(DeviceConfig)
+FXO_KEYS = _keys(LineConfig, drivers=FXO)
+MODEM_KEYS = _keys(LineConfig, drivers=MODEM)
+VOICE_MODEM_KEYS = _keys(LineConfig, drivers=VOICE_MODEM)
+MODEM_SIM_KEYS = _keys(LineConfig, drivers=MODEM_SIM)
+LINE_KEYS = _keys(LineConfig)
+SCHEDULE_KEYS = _keys(Hours, {"start": "from", "end": "to"})
+BOX_KEYS = _keys(BoxConfig)
+ATTENDANT_KEYS = _keys(AttendantConfig)
+MQTT_KEYS = _keys(MqttConfig)
+WEB_KEYS = _keys(WebConfig, {"host": "listen", "port": None})
+SIP_KEYS = _keys(SipConfig, {"host": "listen", "port": None})
+EXTENSION_KEYS = _keys(ExtensionConfig)
+EMAIL_KEYS = _keys(EmailConfig, {"sender": "from"})
+# [transcription] enabled = false: the table is kept but read as off (no field).
+TRANSCRIPTION_KEYS = ("enabled", *_keys(TranscriptionConfig))
+
+# Tables: name -> (keys, is an array of tables)
+TABLES = {
+    "device": (DEVICE_KEYS, False),
+    "line": (LINE_KEYS, True),
+    "box": (BOX_KEYS, True),
+    "attendant": (ATTENDANT_KEYS, False),
+    "mqtt": (MQTT_KEYS, False),
+    "email": (EMAIL_KEYS, False),
+    "sip": (SIP_KEYS, False),
+    "extension": (EXTENSION_KEYS, True),
+    "transcription": (TRANSCRIPTION_KEYS, False),
+    "web": (WEB_KEYS, False),
+}
+
+
 # ---------------------------------------------------------------- reading one table
 
 _REQUIRED = object()
@@ -460,6 +481,21 @@ def _read_device(t: _Table) -> DeviceConfig:
     )
 
 
+BLOCK_PATTERN = re.compile(r"\+?[0-9]{1,20}\*?|withheld")
+MAX_BLOCK = 1000
+
+
+def _read_block(t: _Table) -> tuple[str, ...]:
+    """[[line]] block: the callers hung up on (a number, a prefix ending in "*", or
+    "withheld" for a caller ID that withholds the number)."""
+    raw = t.get_raw("block", [])
+    if not isinstance(raw, list) or len(raw) > MAX_BLOCK or \
+            not all(isinstance(x, str) and BLOCK_PATTERN.fullmatch(x) for x in raw):
+        raise t.error("block", f'must be a list (at most {MAX_BLOCK}) of numbers like "5551234567", '
+                      'prefixes like "1900*", or "withheld"')
+    return tuple(raw)
+
+
 def _read_line(t: _Table) -> LineConfig:
     driver = t.get_str("driver", choices=DRIVERS)
     own = {"fxo": FXO_KEYS, "modem": MODEM_KEYS + VOICE_MODEM_KEYS,
@@ -482,7 +518,7 @@ def _read_line(t: _Table) -> LineConfig:
     line = LineConfig(
         id=t.get_int("id", lo=1), driver=driver, plan=t.get_str("plan", "us", choices=PLAN_NAMES),
         rings=rings, toll_saver_rings=toll, route=route, answer=t.get_bool("answer", True),
-        schedule=_read_schedule(t),
+        block=_read_block(t), schedule=_read_schedule(t),
     )
     if driver == "fxo":
         for key in ("audio", "hook_pin", "ring_pin"):

@@ -65,6 +65,7 @@ EXTENSION_STATE = "extension_state"
 SIP_CALL = "sip_call"                  # a registered phone called in (sip/server.py)
 EXTENSION_CALL_STATE = "extension_call_state"   # what a phone's voicemail call is doing
 CALL_LOGGED = "call_logged"            # the call log kept one call (voicemail/calllog.py)
+CALL_BLOCKED = "call_blocked"          # a caller on the line's block list: hung up on
 # ---- the simulated exchange (sim/exchange.py): the caller's side, for transcripts
 INCOMING = "incoming"
 CALLER_GAVE_UP = "caller_gave_up"
@@ -111,6 +112,7 @@ CATALOGUE: dict[str, EventKind] = {k.name: k for k in (
     EventKind(EXTENSION_CALL_STATE, ("extension", "state"), "sip/server.py",
               transcript=False),
     EventKind(CALL_LOGGED, ("call",), "voicemail/calllog.py", transcript=False),
+    EventKind(CALL_BLOCKED, ("pattern", "caller_number", "caller_name"), "calls/engine.py"),
     EventKind(INCOMING, ("caller_number", "caller_name"), "sim/exchange.py"),
     EventKind(CALLER_GAVE_UP, ("rings",), "sim/exchange.py"),
     EventKind(CALLER_HANGUP, ("how",), "sim/exchange.py"),
@@ -119,6 +121,12 @@ CATALOGUE: dict[str, EventKind] = {k.name: k for k in (
 HIDDEN = frozenset(k.name for k in CATALOGUE.values() if not k.transcript)
 
 log = logging.getLogger(__name__)
+
+
+class NotTaken(Exception):  # noqa: N818 - a verdict, not an error of the publisher
+    """Raised by a subscriber that could not keep an event it is meant to keep durably
+    (a mail that could not be queued): ``Bus.publish`` then answers False, so the
+    publisher does not count the event as delivered. The message says why (one line)."""
 
 
 class Bus:
@@ -134,10 +142,17 @@ class Bus:
     def unsubscribe(self, fn: Callable[[dict], None]) -> None:
         self._subs.remove(fn)
 
-    def publish(self, event: dict) -> None:
+    def publish(self, event: dict) -> bool:
+        """Deliver ``event``; True when every subscriber took it (none raised)."""
+        taken = True
         for fn in list(self._subs):
             try:
                 fn(event)
+            except NotTaken as e:
+                taken = False
+                log.warning("%s event not taken: %s", event.get("event"), e)
             except Exception:       # noqa: BLE001 - one subscriber must not stop the rest
+                taken = False
                 log.exception("subscriber %s failed on a %s event",
                               getattr(fn, "__qualname__", repr(fn)), event.get("event"))
+        return taken

@@ -1,4 +1,10 @@
-"""Logging to stdout with journald level prefixes (``<3>`` error ... ``<7>`` debug)."""
+"""Logging to stdout with journald level prefixes (``<3>`` error ... ``<7>`` debug).
+
+Every module logs to ``logging.getLogger(__name__)``: a journal line names the module
+(``<4>linebox.voicemail.store: ...``), and everything under ``linebox`` reaches the one
+handler ``setup`` puts on the ``linebox`` logger. (``linebox.web.audit`` is the one
+logger named for what it records, not where: the portal's audit trail.)
+"""
 
 import logging
 import sys
@@ -37,7 +43,3 @@ def setup(level: str = "info", stream=None) -> None:
     root.addHandler(h)
     root.setLevel(level.upper())
     root.propagate = False
-
-
-def get(name: str) -> logging.Logger:
-    return logging.getLogger(f"linebox.{name}")

@@ -1,16 +1,17 @@
 """`linebox run`: the appliance daemon, one thread per line paced by its hardware, the
 housekeeping beat, the systemd watchdog and the status lamp."""
 
+import logging
 import time
 
 from linebox import sdnotify
 from linebox.app import Appliance
 from linebox.errors import LineboxError
-from linebox.log import get as get_logger
 
-log = get_logger("app")    # the daemon's journal lines keep the name they always had
+log = logging.getLogger(__name__)
 REPORTER_GRACE = 30.0      # seconds a dead MQTT reporter may take to come back
 REPORTER_RETRY = 5.0       # seconds between attempts to restart it
+WEB_RETRY = 10.0           # seconds between attempts to restart a portal process that died
 
 
 def make_line(cfg, pins):
@@ -48,6 +49,8 @@ class Daemon:
         self.reporter_restarts = 0
         self._next_reporter_try = 0.0
         self.web = None
+        self.web_restarts = 0
+        self._next_web_try = 0.0
         self.sip = None
 
     def start(self) -> None:
@@ -104,6 +107,27 @@ class Daemon:
             self.app.maintain()
             self.app.process_commands()
             self.check_reporter()
+        self.check_web()           # outside the lock: starting a portal process takes a while
+
+    def check_web(self) -> None:
+        """The portal runs in a process of its own (web/server.py): one that died (a bug,
+        the kernel's OOM killer) is a fault, logged and started again; the phones and
+        the lines never notice."""
+        w = self.web
+        if w is None or w.alive():
+            return
+        now = time.monotonic()
+        if now < self._next_web_try:
+            return
+        self._next_web_try = now + WEB_RETRY
+        log.error("fault: the web portal process stopped; restarting it")
+        w.stop()
+        try:
+            w.start()
+        except LineboxError as e:
+            log.error("restarting the web portal failed: %s", e)
+            return
+        self.web_restarts += 1
 
     def check_reporter(self) -> None:
         """A reporter whose threads died (a bug, an exception paho let through) is a

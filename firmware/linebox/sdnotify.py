@@ -16,7 +16,7 @@ import os
 import socket
 from collections.abc import Mapping
 
-log = logging.getLogger("linebox.sdnotify")
+log = logging.getLogger(__name__)
 
 
 def _address(env: str) -> str | bytes | None:

@@ -16,15 +16,15 @@ keeps the time to the beep short. ``name|K/N`` is the K-th sentence of a file th
 exactly N (cut at its pauses); a file that does not split so is not used.
 """
 
+import logging
 from array import array
 from pathlib import Path
 
 from linebox.calls.speech import SpeechError, first_sentence, fit, sentences
 from linebox.errors import LineboxError
-from linebox.log import get as get_logger
 from linebox.wavfile import read_wav
 
-log = get_logger("prompts")
+log = logging.getLogger(__name__)
 
 SOUNDS_DIR = Path("/usr/share/asterisk/sounds")
 CLAUSE_PAUSE_SECONDS = 0.15     # before a clause cut out of a longer file

@@ -6,13 +6,15 @@ frames of the line's own audio, so a simulated line runs as fast as the CPU allo
 real line at the sound card's pace, with the same behaviour.
 """
 
+import logging
 from array import array
 from collections import deque
 from collections.abc import Callable, Generator, Iterable
 
-from linebox import FRAME, RATE
-from linebox.caller import CallerId
+from linebox import FRAME
+from linebox.caller import CallerId, blocked_by
 from linebox.calls.rings import RingCounter
+from linebox.clock import FRAME_SECONDS, frames_in, samples_in, seconds_of
 from linebox.dsp.alert import AlertToneDetector
 from linebox.dsp.levels import energy
 from linebox.dsp.listener import Listener
@@ -27,9 +29,8 @@ from linebox.hw.line import (
     LineReversal,
     Tick,
 )
-from linebox.log import get as get_logger
 
-log = get_logger("calls")
+log = logging.getLogger(__name__)
 
 # Tones that mean the caller hung up and the exchange is talking to an open line.
 HANGUP_TONES = ("busy", "reorder", "dial")
@@ -124,9 +125,9 @@ class Call:
             self._loop_low_frames = 0
         elif tick.loop is False and self._loop_seen:
             self._loop_low_frames += 1
-            if self._loop_low_frames * FRAME >= LOOP_DROP_SECONDS * RATE:
-                self._hung_up("loop", self.t - self._loop_low_frames * FRAME / RATE)
-        frame_start = self.t - FRAME / RATE
+            if self._loop_low_frames * FRAME >= samples_in(LOOP_DROP_SECONDS):
+                self._hung_up("loop", self.t - self._loop_low_frames * FRAME_SECONDS)
+        frame_start = self.t - FRAME_SECONDS
         for fact in tick.events:
             if isinstance(fact, KeyPressed):
                 self._key(fact.digit, frame_start if fact.t is None else fact.t)
@@ -213,27 +214,27 @@ class Call:
 
     def _await_release(self) -> Flow:
         """A key is down: let it come up, so the flow sees which key it was."""
-        frames = int(KEY_RELEASE_WAIT * RATE / FRAME)
+        left = frames_in(KEY_RELEASE_WAIT)
         if self.runner.line.reports_dtmf:
             return
-        while not self.digits and self.listener.pressed is not None and frames > 0:
-            frames -= 1
+        while not self.digits and self.listener.pressed is not None and left > 0:
+            left -= 1
             yield None
             self.check()
 
     def pause(self, seconds: float) -> Flow:
         """Silence on the line for ``seconds``."""
-        for _ in range(int(round(seconds * RATE / FRAME))):
+        for _ in range(frames_in(seconds)):
             yield None
             self.check()
 
     def wait_key(self, timeout: float) -> Flow:
         """The next key, waiting up to ``timeout`` seconds for one; None on timeout."""
-        frames = int(round(timeout * RATE / FRAME))
+        left = frames_in(timeout)
         while not self.digits:
-            if frames <= 0:
+            if left <= 0:
                 return None
-            frames -= 1
+            left -= 1
             yield None
             self.check()
         return self.digits.popleft()
@@ -252,6 +253,17 @@ class Call:
         return got
 
 
+# ASSUMED: a second off hook is long enough for an exchange to take the call as answered
+# (and stop ringing the office's phones) before the hang-up clears it; callattendant
+# likewise picks up and hangs up on a blocked caller.
+BLOCKED_OFF_HOOK_SECONDS = 1.0
+
+
+def hang_up_at_once(call: "Call") -> Flow:
+    """A blocked caller's call: off hook a moment, in silence, then on hook."""
+    yield from call.pause(BLOCKED_OFF_HOOK_SECONDS)
+
+
 class LineRunner:
     """Everything that happens on one line, one frame at a time.
 
@@ -260,8 +272,11 @@ class LineRunner:
     """
 
     def __init__(self, line: Line, line_id: int, plan: str, bus, flow_factory: Callable[[Call], Flow],
-                 rings_needed: Callable[[], int], answering: Callable[[], bool] = lambda: True) -> None:
+                 rings_needed: Callable[[], int], answering: Callable[[], bool] = lambda: True,
+                 block: tuple[str, ...] = ()) -> None:
         self.line = line
+        self.block = block                   # the line's block list ([[line]] block)
+        self._blocked: str | None = None     # the pattern this caller matched
         self.id = line_id
         self.plan = plan
         self.bus = bus
@@ -284,7 +299,7 @@ class LineRunner:
 
     @property
     def t(self) -> float:
-        return self.samples / RATE
+        return seconds_of(self.samples)
 
     @property
     def fault(self) -> str | None:
@@ -377,7 +392,9 @@ class LineRunner:
         for fact in tick.events:
             if isinstance(fact, CallerIdReceived) and self.callerid is None:
                 self._got_callerid(fact.callerid)
-        if self._rings_needed is not None and self.rings.in_gap and self.rings.count >= self._rings_needed:
+        if self._blocked is not None and self.rings.in_gap:
+            self._answer(hang_up_at_once)
+        elif self._rings_needed is not None and self.rings.in_gap and self.rings.count >= self._rings_needed:
             self._answer()
         elif self.rings.stopped:
             self.publish("missed_call", rings=self.rings.count, caller_number=self._cid("number"),
@@ -393,7 +410,7 @@ class LineRunner:
             if not self._idle_alert.feed(audio, energy(audio)):
                 return False
         self._start_listening()
-        self._pre_ring = round(PRE_RING_SECONDS * RATE / FRAME)
+        self._pre_ring = frames_in(PRE_RING_SECONDS)
         log.info("line %s: %s: listening for caller ID before the first ring", self.id,
                  "line reversal" if reversal else "alert tone")
         return True
@@ -409,14 +426,21 @@ class LineRunner:
 
     def _start_listening(self) -> None:
         self.listener = Listener(self.plan)
-        self.listener_origin = self.t - FRAME / RATE
+        self.listener_origin = self.t - FRAME_SECONDS
         self.callerid = None
 
     def _got_callerid(self, callerid: CallerId) -> None:
         self.callerid = callerid
         self.publish("callerid", **callerid.fields())
+        pattern = blocked_by(callerid, self.block)
+        if pattern is not None:
+            # Answered at the next ring gap (whatever answering and rings say) and hung up
+            # at once: the office's phones stop ringing, no greeting, no message.
+            self._blocked = pattern
+            self.publish("call_blocked", pattern=pattern, caller_number=callerid.number,
+                         caller_name=callerid.name)
 
-    def _answer(self) -> None:
+    def _answer(self, flow_factory=None) -> None:
         self.line.set_hook(True)
         # Caller ID comes only before the answer: stop looking for it (CPU on a Pi Zero),
         # and keep a caller typing "1234#" from being taken for DTMF caller ID.
@@ -426,7 +450,7 @@ class LineRunner:
         self.publish(ANSWER, after_rings=self.rings.count, **self._caller_fields())
         self.set_state("answered")
         self.call = Call(self, self.callerid)
-        self.flow = self.flow_factory(self.call)
+        self.flow = (flow_factory or self.flow_factory)(self.call)
         self._resume()
 
     def start_call(self, flow_factory: Callable[[Call], Flow], callerid: CallerId | None = None) -> None:
@@ -472,5 +496,6 @@ class LineRunner:
         self._rings_needed = None
         self._pre_ring = 0
         self._idle_alert = AlertToneDetector()
+        self._blocked = None
         self.rings.reset()
         self.set_state("idle")

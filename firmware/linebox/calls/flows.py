@@ -9,8 +9,13 @@ recorded name it says the box's configured ``name``, spoken once by espeak-ng
 (:func:`prepare_names`), and without espeak-ng the box number. Mailbox options keep
 Linebox's keys 1 greeting, 2 PIN, 3 restore, and add Asterisk's 4 temporary greeting
 (1 record, 2 remove once there is one) and 5 name (Asterisk's 3, which restores here).
+
+Every flow takes a ``Session``: the call, the appliance's services and the box being
+dealt with, with ``say``/``menu``/``flush_keys``. A message being left has one owner,
+``Message``, and one rule for when it is saved and when discarded (see there).
 """
 
+import logging
 from array import array
 from datetime import datetime
 from pathlib import Path
@@ -18,11 +23,10 @@ from pathlib import Path
 from linebox import FRAME, RATE
 from linebox.calls.engine import Call, Flow, Hangup
 from linebox.errors import LineboxError
-from linebox.log import get as get_logger
 from linebox.voicemail.pins import pin_problem
 from linebox.voicemail.storebase import StoreError, StoreFull
 
-log = get_logger("calls")
+log = logging.getLogger(__name__)
 
 SILENCE_END_SECONDS = 5.0       # a recording ends after this long without voice
 MIN_VOICE_SECONDS = 1.0         # shorter messages are discarded
@@ -52,9 +56,9 @@ def answer(svc: Services, line_cfg) -> "callable":
     def flow(call: Call) -> Flow:
         try:
             if line_cfg.route == "attendant":
-                yield from attendant(svc, call)
+                yield from attendant(Session(svc, call))
             else:
-                yield from leave_message(svc, call, line_cfg.route)
+                yield from leave_message(Session(svc, call, line_cfg.route))
         except Hangup:
             return
     return flow
@@ -68,15 +72,15 @@ def sip_entry(svc: Services, action: str, box: str | None) -> "callable":
     def flow(call: Call) -> Flow:
         try:
             if action == "login":
-                yield from login(svc, call, box)
+                yield from login(Session(svc, call, box))
             else:
-                yield from leave_message(svc, call, box)
+                yield from leave_message(Session(svc, call, box))
         except Hangup:
             return
     return flow
 
 
-# -- helpers -----------------------------------------------------------------
+# -- the call as the flows see it ------------------------------------------------
 
 def _prompts(svc, box: str | None):
     cfg = svc.config.boxes.get(box) if box is not None else None
@@ -87,84 +91,108 @@ def _prompts(svc, box: str | None):
     return svc.prompts_for(lang, voice)
 
 
-def say(svc, call: Call, box: str | None, name: str, clips: list[str] | None = None,
-        interruptible: bool = True) -> Flow:
-    """Play the prompt ``name`` (or the clips making up a sentence, under that name)."""
-    p = _prompts(svc, box)
-    samples = p.samples(clips) if clips is not None else p.clip(name)
-    return (yield from call.play(name, samples, interruptible))
+class Session:
+    """One call as its flows see it: the appliance's services, the call, and the box the
+    caller deals with (``None``: none yet), whose language and voice the prompts speak.
+    The flows take one of these instead of threading services, call and box through
+    every function; ``for_box`` is the same call about another box."""
 
+    def __init__(self, svc: Services, call: Call, box: str | None = None) -> None:
+        self.svc = svc
+        self.call = call
+        self.box = box
 
-def menu_key(svc, call: Call, box: str | None, name: str, valid: str, clips=None, tries: int = 3) -> Flow:
-    """Play a menu and return a valid key; None after ``tries`` timeouts."""
-    for _ in range(tries):
-        yield from say(svc, call, box, name, clips)
-        while True:
-            key = yield from call.wait_key(KEY_TIMEOUT)
-            if key is None:
+    @property
+    def store(self):
+        return self.svc.store
+
+    @property
+    def config(self):
+        return self.svc.config
+
+    def for_box(self, box: str | None) -> "Session":
+        return self if box == self.box else Session(self.svc, self.call, box)
+
+    def prompts(self):
+        return _prompts(self.svc, self.box)
+
+    def say(self, name: str, clips: list[str] | None = None, interruptible: bool = True) -> Flow:
+        """Play the prompt ``name`` (or the clips making up a sentence, under that name)."""
+        p = self.prompts()
+        samples = p.samples(clips) if clips is not None else p.clip(name)
+        return (yield from self.call.play(name, samples, interruptible))
+
+    def menu(self, name: str, valid: str, clips=None, tries: int = 3) -> Flow:
+        """Play a menu and return a valid key; None after ``tries`` timeouts."""
+        for _ in range(tries):
+            yield from self.say(name, clips)
+            while True:
+                key = yield from self.call.wait_key(KEY_TIMEOUT)
+                if key is None:
+                    break
+                if key in valid:
+                    return key
+                self.flush_keys()
+                yield from self.say("invalid")
                 break
-            if key in valid:
-                return key
-            call.digits.clear()
-            yield from say(svc, call, box, "invalid")
-            break
-    return None
+        return None
+
+    def flush_keys(self) -> None:
+        """Forget keys pressed ahead (typed during a prompt that did not take them)."""
+        self.call.digits.clear()
 
 
 # -- leaving a message ---------------------------------------------------------
 
-def leave_message(svc: Services, call: Call, box: str) -> Flow:
+def leave_message(s: Session) -> Flow:
     """Box route: retraction offer, greeting, beep, record, review."""
-    store = svc.store
-    yield from retract_offer(svc, call, box)
+    box, call, store = s.box, s.call, s.store
+    yield from retract_offer(s)
     refused = store.recording_refused(box)        # box_full, or no_space on the disk
     if refused is not None:
-        yield from refuse_message(svc, call, box, refused)
+        yield from refuse_message(s, refused)
         return
-    yield from greeting(svc, call, box)
+    yield from greeting(s)
     key = call.take_key()
-    if key == "*" and svc.config.boxes[box].remote_login:
-        yield from login(svc, call, box)
+    if key == "*" and s.config.boxes[box].remote_login:
+        yield from login(s)
         return
-    call.digits.clear()
+    s.flush_keys()
     while True:
         # The message is started before the beep: a caller who meets a box that another
         # line filled meanwhile (or a disk that filled) hears why, not a beep then a drop.
         try:
             pending = store.start_recording(box, call.runner.id, call.caller_number,
-                                            call.caller_name)
+                                            call.caller_name, extension=call.callerid.extension)
         except (StoreError, OSError) as e:     # OSError: the disk refused the record
             log.warning("line %s: %s", call.runner.id, e)
-            yield from refuse_message(svc, call, box,
-                                      "box_full" if type(e) is StoreFull else "no_space")
+            yield from refuse_message(s, "box_full" if type(e) is StoreFull else "no_space")
             return
-        try:
-            yield from say(svc, call, box, "beep", interruptible=False)
-        except BaseException:
-            pending.discard("hangup")       # gone during the beep: nothing was said
-            raise
-        rec = yield from record(svc, call, box, pending)
-        if rec is None:
-            break
-        if rec.reason != "key":
-            rec.save()
-            if rec.reason == "silence":
-                call.gone("silence")
-            break
-        again = yield from review(svc, call, box, rec)
+        again = False
+        with Message(pending) as msg:          # saved or discarded by its one rule
+            yield from s.say("beep", interruptible=False)
+            yield from record(s, msg)
+            if msg.done:                       # too short: discarded
+                break
+            if msg.reason != "key":
+                msg.save()
+                if msg.reason == "silence":
+                    call.gone("silence")
+                break
+            again = yield from review(s, msg)
         if not again:
             break
     if call.hangup_cause is None:
-        yield from say(svc, call, box, "goodbye", interruptible=False)
+        yield from s.say("goodbye", interruptible=False)
 
 
-def greeting(svc: Services, call: Call, box: str) -> Flow:
+def greeting(s: Session) -> Flow:
     """The temporary greeting if there is one, else the box's own, else the system's."""
     for kind in ("temporary", "unavailable"):
-        samples = _recording(svc, box, kind)
+        samples = _recording(s.svc, s.box, kind)
         if samples is not None:
-            return (yield from call.play("greeting", samples))
-    return (yield from call.play("greeting", system_greeting(svc, box)))
+            return (yield from s.call.play("greeting", samples))
+    return (yield from s.call.play("greeting", system_greeting(s.svc, s.box)))
 
 
 def system_greeting(svc: Services, box: str) -> array:
@@ -215,45 +243,90 @@ def prepare_names(svc: Services) -> None:
         spoken_name(_names_dir(svc), cfg.language, cfg.name)
 
 
-def refuse_message(svc: Services, call: Call, box: str, reason: str) -> Flow:
+def refuse_message(s: Session, reason: str) -> Flow:
     """No message can be left (the box is full, or the disk): say so and hang up."""
-    call.publish("record_end", reason="box_full", box=box)
-    call.publish("message_discarded", reason=reason, box=box)
-    yield from say(svc, call, box, "box_full", interruptible=False)
+    s.call.publish("record_end", reason="box_full", box=s.box)
+    s.call.publish("message_discarded", reason=reason, box=s.box)
+    yield from s.say("box_full", interruptible=False)
 
 
-def retract_offer(svc: Services, call: Call, box: str) -> Flow:
+def retract_offer(s: Session) -> Flow:
     """A caller who left a message here a few minutes ago may take it back with 7."""
-    number = call.caller_number
+    number = s.call.caller_number
     if not number:
         return
-    window = svc.config.boxes[box].retract_minutes * 60
-    msg = svc.store.recent_from(box, number, window)
+    window = s.config.boxes[s.box].retract_minutes * 60
+    msg = s.store.recent_from(s.box, number, window)
     if msg is None:
         return
-    yield from say(svc, call, box, "retract_offer")
-    key = yield from call.wait_key(KEY_TIMEOUT)
+    yield from s.say("retract_offer")
+    key = yield from s.call.wait_key(KEY_TIMEOUT)
     if key == "7":
-        svc.store.retract(msg["id"])
-        yield from say(svc, call, box, "message_retracted")
-    call.digits.clear()
+        s.store.retract(msg["id"])
+        yield from s.say("message_retracted")
+    s.flush_keys()
 
 
-class Recorded:
-    """A recording waiting to be saved, reviewed or thrown away."""
+class Message:
+    """The one owner of a message being left, from before the beep until it is saved or
+    discarded, and the one rule for which:
 
-    def __init__(self, pending, samples: array, keep: int, reason: str, voiced: float) -> None:
+    - a take with less than MIN_VOICE_SECONDS of voice is discarded (``too_short``);
+    - a take ended by ``#`` goes to the review (listen, re-record, send, cancel); one
+      ended any other way (hang-up, silence, the length limit, a disk error) is saved;
+    - when the call ends with the message undecided (``with`` block left by an
+      exception): before the take (during the beep) it is discarded (``hangup``: nothing
+      was said); during the take (a line fault, the daemon stopping) what reached the
+      disk is kept if it is a second or more, else discarded (``line_fault``); after the
+      take (hanging up in the review) it is saved.
+    """
+
+    def __init__(self, pending) -> None:
         self.pending = pending
-        self.samples = samples
-        self.keep = keep
-        self.reason = reason
-        self.voiced = voiced
+        self.phase = "beep"                   # beep -> taking -> taken
+        self.take: Take | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.pending.done
+
+    @property
+    def reason(self) -> str | None:
+        """What ended the take (``key``, ``hangup``, ``silence``, ``max_length``, ``error``)."""
+        return self.take.reason if self.take is not None else None
+
+    @property
+    def kept(self) -> array:
+        """The caller's words, as they will be saved (for "1: listen")."""
+        return self.take.samples[:self.take.keep]
+
+    def taken(self, take: "Take") -> None:
+        self.take, self.phase = take, "taken"
+        if take.voice_seconds < MIN_VOICE_SECONDS:
+            self.discard("too_short")
 
     def save(self) -> dict | None:
-        return self.pending.finish(self.keep)
+        return self.pending.finish(self.take.keep)
 
     def discard(self, reason: str) -> None:
         self.pending.discard(reason)
+
+    def __enter__(self) -> "Message":
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if kind is None or self.pending.done:
+            return False
+        if self.phase == "beep":
+            self.discard("hangup")
+        elif self.phase == "taking":
+            if self.pending.samples >= RATE:
+                self.pending.finish(None)      # keep what reached the disk
+            else:
+                self.discard("line_fault")
+        else:
+            self.save()
+        return False
 
 
 class Take:
@@ -320,90 +393,69 @@ def hear_caller(call: Call, limit: float, silence_end: float, sink=None) -> Flow
     return take
 
 
-def record(svc: Services, call: Call, box: str, pending=None) -> Flow:
-    """Record a message until hang-up, silence, the box's length limit or ``#``.
-
-    Returns a Recorded, or None when nothing worth keeping was said (discarded here).
+def record(s: Session, msg: Message) -> Flow:
+    """Record a message until hang-up, silence, the box's length limit or ``#``, into
+    ``msg`` (which then knows what ended it, and discards it when too little was said).
     The audio streams to disk as it comes; what is kept ends where the caller stopped
-    talking, before any hang-up tone, key or silence.
-    """
-    limit = svc.config.boxes[box].max_message_seconds
-    if pending is None:
-        pending = svc.store.start_recording(box, call.runner.id, call.caller_number,
-                                            call.caller_name)
-    call.publish("record_start", box=box)
+    talking, before any hang-up tone, key or silence."""
+    call = s.call
+    limit = s.config.boxes[s.box].max_message_seconds
+    call.publish("record_start", box=s.box)
     call.set_state("recording")
+    msg.phase = "taking"
     try:
-        take = yield from hear_caller(call, limit, SILENCE_END_SECONDS, pending.write)
-    except GeneratorExit:
-        # The call was cut short under us (a line fault, the daemon stopping): keep what
-        # reached the disk.
-        if not pending.done:
-            if pending.samples >= RATE:
-                pending.finish(None)
-            else:
-                pending.discard("line_fault")
-        raise
+        take = yield from hear_caller(call, limit, SILENCE_END_SECONDS, msg.pending.write)
     finally:
         call.set_state("answered")
-    call.publish("record_end", reason=take.reason, box=box)
-    if take.voice_seconds < MIN_VOICE_SECONDS:
-        pending.discard("too_short")
-        return None
-    return Recorded(pending, take.samples, take.keep, take.reason, take.voice_seconds)
+    call.publish("record_end", reason=take.reason, box=s.box)
+    msg.taken(take)
 
 
-def review(svc: Services, call: Call, box: str, rec: Recorded) -> Flow:
-    """After #: 1 listen, 2 re-record, 3 send, * cancel. Hanging up sends.
-
-    Returns True when the caller wants to record again."""
-    try:
-        for _ in range(3):
-            key = yield from menu_key(svc, call, box, "review", "123*", tries=1)
-            if key == "1":
-                yield from call.play("recording", rec.samples[:rec.keep])
-                continue
-            if key == "2":
-                rec.discard("rerecord")
-                return True
-            if key == "*":
-                rec.discard("cancelled")
-                yield from say(svc, call, box, "message_cancelled")
-                return False
-            if key == "3":
-                break
-        rec.save()
-        yield from say(svc, call, box, "message_sent")
-        return False
-    except Hangup:
-        if not rec.pending.done:
-            rec.save()
-        raise
+def review(s: Session, msg: Message) -> Flow:
+    """After #: 1 listen, 2 re-record, 3 send, * cancel. Hanging up sends (the Message
+    rule). Returns True when the caller wants to record again."""
+    for _ in range(3):
+        key = yield from s.menu("review", "123*", tries=1)
+        if key == "1":
+            yield from s.call.play("recording", msg.kept)
+            continue
+        if key == "2":
+            msg.discard("rerecord")
+            return True
+        if key == "*":
+            msg.discard("cancelled")
+            yield from s.say("message_cancelled")
+            return False
+        if key == "3":
+            break
+    msg.save()
+    yield from s.say("message_sent")
+    return False
 
 
 # -- the attendant ---------------------------------------------------------------
 
-def attendant(svc: Services, call: Call) -> Flow:
+def attendant(s: Session) -> Flow:
     """Play the attendant prompt; a key routes to a box or to login; none goes to default."""
-    att = svc.config.attendant
-    samples = _attendant_prompt(svc, att.prompt)
+    att = s.config.attendant
+    samples = _attendant_prompt(s.svc, att.prompt)
     for _ in range(3):
-        yield from call.play("attendant", samples)
-        key = yield from call.wait_key(att.timeout_seconds)
+        yield from s.call.play("attendant", samples)
+        key = yield from s.call.wait_key(att.timeout_seconds)
         if key is None:
             target = att.default
         else:
             target = att.options.get(key)     # "*" logs in only where the table says so
         if target is not None:
             break
-        call.digits.clear()
-        yield from say(svc, call, None, "invalid")
+        s.flush_keys()
+        yield from s.say("invalid")
     else:
         target = att.default
     if target == "login":
-        yield from login(svc, call, None)
+        yield from login(s)
     else:
-        yield from leave_message(svc, call, target)
+        yield from leave_message(s.for_box(target))
 
 
 def _attendant_prompt(svc, prompt: str) -> array:
@@ -415,58 +467,59 @@ def _attendant_prompt(svc, prompt: str) -> array:
 
 # -- login and the mailbox ---------------------------------------------------------
 
-def login(svc: Services, call: Call, box: str | None) -> Flow:
-    """Box number (from the attendant) and PIN, three tries; then the mailbox.
+def login(s: Session) -> Flow:
+    """Box number (``s.box``, else asked for) and PIN, three tries; then the mailbox.
 
     A box number that is not a box (or whose remote login is off) still gets the PIN
     prompt and the same refusal, so a caller cannot tell real boxes from others, and
-    its digits are never published (they may be a PIN typed at the wrong prompt)."""
-    store = svc.store
+    its digits are never published (they may be a PIN typed at the wrong prompt). A
+    locked box sounds the same as a wrong PIN too (only a real box can be locked, so
+    saying "locked" would tell a caller trying numbers that this one exists); the
+    owner learns of the lock by e-mail and MQTT (``box_locked``)."""
+    store, call = s.store, s.call
     for _ in range(PIN_TRIES):
-        number = box
+        number = s.box
         if number is None:
-            yield from say(svc, call, None, "box_number")
+            yield from s.say("box_number")
             number = yield from call.collect(8)
-        cfg = svc.config.boxes.get(number)
+        cfg = s.config.boxes.get(number)
         real = cfg is not None and cfg.remote_login
-        shown = number if real else None
+        shown = s.for_box(number if real else None)     # an unknown box: no name, no language
         if real and not cfg.pin_required and not store.is_locked(number):
             result = "ok"
         else:
-            yield from say(svc, call, shown, "pin")
+            yield from shown.say("pin")
             pin = yield from call.collect(10)
             result = store.check_pin(number, pin, "phone") if real else "wrong"
-        if result == "locked":
-            call.publish("login", box=number, ok=False, reason="locked")
-            yield from say(svc, call, number, "locked", interruptible=False)
-            return
         if result != "ok":
-            call.publish("login", box=shown, ok=False)
-            yield from say(svc, call, shown, "login_incorrect")
+            if result == "locked":
+                call.publish("login", box=number, ok=False, reason="locked")
+            else:
+                call.publish("login", box=shown.box, ok=False)
+            yield from shown.say("login_incorrect")
             continue
         store.login_ok(number)
         call.publish("login", box=number, ok=True)
-        yield from mailbox(svc, call, number)
+        yield from mailbox(shown)
         return
-    yield from say(svc, call, box, "goodbye", interruptible=False)
+    yield from s.say("goodbye", interruptible=False)
 
 
-def mailbox(svc: Services, call: Call, box: str) -> Flow:
+def mailbox(s: Session) -> Flow:
     """Counts, then the main menu: 1 listen, 0 options, # goodbye."""
-    p = _prompts(svc, box)
-    c = svc.store.counts(box)
-    yield from say(svc, call, box, "counts", p.counts(c["new"], c["saved"]))
-    if svc.store.greeting_path(box, "temporary") is not None:
-        yield from say(svc, call, box, "temporary_active")     # as Asterisk reminds the owner
+    c = s.store.counts(s.box)
+    yield from s.say("counts", s.prompts().counts(c["new"], c["saved"]))
+    if s.store.greeting_path(s.box, "temporary") is not None:
+        yield from s.say("temporary_active")     # as Asterisk reminds the owner
     while True:
-        key = yield from menu_key(svc, call, box, "menu", "10#")
+        key = yield from s.menu("menu", "10#")
         if key == "1":
-            yield from listen(svc, call, box)
+            yield from listen(s)
         elif key == "0":
-            yield from options(svc, call, box)
+            yield from options(s)
         else:
             break
-    yield from say(svc, call, box, "goodbye", interruptible=False)
+    yield from s.say("goodbye", interruptible=False)
 
 
 def _listening_order(store, box: str) -> list[dict]:
@@ -475,13 +528,13 @@ def _listening_order(store, box: str) -> list[dict]:
     return new + old
 
 
-def listen(svc: Services, call: Call, box: str) -> Flow:
+def listen(s: Session) -> Flow:
     """Messages, new first then saved, with the message keys during and after each."""
-    store = svc.store
-    p = _prompts(svc, box)
+    store, call, box = s.store, s.call, s.box
+    p = s.prompts()
     msgs = _listening_order(store, box)
     if not msgs:
-        yield from say(svc, call, box, "no_messages")
+        yield from s.say("no_messages")
         return
     i = 0
     replay = True
@@ -489,13 +542,13 @@ def listen(svc: Services, call: Call, box: str) -> Flow:
         m = msgs[i]
         key = None
         if replay:
-            yield from say(svc, call, box, "message_number", p.message_intro(i + 1))
+            yield from s.say("message_number", p.message_intro(i + 1))
             key = call.take_key()
             if key is None:
-                key = yield from play_message(svc, call, m)
+                key = yield from play_message(s, m)
         replay = True
         if key is None:
-            key = yield from menu_key(svc, call, box, "message_menu", "3456790#*", tries=2)
+            key = yield from s.menu("message_menu", "3456790#*", tries=2)
             if key is None:
                 i += 1
                 continue
@@ -507,19 +560,19 @@ def listen(svc: Services, call: Call, box: str) -> Flow:
             i += 1
         elif key == "7":
             store.delete(m["id"])
-            yield from say(svc, call, box, "message_deleted")
+            yield from s.say("message_deleted")
             i += 1
         elif key == "9":
             store.set_state(m["id"], "saved")
-            yield from say(svc, call, box, "message_saved")
+            yield from s.say("message_saved")
             i += 1
         elif key == "3":
-            yield from say(svc, call, box, "envelope", p.envelope(m.get("caller_number"),
-                                                                 _local(svc, m["received"])))
+            yield from s.say("envelope", p.envelope(m.get("caller_number"),
+                                                   _local(s.svc, m["received"])))
             replay = False
         elif key in "#*0":
             return
-    yield from say(svc, call, box, "no_more_messages")
+    yield from s.say("no_more_messages")
 
 
 def _local(svc: Services, received: str) -> datetime:
@@ -531,18 +584,18 @@ def _local(svc: Services, received: str) -> datetime:
     return when.astimezone(zoneinfo.ZoneInfo(tz) if tz else None)
 
 
-def play_message(svc: Services, call: Call, m: dict) -> Flow:
-    """Play one message; it counts as heard once playback starts. Returns the key that
-    stopped it, if any."""
+def play_message(s: Session, m: dict) -> Flow:
+    """Play one message; it counts as heard once playback starts (where that cannot be
+    written, it plays all the same: the store reports a disk fault). Returns the key
+    that stopped it, if any."""
     from linebox.wavfile import read_wav
-    store = svc.store
+    store, call = s.store, s.call
     try:
         samples = read_wav(m["file"])
     except LineboxError as e:
         log.error("message %s unreadable: %s", m["id"], e)
         samples = array("h")
-    if m["state"] == "new":
-        store.set_state(m["id"], "heard")
+    if m["state"] == "new" and store.mark_heard(m["id"]):
         m["state"] = "heard"
     call.publish("message_played", id=m["id"])
     call.set_state("playing")
@@ -553,22 +606,21 @@ def play_message(svc: Services, call: Call, m: dict) -> Flow:
     return call.take_key()
 
 
-def options(svc: Services, call: Call, box: str) -> Flow:
+def options(s: Session) -> Flow:
     """Mailbox options: 1 greeting, 2 PIN, 3 undelete, 4 temporary greeting, 5 name, # back."""
-    store = svc.store
     while True:
-        key = yield from menu_key(svc, call, box, "options", "12345#")
+        key = yield from s.menu("options", "12345#")
         if key == "1":
-            yield from record_greeting(svc, call, box)
+            yield from record_greeting(s)
         elif key == "2":
-            yield from change_pin(svc, call, box)
+            yield from change_pin(s)
         elif key == "3":
-            msg = store.undelete_last(box)
-            yield from say(svc, call, box, "message_restored" if msg else "nothing_to_restore")
+            msg = s.store.undelete_last(s.box)
+            yield from s.say("message_restored" if msg else "nothing_to_restore")
         elif key == "4":
-            yield from temporary_greeting(svc, call, box)
+            yield from temporary_greeting(s)
         elif key == "5":
-            yield from record_greeting(svc, call, box, "name")
+            yield from record_greeting(s, "name")
         else:
             return
 
@@ -577,48 +629,49 @@ _RECORD_PROMPTS = {"unavailable": "record_greeting", "temporary": "record_tempor
                    "name": "record_name"}
 
 
-def record_greeting(svc: Services, call: Call, box: str, kind: str = "unavailable") -> Flow:
+def record_greeting(s: Session, kind: str = "unavailable") -> Flow:
     """Record a greeting of ``kind`` after the beep; # or silence ends it."""
-    yield from say(svc, call, box, _RECORD_PROMPTS[kind])
-    yield from say(svc, call, box, "beep", interruptible=False)
-    call.digits.clear()
+    yield from s.say(_RECORD_PROMPTS[kind])
+    yield from s.say("beep", interruptible=False)
+    s.flush_keys()
     if kind == "name":
-        take = yield from hear_caller(call, NAME_MAX_SECONDS, NAME_SILENCE_END)
+        take = yield from hear_caller(s.call, NAME_MAX_SECONDS, NAME_SILENCE_END)
         enough = take.voice_seconds >= 0.3
     else:
-        take = yield from hear_caller(call, GREETING_MAX_SECONDS, GREETING_SILENCE_END)
+        take = yield from hear_caller(s.call, GREETING_MAX_SECONDS, GREETING_SILENCE_END)
         enough = take.voice_seconds >= MIN_VOICE_SECONDS
     if not enough:
-        yield from say(svc, call, box, "invalid")
+        yield from s.say("invalid")
         return
-    svc.store.set_greeting(box, take.samples[:take.keep], kind)
-    yield from say(svc, call, box, "greeting_saved")
+    s.store.set_greeting(s.box, take.samples[:take.keep], kind)
+    yield from s.say("greeting_saved")
 
 
-def temporary_greeting(svc: Services, call: Call, box: str) -> Flow:
+def temporary_greeting(s: Session) -> Flow:
     """Asterisk's temporary greeting: recorded at once, or, when there is one,
     1 record a new one, 2 remove it."""
-    if svc.store.greeting_path(box, "temporary") is None:
-        yield from record_greeting(svc, call, box, "temporary")
+    if s.store.greeting_path(s.box, "temporary") is None:
+        yield from record_greeting(s, "temporary")
         return
-    key = yield from menu_key(svc, call, box, "temporary_menu", "12#", tries=2)
+    key = yield from s.menu("temporary_menu", "12#", tries=2)
     if key == "1":
-        yield from record_greeting(svc, call, box, "temporary")
+        yield from record_greeting(s, "temporary")
     elif key == "2":
-        svc.store.clear_greeting(box, "temporary")
-        yield from say(svc, call, box, "temporary_removed")
+        s.store.clear_greeting(s.box, "temporary")
+        yield from s.say("temporary_removed")
 
 
-def change_pin(svc: Services, call: Call, box: str) -> Flow:
-    yield from say(svc, call, box, "new_pin")
-    first = yield from call.collect(10)
-    if pin_problem(first, box) is not None:     # not 4-10 digits, or too easy to guess
-        yield from say(svc, call, box, "pin_invalid")
+def change_pin(s: Session) -> Flow:
+    """Option 2: the new PIN twice; refused when it is too easy to guess."""
+    yield from s.say("new_pin")
+    first = yield from s.call.collect(10)
+    if pin_problem(first, s.box) is not None:     # not 4-10 digits, or too easy to guess
+        yield from s.say("pin_invalid")
         return
-    yield from say(svc, call, box, "new_pin_again")
-    second = yield from call.collect(10)
+    yield from s.say("new_pin_again")
+    second = yield from s.call.collect(10)
     if second != first:
-        yield from say(svc, call, box, "pins_differ")
+        yield from s.say("pins_differ")
         return
-    svc.store.set_pin(box, first)
-    yield from say(svc, call, box, "pin_changed")
+    s.store.set_pin(s.box, first)
+    yield from s.say("pin_changed")

@@ -7,6 +7,7 @@ that mixes clips of both keeps one loudness.
 """
 
 import hashlib
+import logging
 import math
 import operator
 import shutil
@@ -19,10 +20,9 @@ from linebox import FRAME, RATE
 from linebox.dsp.gen import clip
 from linebox.dsp.levels import DBM0_MEAN_SQUARE
 from linebox.errors import LineboxError
-from linebox.log import get as get_logger
 from linebox.wavfile import read_wav_any_rate, write_wav
 
-log = get_logger("prompts")
+log = logging.getLogger(__name__)
 
 SPEECH_DBM0 = -16.0        # active speech level of every clip
 EDGE_SECONDS = 0.05        # silence kept before and after the speech

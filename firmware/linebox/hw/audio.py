@@ -7,6 +7,7 @@ FXO line turns into a fault. ``SimAudio`` plays the line's side from an array an
 what was played.
 """
 
+import logging
 import sys
 from abc import ABC, abstractmethod
 from array import array
@@ -14,9 +15,8 @@ from collections.abc import Iterable
 
 from linebox import FRAME, FRAME_BYTES, RATE
 from linebox.hw.line import SILENT_FRAME
-from linebox.log import get as get_logger
 
-log = get_logger("audio")
+log = logging.getLogger(__name__)
 
 # Playback is started this many periods ahead of capture, so a late write is not an
 # underrun at once; the card's buffer holds PERIODS periods (4 x 20 ms = 80 ms).

@@ -12,6 +12,7 @@ fault once, keeps ticking on a monotonic clock with silence, and tries the card 
 with exponential backoff; nothing ever raises out of ``tick``.
 """
 
+import logging
 import math
 import threading
 import time
@@ -21,17 +22,16 @@ from collections.abc import Callable
 
 from linebox import FRAME, RATE
 from linebox.backoff import Backoff
+from linebox.clock import FRAME_SECONDS
 from linebox.dsp import gen
 from linebox.dsp.levels import DBM0_PEAK, dbm0
 from linebox.errors import LineboxError
 from linebox.hw.audio import AlsaAudio, AudioGone, AudioPort
 from linebox.hw.gpio import Pins
 from linebox.hw.line import SILENT_FRAME, Fault, FaultCleared, Line, LineEvent, LineReversal, Tick
-from linebox.log import get as get_logger
 
-log = get_logger("fxo")
+log = logging.getLogger(__name__)
 
-FRAME_SECONDS = FRAME / RATE
 
 # Ring detection. A half-wave optocoupler at 16 Hz gives a pulse every 62.5 ms, so one
 # pulse keeps the line "ringing" for a little longer than that.

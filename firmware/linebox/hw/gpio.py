@@ -256,23 +256,6 @@ class SimPins(Pins):
             raise ValueError("the pins are closed")
 
 
-class ManualClock:
-    """A clock that moves only when told: ``clock()`` reads it, ``advance(dt)`` and
-    ``sleep(dt)`` move it. Simulated pins, lamps and lines share one in tests."""
-
-    def __init__(self, t: float = 0.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, dt: float) -> None:
-        self.t += dt
-
-    def sleep(self, dt: float) -> None:
-        self.t += max(0.0, dt)
-
-
 def default_pins(clock: Callable[[], float] = time.monotonic) -> Pins:
     """The pins of this machine: the Pi's, or simulated ones when ``LINEBOX_GPIO=sim``."""
     choice = os.environ.get("LINEBOX_GPIO", "").strip().lower()

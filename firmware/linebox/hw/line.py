@@ -4,6 +4,10 @@ A line is clocked by its audio: every ``tick`` plays one 20 ms frame and returns
 20 ms that were heard, with the line signals seen during it. Every call-flow timeout
 counts ticks, so a simulated line runs as fast as the CPU allows and a real one at the
 sound card's pace, with the same behaviour.
+
+``tests/test_line_contract.py`` runs one contract against every backend (the simulated
+exchange, FXO, the modem over a pty, ``modem-sim``, ``SipLine``): a new backend joins
+that list.
 """
 
 from abc import ABC, abstractmethod

@@ -37,9 +37,10 @@ from pathlib import Path
 
 from linebox.backoff import Backoff
 from linebox.config import EmailConfig
+from linebox.events import NotTaken
 from linebox.fileio import fsync_dir, write_file_atomic
 
-log = logging.getLogger("linebox.email")
+log = logging.getLogger(__name__)
 
 RETRY_FIRST = 10.0           # seconds before the first retry, doubling ...
 RETRY_MAX = 900.0            # ... up to 15 minutes
@@ -243,8 +244,15 @@ class Mailer:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._hold_until = 0.0                   # the server is down: no try before this
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._next = self._scan_next()
+        self._next: int | None = None            # next queue number, once the folder is read
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._next = self._scan_next()
+        except OSError as e:
+            # A read-only or broken data folder: the appliance still answers; each mail
+            # that cannot be queued is refused (NotTaken) and announced again later.
+            log.error("mail queue %s: %s; no mail can be queued until it is writable",
+                      self.folder, e.strerror or e)
 
     # ------------------------------------------------------------ queueing
 
@@ -276,8 +284,8 @@ class Mailer:
                        not_before=self.clock() + wait if wait > 0 else 0.0,
                        awaiting_transcript=wait > 0, saved_event=fields)
         except OSError as e:
-            log.error("mail for message %s of box %s not queued: %s", ev.get("id"),
-                      box.number, e.strerror or e)
+            raise NotTaken(f"mail for message {ev.get('id')} of box {box.number} not queued "
+                           f"({self.folder}: {e.strerror or e})") from None
 
     def _release(self, message_id, transcript: str | None) -> None:
         """The transcript of ``message_id`` is in (or will not come): its waiting mail is
@@ -415,6 +423,9 @@ class Mailer:
         ``not_before``); returns its queue name."""
         to = [to] if isinstance(to, str) else list(to)
         with self._cond:
+            if self._next is None:      # the folder was not usable at start: is it now?
+                self.folder.mkdir(parents=True, exist_ok=True)
+                self._next = self._scan_next()
             seq = self._next
             self._next += 1
         name = f"{seq:0{_DIGITS}d}"

@@ -106,7 +106,7 @@ from linebox.fileio import write_file_atomic
 from linebox.report.discovery import STATUS_TOPIC, discovery_payload, discovery_topic
 from linebox.report.outbox import Outbox, OutboxError, iso_time
 
-log = logging.getLogger("linebox.mqtt")
+log = logging.getLogger(__name__)
 
 RECONNECT_MIN, RECONNECT_MAX = 1, 60        # seconds, doubling in between (paho)
 WINDOW = 10                                  # events in flight at once
@@ -415,20 +415,24 @@ class MqttReporter:
             # What a caller typed at the box-number prompt may be a PIN typed early:
             # only a configured box number is worth (and safe) reporting.
             report["box"] = None
-        self.queue_event(report)
+        queued = self.queue_event(report)
         if report["type"] == "message_saved":
+            if not queued:      # the store announces it again at the next start
+                raise ev_.NotTaken(f"MQTT event for message {report['message']} not queued")
             self._note_saved(report["message"])
 
-    def queue_event(self, report: dict) -> None:
-        """Put an event in the outbox (durably) and wake the sender."""
+    def queue_event(self, report: dict) -> bool:
+        """Put an event in the outbox (durably) and wake the sender; False if it could
+        not be put there."""
         report.setdefault("time", iso_time(self.clock(), self.tz))
         try:
             self.outbox.put(report)
         except OutboxError as e:
             log.error("%s: %s lost", e, report.get("type"))
-            return
+            return False
         with self._cond:
             self._cond.notify_all()
+        return True
 
     def _set_caller(self, line, cid: dict | None) -> None:
         """The incoming caller of a line: {} while ringing without caller ID (yet),

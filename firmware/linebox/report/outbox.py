@@ -27,7 +27,7 @@ from pathlib import Path
 from linebox.errors import LineboxError
 from linebox.fileio import fsync_dir, move_aside, write_file_atomic
 
-log = logging.getLogger("linebox.outbox")
+log = logging.getLogger(__name__)
 
 LIMIT = 10_000
 _DIGITS = 12

@@ -20,11 +20,13 @@ RETENTION_STEP = 3600.0
 class Transcript:
     """Prints the bus as the contract's transcript: one JSON object a line, or a table."""
 
-    def __init__(self, bus: Bus, exchange, out=None, as_json: bool = True, wall0: float = 0.0) -> None:
+    def __init__(self, bus: Bus, exchange, out=None, as_json: bool = True, wall0: float = 0.0,
+                 tz=None) -> None:
         self.exchange = exchange
         self.out = out
         self.as_json = as_json
         self.wall0 = wall0
+        self.tz = tz                 # the table's clock: [device] timezone (None: local)
         self.current_line: int | None = None
         self.events: list[dict] = []
         self.readers: list = []      # more consumers of each transcript record (the demo's narrator)
@@ -46,18 +48,19 @@ class Transcript:
         if self.as_json:
             self.out.write(json.dumps(rec) + "\n")
         else:
-            self.out.write(format_event(rec, self.wall0) + "\n")
+            self.out.write(format_event(rec, self.wall0, self.tz) + "\n")
         # Line by line, so a reader of a pipe follows the story as it happens.
         self.out.flush()
 
 
-def format_event(rec: dict, wall0: float = 0.0) -> str:
-    """One transcript event as a readable line of a timeline."""
+def format_event(rec: dict, wall0: float = 0.0, tz=None) -> str:
+    """One transcript event as a readable line of a timeline; the wall-clock time is
+    ``tz``'s (``[device] timezone``), the system's local time when None."""
     rest = {k: v for k, v in rec.items() if k not in ("t", "call", "line", "event") and v is not None}
     detail = "  ".join(f"{k}={v}" for k, v in rest.items())
     stamp = f"{rec['t']:9.2f}s"
     if wall0:
-        stamp += " " + datetime.fromtimestamp(wall0 + rec["t"]).strftime("%H:%M:%S")
+        stamp += " " + datetime.fromtimestamp(wall0 + rec["t"], tz).strftime("%H:%M:%S")
     who = f"line {rec['line']}" if rec.get("line") else "      "
     call = f"call {rec['call']}" if rec.get("call") else "      "
     return f"{stamp}  {who}  {call}  {rec['event']:<18} {detail}".rstrip()
@@ -65,6 +68,7 @@ def format_event(rec: dict, wall0: float = 0.0) -> str:
 
 def build(config, scenario, out=None, as_json: bool = True, clock_start: float | None = None):
     """The appliance, the exchange and the transcript for one simulation."""
+    from linebox.config import device_tz
     from linebox.sim.exchange import SimExchange
 
     sim_lines = {line.id: line for line in config.lines if line.driver in ("sim", "modem-sim")}
@@ -79,7 +83,8 @@ def build(config, scenario, out=None, as_json: bool = True, clock_start: float |
     else:
         wall0 = clock_start if clock_start is not None else time.time()
     app = Appliance(config, bus, clock=lambda: wall0 + exchange.now)
-    transcript = Transcript(bus, exchange, out, as_json, wall0 if not as_json else 0.0)
+    transcript = Transcript(bus, exchange, out, as_json, wall0 if not as_json else 0.0,
+                            tz=device_tz(config.device))
     app.start()
     for lid in sorted(sim_lines):
         app.add_line(_sim_line(exchange, sim_lines[lid]), sim_lines[lid])
@@ -96,16 +101,17 @@ def _sim_line(exchange, cfg):
                         duplex=cfg.duplex, init=cfg.init)
 
 
-def run(app, exchange, transcript, lock=None, realtime: bool = False) -> None:
+def run(app, exchange, transcript, lock=None, realtime: bool = False, stop=None) -> None:
     """Step every line frame by frame until the scenario is over, jumping idle time.
 
     ``lock`` (the portal's, with ``--web``) is held for each frame, as the daemon holds
-    its lock; ``realtime`` paces the virtual clock at wall-clock speed."""
+    its lock; ``realtime`` paces the virtual clock at wall-clock speed; ``stop`` (an
+    Event, set by SIGTERM with ``--web``) ends it between two frames."""
     lock = lock if lock is not None else contextlib.nullcontext()
     t_real0 = time.monotonic()
     # At real time idle time is lived through, frame by frame, not jumped.
     state = {"last_start": 0.0, "jump": not realtime}
-    while True:
+    while stop is None or not stop.is_set():
         if realtime:
             ahead = exchange.now - (time.monotonic() - t_real0)
             if ahead > 0:
@@ -162,15 +168,14 @@ def main(args) -> int:
     try:
         if listen is not None:
             server, lock = _start_web(app, config, listen)
-            stop = _stop_on_signals()
-            try:
-                run(app, exchange, transcript, lock=lock, realtime=realtime)
-                sys.stdout.flush()
-                stop["scenario_over"] = True
-                while not stop["done"].wait(0.5):
-                    pass
-            except _Stopped:
-                pass                       # stopped during the scenario: what is saved stays
+            done = _stop_on_signals()
+            # Stopped during the scenario: between two frames (never an exception raised
+            # into the middle of one, which a call flow's own error handling could take
+            # for a failure and go on); what is saved stays. After it: the serving ends.
+            run(app, exchange, transcript, lock=lock, realtime=realtime, stop=done)
+            sys.stdout.flush()
+            while not done.wait(0.5):
+                pass
         else:
             run(app, exchange, transcript, realtime=realtime)
     finally:
@@ -204,21 +209,13 @@ def _start_web(app, config, listen):
     return server, lock
 
 
-class _Stopped(Exception):
-    """SIGTERM or SIGINT while the scenario still runs (with --web)."""
-
-
-def _stop_on_signals() -> dict:
-    """SIGTERM/SIGINT end `sim --web`: during the scenario at once, after it the serving."""
+def _stop_on_signals():
+    """SIGTERM/SIGINT end `sim --web`: the Event they set ends the scenario between two
+    frames, then the serving."""
     import signal
     import threading
 
-    state = {"done": threading.Event(), "scenario_over": False}
-
-    def handler(*_):
-        state["done"].set()
-        if not state["scenario_over"]:
-            raise _Stopped()
+    done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, handler)
-    return state
+        signal.signal(sig, lambda *_: done.set())
+    return done

@@ -8,14 +8,13 @@ that does not grow is a replay. The configuration keeps only HA1, never a passwo
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
 from collections import OrderedDict
 
-from linebox.log import get as get_logger
-
-log = get_logger("sip")
+log = logging.getLogger(__name__)
 
 NONCE_SECONDS = 300.0
 MAX_NONCES = 4096
@@ -115,7 +114,7 @@ class DigestAuth:
 
     def _failed(self, source: tuple, user: str | None, why: str) -> tuple[str, None]:
         # One line per failure, with the address first-class: a fail2ban filter
-        # matches `linebox.sip: authentication failed .* from <HOST>:`.
+        # matches `linebox.sip.auth: authentication failed .* from <HOST>:` (docs/sip.md).
         log.warning("authentication failed for %r from %s:%s (%s)", user, source[0], source[1], why)
         self.limiter.failed(source[0])
         return Verdict.FAILED, None

@@ -10,6 +10,7 @@ RTP) is reported as a hang-up fact.
 
 import os
 import secrets
+import select
 import socket
 import struct
 import threading
@@ -44,7 +45,6 @@ class SipLine(Line):
         self.sock.setblocking(False)
         self.clock = clock
         self.sleep = sleep
-        self.reports_dtmf = media.dtmf_payload is not None
         self.ssrc = secrets.randbits(32)
         self.seq = secrets.randbits(16)
         self.ts = secrets.randbits(32)
@@ -67,6 +67,7 @@ class SipLine(Line):
     def set_media(self, media) -> None:
         """A new answer (re-INVITE, hold): where to send and in what."""
         self.media = media
+        self.reports_dtmf = media.dtmf_payload is not None
         self.remote = (media.host, media.port)
         self.hosts = {media.host, self.peer_host} - {None}
         self.silence = (g711.ulaw_encode if media.codec == "PCMU" else g711.alaw_encode)(SILENT_FRAME)
@@ -109,6 +110,21 @@ class SipLine(Line):
         self._deadline += FRAME_SECONDS
         return self._next_frame(now)
 
+    # -- driven by a shared media clock (server.SipService._media_loop) -------------
+    def send_frame(self, out: array | None, slot: float) -> None:
+        """Send ``out`` for the 20 ms slot that began at ``slot`` (now or just past)."""
+        if self.measure:
+            self.lateness.append(max(0.0, self.clock() - slot))
+        self._send(out)
+        self._deadline = slot + FRAME_SECONDS
+
+    def take_frame(self, drained: bool = False) -> Tick:
+        """What the phone sent for this slot (after ``send_frame``), without waiting;
+        ``drained``: `receive_all` has just emptied the socket."""
+        if not drained:
+            self._drain()
+        return self._next_frame(self.clock())
+
     def set_hook(self, off_hook: bool) -> None:
         self.off_hook = off_hook
 
@@ -140,16 +156,23 @@ class SipLine(Line):
         wait = deadline - self.clock()
         if wait > 0:
             self.sleep(wait)
+        self._drain()
+
+    def _drain(self) -> None:
         for _ in range(64):
-            try:
-                data, addr = self.sock.recvfrom(2048)
-            except (BlockingIOError, InterruptedError):
+            if not self._receive_one():
                 return
-            except OSError:
-                return
-            # Only the phone's media: its SDP address, or where its signalling comes from.
-            if addr[0] in self.hosts:
-                self._packet(data)
+
+    def _receive_one(self) -> bool:
+        """One datagram from the socket, if one waits; False when none did."""
+        try:
+            data, addr = self.sock.recvfrom(2048)
+        except OSError:                       # BlockingIOError: nothing waits
+            return False
+        # Only the phone's media: its SDP address, or where its signalling comes from.
+        if addr[0] in self.hosts:
+            self._packet(data)
+        return True
 
     def _packet(self, data: bytes) -> None:
         if len(data) < 12 or data[0] >> 6 != 2:
@@ -239,6 +262,24 @@ class SipLine(Line):
             del buf[oldest]
             self._play = max(self._play, oldest + 1)
         return payload
+
+
+def receive_all(lines) -> None:
+    """Empty the sockets of many lines at once: a poll says which have datagrams
+    waiting, each of those gives one, and again until none has more. For calls that
+    send one packet a frame that is a poll or two a slot and a recvfrom a packet, not
+    a failing recvfrom (and its exception) for every call and frame."""
+    waiting = {line.sock.fileno(): line for line in lines}
+    for _ in range(64):
+        poller = select.poll()
+        for fd in waiting:
+            if fd >= 0:
+                poller.register(fd, select.POLLIN)
+        ready = poller.poll(0)
+        if not ready:
+            return
+        waiting = {fd: waiting[fd] for fd, ev in ready
+                   if ev & select.POLLIN and waiting[fd]._receive_one()}
 
 
 def open_rtp_socket(host: str) -> socket.socket:

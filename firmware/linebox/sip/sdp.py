@@ -1,5 +1,7 @@
 """SDP offer/answer for one audio stream (RFC 4566, RFC 3264): PCMU or PCMA at 20 ms,
-and RFC 4733 telephone-event when the phone offers it."""
+and RFC 4733 telephone-event when the phone offers it. To an INVITE without SDP (a
+delayed offer, RFC 3261 §13.2.1) we offer all three, and the phone's answer in its ACK
+goes through the same `negotiate`."""
 
 import re
 import time
@@ -8,6 +10,9 @@ from dataclasses import dataclass
 from linebox.sip.message import SipParseError
 
 STATIC = {0: "PCMU", 8: "PCMA"}
+OFFER_DTMF_PAYLOAD = 101          # our telephone-event payload type when we offer
+# What a phone's answer to our offer must keep to (RFC 3264 §6.1: a subset of the offer).
+OFFERED = {0: "PCMU", 8: "PCMA", OFFER_DTMF_PAYLOAD: "TELEPHONE-EVENT"}
 _RTPMAP = re.compile(r"([0-9]{1,3}) ([A-Za-z0-9_.-]+)/([0-9]+)(?:/[0-9]+)?")
 
 
@@ -104,6 +109,13 @@ def negotiate(offer: Offer) -> Media | None:
                  dtmf_payload=dtmf, direction=ours)
 
 
+def negotiate_answer(answer: Offer) -> Media | None:
+    """What the phone's answer to our offer settles; None when it kept nothing we
+    offered (RFC 3264 §6.1: the answer is a subset of the offer)."""
+    kept = [p for p in answer.payloads if OFFERED.get(p) == answer.names.get(p)]
+    return negotiate(Offer(answer.host, answer.port, kept, answer.names, answer.direction))
+
+
 class SessionDescription:
     """Our side of one call's SDP: the origin line keeps its id, the version grows with
     every new answer (RFC 3264 §8)."""
@@ -114,9 +126,15 @@ class SessionDescription:
         self.id = int(time.time())
         self.version = self.id
 
-    def answer(self, media: Media) -> bytes:
+    def offer(self) -> bytes:
+        """Our offer, when the phone made none: PCMU, PCMA, telephone-event, sendrecv."""
+        return self.answer(Media(self.host, self.port, "PCMU", 0, OFFER_DTMF_PAYLOAD, "sendrecv"),
+                           extra_codecs=((8, "PCMA"),))
+
+    def answer(self, media: Media, extra_codecs=()) -> bytes:
         self.version += 1
-        pts = [media.payload] + ([media.dtmf_payload] if media.dtmf_payload is not None else [])
+        pts = ([media.payload] + [pt for pt, _ in extra_codecs]
+               + ([media.dtmf_payload] if media.dtmf_payload is not None else []))
         lines = [
             "v=0",
             f"o=linebox {self.id} {self.version} IN IP4 {self.host}",
@@ -125,6 +143,7 @@ class SessionDescription:
             "t=0 0",
             f"m=audio {self.port} RTP/AVP {' '.join(map(str, pts))}",
             f"a=rtpmap:{media.payload} {media.codec}/8000",
+            *(f"a=rtpmap:{pt} {name}/8000" for pt, name in extra_codecs),
         ]
         if media.dtmf_payload is not None:
             lines += [f"a=rtpmap:{media.dtmf_payload} telephone-event/8000",

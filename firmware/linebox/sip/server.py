@@ -2,14 +2,16 @@
 message-waiting (contract §9).
 
 One thread owns every SIP state (transactions, registrations, dialogs, subscriptions)
-and does all the socket work; each call's audio runs on a thread of its own, like an
-analog line's, and drives the same call engine and flows under the appliance lock.
+and does all the signalling; the calls' audio runs on one media thread, every call on a
+shared 20 ms clock (``_media_loop``), and drives the same call engine and flows as an
+analog line's, under the appliance lock.
 The bus reaches this thread through a queue, so a store change never waits on the
 network.
 """
 
 import heapq
 import itertools
+import logging
 import queue
 import secrets
 import selectors
@@ -24,19 +26,19 @@ from linebox.caller import CallerId
 from linebox.calls.engine import LineRunner
 from linebox.calls.flows import sip_entry
 from linebox.errors import LineboxError
-from linebox.log import get as get_logger
 from linebox.sip import message as sipmsg
 from linebox.sip.auth import DigestAuth, Verdict
 from linebox.sip.message import Message, SipParseError
-from linebox.sip.rtp import FRAME_SECONDS, SipLine, open_rtp_socket
-from linebox.sip.sdp import SessionDescription, negotiate, parse_offer
+from linebox.sip.route import next_hop, request_target, route_set
+from linebox.sip.rtp import FRAME_SECONDS, MAX_LATE, SipLine, open_rtp_socket, receive_all
+from linebox.sip.sdp import Media, SessionDescription, negotiate, negotiate_answer, parse_offer
 from linebox.sip.transport import MAX_TCP_CONNECTIONS, Peer, TcpConnection, local_address_for
 
-log = get_logger("sip")
+log = logging.getLogger(__name__)
 
 T1, T2 = 0.5, 4.0                  # RFC 3261 §17.1.1.1 timer values
 TIMER_64T1 = 64 * T1                # B, F, H, J: how long a transaction lives
-MEDIA_PHASES = 4                    # call groups sharing a 20 ms tick (see _media_slot)
+MEDIA_PHASES = 1                    # every call on one shared 20 ms tick (see _media_loop)
 MAX_CALLS = 24                      # a Pi Zero 2 W holds about 8 (bench/sip_bench.py)
 MAX_SUBSCRIPTIONS = 128
 MAX_SUBSCRIPTIONS_PER_EXTENSION = 8
@@ -45,6 +47,7 @@ MAX_TRANSACTIONS = 2048
 EXPIRES_DEFAULT, EXPIRES_MIN, EXPIRES_MAX = 3600, 60, 7200
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, INFO"
 SERVER = "Linebox"
+DELAYED_MEDIA = Media("0.0.0.0", 9, "PCMU", 0, None, "inactive")   # a line before the answer
 
 
 def dial_plan(dialled: str, extension, boxes) -> tuple[str, str | None] | None:
@@ -107,6 +110,7 @@ class Dialog:
     extension: str
     cseq: int = field(default_factory=lambda: secrets.randbelow(10000) + 1)
     remote_cseq: int = 0
+    route: tuple = ()                   # the Record-Route set (sip/route.py)
 
 
 @dataclass
@@ -122,7 +126,7 @@ class SipCall:
     ended: str | None = None            # why, once the SIP side is over
     bye_sent: bool = False
     invite_branch: str = ""
-    ready: bool = True                  # its last frame has been through its runner
+    offered: object = None              # our offer awaits the answer in the ACK: (ext, route, dialled), or True in a re-INVITE
 
 
 @dataclass
@@ -180,8 +184,6 @@ class SipService:
         self._media_wake = threading.Event()
         self._media_origin = clock()
         self._media_next_phase = 0
-        self._frames: queue.SimpleQueue = queue.SimpleQueue()
-        self.flow_thread: threading.Thread | None = None
         self.media_thread: threading.Thread | None = None
 
     # ================================================================ life cycle
@@ -215,8 +217,6 @@ class SipService:
         self.thread.start()
         self.media_thread = threading.Thread(target=self._media_loop, name="sip-media", daemon=True)
         self.media_thread.start()
-        self.flow_thread = threading.Thread(target=self._flow_loop, name="sip-flows", daemon=True)
-        self.flow_thread.start()
         log.info("listening on %s:%d (UDP and TCP), realm %s, %d extension(s)",
                  host, self.port, self.cfg.realm, len(self.extensions))
 
@@ -234,8 +234,6 @@ class SipService:
         if self.media_thread is not None:
             self._media_wake.set()
             self.media_thread.join(timeout=2.0)
-            self._frames.put(None)
-            self.flow_thread.join(timeout=2.0)
         with self.lock:
             try:
                 self.app.bus.unsubscribe(self._on_bus)
@@ -406,6 +404,10 @@ class SipService:
     def _reply(self, req: Message, peer: Peer, status: int, reason: str, extra=(), to_tag=None,
                body: bytes = b"", txn: ServerTransaction | None = None) -> bytes:
         extra = [*extra, ("Server", SERVER)]
+        if (req.method in ("INVITE", "SUBSCRIBE") and 100 < status < 300 and to_tag
+                and "tag" not in req.to.params):
+            # RFC 3261 §12.1.1: a response that makes a dialog copies the Record-Route.
+            extra = [*(("Record-Route", v) for v in req.get_all("record-route")), *extra]
         log.debug("%s %s from %s:%s: %d %s", req.method, req.call_id, *peer.addr, status, reason)
         data = sipmsg.response(req, status, reason, extra, to_tag=to_tag, body=body,
                                received=peer.addr if peer.transport == "UDP" else None)
@@ -591,15 +593,21 @@ class SipService:
         if len(self.calls) >= MAX_CALLS:
             self._reply(req, peer, 486, "Busy Here", to_tag=tag, txn=txn)
             return
+        # No SDP: a delayed offer (RFC 3261 §13.2.1, RFC 3264 §5). We offer in the 200
+        # and the phone answers in its ACK; until then the line neither sends nor expects.
+        delayed = not req.body.strip()
         try:
-            offer = parse_offer(req.body)
-            media = negotiate(offer)
+            media = DELAYED_MEDIA if delayed else negotiate(parse_offer(req.body))
         except SipParseError:
             media = None
         if media is None:
             self._reply(req, peer, 488, "Not Acceptable Here", to_tag=tag, txn=txn)
             return
         contact = self._contact_uri(req)
+        try:
+            routes = route_set(req.get_all("record-route"))
+        except SipParseError:
+            contact = None
         if contact is None:
             self._reply(req, peer, 400, "Bad Request", to_tag=tag, txn=txn)
             return
@@ -609,16 +617,20 @@ class SipService:
         sdp = SessionDescription(local, sock.getsockname()[1])
         dialog = Dialog(call_id=req.call_id, local_tag=tag, local=f"{req.get('to')};tag={tag}",
                         remote=req.get("from"), remote_tag=req.from_.params.get("tag", ""),
-                        target=contact, peer=peer, extension=user, remote_cseq=req.cseq[0])
+                        target=contact, peer=peer, extension=user, remote_cseq=req.cseq[0],
+                        route=routes)
         call = SipCall(dialog=dialog, line=SipLine(sock, media, peer.addr[0]), sdp=sdp, invite_branch=txn.key[0])
         call.ok = self._reply(req, peer, 200, "OK", [("Contact", self._our_contact(peer)),
                                                       ("Allow", ALLOW), ("Content-Type", "application/sdp")],
-                              to_tag=tag, body=sdp.answer(media), txn=txn)
+                              to_tag=tag, body=sdp.offer() if delayed else sdp.answer(media), txn=txn)
         call.answered_at = self.clock()
         self.calls[(req.call_id, tag)] = call
         self.calls_by_id[req.call_id] = call
         self._retransmit_ok(call)
         log.info("extension %s dialled %s: %s %s", user, dialled, route[0], route[1] or "(asks)")
+        if delayed:
+            call.offered = (ext, route, dialled)    # started by the answer in the ACK
+            return
         self._start_call(call, ext, route, dialled)
 
     def _start_call(self, call: SipCall, ext, route, dialled: str) -> None:
@@ -628,7 +640,8 @@ class SipService:
             call.runner = LineRunner(call.line, None, "us", bus, flow, rings_needed=lambda: 0)
             bus.publish({"event": ev_.SIP_CALL, "caller_number": ext.number, "caller_name": ext.name,
                          "dialled": dialled, "line": None})
-            call.runner.start_call(flow, CallerId(number=ext.number, name=ext.name))
+            call.runner.start_call(flow, CallerId(number=ext.number, name=ext.name,
+                                                  extension=ext.number))
         self._media_next_phase = (self._media_next_phase + 1) % MEDIA_PHASES
         call.line.align(self._media_slot(self._media_next_phase))
         with self._media_lock:
@@ -636,66 +649,73 @@ class SipService:
         self._media_wake.set()
 
     def _media_slot(self, phase: int) -> float:
-        """The next 20 ms slot of the shared media clock, in one of MEDIA_PHASES phases:
-        the calls of one phase send and receive on the same instants (one wake-up a frame
-        for all of them, not one each), and a slow frame (a recording's fsync once a
-        second) delays only the calls of its phase."""
+        """The next 20 ms slot of the shared media clock (in one of MEDIA_PHASES phases,
+        now one: every call sends and receives on the same instants)."""
         origin = self._media_origin + phase * FRAME_SECONDS / MEDIA_PHASES
         slots = int((self.clock() - origin) / FRAME_SECONDS) + 1
         return origin + slots * FRAME_SECONDS
 
     def _media_loop(self) -> None:
-        """The calls' audio, like analog lines' loops but shared: when a call's slot
-        comes, this thread sends its frame and takes what came (``tick``, never under the
-        appliance lock, never touching the disk); the flow thread then runs that frame of
-        the call flow. A call whose last frame is still being processed waits for it."""
+        """Every call's audio on one shared 20 ms clock, in this one thread, like an
+        analog line's loop but for all the calls at once: at each slot every call sends
+        its frame, then takes what the phone sent (``send_frame``; ``receive_all``, one
+        poll for all the sockets; ``take_frame``; never under the appliance lock), then each frame runs through its call's flow
+        (``process``, the lock taken once for the lot).
+
+        One wake-up a slot for all the calls, and no hand-off between threads per frame:
+        a wake-up (cold caches, the GIL changing hands) costs more than a frame's work
+        (bench/sip_bench.py). The recorder writes once a second and its fsync runs on a
+        thread of its own, so the disk does not hold the clock up; a slow frame (saving a
+        message, checking a PIN) delays the next slot, whose packets then go out at once."""
+        slot = None
         while not self.stopping.is_set():
             with self._media_lock:
-                ready = [c for c in self._media_calls if c.ready]
-            if not ready:
+                calls = list(self._media_calls)
+            if not calls:
+                slot = None
                 self._media_wake.wait(0.5)
                 self._media_wake.clear()
                 continue
-            wait = min(c.line.deadline for c in ready) - self.clock()
-            if wait > 0:
-                self._media_wake.wait(wait)      # a new call or a processed frame wakes us
+            now = self.clock()
+            if slot is None:
+                slot = self._media_slot(0)
+            elif now - slot > MAX_LATE:
+                slot = now                       # a stall: start pacing afresh
+            if slot > now:
+                self._media_wake.wait(slot - now)    # a new call wakes us to list it
                 self._media_wake.clear()
                 continue
-            now = self.clock()
-            for call in ready:
-                if call.line.deadline <= now:
-                    call.ready = False
-                    self._frames.put((call, call.line.tick(call.runner.out)))
+            for call in calls:
+                call.line.send_frame(call.runner.out, slot)
+            receive_all([call.line for call in calls])
+            self._media_step([(call, call.line.take_frame(drained=True)) for call in calls])
+            slot += FRAME_SECONDS
 
-    def _flow_loop(self) -> None:
-        """Each call's frames through its runner, under the appliance lock, in turn."""
-        while True:
-            item = self._frames.get()
-            if item is None:
-                return
-            call, tick = item
-            self._media_step(call, tick)
-            call.ready = True
-            # Wake the media thread only when it has something to do at once: a call
-            # already due (we were slow), or the end of a batch (a slot's frames done).
-            if self._frames.empty() or call.line.deadline <= self.clock():
-                self._media_wake.set()
-
-    def _media_step(self, call: SipCall, tick) -> None:
-        runner = call.runner
-        try:
-            with self.lock:
-                runner.process(tick)
-        except Exception:  # noqa: BLE001 - a broken call must not take the others with it
-            log.exception("call failed")
-            with self.lock:
-                if runner.flow is not None:
-                    runner.hang_up()
-        if runner.flow is None:
+    def _media_step(self, batch) -> None:
+        """One frame of each call of ``batch`` [(call, tick)] through its runner."""
+        over = []
+        with self.lock:
+            for call, tick in batch:
+                runner = call.runner
+                try:
+                    runner.process(tick)
+                except Exception:  # noqa: BLE001 - a broken call must not take the others with it
+                    log.exception("call failed")
+                    try:
+                        if runner.flow is not None:
+                            runner.hang_up()
+                    except Exception:  # noqa: BLE001
+                        log.exception("call failed to hang up")
+                        runner.flow = None
+                if runner.flow is None:
+                    over.append(call)
+        if over:
             with self._media_lock:
-                self._media_calls.remove(call)
-            call.line.close()
-            self.inbox.put(("call_over", call))
+                for call in over:
+                    self._media_calls.remove(call)
+            for call in over:
+                call.line.close()
+                self.inbox.put(("call_over", call))
             self._wake()
 
     def _inbox(self, item) -> None:
@@ -737,8 +757,28 @@ class SipService:
 
     def _ack(self, req: Message) -> None:
         call = self._find_call(req)
-        if call is not None:
-            call.acked = True
+        if call is None or call.acked:
+            return
+        call.acked = True
+        if call.offered is not None:
+            self._answer_in_ack(call, req)
+
+    def _answer_in_ack(self, call: SipCall, req: Message) -> None:
+        """The phone's answer to the offer in our 200 (RFC 3264 §5; RFC 3261 §13.3.1.4:
+        an ACK without an acceptable answer ends the call with a BYE)."""
+        offered, call.offered = call.offered, None
+        try:
+            media = negotiate_answer(parse_offer(req.body)) if req.body.strip() else None
+        except SipParseError:
+            media = None
+        if media is None:
+            log.info("call %s: no acceptable answer to our offer in the ACK; hanging up", req.call_id)
+            self._end_call(call, "no_answer")
+            return
+        call.line.set_media(media)
+        log.info("call %s: answer in the ACK, %s %s", req.call_id, media.codec, media.direction)
+        if offered is not True:                 # True: a re-INVITE's offer, the call goes on
+            self._start_call(call, *offered)
 
     def _on_bye(self, req: Message, peer: Peer, txn) -> None:
         call = self._find_call(req)
@@ -748,6 +788,7 @@ class SipService:
         self._reply(req, peer, 200, "OK", txn=txn)
         call.ended = "bye"
         call.line.end("bye")
+        self._forget_unstarted(call)
 
     def _on_cancel(self, req: Message, peer: Peer, txn) -> None:
         branch = req.vias[0].branch
@@ -767,6 +808,15 @@ class SipService:
             call.ended = cause
             self._send_bye(call)
         call.line.end(cause)
+        self._forget_unstarted(call)
+
+    def _forget_unstarted(self, call: SipCall) -> None:
+        """A call that ends before its flow began (a delayed offer never answered): no
+        media loop will report it over, so it is put away here."""
+        if call.runner is None:
+            call.offered = None
+            call.line.close()
+            self._inbox(("call_over", call))
 
     def _send_bye(self, call: SipCall) -> None:
         if call.bye_sent:
@@ -779,8 +829,9 @@ class SipService:
         if call is None:
             self._reply(req, peer, 481, "Call/Transaction Does Not Exist", txn=txn)
             return
+        delayed = not req.body.strip()
         try:
-            media = negotiate(parse_offer(req.body)) if req.body else call.line.media
+            media = call.line.media if delayed else negotiate(parse_offer(req.body))
         except SipParseError:
             media = None
         if media is None:
@@ -791,7 +842,8 @@ class SipService:
         log.info("call %s: re-INVITE, %s %s", req.call_id, media.codec, media.direction)
         call.ok = self._reply(req, peer, 200, "OK", [("Contact", self._our_contact(peer)),
                                                       ("Content-Type", "application/sdp")],
-                              body=call.sdp.answer(media), txn=txn)
+                              body=call.sdp.offer() if delayed else call.sdp.answer(media), txn=txn)
+        call.offered = True if delayed else None   # a re-INVITE without SDP: ours, answered in the ACK
         call.acked = False
         call.answered_at = self.clock()
         call.interval = T1
@@ -863,13 +915,18 @@ class SipService:
             self._reply(req, peer, 503, "Service Unavailable", [("Retry-After", "60")], txn=txn)
             return
         contact = self._contact_uri(req)
+        try:
+            routes = route_set(req.get_all("record-route"))
+        except SipParseError:
+            contact = None
         if contact is None:
             self._reply(req, peer, 400, "Bad Request", txn=txn)
             return
         tag = secrets.token_hex(6)
         dialog = Dialog(call_id=req.call_id, local_tag=tag, local=f"{req.get('to')};tag={tag}",
                         remote=req.get("from"), remote_tag=req.from_.params.get("tag", ""),
-                        target=contact, peer=peer, extension=user, remote_cseq=req.cseq[0])
+                        target=contact, peer=peer, extension=user, remote_cseq=req.cseq[0],
+                        route=routes)
         host = local_address_for(peer.addr[0], self.cfg.host)
         sub = Subscription(dialog, tuple(boxes), f"sip:{target}@{host}", now + expires)
         self._reply(req, peer, 200, "OK", [("Expires", str(expires)), ("Contact", self._our_contact(peer))],
@@ -890,7 +947,9 @@ class SipService:
                 f"Voice-Message: {new}/{old} (0/0)\r\n").encode()
 
     def _notify(self, sub: Subscription, terminated: str | None = None) -> None:
-        left = max(0, int(sub.expires_at - self.clock()))
+        # Never "active;expires=0": a phone re-subscribes when expires runs out (libre
+        # at 90 % of it), so a zero would have it re-subscribe at once, again and again.
+        left = max(1, int(sub.expires_at - self.clock()))
         state = f"terminated;reason={terminated}" if terminated else f"active;expires={left}"
         self._send_in_dialog(sub.dialog, "NOTIFY", [
             ("Event", "message-summary"), ("Subscription-State", state),
@@ -934,7 +993,9 @@ class SipService:
     # ================================================================ sending requests
     def _send_in_dialog(self, dialog: Dialog, method: str, extra, body: bytes = b"", on_final=None) -> None:
         dialog.cseq += 1
-        peer = dialog.peer
+        peer = next_hop(dialog.route, dialog.peer)
+        request_uri, routes = request_target(dialog.route, dialog.target)
+        extra = [*(("Route", r) for r in routes), *extra]
         host = local_address_for(peer.addr[0], self.cfg.host)
         branch = "z9hG4bK" + secrets.token_hex(10)
         headers = [
@@ -942,7 +1003,7 @@ class SipService:
             ("Max-Forwards", "70"), ("From", dialog.local), ("To", dialog.remote),
             ("Call-ID", dialog.call_id), ("CSeq", f"{dialog.cseq} {method}"),
             ("Contact", self._our_contact(peer)), ("User-Agent", SERVER), *extra]
-        data = sipmsg.build(f"{method} {dialog.target} SIP/2.0", headers, body)
+        data = sipmsg.build(f"{method} {request_uri} SIP/2.0", headers, body)
         ct = ClientTransaction(branch, data, peer, on_final, deadline=self.clock() + TIMER_64T1)
         self.client_txns[branch] = ct
         self.send(peer, data)

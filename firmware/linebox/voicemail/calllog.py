@@ -1,13 +1,17 @@
-"""The call log: one record per call on a line, built from the bus and kept durably.
+"""The call log: one record per call on a line or from an IP phone, built from the bus
+and kept durably.
 
-A call begins with its first ring and ends with the hang-up (or, unanswered, when the
-ringing stops). What happened in between decides its outcome:
+A call on a line begins with its first ring and ends with the hang-up (or, unanswered,
+when the ringing stops); a call from a registered extension begins with its
+``sip_call`` and is named by ``extension`` (``line`` is null), as CONTRACT §9 says.
+What happened in between decides its outcome:
 
     message    the caller left a message (``box``, ``message``)
     hung_up    answered, but the caller hung up before leaving one
     missed     never answered (answering off, or the caller gave up first)
     login      the box owner called in and logged in (``box``)
-    blocked    refused by a call filter (event ``call_blocked``; none exists yet)
+    blocked    the caller's number is on the line's ``block`` list: hung up at once,
+               never answered (event ``call_blocked``)
 
 Records are appended to ``calls.jsonl`` in the data folder, one JSON object a line,
 flushed and fsynced when the call ends. A torn last line (power cut) is skipped on
@@ -28,7 +32,7 @@ from linebox import events as ev_
 from linebox.events import Bus
 from linebox.fileio import write_file_atomic
 
-log = logging.getLogger("linebox.calllog")
+log = logging.getLogger(__name__)
 
 FILE_NAME = "calls.jsonl"
 LIMIT = 5000
@@ -84,22 +88,42 @@ class CallLog:
 
     def _on_event(self, ev: dict) -> None:
         kind = ev.get("event")
-        line = ev.get("line")
-        if line is None or kind not in _HANDLERS:
+        if kind not in _HANDLERS:
             return
+        line = ev.get("line")
+        if line is None:
+            ext = ev.get("extension")
+            if ext is None and kind == ev_.MESSAGE_SAVED:
+                # The store publishes it without the extension; a message left from a
+                # phone has the extension's number as its caller (CONTRACT §9).
+                ext = ev.get("caller_number")
+            if not isinstance(ext, str):
+                return
+            line = f"ext:{ext}"          # an IP phone's call: one at a time per extension
         _HANDLERS[kind](self, line, ev)
 
+    def _new(self, line, ev: dict, extension: str | None = None, answered: bool = False) -> dict:
+        return {"ts": self.clock(), "line": None if extension else line, "extension": extension,
+                "caller_number": None, "caller_name": None, "outcome": None, "box": None,
+                "message": None, "answered": answered, "t0": ev.get("t")}
+
     def _ring(self, line: int, ev: dict) -> None:
+        if isinstance(line, str):
+            return
         if ev.get("n") == 1 or line not in self._open:
-            self._open[line] = {"ts": self.clock(), "line": line, "caller_number": None,
-                                "caller_name": None, "outcome": None, "box": None,
-                                "message": None, "answered": False, "t0": ev.get("t")}
+            self._open[line] = self._new(line, ev)
+
+    def _sip_call(self, key: str, ev: dict) -> None:
+        call = self._new(key, ev, extension=ev.get("extension"), answered=True)   # answered at once
+        call["caller_number"] = ev.get("caller_number")
+        call["caller_name"] = ev.get("caller_name")
+        self._open[key] = call
 
     def _callerid(self, line: int, ev: dict) -> None:
         call = self._open.get(line)
         if call is not None:
-            call["caller_number"] = ev.get("number")
-            call["caller_name"] = ev.get("name")
+            call["caller_number"] = ev.get("number") or call["caller_number"]
+            call["caller_name"] = ev.get("name") or call["caller_name"]
 
     def _answer(self, line: int, ev: dict) -> None:
         call = self._open.get(line)
@@ -125,7 +149,6 @@ class CallLog:
         call = self._open.get(line)
         if call is not None:
             call["outcome"] = "blocked"
-            self._end(line, ev)
 
     def _missed(self, line: int, ev: dict) -> None:
         call = self._open.get(line)
@@ -140,13 +163,18 @@ class CallLog:
         if call is None:
             return
         outcome = call["outcome"] or ("hung_up" if call["answered"] else "missed")
-        if outcome == "hung_up" and call["box"] is None and self.route_of is not None:
+        if outcome == "hung_up" and call["box"] is None and self.route_of is not None \
+                and call["line"] is not None:
             route = self.route_of(line)
             call["box"] = route if route and route.isdigit() else None
         t0, t1 = call["t0"], ev.get("t")
-        seconds = round(t1 - t0, 1) if isinstance(t0, int | float) and isinstance(t1, int | float) else None
+        if isinstance(t0, int | float) and isinstance(t1, int | float):
+            seconds = round(t1 - t0, 1)
+        else:                            # an IP phone's call: its start had no line time
+            seconds = round(max(0.0, self.clock() - call["ts"]), 1)
         rec = {"t": datetime.fromtimestamp(call["ts"], UTC).astimezone(self.tz).isoformat(timespec="seconds"),
-               "ts": call["ts"], "line": line, "caller_number": call["caller_number"],
+               "ts": call["ts"], "line": call["line"], "extension": call["extension"],
+               "caller_number": call["caller_number"],
                "caller_name": call["caller_name"], "outcome": outcome, "box": call["box"],
                "message": call["message"], "seconds": seconds}
         self._append(rec)
@@ -183,6 +211,7 @@ _HANDLERS = {
     "message_saved": CallLog._message_saved,
     "login": CallLog._login,
     "call_blocked": CallLog._blocked,
+    "sip_call": CallLog._sip_call,
     "missed_call": CallLog._missed,
     "onhook": CallLog._end,
 }

@@ -16,7 +16,7 @@ from linebox.fileio import move_aside, write_file_atomic
 from linebox.voicemail.pins import hash_pin, pin_problem, verify_pin
 from linebox.voicemail.storebase import StoreError, writes
 
-log = logging.getLogger("linebox.store")
+log = logging.getLogger(__name__)
 
 LOCK_FAILURES = 10                        # this many failed logins ...
 LOCK_WINDOW = 3600.0                      # ... within this many seconds ...

@@ -32,7 +32,7 @@ from pathlib import Path
 from linebox.errors import LineboxError
 from linebox.fileio import write_file_atomic
 
-log = logging.getLogger("linebox.store")
+log = logging.getLogger(__name__)
 
 VERSION_FILE = "VERSION"
 DB_FILE = "db.json"

@@ -17,7 +17,7 @@ from pathlib import Path
 from linebox.fileio import fsync_dir, write_file_atomic
 from linebox.voicemail.storebase import is_id
 
-log = logging.getLogger("linebox.store")
+log = logging.getLogger(__name__)
 
 
 class NotifiedJournal:

@@ -17,7 +17,7 @@ from linebox.voicemail.recorder import HEADER, part_path, repair_partial
 from linebox.voicemail.storebase import RECORDING, is_id
 from linebox.wavfile import WavError, read_wav
 
-log = logging.getLogger("linebox.store")
+log = logging.getLogger(__name__)
 
 
 

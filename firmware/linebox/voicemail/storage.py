@@ -21,7 +21,7 @@ from tinydb.storages import Storage
 
 from linebox.fileio import fsync_dir, move_aside, write_file_atomic
 
-log = logging.getLogger("linebox.store")
+log = logging.getLogger(__name__)
 
 
 class AtomicJSONStorage(Storage):

@@ -65,7 +65,7 @@ from linebox.voicemail.storebase import (
 )
 from linebox.wavfile import write_wav
 
-log = logging.getLogger("linebox.store")
+log = logging.getLogger(__name__)
 
 _META = 1                                 # doc id of the one document in the meta table
 
@@ -264,9 +264,11 @@ class Store(RecoveryMixin, LoginsMixin):
 
     @writes
     def start_recording(self, box: str, line: int | None, caller_number: str | None,
-                        caller_name: str | None) -> PendingMessage:
+                        caller_name: str | None, extension: str | None = None) -> PendingMessage:
         """Start a message; raises StoreFull when the box holds max_messages messages
-        (messages being recorded on other lines count too, so none can overflow it)."""
+        (messages being recorded on other lines count too, so none can overflow it).
+        ``extension``: the SIP extension leaving it, kept with the message and named in
+        its message_saved event."""
         with self._lock:
             self.retry_unsaved()
             cfg = self._box(box)
@@ -281,7 +283,8 @@ class Store(RecoveryMixin, LoginsMixin):
                 raise StoreFull(f"box {box} is full ({cfg.max_messages} messages)")
             now = self.clock()
             record = self._new_record(self._allocate_id(), box, now, caller_number=caller_number,
-                                      caller_name=caller_name, line=line, state=RECORDING)
+                                      caller_name=caller_name, line=line, state=RECORDING,
+                                      **({"extension": extension} if extension else {}))
             # The record is durable before the file exists, so a crash at any point
             # leaves either nothing or a .part that maps back to box and caller.
             self._insert(record)
@@ -433,6 +436,30 @@ class Store(RecoveryMixin, LoginsMixin):
         (undelete). Returns the updated record; setting the current state does nothing."""
         with self._lock:
             return self._transition(message_id, state)
+
+    def mark_heard(self, message_id: str) -> bool:
+        """A message began to play: new -> heard (any other state stays). On a data folder
+        that cannot be written the message still plays: the change is reported as a
+        disk fault (the one a read-only folder raised at open stays on) and False is
+        returned; the message stays new until it plays on a writable folder."""
+        with self._lock:
+            if self._read_only and not self._degraded:
+                raise StoreError(f"store {self.data_dir} is open read-only")
+            if self._record(message_id)["state"] != "new":
+                return True
+            if self._degraded:
+                log.warning("message %s: not marked heard: %s", message_id, self.fault)
+                if self.fault is None:
+                    self._set_fault(f"data folder {self.data_dir} is not writable")
+                return False
+            try:
+                self._transition(message_id, "heard")
+            except OSError as e:
+                self._set_fault(f"message {message_id} not marked heard: database "
+                                f"{self.data_dir / 'db.json'} cannot be written: "
+                                f"{e.strerror or e}")
+                return False
+            return True
 
     @writes
     def delete(self, message_id: str) -> dict:
@@ -675,15 +702,22 @@ class Store(RecoveryMixin, LoginsMixin):
         return {"event": "message_saved", "box": rec["box"], "id": rec["id"],
                 "seconds": rec["seconds"], "line": rec["line"],
                 "caller_number": rec["caller_number"], "caller_name": rec["caller_name"],
-                "recovered": rec["recovered"]}
+                "recovered": rec["recovered"],
+                **({"extension": rec["extension"]} if rec.get("extension") else {})}
 
-    def _publish(self, event: dict) -> None:
-        self.bus.publish(event)
+    def _publish(self, event: dict) -> bool:
+        """Publish; False when a subscriber could not take it (see ``events.NotTaken``)."""
+        return self.bus.publish(event) is not False
 
     def _announce(self, rec: dict) -> None:
         """message_saved on the bus (the mailer and MQTT queue it durably), then the
-        journal says so; see :mod:`~linebox.voicemail.notified`."""
-        self._publish(self._saved_event(rec))
+        journal says so; see :mod:`~linebox.voicemail.notified`. When a subscriber
+        could not queue it (a mail queue on a read-only folder), the journal does not
+        say so: the message is announced again at the next start."""
+        if not self._publish(self._saved_event(rec)):
+            log.warning("message %s: not every reporter took it; it is announced again "
+                        "at the next start", rec["id"])
+            return
         try:
             self.notified.add(rec["id"])
         except OSError as e:     # announced anyway: at worst it is announced again
@@ -697,18 +731,21 @@ class Store(RecoveryMixin, LoginsMixin):
         pending = sorted((r for r in self._table.all()
                           if r.get("notified") is False and r["state"] != RECORDING),
                          key=lambda r: r["id"])
+        announced = []
         for rec in pending:
             if rec["id"] not in done:
                 if not rec.get("recovered"):
                     log.warning("box %s: message %s was saved but not announced (killed "
-                                "in between): announcing it now", rec["box"], rec["id"])
+                                "or not taken): announcing it now", rec["box"], rec["id"])
                 event = self._saved_event(dict(rec))
                 if rec["id"] not in just_recovered:
                     # Saved before the kill: a subscriber that queued it may skip it.
                     event["again"] = True
-                self._publish(event)
-        if pending:
-            self._table.update({"notified": True}, doc_ids=[r.doc_id for r in pending])
+                if not self._publish(event):
+                    continue            # still not taken: again at the next start
+            announced.append(rec.doc_id)
+        if announced:
+            self._table.update({"notified": True}, doc_ids=announced)
         self.notified.clear()
 
     def _publish_counts(self, box: str, before: dict) -> None:

@@ -11,7 +11,7 @@ import logging
 from contextlib import AbstractContextManager
 
 from linebox.errors import LineboxError
-from linebox.voicemail.store import STATES, NoSuchMessage
+from linebox.voicemail.store import GREETING_KINDS, STATES, NoSuchMessage
 
 audit = logging.getLogger("linebox.web.audit")
 
@@ -62,17 +62,24 @@ class Portal:
     def store(self):
         return self.app.store
 
+    @property
+    def data_dir(self):
+        return self.app.data_dir
+
+    @property
+    def bus(self):
+        return self.app.bus
+
+    def line_settings(self) -> dict:
+        with self.lock:
+            return self.app.line_settings()
+
     def box_numbers(self) -> list[str]:
         return list(self.app.config.boxes)
 
     def box_summary(self, number: str) -> dict:
         """Counted as Store.counts counts (and MQTT shows)."""
-        states = [m["state"] for m in self._messages()[0] if m["box"] == number]
-        cfg = self.app.config.boxes.get(number)
-        new = states.count("new")
-        saved = states.count("heard") + states.count("saved")
-        return {"number": number, "name": cfg.name if cfg else number, "new": new, "saved": saved,
-                "total": new + saved, "full": cfg is not None and new + saved >= cfg.max_messages}
+        return summary(self.app.config, self._messages()[0], number)
 
     def messages(self, box: str) -> list[dict]:
         """The box's messages, trash included, oldest first (shared dicts: do not change)."""
@@ -98,9 +105,14 @@ class Portal:
     def calls(self) -> list[dict]:
         return self.calllog.calls() if self.calllog is not None else []
 
-    def greeting_file(self, box: str):
+    def greeting_file(self, box: str, kind: str = "unavailable"):
         with self.lock:
-            return self.app.store.greeting_path(box)
+            return self.app.store.greeting_path(box, kind)
+
+    def greetings(self, box: str) -> dict:
+        """Which of the three greeting kinds the box has (one question for the box page)."""
+        with self.lock:
+            return {k: self.app.store.greeting_path(box, k) is not None for k in GREETING_KINDS}
 
     def system_greeting(self, box: str):
         """The samples of the system greeting that names the box."""
@@ -190,13 +202,18 @@ class Portal:
         audit.info("web: %s purged message %s (box %s) for good", who, message_id,
                    m["box"] if m else "?")
 
-    def set_greeting(self, box: str, samples, who: str) -> None:
-        self._change(self.app.store.set_greeting, box, samples)
-        audit.info("web: %s uploaded a greeting for box %s (%.1f s)", who, box, len(samples) / 8000)
+    def set_greeting(self, box: str, samples, who: str, kind: str = "unavailable") -> None:
+        if kind not in GREETING_KINDS:
+            raise ActionError(f"no greeting kind {kind!r}", 400)
+        self._change(self.app.store.set_greeting, box, samples, kind)
+        audit.info("web: %s uploaded a%s greeting for box %s (%.1f s)", who, _kind_words(kind), box,
+                   len(samples) / 8000)
 
-    def clear_greeting(self, box: str, who: str) -> None:
-        self._change(self.app.store.clear_greeting, box)
-        audit.info("web: %s set box %s back to the system greeting", who, box)
+    def clear_greeting(self, box: str, who: str, kind: str = "unavailable") -> None:
+        if kind not in GREETING_KINDS:
+            raise ActionError(f"no greeting kind {kind!r}", 400)
+        self._change(self.app.store.clear_greeting, box, kind)
+        audit.info("web: %s removed the%s greeting of box %s", who, _kind_words(kind), box)
 
     def set_pin_hash(self, box: str, pin_hash: str, who: str) -> None:
         self._change(self.app.store.set_pin_hash, box, pin_hash)
@@ -210,11 +227,40 @@ class Portal:
         self._command("rings", line=line, rings=rings)
         audit.info("web: %s set line %s to answer after %d rings", who, line, rings)
 
+    def apply_config_file(self, changed_lines, who: str, what: str) -> None:
+        """The configuration file the settings page (in the portal's process) just wrote,
+        read again here by the same parser, and applied."""
+        import tomllib
+
+        from linebox.config import ConfigError, parse_config
+
+        src = self.app.config.source
+        try:
+            with open(src, "rb") as f:
+                cfg = parse_config(tomllib.load(f), src)
+        except (OSError, ConfigError, tomllib.TOMLDecodeError) as e:
+            raise ActionError(f"settings: {e}", 400) from None
+        self.apply_config(cfg, set(changed_lines), who, what)
+
     def apply_config(self, cfg, changed_lines, who: str, what: str) -> None:
         """A configuration the settings page wrote: what can change live changes now."""
         with self.lock:
             apply_live(self.app, cfg, changed_lines)
         audit.info("web: %s changed the settings: %s", who, what)
+
+
+def _kind_words(kind: str) -> str:
+    return "" if kind == "unavailable" else f" {kind}"
+
+
+def summary(config, messages: list[dict], number: str) -> dict:
+    """A box's counts from the list of every message, as Store.counts counts."""
+    states = [m["state"] for m in messages if m["box"] == number]
+    cfg = config.boxes.get(number)
+    new = states.count("new")
+    saved = states.count("heard") + states.count("saved")
+    return {"number": number, "name": cfg.name if cfg else number, "new": new, "saved": saved,
+            "total": new + saved, "full": cfg is not None and new + saved >= cfg.max_messages}
 
 
 def _cid(callerid, key: str):
@@ -226,8 +272,8 @@ def _cid(callerid, key: str):
 
 def apply_live(app, cfg, changed_lines=()) -> None:
     """Put a freshly validated configuration into the running appliance, in place: boxes
-    (names, languages, e-mail, limits), each line's rings, toll saver, route and answering,
-    and the attendant. Rings and answering are taken from the file only for the lines in
+    (names, languages, e-mail, limits), each line's rings, toll saver, route, answering and
+    block list, and the attendant. Rings and answering are taken from the file only for the lines in
     ``changed_lines`` (a value set over MQTT stays until the file says otherwise). Lines
     added or removed, drivers and pins need a restart."""
     from dataclasses import replace
@@ -241,7 +287,7 @@ def apply_live(app, cfg, changed_lines=()) -> None:
             lines.append(line)
             continue
         lines.append(replace(line, rings=new.rings, toll_saver_rings=new.toll_saver_rings,
-                             route=new.route, answer=new.answer))
+                             route=new.route, answer=new.answer, block=new.block))
     merged = replace(old, boxes=cfg.boxes, attendant=cfg.attendant, lines=tuple(lines))
     app.config = merged
     app.svc.config = merged
@@ -255,6 +301,7 @@ def apply_live(app, cfg, changed_lines=()) -> None:
         # next call follows them (a call going on keeps its flow).
         runner.flow_factory = answer(app.svc, line_cfg)
         runner.rings_needed = lambda c=line_cfg: app.rings_needed(c)
+        runner.block = line_cfg.block
         if hasattr(app, "answering_now"):
             runner.answering = lambda c=line_cfg: app.answering_now(c)
     # The file's values are the new defaults; for the lines the administrator just edited

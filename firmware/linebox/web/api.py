@@ -22,7 +22,8 @@ from linebox.web.portal import (
 
 MESSAGE_FIELDS = ("id", "box", "state", "caller_number", "caller_name", "received", "seconds", "line",
                   "transcript")
-CALL_FIELDS = ("t", "line", "caller_number", "caller_name", "outcome", "box", "message", "seconds")
+CALL_FIELDS = ("t", "line", "extension", "caller_number", "caller_name", "outcome", "box", "message",
+               "seconds")
 
 
 def _json_body() -> dict:
@@ -36,11 +37,22 @@ def _ok(**fields):
     return jsonify({"ok": True, **fields})
 
 
-def _acting(fn, *args):
+def _acting(fn, *args, **kw):
     try:
-        return fn(*args, g.who)
+        return fn(*args, g.who, **kw)
     except ActionError as e:
         raise Refusal(e.status, str(e)) from None
+
+
+# Asterisk's three kinds, as the phone's mailbox options and `linebox greeting --kind` have them.
+GREETING_WORDS = {"unavailable": "greeting", "temporary": "temporary greeting", "name": "name recording"}
+
+
+def _greeting_kind() -> str:
+    kind = request.args.get("kind", "unavailable")
+    if kind not in GREETING_WORDS:
+        raise Refusal(400, "kind is unavailable, temporary or name")
+    return kind
 
 
 def visible_calls(p, s) -> list[dict]:
@@ -68,13 +80,19 @@ def register(app) -> None:
         p = portal()
         if "user" in body:
             user, password = body.get("user"), body.get("password")
+            lockout = ext["admin_lock"]
+            if user == ADMIN and lockout.locked_until() is not None:
+                raise Refusal(429, "locked")
             if user != ADMIN or not isinstance(password, str) or \
-                    not verify_password(password, admin_hash(p.app.data_dir)):
+                    not verify_password(password, admin_hash(p.data_dir)):
                 g.who = f"{user!r} ({addr})"
                 import logging
                 logging.getLogger("linebox.web.audit").warning(
                     "web: failed administrator login from %s", addr)
+                if user == ADMIN:
+                    lockout.failed(addr)      # the failure that locks still answers 401
                 raise Refusal(401, "wrong user or password")
+            lockout.ok()
             s = ext["sessions"].create(ADMIN, None)
         else:
             box, pin = body.get("box"), body.get("pin")
@@ -188,8 +206,9 @@ def register(app) -> None:
     @app.get("/api/v1/boxes/<number>/greeting")
     def greeting(number):
         box = checked_box(number)
+        kind = _greeting_kind()
         p = portal()
-        path = p.greeting_file(box)
+        path = p.greeting_file(box, kind)
         if path is not None:
             try:
                 resp = send_file(path, mimetype="audio/wav", conditional=True, max_age=0)
@@ -197,6 +216,8 @@ def register(app) -> None:
                 return resp
             except FileNotFoundError:
                 pass
+        if kind != "unavailable":            # no system stand-in for these two
+            raise Refusal(404, f"box {box} has no {GREETING_WORDS[kind]}")
         resp = Response(media.wav_bytes(p.system_greeting(box)), mimetype="audio/wav")
         resp.headers["X-Linebox-Greeting"] = "system"
         return resp
@@ -204,6 +225,7 @@ def register(app) -> None:
     @app.route("/api/v1/boxes/<number>/greeting", methods=["PUT", "POST"])
     def upload_greeting(number):
         box = checked_box(number)
+        kind = _greeting_kind()
         if request.mimetype == "multipart/form-data":
             f = request.files.get("file")
             blob = f.read() if f is not None else b""
@@ -212,15 +234,16 @@ def register(app) -> None:
         try:
             samples = media.read_upload(blob)
         except WavError as e:
-            raise Refusal(400, f"greeting: {e}") from None
-        _acting(portal().set_greeting, box, samples)
-        return _ok(seconds=round(len(samples) / 8000, 2))
+            raise Refusal(400, f"{GREETING_WORDS[kind]}: {e}") from None
+        _acting(portal().set_greeting, box, samples, kind=kind)
+        return _ok(seconds=round(len(samples) / 8000, 2), kind=kind)
 
     @app.delete("/api/v1/boxes/<number>/greeting")
     def clear_greeting(number):
         box = checked_box(number)
-        _acting(portal().clear_greeting, box)
-        return _ok()
+        kind = _greeting_kind()
+        _acting(portal().clear_greeting, box, kind=kind)
+        return _ok(kind=kind)
 
     # ------------------------------------------------------------ lines, calls, live
 

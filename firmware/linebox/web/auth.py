@@ -1,9 +1,17 @@
 """Who is logged in to the portal: sessions, the administrator's password, login limits.
 
-Sessions are random ids (``secrets.token_urlsafe``, 256 bits) kept in memory on the
-server, so logout (or the idle timeout) ends a session for good: a replayed cookie finds
-nothing. A restart logs everyone out, which is fine for an appliance. Each session has
-its own CSRF token, which every state-changing request must send as ``X-CSRF-Token``.
+Sessions are random ids (``secrets.token_urlsafe``, 256 bits) kept on the server, so
+logout (or the idle timeout) ends a session for good: a replayed cookie finds nothing.
+They survive a restart: ``sessions.json`` in the data folder (mode 0600, written
+atomically) keeps each session's SHA-256 of its id (never the id itself: whoever reads
+the file still cannot log in with it), its user, its CSRF token and when it was last
+used (wall-clock time, so the idle timeout runs across the restart too). Each session
+has its own CSRF token, which every state-changing request must send as ``X-CSRF-Token``.
+
+The administrator's login has a lockout like a box's (``AdminLockout``): 10 wrong
+passwords within an hour lock it for 15 minutes, each lock twice as long as the one
+before (at most a day); kept in ``admin-logins.json`` (0600) across restarts, logged,
+lifted by a right password after it ends or by setting a new one.
 
 Box owners log in with the box number and its PIN, checked against the same hash and
 counted by the same lockout as a login by phone (the store's ``login_failed`` /
@@ -15,6 +23,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import sys
@@ -28,6 +37,8 @@ from linebox.errors import LineboxError
 from linebox.fileio import write_file_atomic
 from linebox.voicemail.pins import KEY_BYTES, SALT_BYTES, SCRYPT_N, SCRYPT_P, SCRYPT_R
 
+log = logging.getLogger("linebox.web.audit")
+
 ADMIN_FILE = "admin.json"
 ADMIN = "admin"
 MIN_PASSWORD = 8
@@ -36,6 +47,13 @@ MAX_PASSWORD = 256
 RATE_ATTEMPTS = 10
 RATE_WINDOW = 60.0
 MAX_SESSIONS = 200
+SESSIONS_FILE = "sessions.json"
+SAVE_EVERY = 60.0            # seconds: last-use times are written at most this often
+ADMIN_LOCK_FILE = "admin-logins.json"
+ADMIN_LOCK_FAILURES = 10     # wrong administrator passwords ...
+ADMIN_LOCK_WINDOW = 3600.0   # ... within this many seconds ...
+ADMIN_LOCK_SECONDS = 900.0   # ... lock the administrator's login this long, doubling each lock
+ADMIN_LOCK_MAX = 86400.0
 
 
 @dataclass
@@ -56,53 +74,180 @@ class Session:
         return self.box is None or self.box == box
 
 
-class Sessions:
-    """Sessions by id, each ended by logout or after ``idle`` seconds without a request."""
+def _key(sid: str) -> str:
+    """What the server keeps of a session id: its SHA-256."""
+    return hashlib.sha256(sid.encode("utf-8", "replace")).hexdigest()
 
-    def __init__(self, idle: float, clock=time.monotonic) -> None:
+
+def _write_private(path: Path, blob: bytes) -> None:
+    old = os.umask(0o077)            # created 0600
+    try:
+        write_file_atomic(path, blob)
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+
+
+class Sessions:
+    """Sessions by id, each ended by logout or after ``idle`` seconds without a request;
+    kept in ``path`` (if given) across restarts."""
+
+    def __init__(self, idle: float, clock=time.monotonic, path: Path | None = None,
+                 wall=time.time) -> None:
         self.idle = idle
         self.clock = clock
-        self._by_id: dict[str, Session] = {}
+        self.wall = wall
+        self.path = Path(path) if path is not None else None
+        self._by_key: dict[str, Session] = {}
         self._lock = threading.Lock()
+        self._saved_at = float("-inf")
+        self._load()
 
     def create(self, user: str, box: str | None) -> Session:
         s = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), user, box, self.clock())
         with self._lock:
             self._expire()
-            if len(self._by_id) >= MAX_SESSIONS:      # the oldest goes
-                oldest = min(self._by_id.values(), key=lambda x: x.last_seen)
-                del self._by_id[oldest.id]
-            self._by_id[s.id] = s
+            if len(self._by_key) >= MAX_SESSIONS:      # the oldest goes
+                oldest = min(self._by_key, key=lambda k: self._by_key[k].last_seen)
+                del self._by_key[oldest]
+            self._by_key[_key(s.id)] = s
+            self._save()
         return s
 
     def get(self, sid: str | None) -> Session | None:
         if not sid:
             return None
+        key = _key(sid)
         with self._lock:
-            s = self._by_id.get(sid)
+            s = self._by_key.get(key)
             if s is None:
                 return None
             now = self.clock()
             if now - s.last_seen > self.idle:
-                del self._by_id[sid]
+                del self._by_key[key]
+                self._save()
                 return None
             s.last_seen = now
+            s.id = sid                   # a session read from the file knew only the hash
+            if now - self._saved_at > SAVE_EVERY:
+                self._save()
             return s
 
     def end(self, sid: str) -> None:
         with self._lock:
-            self._by_id.pop(sid, None)
+            if self._by_key.pop(_key(sid), None) is not None:
+                self._save()
 
     def end_box(self, box: str, keep: str | None = None) -> None:
         """End every session of a box (its PIN changed), but ``keep``."""
+        kept = _key(keep) if keep else None
         with self._lock:
-            for sid in [k for k, s in self._by_id.items() if s.box == box and k != keep]:
-                del self._by_id[sid]
+            for k in [k for k, s in self._by_key.items() if s.box == box and k != kept]:
+                del self._by_key[k]
+            self._save()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._save()
 
     def _expire(self) -> None:
         now = self.clock()
-        for sid in [k for k, s in self._by_id.items() if now - s.last_seen > self.idle]:
-            del self._by_id[sid]
+        for k in [k for k, s in self._by_key.items() if now - s.last_seen > self.idle]:
+            del self._by_key[k]
+
+    # ------------------------------------------------------------ the file
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        now, wall = self.clock(), self.wall()
+        doc = {k: {"user": s.user, "box": s.box, "csrf": s.csrf, "seen": round(wall - (now - s.last_seen), 3)}
+               for k, s in self._by_key.items()}
+        try:
+            _write_private(self.path, (json.dumps(doc) + "\n").encode())
+            self._saved_at = now
+        except OSError as e:
+            log.error("web: %s: %s (sessions end at the next restart)", self.path, e.strerror or e)
+
+    def _load(self) -> None:
+        if self.path is None:
+            return
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            log.warning("web: %s is unreadable (%s): everyone logs in again", self.path, e)
+            return
+        now, wall = self.clock(), self.wall()
+        for k, v in (doc.items() if isinstance(doc, dict) else ()):
+            try:
+                user, box, csrf, seen = v["user"], v["box"], v["csrf"], float(v["seen"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            ok = (isinstance(k, str) and len(k) == 64 and isinstance(csrf, str) and len(csrf) >= 32
+                  and (user == ADMIN and box is None
+                       or isinstance(box, str) and box.isdigit() and user == f"box {box}"))
+            if ok and 0 <= wall - seen <= self.idle:
+                self._by_key[k] = Session("", csrf, user, box, now - (wall - seen))
+
+
+class AdminLockout:
+    """The administrator's login lockout (see the module docstring), on the wall clock."""
+
+    def __init__(self, data_dir: Path, clock=time.time) -> None:
+        self.path = Path(data_dir) / ADMIN_LOCK_FILE
+        self.clock = clock
+        self._lock = threading.Lock()
+
+    def _read(self) -> dict:
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+            if isinstance(doc, dict):
+                return {"failures": [float(t) for t in doc.get("failures", [])][-ADMIN_LOCK_FAILURES:],
+                        "locked_until": float(doc.get("locked_until", 0.0)), "locks": int(doc.get("locks", 0))}
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, TypeError) as e:
+            # Unreadable: counted as locked until it is fixed would lock the owner out for
+            # good; counted as new, it costs a guesser nothing. Logged, and counted anew.
+            log.error("web: %s is unreadable (%s): the administrator's failures are counted anew", self.path, e)
+        return {"failures": [], "locked_until": 0.0, "locks": 0}
+
+    def _write(self, doc: dict) -> None:
+        try:
+            _write_private(self.path, (json.dumps(doc) + "\n").encode())
+        except OSError as e:
+            log.error("web: %s: %s", self.path, e.strerror or e)
+
+    def locked_until(self) -> float | None:
+        with self._lock:
+            until = self._read()["locked_until"]
+            return until if self.clock() < until else None
+
+    def failed(self, who: str) -> bool:
+        """Count a wrong password; whether the administrator's login is now locked."""
+        with self._lock:
+            doc = self._read()
+            now = self.clock()
+            doc["failures"] = [t for t in doc["failures"] if now - t < ADMIN_LOCK_WINDOW] + [now]
+            locked = False
+            if len(doc["failures"]) >= ADMIN_LOCK_FAILURES:
+                seconds = min(ADMIN_LOCK_SECONDS * 2 ** min(doc["locks"], 20), ADMIN_LOCK_MAX)
+                doc.update(failures=[], locked_until=now + seconds, locks=doc["locks"] + 1)
+                locked = True
+                log.warning("web: %d wrong administrator passwords within an hour (the last from %s): "
+                            "administrator login locked for %d min", ADMIN_LOCK_FAILURES, who, seconds // 60)
+            self._write(doc)
+            return locked
+
+    def ok(self) -> None:
+        with self._lock:
+            if self.path.exists():
+                try:
+                    self.path.unlink()
+                except OSError as e:
+                    log.error("web: %s: %s", self.path, e.strerror or e)
 
 
 class RateLimit:
@@ -170,14 +315,14 @@ def admin_hash(data_dir: Path) -> str | None:
 
 
 def store_admin_hash(data_dir: Path, hashed: str) -> None:
+    """Keep the administrator's password hash; a new password also lifts a lockout."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    old = os.umask(0o077)            # the file is created 0600
+    _write_private(data_dir / ADMIN_FILE, (json.dumps({"hash": hashed}) + "\n").encode())
     try:
-        write_file_atomic(data_dir / ADMIN_FILE, (json.dumps({"hash": hashed}) + "\n").encode())
-    finally:
-        os.umask(old)
-    os.chmod(data_dir / ADMIN_FILE, 0o600)
+        (data_dir / ADMIN_LOCK_FILE).unlink()
+    except FileNotFoundError:
+        pass
 
 
 def _read_password() -> str:

@@ -77,10 +77,12 @@ def register(app) -> None:
         p = portal()
         msgs = p.messages(box)
         msgs.reverse()                       # newest first
+        has = p.greetings(box)
         return page("box.html", box=p.config.boxes[box], counts=p.box_summary(box),
                     live=[m for m in msgs if m["state"] != "trash"],
                     trash=[m for m in msgs if m["state"] == "trash"],
-                    own_greeting=p.greeting_file(box) is not None)
+                    own_greeting=has["unavailable"], temporary_greeting=has["temporary"],
+                    name_recording=has["name"])
 
     @app.get("/settings")
     def settings_page():

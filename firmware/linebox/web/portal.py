@@ -12,7 +12,8 @@ from pathlib import Path
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from linebox.web.auth import RateLimit, Sessions, csrf_ok
+from linebox.web.actions import ActionError
+from linebox.web.auth import SESSIONS_FILE, AdminLockout, RateLimit, Sessions, csrf_ok
 from linebox.web.live import Live
 from linebox.web.media import MAX_UPLOAD_BYTES
 
@@ -41,10 +42,13 @@ def create_app(portal, web_cfg, tls: bool = False) -> Flask:
     app.jinja_env.autoescape = True
     ext = app.extensions
     ext["portal"] = portal
-    ext["sessions"] = Sessions(idle=web_cfg.session_idle_minutes * 60)
+    data_dir = Path(portal.data_dir)
+    ext["sessions"] = Sessions(idle=web_cfg.session_idle_minutes * 60,
+                               path=data_dir / SESSIONS_FILE if data_dir.is_dir() else None)
     ext["logins"] = RateLimit()
+    ext["admin_lock"] = AdminLockout(data_dir)
     ext["tls"] = tls
-    ext["live"] = Live(portal.app.bus, lambda line: _route_of(portal, line))
+    ext["live"] = Live(portal.bus, lambda line: _route_of(portal, line))
     csp = ("default-src 'self'; img-src 'self' data:; media-src 'self' blob:; style-src 'self'; "
            "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
            f"form-action 'self'; frame-ancestors {web_cfg.frame_ancestors}")
@@ -73,6 +77,12 @@ def create_app(portal, web_cfg, tls: bool = False) -> Flask:
     @app.errorhandler(Refusal)
     def _refusal(e: Refusal):
         return jsonify({"ok": False, "error": e.error}), e.status
+
+    @app.errorhandler(ActionError)
+    def _action(e: ActionError):
+        # A read the daemon could not answer (it is stopping; 503), outside the routes'
+        # own handling: a short refusal, no traceback.
+        return jsonify({"ok": False, "error": str(e)}), e.status
 
     @app.errorhandler(HTTPException)
     def _http(e: HTTPException):

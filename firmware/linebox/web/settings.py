@@ -22,7 +22,7 @@ from linebox.web.portal import BOX_NUMBER, Refusal
 OWNER_KEYS = ("pin", "email", "email_on_new", "language")
 ADMIN_BOX_KEYS = ("name", "pin_required", "max_messages", "max_message_seconds",
                   "keep_heard_days", "trash_days", "retract_minutes")
-LINE_KEYS = ("rings", "toll_saver_rings", "route", "answer")
+LINE_KEYS = ("rings", "toll_saver_rings", "route", "answer", "block")
 _edit_lock = threading.Lock()
 
 
@@ -36,9 +36,10 @@ def view(portal, s) -> dict:
              for b in cfg.boxes.values() if s.may_see(b.number)]
     out = {"boxes": boxes, "editable": _editable(portal)}
     if s.admin:
-        settings = portal.app.line_settings()
+        settings = portal.line_settings()
         out["lines"] = [{"id": ln.id, "rings": settings[ln.id]["rings"], "answer": settings[ln.id]["answering"],
-                         "toll_saver_rings": ln.toll_saver_rings, "route": ln.route} for ln in cfg.lines]
+                         "toll_saver_rings": ln.toll_saver_rings, "route": ln.route, "block": list(ln.block)}
+                        for ln in cfg.lines]
         a = cfg.attendant
         out["attendant"] = None if a is None else {"options": dict(a.options), "default": a.default}
     return out
@@ -196,7 +197,7 @@ def change_line(portal, line_id: int, body: dict, who: str) -> dict:
         for t in doc.get("line", []):
             if t.get("id") == line_id:
                 for key, value in body.items():
-                    _set(t, key, value)
+                    _set(t, key, None if key == "block" and value == [] else value)
                 return
         raise Refusal(404, f"no [[line]] with id {line_id} in the file")
     _edit(portal, change, who, f"line {line_id}: {', '.join(sorted(body))}")

@@ -6,17 +6,17 @@ before a deadline" on the driver's ``clock``, so the driver runs on wall time ag
 modem and on virtual time in ``linebox sim``.
 """
 
+import logging
 import re
 import select
-import time
 
 import serial
 
-from linebox import log
+from linebox.clock import WallClock
 from linebox.errors import LineboxError
 from linebox.hw.dle import DLE, DleDecoder
 
-_log = log.get("hw.modem")
+_log = logging.getLogger(__name__)
 
 FINAL_RESULTS = ("OK", "ERROR", "CONNECT", "VCON", "NO CARRIER", "BUSY", "NO DIALTONE",
                  "NO ANSWER")
@@ -24,13 +24,6 @@ FINAL_RESULTS = ("OK", "ERROR", "CONNECT", "VCON", "NO CARRIER", "BUSY", "NO DIA
 
 class ModemError(LineboxError):
     """The modem is missing, silent, or refused something it needs to do."""
-
-
-class WallClock:
-    """Monotonic seconds; ``sleep`` really waits."""
-
-    now = staticmethod(time.monotonic)
-    sleep = staticmethod(time.sleep)
 
 
 class SerialPort:

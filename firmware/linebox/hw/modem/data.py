@@ -8,17 +8,18 @@ the modem takes as audio (CX930xx reference: in a data state every byte not shie
 DLE is voice data).
 """
 
+import logging
 from array import array
 
-from linebox import FRAME, RATE, log
+from linebox import FRAME, RATE
+from linebox.clock import FRAME_SECONDS
 from linebox.hw.dle import DleDecoder, DleEvent
 from linebox.hw.line import SILENT_FRAME, HungUp, KeyPressed
 from linebox.hw.modem.at import ModemError
 from linebox.hw.modem.formats import BYTES_PER_SAMPLE, decode_audio
 
-_log = log.get("hw.modem")
+_log = logging.getLogger(__name__)
 
-FRAME_SECONDS = FRAME / RATE
 TX_LEAD_FRAMES = 4            # frames written ahead of the clock, so the modem never runs dry
 MAX_BACKLOG_SECONDS = 2.0     # received audio kept when the caller of tick falls behind
 PLAYOUT_TIMEOUT = 5.0         # after DLE ETX the modem plays its buffer before answering OK

@@ -20,12 +20,12 @@
 runs this driver against ``linebox.hw.modem.emulator`` on its virtual clock.
 """
 
+import logging
 from array import array
 
 import serial
 
 from linebox import RATE as _RATE_HZ
-from linebox import log
 from linebox.backoff import Backoff
 from linebox.dsp.plans import get_plan
 from linebox.hw.dle import dle_escape
@@ -63,7 +63,7 @@ from linebox.hw.modem.data import (
 )
 from linebox.hw.modem.formats import choose_format, encode_audio, parse_vsm_list
 
-_log = log.get("hw.modem")
+_log = logging.getLogger(__name__)
 
 SWITCH_BACK_FRAMES = 5        # silent frames from the flow before half duplex listens again
 RESYNC_SECONDS = 0.1          # a tick this late restarts the frame clock instead of catching up

@@ -45,7 +45,8 @@
       } catch (e) {
         err.textContent = e.message === "locked" ? "This box is locked after too many wrong PINs. Try again later."
           : e.message === "rate_limited" ? "Too many attempts from here. Wait a minute." : "Wrong box number or PIN.";
-        if (body.user) err.textContent = e.message === "rate_limited" ? "Too many attempts from here. Wait a minute." : "Wrong password.";
+        if (body.user) err.textContent = e.message === "rate_limited" ? "Too many attempts from here. Wait a minute."
+          : e.message === "locked" ? "Administrator login is locked after too many wrong passwords. Try again later." : "Wrong password.";
         err.hidden = false;
       }
     });
@@ -109,7 +110,8 @@
       const tr = el("tr");
       tr.append(el("td", { "data-label": "Time" }, fmtTime(c.t)),
         el("td", { "data-label": "Caller" }, (c.caller_number || "unknown") + " " + (c.caller_name || "")),
-        el("td", { "data-label": "Line" }, String(c.line)), el("td", { "data-label": "Length" }, fmtDur(c.seconds)),
+        el("td", { "data-label": "Line" }, c.line !== null ? String(c.line) : "ext " + c.extension),
+        el("td", { "data-label": "Length" }, fmtDur(c.seconds)),
         el("td", { "data-label": "Outcome" }, fmtOutcome(c)));
       return tr;
     }));
@@ -159,11 +161,29 @@
     document.getElementById("greeting-clear").addEventListener("click", async function () {
       try { await api("DELETE", "/api/v1/boxes/" + box + "/greeting"); location.reload(); } catch (e) { notice(e.message, true); }
     });
-    recorder(document.getElementById("greeting-record"), box);
+    recorder(document.getElementById("greeting-record"), box, "unavailable");
+    // The temporary greeting and the name recording: the same three actions, ?kind=.
+    document.querySelectorAll("section.greeting-kind").forEach(function (sec) {
+      const kind = sec.dataset.kind;
+      const url = "/api/v1/boxes/" + box + "/greeting?kind=" + kind;
+      const form = sec.querySelector("form.kind-upload");
+      form.addEventListener("submit", async function (ev) {
+        ev.preventDefault();
+        try {
+          const r = await api("PUT", url, new FormData(form));
+          notice("Uploaded (" + r.seconds + " s).");
+          setTimeout(function () { location.reload(); }, 600);
+        } catch (e) { notice(e.message, true); }
+      });
+      sec.querySelector(".kind-clear").addEventListener("click", async function () {
+        try { await api("DELETE", url); location.reload(); } catch (e) { notice(e.message, true); }
+      });
+      recorder(sec.querySelector(".kind-record"), box, kind);
+    });
   }
 
   // Records from the microphone into 16-bit PCM WAV (the appliance resamples it).
-  function recorder(button, box) {
+  function recorder(button, box, kind) {
     let ctx = null, stream = null, node = null, chunks = [];
     button.addEventListener("click", async function () {
       if (ctx) { return stop(); }
@@ -190,7 +210,7 @@
       let o = 44;
       for (const c of chunks) for (let i = 0; i < c.length; i++, o += 2) buf.setInt16(o, Math.max(-1, Math.min(1, c[i])) * 32767, true);
       try {
-        const r = await api("PUT", "/api/v1/boxes/" + box + "/greeting", new Blob([buf], { type: "audio/wav" }));
+        const r = await api("PUT", "/api/v1/boxes/" + box + "/greeting?kind=" + kind, new Blob([buf], { type: "audio/wav" }));
         notice("Greeting recorded (" + r.seconds + " s).");
         setTimeout(function () { location.reload(); }, 600);
       } catch (e) { notice(e.message, true); }
@@ -212,6 +232,8 @@
             input.value.split("\n").map(function (s) { return s.trim(); }).filter(Boolean).forEach(function (s) {
               const kv = s.split("="); body.options[kv[0].trim()] = (kv[1] || "").trim();
             });
+          } else if (input.name === "block") {
+            body.block = input.value.split("\n").map(function (s) { return s.trim(); }).filter(Boolean);
           } else if (input.name === "pin" && input.value === "") { /* unchanged */ }
           else body[input.name] = input.value;
         }

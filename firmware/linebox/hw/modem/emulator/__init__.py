@@ -53,7 +53,7 @@ from linebox.hw.modem.emulator.core import (
     SimLineSide,
 )
 from linebox.hw.modem.emulator.pty import PtyModem
-from linebox.hw.modem.emulator.virtual import EmulatedPort, ModemSimLine, VirtualClock
+from linebox.hw.modem.emulator.virtual import EmulatedPort, ModemSimLine
 
 __all__ = ["PERSONALITIES", "EmulatedPort", "ModemCore", "ModemSimLine", "PtyModem",
-           "ScriptedLine", "SimLineSide", "VirtualClock", "decode", "encode", "escape", "sine"]
+           "ScriptedLine", "SimLineSide", "decode", "encode", "escape", "sine"]

@@ -2,22 +2,9 @@
 
 from array import array
 
+from linebox.clock import ManualClock
 from linebox.hw.line import Line, Tick
 from linebox.hw.modem.emulator.core import F, ModemCore, SimLineSide
-
-
-class VirtualClock:
-    """Seconds that pass only when told: ``sleep`` moves the clock, waits for nothing."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            self.t += seconds
 
 
 class EmulatedPort:
@@ -28,7 +15,7 @@ class EmulatedPort:
     buffer playing out); else the modem has nothing to say: the clock jumps to the
     deadline."""
 
-    def __init__(self, core: ModemCore, clock: VirtualClock) -> None:
+    def __init__(self, core: ModemCore, clock: ManualClock) -> None:
         self.core = core
         self.clock = clock
 
@@ -73,7 +60,7 @@ class ModemSimLine(Line):
         from linebox.hw.modem.line import ModemLine
 
         super().__init__(line_id, plan)
-        self.clock = VirtualClock()
+        self.clock = ManualClock()
         self.core = ModemCore(chipset, SimLineSide(simline), plan=plan, record=False)
         self.simline = simline
         self.driver = ModemLine(
