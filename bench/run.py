@@ -6,6 +6,8 @@ listener is timed as it runs before the answer (ringing: FSK caller ID on) and d
 call (``calls/engine.py`` turns FSK caller ID off when it answers).
 
 ``--only listener,callerid,multimon,sim,memory,latency`` runs some parts only.
+``bench/ab.py`` times this tree's listener against a git revision's in one process
+(steadier than two runs on a busy machine) and checks that their events are the same.
 """
 
 import operator
@@ -68,12 +70,14 @@ def bench_listener(mix) -> None:
             best = min(time_listener(frames, plan, callerid)[0] for _ in range(2))
             print(f"  listener ({plan}, {when:<18}): {best:6.2f} s  = {audio_s / best:6.0f}x"
                   f" real time  ({best / len(frames) * 1e6:5.1f} us/frame)")
+    from linebox.dsp.alert import AlertToneDetector
     from linebox.dsp.callerid import CallerIdDetector
     from linebox.dsp.dtmf import DtmfDetector
     from linebox.dsp.progress import ProgressDetector
     from linebox.dsp.vad import VoiceActivityDetector
     for name, det in (("dtmf", DtmfDetector()), ("progress", ProgressDetector("us")),
-                      ("callerid", CallerIdDetector("bell202")), ("vad", VoiceActivityDetector())):
+                      ("callerid", CallerIdDetector("bell202")), ("alert", AlertToneDetector()),
+                      ("vad", VoiceActivityDetector())):
         t = time_detector(det, frames)
         print(f"    {name:<9} {t:6.2f} s  = {audio_s / t:7.0f}x real time")
 

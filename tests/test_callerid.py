@@ -16,9 +16,12 @@ import pytest
 from conftest import run_detector
 from linebox import FRAME
 from linebox.dsp import fsk, fskmod, g711, gen
+from linebox.dsp.alert import FREQS as ALERT_FREQS
+from linebox.dsp.alert import AlertToneDetector
 from linebox.dsp.callerid import CallerIdDetector, DtmfCallerIdParser, parse_message
 from linebox.dsp.fsk import STANDARDS
 from linebox.dsp.levels import mean_square
+from linebox.dsp.listener import Listener
 
 pytestmark = pytest.mark.skipif(shutil.which("minimodem") is None or shutil.which("sox") is None,
                                 reason="minimodem and sox are needed (Debian packages)")
@@ -493,3 +496,88 @@ def test_dtmf_timeout_reports_an_unterminated_number_of_three_digits_or_more(dig
     want = dtmf_event(1.0, number) if number else None
     assert p.timeout(3.0) == want
     assert p.timeout(4.0) is None                          # reported once
+
+
+# --- UK: the dual-tone alert before the burst (BT SIN 227, ETSI EN 300 659-1 §6.1.1) ----
+
+def alert_tone(seconds=0.1, freq_error=0.0, level=-13.0, twist_db=0.0) -> array:
+    """The DT-AS as EN 300 659-1 describes it: 2130 and 2750 Hz together."""
+    return gen.tone(tuple(f * (1.0 + freq_error) for f in ALERT_FREQS), seconds,
+                    (level, level - twist_db))
+
+
+def alerts(samples) -> list[dict]:
+    return run_detector(AlertToneDetector(), samples)
+
+
+@pytest.mark.parametrize("level", [-10.0, -38.0])
+@pytest.mark.parametrize("freq_error", [-0.015, 0.0, 0.015])
+@pytest.mark.parametrize("seconds", [0.09, 0.1, 0.11])
+def test_alert_tone_within_its_tolerances_is_heard_once_with_its_edges(seconds, freq_error, level):
+    for offset in (0, 37, 101):          # samples: the tone starts anywhere in a frame
+        lead = 0.3 + offset / 8000
+        sig = gen.silence(lead) + alert_tone(seconds, freq_error, level) + gen.silence(0.3)
+        ev = alerts(sig)
+        assert len(ev) == 1, (offset, ev)
+        assert ev[0]["type"] == "alert"
+        assert ev[0]["t"] == pytest.approx(lead, abs=0.003)
+        assert ev[0]["dur"] == pytest.approx(seconds, abs=0.004)
+
+
+@pytest.mark.parametrize("seconds", [0.03, 0.06, 0.07, 0.13, 0.2, 2.0])
+def test_alert_tone_too_short_or_too_long_is_no_alert(seconds):
+    # 100 +- 10 ms is sent; a 60 ms burst or a steady tone of the same sound is something else.
+    assert alerts(gen.silence(0.2) + alert_tone(seconds) + gen.silence(0.3)) == []
+
+
+@pytest.mark.parametrize("freq_error", [-0.05, -0.035, 0.035, 0.05, 0.1])
+def test_alert_tone_off_frequency_is_no_alert(freq_error):
+    assert alerts(gen.silence(0.2) + alert_tone(0.1, freq_error) + gen.silence(0.3)) == []
+
+
+def test_one_frequency_alone_or_at_a_great_twist_is_no_alert():
+    for f in ALERT_FREQS:
+        assert alerts(gen.silence(0.2) + gen.tone(f, 0.1, -13.0) + gen.silence(0.3)) == []
+    assert alerts(gen.silence(0.2) + alert_tone(twist_db=12.0) + gen.silence(0.3)) == []
+    assert len(alerts(gen.silence(0.2) + alert_tone(twist_db=4.0) + gen.silence(0.3))) == 1
+
+
+def test_alert_tone_too_quiet_is_not_taken_but_one_in_noise_is():
+    assert alerts(gen.silence(0.2) + alert_tone(level=-46.0) + gen.silence(0.3)) == []
+    sig = gen.silence(0.2) + alert_tone(level=-20.0) + gen.silence(0.3)
+    ev = alerts(gen.mix(sig, gen.white_noise(len(sig) / 8000, -40.0, seed=3)))
+    assert len(ev) == 1 and ev[0]["dur"] == pytest.approx(0.1, abs=0.005)
+
+
+def bt_caller_id(burst: array, level=-13.0) -> tuple[array, float, float]:
+    """What a BT line carries after its reversal: quiet, the alert, quiet, the V.23 burst,
+    quiet until the first ring; with the alert's and the burst's start times."""
+    sig = gen.silence(0.3) + alert_tone(0.1, 0.0, level) + gen.silence(0.15)
+    burst_t = len(sig) / 8000
+    return sig + burst + gen.silence(0.4), 0.3, burst_t
+
+
+@pytest.mark.parametrize("baud_error", [-0.01, 0.0, 0.01])
+def test_bt_alert_then_minimodem_v23_burst_through_the_listener(baud_error):
+    # SIN 227: channel seizure 96 to 315 bits, then at least 55 bits of mark.
+    burst = minimodem_burst("v23", MDMF_MSG, 96, 55, 0.005, -16.0, baud_error=baud_error)
+    sig, alert_t, burst_t = bt_caller_id(burst)
+    lst = Listener("uk")
+    events = []
+    for i in range(0, len(sig) - len(sig) % FRAME, FRAME):
+        events += lst.feed(sig[i:i + FRAME])
+    events += lst.flush()
+    assert [e["type"] for e in events] == ["alert", "callerid"]
+    assert events[0]["t"] == pytest.approx(alert_t, abs=0.003)
+    cid = dict(events[1])
+    assert burst_t - SLICE_S <= cid.pop("t") <= burst_t + SLICE_S
+    assert cid == expected("v23", **MDMF_FIELDS)
+
+
+def test_the_alert_is_listened_for_only_while_caller_id_is():
+    sig, _, _ = bt_caller_id(gen.silence(0.1))
+    lst = Listener("uk", callerid=False)
+    events = []
+    for i in range(0, len(sig) - len(sig) % FRAME, FRAME):
+        events += lst.feed(sig[i:i + FRAME])
+    assert [e for e in events + lst.flush() if e["type"] == "alert"] == []

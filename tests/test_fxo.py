@@ -453,3 +453,37 @@ def test_without_edge_callbacks_the_ring_input_is_sampled_by_a_thread():
         poller.stopping.set()
         poller.join(5.0)
     assert seen == [(RING_PIN, False), (RING_PIN, True)]
+
+
+def test_a_brief_line_voltage_drop_on_hook_is_a_line_reversal():
+    # BT SIN 227: the exchange reverses the line before caller ID; behind the bridge
+    # rectifier the line-voltage input sees the voltage pass through zero for milliseconds.
+    from linebox.hw.line import LineReversal
+
+    clock = ManualClock()
+    line, pins, _ = sim_line(clock)
+    pins.drive_low(LOOP_PIN)                      # the line is fed
+    for _ in range(100):
+        clock.advance(0.02)
+        assert line.tick().events == ()
+    clock.t += 0.005
+    pins.drive_high(LOOP_PIN)
+    clock.t += 0.004                              # 4 ms through zero
+    pins.drive_low(LOOP_PIN)
+    clock.advance(0.011)
+    assert line.tick().events == (LineReversal(),)
+    clock.advance(0.02)
+    assert line.tick().events == ()
+    # A longer drop (an unplugged cable, a hang-up's open loop) is no reversal.
+    pins.drive_high(LOOP_PIN)
+    clock.t += 0.5
+    pins.drive_low(LOOP_PIN)
+    clock.advance(0.02)
+    assert line.tick().events == ()
+    # Nor is one off-hook.
+    line.set_hook(True)
+    pins.drive_high(LOOP_PIN)
+    clock.t += 0.004
+    pins.drive_low(LOOP_PIN)
+    clock.advance(0.02)
+    assert line.tick().events == ()

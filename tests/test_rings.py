@@ -111,3 +111,76 @@ def test_reset_makes_the_next_ring_number_one():
 def test_unknown_plan_is_refused():
     with pytest.raises(ValueError, match="unknown tone plan 'xx'"):
         RingCounter("xx")
+
+
+# -- UK: caller ID before the first ring (BT SIN 227), through the real firmware ----------
+
+UK_CALL = ('[[call]]\nline = 1\nat = 1\ncaller = {{ number = "01632960123", name = "JOHN DOE" }}\n'
+           'give_up_after_rings = {give_up}\nsteps = [ {{ wait = "beep" }}, {{ silence = 1 }}, '
+           '{{ hangup = "busy" }} ]\n')
+
+
+def _uk_run(tmp_path, give_up=6, rings=2):
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent))
+    from simkit import Sim
+    sim = Sim(tmp_path, lines=((1, "100", "uk"),), rings=rings)
+    return sim.run(UK_CALL.format(give_up=give_up))
+
+
+def _seq(events):
+    return [(e["event"], e.get("n")) for e in events if e["event"] in ("callerid", "ring", "answer")]
+
+
+def test_uk_line_takes_caller_id_before_ring_one_and_counts_rings_as_ever(tmp_path):
+    events = _uk_run(tmp_path)
+    assert _seq(events) == [("callerid", None), ("ring", 1), ("ring", 2), ("answer", None)]
+    cid = next(e for e in events if e["event"] == "callerid")
+    assert (cid["number"], cid["name"]) == ("01632960123", "JOHN DOE")
+    answer = next(e for e in events if e["event"] == "answer")
+    assert (answer["after_rings"], answer["caller_number"]) == (2, "01632960123")
+
+
+def test_uk_caller_id_is_heard_from_the_alert_tone_where_the_line_shows_no_reversal(tmp_path, monkeypatch):
+    # An FXO line without a polarity input: the alert tone on the idle line starts listening.
+    import linebox.sim.exchange as exchange
+
+    class NotAReversal:
+        pass
+
+    monkeypatch.setattr(exchange, "LineReversal", NotAReversal)
+    events = _uk_run(tmp_path)
+    assert _seq(events) == [("callerid", None), ("ring", 1), ("ring", 2), ("answer", None)]
+
+
+def test_uk_missed_call_keeps_the_caller_from_before_the_first_ring(tmp_path):
+    events = _uk_run(tmp_path, give_up=1, rings=4)
+    missed = [e for e in events if e["event"] == "missed_call"]
+    assert len(missed) == 1 and missed[0]["caller_number"] == "01632960123"
+
+
+def test_a_reversal_with_no_ring_after_it_leaves_the_line_idle():
+    from array import array
+
+    from linebox.calls.engine import PRE_RING_SECONDS, LineRunner
+    from linebox.hw.line import SILENT_FRAME, Line, LineReversal, Tick
+
+    class Quiet(Line):
+        def __init__(self):
+            super().__init__(1, "uk")
+            self.k = 0
+
+        def tick(self, out=None):
+            self.k += 1
+            return Tick(array("h", SILENT_FRAME), events=(LineReversal(),) if self.k == 1 else ())
+
+    bus = Bus()
+    seen = []
+    bus.subscribe(seen.append)
+    runner = LineRunner(Quiet(), 1, "uk", bus, lambda call: iter(()), lambda: 2)
+    runner.step()
+    assert runner.busy                       # listening for caller ID
+    for _ in range(frames(PRE_RING_SECONDS) + 1):
+        runner.step()
+    assert not runner.busy and runner.listener is None
+    assert [e for e in seen if e["event"] in ("ring", "callerid", "missed_call")] == []

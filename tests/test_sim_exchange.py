@@ -139,7 +139,7 @@ def test_answer_stops_the_ringing_at_once_and_loop_current_flows():
 
 # ------------------------------------------------------------------ caller ID
 
-@pytest.mark.parametrize("plan", ["us", "uk", "de"])
+@pytest.mark.parametrize("plan", ["us", "de", "fr", "eu"])
 def test_caller_id_between_first_and_second_ring_decodes_to_the_scenario_caller(plan):
     caller = {"number": "5551234567", "name": "JOHN DOE"}
     ex, _ = make([{"line": 1, "caller": caller, "give_up_after_rings": 2}], {1: plan})
@@ -162,6 +162,49 @@ def test_caller_id_between_first_and_second_ring_decodes_to_the_scenario_caller(
     audio = fw.audio(1, ring1_end, ring2_start)
     loud = [i for i, lv in enumerate(frame_levels(audio)) if lv > -40]
     assert loud and ring1_end + (loud[-1] + 1) * 0.02 <= ring2_start - 0.2 + 1e-9
+
+
+def test_uk_caller_id_comes_before_the_first_ring_the_bt_way():
+    # BT SIN 227: line reversal, the dual-tone alert, the V.23 burst, then the first ring.
+    from linebox.dsp.alert import AlertToneDetector
+    from linebox.hw.line import LineReversal
+    from linebox.sim.exchange import UK_ALERT_TO_DATA, UK_DATA_TO_RING, UK_REVERSAL_TO_ALERT
+
+    caller = {"number": "01632960123", "name": "JOHN DOE"}
+    ex, events = make([{"line": 1, "caller": caller, "give_up_after_rings": 2}], {1: "uk"})
+    fw = Firmware(ex, answer_on=None)
+    fw.run_until_done()
+    heard = fw.heard[1]
+    reversals = [t for t, tick, _ in heard if any(isinstance(f, LineReversal) for f in tick.events)]
+    assert reversals == [0.0]
+    alert, cid = AlertToneDetector(), CallerIdDetector("v23")
+    alerts, found = [], []
+    for _, tick, _ in heard:
+        e = sum(s * s for s in tick.audio)
+        alerts += alert.feed(tick.audio, e)
+        found += cid.feed(tick.audio, e)
+    assert len(alerts) == 1 and len(found) == 1
+    assert alerts[0]["t"] == pytest.approx(UK_REVERSAL_TO_ALERT, abs=0.003)
+    assert alerts[0]["dur"] == pytest.approx(0.1, abs=0.004)
+    assert found[0]["t"] == pytest.approx(UK_REVERSAL_TO_ALERT + 0.1 + UK_ALERT_TO_DATA, abs=0.003)
+    assert (found[0]["number"], found[0]["name"], found[0]["standard"]) == ("01632960123", "JOHN DOE", "v23")
+    # The first ring comes after the burst and its gap; then the plan's cadence, twice.
+    runs = ring_runs(fw, 1)
+    first = runs[0][0]
+    loud = [t for t, tick, _ in heard if dbm0(tick.audio) > -40]
+    assert loud[-1] + 0.02 <= first - UK_DATA_TO_RING + 0.02 + 1e-9
+    cadence = get_plan("uk").ring_cadence
+    assert runs == [(first, round(first + 0.4, 2)), (round(first + 0.6, 2), round(first + 1.0, 2)),
+                    (round(first + 3.0, 2), round(first + 3.4, 2)), (round(first + 3.6, 2), round(first + 4.0, 2))]
+    assert mine(events, "caller_gave_up")[0]["t"] == pytest.approx(first + 2 * sum(cadence))
+
+
+def test_uk_line_without_caller_id_rings_at_once_without_a_reversal():
+    ex, _ = make([{"line": 1, "give_up_after_rings": 1}], {1: "uk"})
+    fw = Firmware(ex, answer_on=None)
+    fw.run_until_done()
+    assert ring_runs(fw, 1)[0][0] == 0.0
+    assert all(not tick.events for _, tick, _ in fw.heard[1])
 
 
 def test_caller_id_sends_reasons_for_absence():

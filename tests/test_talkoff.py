@@ -168,3 +168,19 @@ def test_keys_spliced_into_a_synthetic_voice_are_all_heard():
         sig += speech[i * 12000:i * 12000 + 8000] + gen.silence(0.05)
         sig += gen.dtmf(d, on=0.045, off=0.05, low_dbm0=-20.0, high_dbm0=-18.0)
     assert "".join(e["digit"] for e in detect(sig)) == "0123456789*#ABCD"
+
+
+# -- the UK alert tone (2130 + 2750 Hz) before caller ID: no voice or music may sound it --
+
+def test_no_false_alert_tones_in_speech_music_or_synthetic_voices(speech_files, minute_of_music):
+    from conftest import run_detector
+    from linebox.dsp.alert import AlertToneDetector
+
+    for path in speech_files:
+        for gain_db in (0.0, 6.0):
+            speech = load(path) if gain_db == 0.0 else with_gain(load(path), gain_db)
+            assert run_detector(AlertToneDetector(), speech) == [], (path.name, gain_db)
+    assert run_detector(AlertToneDetector(), minute_of_music) == []
+    for voice, pitch, wpm in VOICES[::3]:
+        speech = espeak(ROBOCALL, voice, pitch, wpm)
+        assert run_detector(AlertToneDetector(), with_gain(speech, 6.0)) == [], voice

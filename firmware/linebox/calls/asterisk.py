@@ -147,7 +147,10 @@ def _fr() -> dict:
         # vm_intro_fr: "messages" before "old" ("messages anciens").
         "saved_message": ("vm-message", "vm-Old"), "saved_messages": ("vm-messages", "vm-Old"),
         "no_messages": ("vm-youhave", "vm-no", "vm-messages"),
-        "oclock": ("digits/oclock",),
+        # digits/oclock says "heure" (singular): Asterisk's say.c plays it after every hour,
+        # and it is exactly "à une heure"'s. The set has no "une" (digits/1 is "un"), so
+        # hour1 and hour21 stay espeak-ng's.
+        "oclock": ("digits/oclock",), "oclock_one": ("digits/oclock",),
         # The French vm-from-phonenumber is "du numéro de téléphone" alone.
         "envelope_from": ("vm-message", "vm-from-phonenumber"),
         # (The same menu from vm-opts and vm-helpexit takes 8.3 s here: espeak-ng's it is.)
@@ -156,7 +159,9 @@ def _fr() -> dict:
 
 
 def _es() -> dict:
-    # The Spanish set has 21..29 as words and "y" (digits/and): "treinta y uno".
+    # The Spanish set has 21..29 as words and "y" (digits/and): "treinta y uno". It has
+    # no "veintiún" (c21, before a noun), "veintiuna" (hour21) nor "a la" (at_one):
+    # espeak-ng says those.
     table = {f"n{i}": (f"digits/{i}",) for i in range(21, 30)}
     table.update({f"n{t + u}": (f"digits/{t}", "digits/and", f"digits/{u}")
                   for t in range(30, 100, 10) for u in range(1, 10)})
@@ -178,6 +183,8 @@ def _it() -> dict:
     # say.c (Italian): 21, 28, 31, 38 ... are words of their own (ventuno, ventotto),
     # the others are tens + units. The set has no "cento" (digits/hundred is
     # "centinaia") and no "mila" (digits/thousands is "migliaia"): espeak-ng says those.
+    # Nor "all'una" (at_one): digits/at is "alle" and digits/ore-una "una", and "alle
+    # una" is not Italian.
     table = {}
     for t in range(20, 100, 10):
         for u in range(1, 10):

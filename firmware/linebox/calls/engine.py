@@ -15,9 +15,20 @@ from linebox import FRAME
 from linebox.caller import CallerId, blocked_by
 from linebox.calls.rings import RingCounter
 from linebox.clock import FRAME_SECONDS, frames_in, samples_in, seconds_of
+from linebox.dsp.alert import AlertToneDetector
+from linebox.dsp.levels import energy
 from linebox.dsp.listener import Listener
 from linebox.events import ANSWER, LINE_STATE, PROMPT_END
-from linebox.hw.line import CallerIdReceived, Fault, FaultCleared, HungUp, KeyPressed, Line, Tick
+from linebox.hw.line import (
+    CallerIdReceived,
+    Fault,
+    FaultCleared,
+    HungUp,
+    KeyPressed,
+    Line,
+    LineReversal,
+    Tick,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +48,12 @@ KEY_RELEASE_WAIT = 1.0
 # half-duplex modem playing a prompt hears for itself only).
 DRIVER_TONE_CONFIRM_SECONDS = 4.0
 DRIVER_TONE_CAUSES = ("busy", "reorder", "dial")
+# Caller ID before the first ring (BT SIN 227, ETSI EN 300 659-1 §6.1.1): from a line
+# reversal, or the dual-tone alert heard on the idle line (a line whose driver cannot
+# see the reversal), the listener runs until the first ring. With no ring this long
+# after, the line is idle again (ASSUMED: the exchange rings within a second or two of
+# the data; the alert starts at least 100 ms after the reversal).
+PRE_RING_SECONDS = 8.0
 
 Flow = Generator[array | None, None, object]
 
@@ -277,6 +294,8 @@ class LineRunner:
         self.state = "idle"
         self._rings_needed: int | None = None   # None: not answering this call
         self.faults: dict[str, str] = {}     # active faults by key: out of service while any
+        self._pre_ring = 0                   # frames still to wait for ring 1 (caller ID first)
+        self._idle_alert = AlertToneDetector()
 
     @property
     def t(self) -> float:
@@ -349,12 +368,22 @@ class LineRunner:
     def _on_hook(self, tick: Tick) -> None:
         n = self.rings.feed(tick.ringing)
         if n:
-            if n == 1:
+            if n == 1 and not self._pre_ring:
                 self._start_listening()
+            self._pre_ring = 0
             self.set_state("ringing")
             self.publish("ring", n=n)
             # Asked once a ring, not every frame: it reads the store (toll saver).
             self._rings_needed = self.rings_needed() if self.answering() else None
+        elif self.listener is None:
+            if not self._caller_id_first(tick):
+                return
+        elif self._pre_ring:
+            self._pre_ring -= 1
+            if not self._pre_ring:
+                log.info("line %s: no ring after the line reversal or alert tone", self.id)
+                self._reset()
+                return
         if self.listener is None:
             return
         for ev in self.listener.feed(tick.audio):
@@ -371,6 +400,20 @@ class LineRunner:
             self.publish("missed_call", rings=self.rings.count, caller_number=self._cid("number"),
                          caller_name=self._cid("name"))
             self._reset()
+
+    def _caller_id_first(self, tick: Tick) -> bool:
+        """On the idle line: a line reversal, or the dual-tone alert, means caller ID
+        comes before the first ring. Start listening; True if it did."""
+        reversal = any(isinstance(fact, LineReversal) for fact in tick.events)
+        if not reversal:
+            audio = tick.audio
+            if not self._idle_alert.feed(audio, energy(audio)):
+                return False
+        self._start_listening()
+        self._pre_ring = frames_in(PRE_RING_SECONDS)
+        log.info("line %s: %s: listening for caller ID before the first ring", self.id,
+                 "line reversal" if reversal else "alert tone")
+        return True
 
     def _caller_fields(self) -> dict:
         cid = self.callerid
@@ -451,6 +494,8 @@ class LineRunner:
         self.callerid = None
         self.out = None
         self._rings_needed = None
+        self._pre_ring = 0
+        self._idle_alert = AlertToneDetector()
         self._blocked = None
         self.rings.reset()
         self.set_state("idle")

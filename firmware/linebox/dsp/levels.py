@@ -31,3 +31,21 @@ def dbm0(samples) -> float:
     if ms <= 0:
         return -math.inf
     return 10.0 * math.log10(ms / DBM0_MEAN_SQUARE)
+
+
+def _squares() -> list[int]:
+    # One int object per magnitude, shared by +x and -x: about 1 MiB for the table.
+    pos = [x * x for x in range(32769)]
+    return pos[:32768] + pos[32768:0:-1]
+
+
+# The square of every 16-bit sample, indexed by the sample itself: a negative sample
+# indexes from the end of the list, where its square is. Looking squares up costs about
+# 60 % of multiplying (the squares are ready-made ints, nothing is allocated per sample).
+SQUARES = _squares()
+_square = SQUARES.__getitem__
+
+
+def energy(samples) -> int:
+    """Sum of squares of 16-bit ``samples`` (an array('h') or a list of ints in range)."""
+    return sum(map(_square, samples))

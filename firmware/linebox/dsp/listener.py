@@ -1,25 +1,27 @@
 """The line listener: one object per line, fed 20 ms frames, emitting events.
 
-It runs every detector over each frame (DTMF, call-progress tones, FSK caller ID, voice
-activity) after computing the frame's energy once, turns DTMF digits into DTMF caller ID
-where a line sends it that way, and keeps voice activity from reporting the line's own
-tones as speech. `linebox analyze` runs exactly this object over a recording.
+It runs every detector over each frame (DTMF, call-progress tones, FSK caller ID and the
+alert tone before it, voice activity) after computing the frame's energy once, turns DTMF
+digits into DTMF caller ID where a line sends it that way, and keeps voice activity from
+reporting the line's own tones as speech. `linebox analyze` runs exactly this object over a recording.
 """
 
 import operator
 from array import array
 
 from linebox import FRAME, RATE
+from linebox.dsp.alert import AlertToneDetector
 from linebox.dsp.callerid import GATE_DBM0 as FSK_GATE_DBM0
 from linebox.dsp.callerid import CallerIdDetector, DtmfCallerIdParser
 from linebox.dsp.dtmf import FRAME_GATE as DTMF_GATE
 from linebox.dsp.dtmf import DtmfDetector
-from linebox.dsp.levels import frame_energy
+from linebox.dsp.levels import SQUARES, frame_energy
 from linebox.dsp.plans import get_plan
 from linebox.dsp.progress import ProgressDetector
 from linebox.dsp.vad import VoiceActivityDetector
 
 _mul = operator.mul
+_square = SQUARES.__getitem__
 # The lag-1 autocorrelation (DTMF's and caller ID's spectral-slope screen) is computed once
 # per frame, for frames loud enough for either.
 _LAG1_GATE = min(DTMF_GATE, frame_energy(FSK_GATE_DBM0))
@@ -49,6 +51,8 @@ class Listener:
         self.progress = ProgressDetector(self.plan.name)
         self.vad = VoiceActivityDetector()
         self.fsk = CallerIdDetector(self.plan.callerid) if callerid else None
+        # The dual-tone alert before caller ID (BT SIN 227): listened for while FSK is.
+        self.alert = AlertToneDetector()
         self.dtmf_cid = DtmfCallerIdParser()
         # Caller ID comes before the call is answered; the call flow turns this off then,
         # so that a caller typing "1234#" is not taken for caller ID.
@@ -74,11 +78,17 @@ class Listener:
 
     def feed(self, frame: array) -> list[dict]:
         """Process one 160-sample frame; return the events it completed."""
-        energy = sum(map(_mul, frame, frame))
+        energy = sum(map(_square, frame))
         self.samples += FRAME
         fsk = self.fsk
-        lag1 = (sum(map(_mul, frame, frame[1:]))
-                if energy >= (_LAG1_GATE if fsk is not None else DTMF_GATE) else None)
+        if energy >= (_LAG1_GATE if fsk is not None else DTMF_GATE):
+            # A frame loud enough for more than its energy is read as a list once: every
+            # product over it then takes ready-made ints instead of making them anew.
+            if type(frame) is array:
+                frame = frame.tolist()
+            lag1 = sum(map(_mul, frame, frame[1:]))
+        else:
+            lag1 = None
         events = self.dtmf.feed(frame, energy, lag1)
         if events:
             events = self._dtmf_events(events)
@@ -103,6 +113,10 @@ class Listener:
                 events = events + cid
                 for ev in cid:
                     self._not_speech.append([ev["t"], ev["t"] + FSK_BURST_SECONDS])
+            alert = self.alert.feed(frame, energy, lag1)
+            if alert:
+                events = events + alert
+                self._not_speech.append([alert[0]["t"], alert[0]["t"] + alert[0]["dur"]])
         speech = self.vad.feed(frame, energy)
         if speech:
             self._held.extend(speech)
@@ -120,7 +134,7 @@ class Listener:
             events.append(ev)
         events += self.progress.flush()
         if self.fsk is not None:
-            events += self.fsk.flush()
+            events += self.fsk.flush() + self.alert.flush()
         events += self._speech_only(self._held + self.vad.flush())
         self._held = []
         return events
@@ -176,5 +190,8 @@ def analyze(samples: array, plan: str = "us") -> list[dict]:
         if ev:
             events.extend(ev)
     events.extend(listener.flush())
+    # The alert tone before caller ID is a signal for the line, not one of the events a
+    # recording is analysed for (contract §3 lists those).
+    events = [e for e in events if e["type"] != "alert"]
     events.sort(key=lambda e: e["t"])
     return events

@@ -17,6 +17,7 @@ others get their odd samples too and are judged on the exact correlations. A fra
 import cmath
 import math
 import operator
+import struct
 from array import array
 from dataclasses import dataclass
 
@@ -102,6 +103,10 @@ class ToneCorrelator:
         self._bias = sum(_BIAS << (_LANE_BITS * k) for k in range(4 * self.nb))
         self._nbytes = 4 * self.nb * _LANE_BITS // 8
         self._min_comp_e = frame_energy(MIN_LEVEL_DBM0)
+        self._unpack = struct.Struct(f"<{4 * self.nb}i").unpack
+        # classify()'s gate for the first look (m = HALF // 2 even samples a half, half the
+        # frame's energy), less a hair for the float rounding of its |H|^2.
+        self._gate_even = GATE_SHARE * (HALF // 2) * _SCALE * _SCALE / 2.0 * 0.5 * (1.0 - 1e-9)
 
     # -- correlations -------------------------------------------------------------------
 
@@ -131,9 +136,22 @@ class ToneCorrelator:
 
     def vals(self, prev):
         """Correlations of a kept frame (its samples if not correlated yet, or None)."""
-        if prev is None or isinstance(prev, list):
+        if prev is None or type(prev[0]) is complex:
             return prev
         return self.correlate(prev, self.first_look(prev))
+
+    def first_look_quiet(self, even: tuple[int, int], energy) -> bool:
+        """The first look's gate, in exact integers: no bin of the even samples holds
+        GATE_SHARE of the energy, so ``classify`` of the first look returns (None, None).
+        Costs a sixth of decoding the correlations and classifying them; a frame within
+        rounding of the gate is left to ``classify``."""
+        acc = (even[0] + (even[1] << self._shift) + self._bias) ^ self._bias
+        lanes = self._unpack(acc.to_bytes(self._nbytes, "little"))
+        sq = list(map(_mul, lanes, lanes))
+        nb = self.nb
+        halves = list(map(_add, sq[0::2], sq[1::2]))       # |H|^2 per bin and half
+        best = max(map(_add, halves[:nb], halves[nb:]))
+        return best < self._gate_even * energy
 
     # -- judging a frame ----------------------------------------------------------------
 

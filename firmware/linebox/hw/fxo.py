@@ -28,7 +28,7 @@ from linebox.dsp.levels import DBM0_PEAK, dbm0
 from linebox.errors import LineboxError
 from linebox.hw.audio import AlsaAudio, AudioGone, AudioPort
 from linebox.hw.gpio import Pins
-from linebox.hw.line import SILENT_FRAME, Fault, FaultCleared, Line, LineEvent, Tick
+from linebox.hw.line import SILENT_FRAME, Fault, FaultCleared, Line, LineEvent, LineReversal, Tick
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,14 @@ REOPEN_MAX = 60.0
 PACE_SLACK = 1.0
 # How often the fallback poller samples a ring input whose backend has no edge callbacks.
 POLL_INTERVAL = 0.001
+# Line reversal (caller ID before the first ring: BT SIN 227, ETSI EN 300 659-1): a
+# line-voltage input behind a bridge rectifier sees the voltage pass through zero as the
+# exchange swaps the wires, a drop of a few milliseconds. A drop no longer than this,
+# on-hook and away from ringing (whose voltage makes the input flicker), is a reversal.
+# ASSUMED: nothing else on a line drops its voltage that briefly. Needs edge callbacks
+# on the loop pin (a per-frame read cannot see it).
+REVERSAL_MAX_DROP = 0.1
+REVERSAL_RING_QUIET = 1.0
 
 
 class RingDetector:
@@ -177,11 +185,14 @@ class FxoLine(Line):
         self._ring = RingDetector()
         self._poller: _Poller | None = None
         self._closed = False
+        self._loop_drop_at: float | None = None
+        self._reversals: deque[float] = deque()
 
         pins.setup_output(hook_pin, self._hook_level(False))
         pins.setup_input(ring_pin, "up" if ring_active_low else "down")
         if loop_pin is not None:
             pins.setup_input(loop_pin, "up" if loop_active_low else "down")
+            pins.add_edge_callback(loop_pin, self._on_loop_edge)
         if not pins.add_edge_callback(ring_pin, self._on_ring_edge):
             self._poller = _Poller(pins, ring_pin, self._on_ring_edge)
             self._poller.start()
@@ -264,6 +275,9 @@ class FxoLine(Line):
         self._watch_ring(now)
         loop = None if self.loop_pin is None else self._active(self.loop_pin, self.loop_active_low)
         self._watch_line(now, loop)
+        if self._reversals:
+            self._reversals.popleft()
+            self._events.append(LineReversal())
         self._clear("tick")
         return Tick(heard, ringing, loop, self._take_events())
 
@@ -275,6 +289,18 @@ class FxoLine(Line):
 
     def _on_ring_edge(self, pin: int, level: bool) -> None:
         self._ring.edge(self.clock(), level != self.ring_active_low)
+
+    def _on_loop_edge(self, pin: int, level: bool) -> None:
+        """Loop input edges (any thread): a brief drop on-hook is a line reversal."""
+        t = self.clock()
+        if level != self.loop_active_low:          # voltage back
+            drop, self._loop_drop_at = self._loop_drop_at, None
+            ring = self._ring
+            if (drop is not None and t - drop <= REVERSAL_MAX_DROP and not self.off_hook
+                    and not ring.ringing and drop - ring.last_active > REVERSAL_RING_QUIET):
+                self._reversals.append(t)
+        else:
+            self._loop_drop_at = t
 
     def _pace(self, now: float) -> None:
         """Without a sound card to set the pace, a frame every 20 ms of the clock."""

@@ -70,7 +70,14 @@ class CallerIdReceived:
     callerid: CallerId
 
 
-LineEvent = RingSeen | KeyPressed | HungUp | Fault | FaultCleared | CallerIdReceived
+@dataclass(frozen=True, slots=True)
+class LineReversal:
+    """The line's polarity reversed while on-hook. A BT (SIN 227) or ETSI EN 300 659-1
+    exchange does this before it sends caller ID ahead of the first ring: the engine
+    listens from here."""
+
+
+LineEvent = RingSeen | KeyPressed | HungUp | Fault | FaultCleared | CallerIdReceived | LineReversal
 
 
 @dataclass(slots=True)

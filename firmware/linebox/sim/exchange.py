@@ -2,7 +2,7 @@
 
 The exchange turns each caller's actions into what a real line would carry: ring
 signal in the plan's cadence, caller ID as FSK audio between the first and second
-ring, the caller's speech and key presses once answered, and after the caller hangs
+ring (on ``uk`` lines before the first ring, the BT way: see UK_* below), the caller's speech and key presses once answered, and after the caller hangs
 up the plan's busy, reorder or dial tone, a loop-current drop, or plain silence. The
 firmware hears all of it through its own listener; the exchange tells it nothing else.
 
@@ -22,13 +22,25 @@ from operator import add
 
 from linebox import FRAME, RATE
 from linebox.dsp import gen
+from linebox.dsp.alert import FREQS as ALERT_FREQS
 from linebox.dsp.plans import get_plan, tone_signal
 from linebox.events import PROMPT, PROMPT_END, Bus
-from linebox.hw.line import SILENT_FRAME, Line, Tick
+from linebox.hw.line import SILENT_FRAME, Line, LineReversal, Tick
 from linebox.sim.scenario import CallSpec, Dtmf, Hangup, Say, Scenario, Silence, Wait
 
 CALLERID_DELAY = 0.5          # s after the first ring burst ends (GR-30: at least 0.5 s)
 CALLERID_GUARD = 0.2          # s of quiet kept between the burst's end and the next ring
+# UK lines (BT SIN 227; ETSI EN 300 659-1 §6.1.1 "prior to ringing, with line reversal and
+# DT-AS"): the line's polarity reverses, the dual-tone alert (2130 + 2750 Hz, 100 +- 10 ms)
+# follows, then the V.23 burst, then the first ring. Gaps as Zyxel's UK line parameters
+# have them (reversal to alert 300 ms, alert to data 150 ms, data to ring 400 ms); spandsp
+# sends the alert at -13 dBm0 a tone. SIN 227 itself was not at hand: the gaps are
+# ASSUMED within its limits (alert at least 100 ms after the reversal).
+UK_REVERSAL_TO_ALERT = 0.3
+UK_ALERT = 0.1
+UK_ALERT_DBM0 = -13.0
+UK_ALERT_TO_DATA = 0.15
+UK_DATA_TO_RING = 0.4
 TONE_CAP = 120.0              # s of busy/reorder/dial tone before the exchange gives up
 NOISE_FRAMES = 53             # frames of precomputed noise per line, cycled (prime: no beat)
 ECHO_SHIFT = 16               # echo gain as a 16-bit fixed-point fraction
@@ -203,6 +215,8 @@ class SimLine(Line):
         p = get_plan(plan)
         self.callerid_standard = p.callerid
         self._ring_on, self._ring_first_end = _ring_frames(p.ring_cadence)
+        self.callerid_before_ring = plan == "uk"
+        self._pre_ring = 0                    # frames before the first ring (UK caller ID)
         self._noise = _noise_frames(exchange.scenario.line_noise_dbm0, line_id)
         self._noise_i = 0
         self.call: _Call | None = None
@@ -269,8 +283,13 @@ class SimLine(Line):
         self.phase = RINGING
         self._call_n = self._ex._n
         spec = call.spec
-        self._give_up_frame = spec.give_up_after_rings * len(self._ring_on)
         self._cid_audio, self._cid_at = self._callerid(spec, self._ex.wall_time())
+        self._pre_ring = 0
+        if self._cid_audio is not None and self.callerid_before_ring:
+            self._cid_audio = _uk_pre_ring(self._cid_audio)
+            self._cid_at = 0
+            self._pre_ring = -(-len(self._cid_audio) // FRAME)
+        self._give_up_frame = self._pre_ring + spec.give_up_after_rings * len(self._ring_on)
         c = spec.caller
         self._ex._publish(self, "incoming", caller_number=c.number if c else None,
                           caller_name=c.name if c else None)
@@ -302,6 +321,10 @@ class SimLine(Line):
             i = k * FRAME - self._cid_at
             if -FRAME < i < len(self._cid_audio):
                 audio = _window(self._cid_audio, i)
+        if k < self._pre_ring:
+            # UK caller ID before the first ring: the line reverses, then alert and data.
+            return Tick(self._mix(audio, None), events=(LineReversal(),) if k == 0 else ())
+        k -= self._pre_ring
         return Tick(self._mix(audio, None), ringing=self._ring_on[k % len(self._ring_on)])
 
     def _answer(self) -> None:
@@ -443,6 +466,14 @@ class SimLine(Line):
             return array("h", vals)
         except OverflowError:
             return array("h", map(gen.clip, vals))
+
+
+def _uk_pre_ring(burst: array) -> array:
+    """What a UK line carries between its reversal and its first ring: quiet, the
+    dual-tone alert, quiet, the caller-ID burst, quiet (see UK_*)."""
+    alert = gen.tone(ALERT_FREQS, UK_ALERT, UK_ALERT_DBM0)
+    return (gen.silence(UK_REVERSAL_TO_ALERT) + alert + gen.silence(UK_ALERT_TO_DATA) + burst
+            + gen.silence(UK_DATA_TO_RING))
 
 
 def _join(parts: list[array]) -> array:
