@@ -46,8 +46,11 @@ BOX_KEYS = ("number", "name", "language", "pin_hash", "pin_required", "email",
 ATTENDANT_KEYS = ("prompt", "options", "default", "timeout_seconds")
 MQTT_KEYS = ("host", "port", "username", "password", "tls", "ca_file", "base_topic",
              "discovery", "keepalive", "commands")
+# [sip] mode = "trunk": Linebox as a gateway registered to a PBX (gateway/trunk.py).
+TRUNK_KEYS = ("registrar", "proxy", "username", "password", "ha1", "inbound_uri", "expires",
+              "pbx_addresses")
 WEB_KEYS = ("enabled", "listen", "tls_cert", "tls_key", "frame_ancestors", "session_idle_minutes")
-SIP_KEYS = ("enabled", "listen", "realm", "mode")
+SIP_KEYS = ("enabled", "listen", "realm", "mode", *TRUNK_KEYS)
 EXTENSION_KEYS = ("number", "name", "ha1", "mailboxes", "unsolicited_mwi", "lines")
 EMAIL_KEYS = ("smtp_host", "smtp_port", "starttls", "tls", "username", "password", "from",
               "max_attachment_bytes", "timeout_seconds")
@@ -231,6 +234,21 @@ class SipConfig:
     port: int = 5060
     realm: str = "linebox"
     mode: str = "server"                 # server | trunk
+    trunk: "TrunkConfig | None" = None   # mode = "trunk" only
+
+
+@dataclass(frozen=True)
+class TrunkConfig:
+    """[sip] mode = "trunk": the PBX Linebox registers to as a gateway (docs/sip.md)."""
+
+    registrar: str                       # sip:HOST[:PORT], where REGISTER goes
+    proxy: str                           # sip:HOST[:PORT], where calls go (default: registrar)
+    username: str                        # the gateway account at the PBX
+    password: str | None                 # one of password / ha1
+    ha1: str | None                      # MD5(username:PBX realm:password)
+    inbound_uri: str                     # where an analog call rings (sip:201@pbx)
+    expires: int = 300                   # the registration's requested lifetime, seconds
+    pbx_addresses: tuple[str, ...] = ()  # more addresses the PBX may send calls from
 
 
 @dataclass(frozen=True)
@@ -718,16 +736,60 @@ _HA1 = re.compile(r"[0-9a-f]{32}")
 _REALM = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
+# A PBX's address as trunk settings take it: sip:HOST or sip:HOST:PORT (UDP), a user part
+# only where a user is meant (inbound_uri).
+_PBX_URI = re.compile(r"sip:([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?")
+_PBX_USER_URI = re.compile(r"sip:([A-Za-z0-9._~+*#-]+)@([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?")
+_SIP_USER = re.compile(r"[A-Za-z0-9._~+-]{1,64}")
+_ADDRESS_LITERAL = re.compile(r"[0-9.]{7,15}|[A-Za-z0-9.-]{1,253}")
+
+
 def _read_sip(t: _Table) -> SipConfig:
     listen = t.get_str("listen", "0.0.0.0:5060", must='must be "HOST:PORT", like "0.0.0.0:5060"')
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535 or not \
             re.fullmatch(r"[0-9.]+|[A-Za-z0-9.-]+", host):
         raise t.error("listen", 'must be "HOST:PORT", like "0.0.0.0:5060"')
+    mode = t.get_str("mode", "server", choices=("server", "trunk"))
+    trunk = _read_trunk(t) if mode == "trunk" else None
+    if trunk is None:
+        for key in TRUNK_KEYS:
+            if t.has(key):
+                raise t.error(key, 'only with mode = "trunk"')
     return SipConfig(enabled=t.get_bool("enabled", True), host=host, port=int(port),
                      realm=t.get_str("realm", "linebox", pattern=_REALM,
                                      must="must be letters, digits, '.', '_' or '-'"),
-                     mode=t.get_str("mode", "server", choices=("server", "trunk")))
+                     mode=mode, trunk=trunk)
+
+
+def _pbx_uri(t: _Table, key: str, default=_REQUIRED, user: bool = False) -> str | None:
+    pattern = _PBX_USER_URI if user else _PBX_URI
+    example = '"sip:201@pbx.example.com"' if user else '"sip:pbx.example.com" or "sip:192.168.1.5:5060"'
+    v = t.get_str(key, default, pattern=pattern, must=f"must be a SIP URI like {example} (UDP)")
+    if v is not None:
+        port = pattern.fullmatch(v).group(3 if user else 2)
+        if port is not None and not 1 <= int(port) <= 65535:
+            raise t.error(key, "port must be 1 to 65535")
+    return v
+
+
+def _read_trunk(t: _Table) -> TrunkConfig:
+    registrar = _pbx_uri(t, "registrar")
+    username = t.get_str("username", pattern=_SIP_USER,
+                         must="must be the gateway's account name at the PBX (letters, digits, ._~+-)")
+    password = t.get_str("password", None)
+    ha1 = t.get_str("ha1", None, pattern=_HA1, must="must be 32 lowercase hex digits "
+                    "(MD5 of username:PBX realm:password)")
+    if (password is None) == (ha1 is None):
+        raise t.error("password", 'mode = "trunk" needs exactly one of password or ha1')
+    addresses = t.get_raw("pbx_addresses", [])
+    if not isinstance(addresses, list) or not all(isinstance(a, str) and _ADDRESS_LITERAL.fullmatch(a)
+                                                  for a in addresses):
+        raise t.error("pbx_addresses", 'must be a list of addresses, like ["192.168.1.5"]')
+    return TrunkConfig(
+        registrar=registrar, proxy=_pbx_uri(t, "proxy", None) or registrar, username=username,
+        password=password, ha1=ha1, inbound_uri=_pbx_uri(t, "inbound_uri", user=True),
+        expires=t.get_int("expires", 300, lo=60, hi=86400), pbx_addresses=tuple(addresses))
 
 
 def read_sip_table(path: str | Path) -> SipConfig | None:

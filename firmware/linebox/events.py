@@ -64,6 +64,7 @@ LED = "led"
 EXTENSION_STATE = "extension_state"
 SIP_CALL = "sip_call"                  # a registered phone called in (sip/server.py)
 EXTENSION_CALL_STATE = "extension_call_state"   # what a phone's voicemail call is doing
+TRUNK_STATE = "trunk_state"            # the registration at the PBX, [sip] mode = "trunk"
 CALL_LOGGED = "call_logged"            # the call log kept one call (voicemail/calllog.py)
 # ---- the simulated exchange (sim/exchange.py): the caller's side, for transcripts
 INCOMING = "incoming"
@@ -106,6 +107,7 @@ CATALOGUE: dict[str, EventKind] = {k.name: k for k in (
     EventKind(TRANSCRIPTION_FAILED, ("id", "reason"), "app.py"),
     EventKind(LED, ("box", "pattern"), "hw/leds.py"),
     EventKind(EXTENSION_STATE, ("extension", "state"), "sip", transcript=False),
+    EventKind(TRUNK_STATE, ("state", "registrar", "reason"), "gateway/trunk.py", transcript=False),
     EventKind(SIP_CALL, ("extension", "caller_number", "caller_name", "dialled"),
               "sip/server.py", transcript=False),
     EventKind(EXTENSION_CALL_STATE, ("extension", "state"), "sip/server.py",

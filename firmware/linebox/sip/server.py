@@ -107,6 +107,7 @@ class Dialog:
     extension: str
     cseq: int = field(default_factory=lambda: secrets.randbelow(10000) + 1)
     remote_cseq: int = 0
+    route: list = field(default_factory=list)   # Route values, in order (RFC 3261 §12.2.1.1)
 
 
 @dataclass
@@ -183,6 +184,10 @@ class SipService:
         self._frames: queue.SimpleQueue = queue.SimpleQueue()
         self.flow_thread: threading.Thread | None = None
         self.media_thread: threading.Thread | None = None
+        self.trunk = None
+        if self.cfg.mode == "trunk":
+            from linebox.gateway.trunk import Trunk   # Linebox as a gateway behind a PBX
+            self.trunk = Trunk(self)
 
     # ================================================================ life cycle
     def start(self) -> None:
@@ -217,6 +222,8 @@ class SipService:
         self.media_thread.start()
         self.flow_thread = threading.Thread(target=self._flow_loop, name="sip-flows", daemon=True)
         self.flow_thread.start()
+        if self.trunk is not None:
+            self.call_soon(self.trunk.start)
         log.info("listening on %s:%d (UDP and TCP), realm %s, %d extension(s)",
                  host, self.port, self.cfg.realm, len(self.extensions))
 
@@ -246,6 +253,16 @@ class SipService:
                 s.close()
             except OSError:
                 pass
+
+    def call_soon(self, fn) -> None:
+        """Run ``fn()`` on the SIP thread (which owns every SIP state), from any thread."""
+        self.inbox.put(("run", fn))
+        self._wake()
+
+    def publish(self, event: dict) -> None:
+        """A bus event from the SIP thread (the appliance lock held while it is delivered)."""
+        with self.lock:
+            self.app.bus.publish(event)
 
     def _wake(self) -> None:
         try:
@@ -459,6 +476,8 @@ class SipService:
         self._at(txn.interval, resend)
 
     def _response(self, resp: Message) -> None:
+        if self.trunk is not None and self.trunk.txns.response(resp):
+            return
         branch = resp.vias[0].branch
         ct = self.client_txns.get(branch or "")
         if ct is None or resp.status < 200 or ct.done:
@@ -575,6 +594,9 @@ class SipService:
         if to_tag:
             self._reinvite(req, peer, txn, to_tag)
             return
+        if self.trunk is not None:
+            self.trunk.on_invite(req, peer, txn)
+            return
         user = self._authenticate(req, peer, txn)
         if user is None:
             return
@@ -583,6 +605,16 @@ class SipService:
             log.warning("extension %s from %s called as %s", user, peer.addr[0], req.from_.uri.user)
         dialled = urllib.parse.unquote(sipmsg.parse_uri(req.uri).user or "")
         route = dial_plan(dialled, ext, self.config.boxes)
+        self.accept_invite(req, peer, txn, ext, route, dialled)
+
+    def accept_invite(self, req: Message, peer: Peer, txn, ext, route, dialled: str,
+                      route_set=(), caller: CallerId | None = None) -> None:
+        """Answer a new INVITE for ``route`` (see `dial_plan`) on behalf of ``ext`` (its
+        ``number`` names the call in events): 404 for no route, 486/488/400 when it
+        cannot be taken, else 200 and the call's flow. ``route_set``: the INVITE's
+        Record-Route values (the dialog's Route, RFC 3261 §12.1.1); ``caller``: the
+        caller as the flows see it (default: the extension)."""
+        user = ext.number
         tag = secrets.token_hex(6)
         if route is None:
             log.info("extension %s dialled %r: no such number", user, dialled)
@@ -609,7 +641,8 @@ class SipService:
         sdp = SessionDescription(local, sock.getsockname()[1])
         dialog = Dialog(call_id=req.call_id, local_tag=tag, local=f"{req.get('to')};tag={tag}",
                         remote=req.get("from"), remote_tag=req.from_.params.get("tag", ""),
-                        target=contact, peer=peer, extension=user, remote_cseq=req.cseq[0])
+                        target=contact, peer=peer, extension=user, remote_cseq=req.cseq[0],
+                        route=list(route_set))
         call = SipCall(dialog=dialog, line=SipLine(sock, media, peer.addr[0]), sdp=sdp, invite_branch=txn.key[0])
         call.ok = self._reply(req, peer, 200, "OK", [("Contact", self._our_contact(peer)),
                                                       ("Allow", ALLOW), ("Content-Type", "application/sdp")],
@@ -619,16 +652,21 @@ class SipService:
         self.calls_by_id[req.call_id] = call
         self._retransmit_ok(call)
         log.info("extension %s dialled %s: %s %s", user, dialled, route[0], route[1] or "(asks)")
-        self._start_call(call, ext, route, dialled)
+        caller = caller or CallerId(number=ext.number, name=ext.name)
+        self.start_media_call(call, ext.number, sip_entry(self.app.svc, route[0], route[1]), caller,
+                              {"event": ev_.SIP_CALL, "caller_number": caller.number,
+                               "caller_name": caller.name, "dialled": dialled, "line": None})
 
-    def _start_call(self, call: SipCall, ext, route, dialled: str) -> None:
-        bus = _ExtensionBus(self.app.bus, ext.number)
-        flow = sip_entry(self.app.svc, route[0], route[1])
+    def start_media_call(self, call: SipCall, extension: str, flow, callerid: CallerId,
+                         event: dict | None = None) -> None:
+        """Run ``flow`` (a flow factory, as a line's) over the call's RTP, its events
+        naming ``extension``; ``event`` is published first."""
+        bus = _ExtensionBus(self.app.bus, extension)
         with self.lock:
             call.runner = LineRunner(call.line, None, "us", bus, flow, rings_needed=lambda: 0)
-            bus.publish({"event": ev_.SIP_CALL, "caller_number": ext.number, "caller_name": ext.name,
-                         "dialled": dialled, "line": None})
-            call.runner.start_call(flow, CallerId(number=ext.number, name=ext.name))
+            if event is not None:
+                bus.publish(event)
+            call.runner.start_call(flow, callerid)
         self._media_next_phase = (self._media_next_phase + 1) % MEDIA_PHASES
         call.line.align(self._media_slot(self._media_next_phase))
         with self._media_lock:
@@ -699,7 +737,9 @@ class SipService:
             self._wake()
 
     def _inbox(self, item) -> None:
-        if item[0] == "counts":
+        if item[0] == "run":
+            item[1]()
+        elif item[0] == "counts":
             self._counts_changed(item[1], item[2])
         elif item[0] == "call_over":
             call = item[1]
@@ -941,6 +981,7 @@ class SipService:
             ("Via", f"SIP/2.0/{peer.transport} {host}:{self.port};branch={branch};rport"),
             ("Max-Forwards", "70"), ("From", dialog.local), ("To", dialog.remote),
             ("Call-ID", dialog.call_id), ("CSeq", f"{dialog.cseq} {method}"),
+            *[("Route", r) for r in dialog.route],
             ("Contact", self._our_contact(peer)), ("User-Agent", SERVER), *extra]
         data = sipmsg.build(f"{method} {dialog.target} SIP/2.0", headers, body)
         ct = ClientTransaction(branch, data, peer, on_final, deadline=self.clock() + TIMER_64T1)
@@ -979,6 +1020,8 @@ class SipService:
         return contacts[0].uri.text
 
     def _shutdown(self) -> None:
+        if self.trunk is not None:
+            self.trunk.stop()
         for call in list(self.calls.values()):
             self._end_call(call, "shutdown")
         for sub in list(self.subs.values()):
