@@ -99,3 +99,205 @@ def test_a_wrong_password_is_refused_by_kamailio_and_logged(tmp_path, pbx, daemo
     assert any("registration at" in r.getMessage() and "failed" in r.getMessage()
                for r in caplog.records if r.name.endswith("trunk"))
     assert not d.events.of("trunk_state", state="registered")
+
+
+# ================================================================ without a PBX
+def test_digest_answer_matches_rfc_2617_example():
+    # RFC 2617 §3.5: Mufasa / "Circle Of Life", GET /dir/index.html.
+    challenge = {"realm": "testrealm@host.com", "qop": "auth,auth-int",
+                 "nonce": "dcd98b7102dd2f0e8b11d0f600bfb0c093", "opaque": "5ccc069c403ebaf9f0171e9517f40e41"}
+    value = trunk_mod.digest_authorization(challenge, trunk_mod.Credentials("Mufasa", "Circle Of Life"),
+                                           "GET", "/dir/index.html", nc=1, cnonce="0a4f113b")
+    assert 'response="6629fae49393a05397450978507c4ef1"' in value
+    assert "qop=auth" in value and "nc=00000001" in value and 'opaque="5ccc069c403ebaf9f0171e9517f40e41"' in value
+
+
+def test_digest_answer_is_accepted_by_a_verifier_and_a_wrong_password_is_not():
+    clock = [0.0]
+    server = DigestAuth("pbx.test", {"gw": trunk_mod.md5("gw:pbx.test:right")}, lambda: clock[0])
+    challenge = trunk_mod.parse_challenge(server.challenge())
+    good = trunk_mod.digest_authorization(challenge, trunk_mod.Credentials("gw", "right"), "REGISTER", "sip:pbx")
+    assert server.check("REGISTER", "sip:pbx", good, ("10.0.0.1", 5060)) == (Verdict.OK, "gw")
+    ha1 = trunk_mod.Credentials("gw", ha1=trunk_mod.md5("gw:pbx.test:right"))
+    again = trunk_mod.digest_authorization(challenge, ha1, "REGISTER", "sip:pbx", nc=2)
+    assert server.check("REGISTER", "sip:pbx", again, ("10.0.0.1", 5060))[0] == Verdict.OK
+    bad = trunk_mod.digest_authorization(challenge, trunk_mod.Credentials("gw", "wrong"), "REGISTER",
+                                         "sip:pbx", nc=3)
+    assert server.check("REGISTER", "sip:pbx", bad, ("10.0.0.1", 5060))[0] == Verdict.FAILED
+
+
+def test_digest_without_qop_and_refusals_of_what_is_not_supported():
+    creds = trunk_mod.Credentials("u", "p")
+    plain = trunk_mod.digest_authorization({"realm": "r", "nonce": "n"}, creds, "INVITE", "sip:x")
+    h1, h2 = trunk_mod.md5("u:r:p"), trunk_mod.md5("INVITE:sip:x")
+    assert f'response="{trunk_mod.md5(f"{h1}:n:{h2}")}"' in plain and "qop" not in plain
+    with pytest.raises(ValueError, match="SHA-256"):
+        trunk_mod.digest_authorization({"realm": "r", "nonce": "n", "algorithm": "SHA-256"}, creds, "INVITE", "sip:x")
+    with pytest.raises(ValueError, match="auth-int"):
+        trunk_mod.digest_authorization({"realm": "r", "nonce": "n", "qop": "auth-int"}, creds, "INVITE", "sip:x")
+
+
+class FakeService:
+    """What the trunk uses of the SIP service: a socket (sent datagrams kept), timers on a
+    clock the test moves, the bus."""
+
+    def __init__(self) -> None:
+        import types
+        self.now = 0.0
+        self.sent: list[bytes] = []
+        self.timers: list = []
+        self.events: list[dict] = []
+        self.cfg = types.SimpleNamespace(host="127.0.0.1")
+        self.port = 5062
+
+    def clock(self) -> float:
+        return self.now
+
+    def send(self, peer, data: bytes) -> None:
+        self.sent.append(data)
+
+    def _at(self, delay: float, fn) -> None:
+        self.timers.append((self.now + delay, fn))
+
+    def publish(self, ev: dict) -> None:
+        self.events.append(ev)
+
+    def advance(self, seconds: float) -> None:
+        end = self.now + seconds
+        while True:
+            due = sorted((t for t in self.timers if t[0] <= end), key=lambda t: t[0])
+            if not due:
+                break
+            t, fn = due[0]
+            self.timers.remove(due[0])
+            self.now = max(self.now, t)
+            fn()
+        self.now = end
+
+
+def _trunk_cfg(**over):
+    from linebox.config import TrunkConfig
+    base = dict(registrar="sip:127.0.0.1:5999", proxy="sip:127.0.0.1:5999", username="gw", password="pw",
+                ha1=None, inbound_uri="sip:201@127.0.0.1:5999", expires=300)
+    base.update(over)
+    return TrunkConfig(**base)
+
+
+def _answer(request: bytes, status: str, extra: str = "") -> "trunk_mod.Message":
+    from linebox.sip import message as sipmsg
+    req = sipmsg.parse(request)
+    head = [f"SIP/2.0 {status}"] + [f"{k}: {v}" for k, v in req.headers
+                                   if k in ("via", "from", "to", "call-id", "cseq")]
+    text = "\r\n".join(head) + "\r\n" + extra + "Content-Length: 0\r\n\r\n"
+    return sipmsg.parse(text.encode())
+
+
+def _registration(**over):
+    svc = FakeService()
+    txns = trunk_mod.Transactions(svc)
+    reg = trunk_mod.Registration(svc, _trunk_cfg(**over), txns)
+    return svc, txns, reg
+
+
+def test_registration_answers_the_challenge_refreshes_before_expiry_and_backs_off():
+    svc, txns, reg = _registration()
+    reg.start()
+    assert reg.state == "registering" and len(svc.sent) == 1
+    first = svc.sent[-1]
+    assert b"Authorization" not in first and b"Expires: 300" in first
+    txns.response(_answer(first, "401 Unauthorized",
+                          'WWW-Authenticate: Digest realm="pbx", nonce="abc", qop="auth"\r\n'))
+    second = svc.sent[-1]
+    assert b'Authorization: Digest username="gw", realm="pbx", nonce="abc"' in second
+    txns.response(_answer(second, "200 OK", f"Contact: {reg.contact()};expires=200\r\n"))
+    assert reg.state == "registered" and reg.granted == 200
+    assert svc.events[-1] == {"event": "trunk_state", "state": "registered",
+                              "registrar": "sip:127.0.0.1:5999", "reason": "200 s"}
+    n = len(svc.sent)
+    svc.advance(139)
+    assert len(svc.sent) == n                       # refreshed a minute before the end
+    svc.advance(2)
+    refresh = svc.sent[-1]
+    assert b"REGISTER" in refresh and b"nc=00000002" in refresh   # the known challenge answered again
+    # The PBX stops answering: the refresh times out (64*T1), still registered until
+    # the binding runs out, then failed; retries back off.
+    svc.advance(40)
+    assert reg.state == "registered"
+    svc.advance(40)
+    assert reg.state == "failed" and "no answer" in reg.reason
+    times = []
+    for _ in range(4):
+        before = svc.now
+        sent = len(svc.sent)
+        while len(svc.sent) == sent:
+            svc.advance(1)
+        times.append(svc.now - before)
+        svc.advance(33)                              # that attempt times out too
+    assert times[0] < times[-1]                     # the backoff grows
+
+
+def test_registration_refused_twice_stops_answering_and_waits():
+    svc, txns, reg = _registration()
+    reg.start()
+    for _ in range(3):
+        txns.response(_answer(svc.sent[-1], "401 Unauthorized",
+                              'WWW-Authenticate: Digest realm="pbx", nonce="same", qop="auth"\r\n'))
+    assert reg.state == "failed" and "refused the credentials of 'gw'" in reg.reason
+    n = len(svc.sent)
+    svc.advance(59)
+    assert len(svc.sent) == n                       # a wrong password waits a minute at least
+    svc.advance(2)
+    assert len(svc.sent) > n
+
+
+def test_registration_takes_min_expires_and_retry_after():
+    svc, txns, reg = _registration(expires=60)
+    reg.start()
+    txns.response(_answer(svc.sent[-1], "423 Interval Too Brief", "Min-Expires: 600\r\n"))
+    assert b"Expires: 600" in svc.sent[-1]
+    txns.response(_answer(svc.sent[-1], "503 Service Unavailable", "Retry-After: 120\r\n"))
+    assert reg.state == "failed"
+    n = len(svc.sent)
+    svc.advance(119)
+    assert len(svc.sent) == n
+    svc.advance(2)
+    assert len(svc.sent) > n
+
+
+def test_only_the_pbx_may_send_calls():
+    from linebox.sip.transport import Peer
+    gate = trunk_mod.TrunkGate(_trunk_cfg(proxy="sip:localhost:5999", pbx_addresses=("10.1.2.3",)))
+    assert gate.allows(Peer("UDP", ("127.0.0.1", 5999)))
+    assert gate.allows(Peer("UDP", ("10.1.2.3", 5060)))
+    assert not gate.allows(Peer("UDP", ("127.0.0.2", 5999)))
+
+
+BASE = {"box": [{"number": "100", "pin_required": False}]}
+
+
+def _sip(**keys):
+    return parse_config({**BASE, "sip": {"listen": "127.0.0.1:5070", **keys}})
+
+
+def test_trunk_config_keys_and_their_errors():
+    cfg = _sip(mode="trunk", registrar="sip:pbx.example.com", username="gw", password="x",
+               inbound_uri="sip:201@pbx.example.com")
+    t = cfg.sip.trunk
+    assert (t.registrar, t.proxy, t.expires, t.ha1) == ("sip:pbx.example.com", "sip:pbx.example.com", 300, None)
+    for keys, message in [
+        (dict(registrar="sip:pbx", username="gw", password="x"), "key 'inbound_uri': missing"),
+        (dict(registrar="pbx.example.com", username="gw", password="x", inbound_uri="sip:201@pbx"),
+         "key 'registrar': must be a SIP URI"),
+        (dict(registrar="sip:pbx", username="gw", inbound_uri="sip:201@pbx"), "exactly one of password or ha1"),
+        (dict(registrar="sip:pbx", username="gw", password="x", ha1="0" * 32, inbound_uri="sip:201@pbx"),
+         "exactly one of password or ha1"),
+        (dict(registrar="sip:pbx", username="gw", password="x", inbound_uri="sip:pbx"),
+         "key 'inbound_uri': must be a SIP URI like \"sip:201@"),
+        (dict(registrar="sip:pbx:99999", username="gw", password="x", inbound_uri="sip:201@pbx"), "port"),
+        (dict(registrar="sip:pbx", username="gw", password="x", inbound_uri="sip:201@pbx", expires=5),
+         "key 'expires'"),
+    ]:
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+            _sip(mode="trunk", **keys)
+    with pytest.raises(ConfigError, match="key 'registrar': only with mode = \"trunk\""):
+        _sip(registrar="sip:pbx")
