@@ -3,7 +3,6 @@ registrar and proxy, tests/kamailiokit.py), and the pieces of it that need no PB
 client side of digest, the registration's answers, who may call in)."""
 
 import logging
-import socket
 import time
 
 import pytest

@@ -186,7 +186,7 @@ class SipService:
         self.media_thread: threading.Thread | None = None
         self.trunk = None
         if self.cfg.mode == "trunk":
-            from linebox.gateway.trunk import Trunk   # Linebox as a gateway behind a PBX
+            from linebox.gateway.trunk import Trunk  # Linebox as a gateway behind a PBX
             self.trunk = Trunk(self)
 
     # ================================================================ life cycle
