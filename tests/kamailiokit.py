@@ -189,7 +189,10 @@ route[AUTH] {{
         }}
         exit;
     }}
-    if ((is_method("REGISTER") && $au != $tU) || (!is_method("REGISTER") && $au != $fU)) {{
+    # A phone calls as itself; the gateway account presents the analog caller's number as
+    # its From (as a PBX's trunk to a gateway allows).
+    if ((is_method("REGISTER") && $au != $tU) ||
+            (!is_method("REGISTER") && $au != $fU && $au != {_quote(gateway or "")})) {{
         xlog("L_WARN", "$au from $si:$sp used another user's identity\\n");
         sl_send_reply("403", "Forbidden auth ID");
         exit;

@@ -3,6 +3,7 @@ registrar and proxy, tests/kamailiokit.py), and the pieces of it that need no PB
 client side of digest, the registration's answers, who may call in)."""
 
 import logging
+from array import array
 import time
 
 import pytest
@@ -300,3 +301,144 @@ def test_trunk_config_keys_and_their_errors():
             _sip(mode="trunk", **keys)
     with pytest.raises(ConfigError, match="key 'registrar': only with mode = \"trunk\""):
         _sip(registrar="sip:pbx")
+
+
+# ================================================================ calls through Kamailio
+SIM_LINE = '[[line]]\nid = 1\ndriver = "sim"\nroute = "100"\nrings = 8\nring_rings = 6\n'
+
+
+class SimWithTrunk:
+    """`linebox sim --realtime` in this process with the SIP service of `linebox run`
+    beside it (trunk mode), sharing the appliance lock as the daemon does."""
+
+    def __init__(self, tmp, cfg_path, scenario_text: str) -> None:
+        import io
+        import threading
+
+        from linebox.config import load_config
+        from linebox.sim import runner
+        from linebox.sim.exchange import SimLine
+        from linebox.sim.scenario import load_scenario
+        from linebox.sip.server import SipService
+        from sipkit import Events
+
+        scen = tmp / "scenario.toml"
+        scen.write_text(scenario_text)
+        self.config = load_config(cfg_path)
+        self.out = io.StringIO()
+        self.app, self.exchange, self.transcript = runner.build(self.config, load_scenario(scen), self.out)
+        self.events = Events(self.app.bus)
+        self.lock = threading.RLock()
+        self.sip = SipService(self.config, self.app, self.lock)
+        self.sip.start()
+        self.played = array("h")              # what the firmware played on line 1
+        line = self.app.runners[0].line
+        original = line.tick
+
+        def tick(frame=None):
+            self.played.extend(frame if frame is not None else bytes(2 * 160))
+            return original(frame)
+        line.tick = tick
+        assert isinstance(line, SimLine)
+        self.runner = runner
+        self.thread = None
+        self.error = None
+
+    def run(self) -> None:
+        import threading
+
+        def go():
+            try:
+                self.runner.run(self.app, self.exchange, self.transcript, lock=self.lock, realtime=True)
+            except BaseException as e:  # noqa: BLE001 - reported by join()
+                self.error = e
+        self.thread = threading.Thread(target=go, daemon=True)
+        self.thread.start()
+
+    def join(self, timeout: float) -> None:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the scenario did not end"
+        if self.error is not None:
+            raise self.error
+
+    def stop(self) -> None:
+        self.sip.stop()
+        self.app.stop()
+
+
+def tone_file(tmp, freq: float, seconds: float, name: str):
+    from linebox.dsp import gen
+    from linebox.wavfile import write_wav
+    path = tmp / name
+    write_wav(path, gen.tone([freq], seconds, -10.0))
+    return path
+
+
+def tone_db(samples, freq: float) -> float:
+    """The strongest ``freq`` level (dBm0) over half-second windows."""
+    from linebox.hw.fxo import tone_level_dbm0
+    return max((tone_level_dbm0(samples[i:i + 4000], freq) for i in range(0, len(samples) - 4000, 4000)),
+               default=-999.0)
+
+
+@pytest.fixture
+def baresips():
+    made = []
+    yield made
+    for p in made:
+        p.close()
+
+
+@needs_kamailio
+@pytest.mark.flaky(reruns=2, reruns_delay=2)
+def test_an_analog_call_rings_a_phone_behind_kamailio_and_audio_passes_both_ways(tmp_path, pbx, baresips):
+    from linebox.wavfile import read_wav
+    from sipkit import Baresip
+
+    phone = Baresip(tmp_path, PHONE, PHONE_PASSWORD, pbx.port, tone_file(tmp_path, 700, 60, "p700.wav"),
+                    answer=True)
+    baresips.append(phone)
+    phone.wait_log("200 OK")
+    assert pbx.wait_contacts(PHONE)
+    k1 = tone_file(tmp_path, 1000, 4.0, "k1.wav")
+    port = free_port()
+    sim = SimWithTrunk(tmp_path, trunk_config(tmp_path, port, pbx.port, lines=SIM_LINE), f"""
+[[call]]
+line = 1
+at = 1.0
+caller = {{ number = "5551234567", name = "JOHN DOE" }}
+give_up_after_rings = 12
+steps = [ {{ wait = "answer" }}, {{ silence = 1.0 }}, {{ say = "{k1}" }}, {{ silence = 1.0 }}, {{ hangup = "busy" }} ]
+""")
+    try:
+        sim.events.wait("trunk_state", state="registered", timeout=15)
+        sim.run()
+        try:
+            sim.events.wait("bridged", timeout=30, pump=phone.pump)
+        except AssertionError:
+            raise AssertionError(f"{sim.error!r} {sim.out.getvalue()[-3000:]} {pbx.log()[-3000:]}") from None
+        est = phone.wait_event("CALL_ESTABLISHED", 5)
+        sim.events.wait("caller_hangup", timeout=20, pump=phone.pump)
+        hung = time.monotonic()
+        phone.wait_event("CALL_CLOSED", 10)
+        bye_after = time.monotonic() - hung
+        sim.join(30)
+    finally:
+        sim.stop()
+    # The PBX saw the caller ID as the From (kamailio logs the From user it routed).
+    assert "call from 5551234567 to registered 201" in pbx.log(), pbx.log()[-3000:]
+    assert "JOHN DOE" in json_dump(est)
+    assert bye_after < 3.5 + 1.0, bye_after       # the line's 3.5 s, and baresip's event delivery
+    phone.close()
+    baresips.remove(phone)
+    (rec,) = phone.recordings()
+    heard = read_wav(rec)
+    assert tone_db(heard, 1000) > -30, "the caller's 1 kHz never reached the phone"
+    assert tone_db(sim.played, 700) > -30, "the phone's 700 Hz never reached the line"
+    answer = sim.events.of("answer")
+    assert answer and answer[0]["caller_number"] == "5551234567"
+
+
+def json_dump(ev) -> str:
+    import json
+    return json.dumps(ev)

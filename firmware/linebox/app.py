@@ -225,7 +225,9 @@ class Appliance:
 
     def add_line(self, line, cfg) -> LineRunner:
         group = None
-        if cfg.ring:
+        sip = self.config.sip
+        if cfg.ring or (sip is not None and sip.enabled and sip.mode == "trunk"):
+            # (in trunk mode every line's calls ring the PBX: gateway/trunk.py)
             from linebox.gateway.ringgroup import RingGroup
             group = RingGroup(cfg, lambda: self.phones, self.svc)
         runner = LineRunner(

@@ -923,7 +923,9 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     if extensions and sip is None:
         raise ConfigError("[[extension]] needs a [sip] table")
     _check_lines(lines, boxes, attendant)
-    _check_ring(lines, extensions)
+    if extensions and sip is not None and sip.mode == "trunk":
+        raise ConfigError('[[extension]]: not in [sip] mode = "trunk" (the phones register to the PBX)')
+    _check_ring(lines, extensions, sip)
     for number, box in boxes.items():
         if box.email_on_new and email is None:
             raise box_tables[number].error("email_on_new", "needs an [email] table (the SMTP server)")
@@ -943,9 +945,12 @@ def _read_ring(t: _Table) -> tuple[str, ...]:
     return tuple(ring)
 
 
-def _check_ring(lines, extensions) -> None:
-    """Every extension a line rings is an [[extension]]."""
+def _check_ring(lines, extensions, sip=None) -> None:
+    """Every extension a line rings is an [[extension]]; in trunk mode no line names any
+    (every line's calls go to the PBX's inbound_uri)."""
     for t, line in lines:
+        if sip is not None and sip.mode == "trunk" and line.ring:
+            raise t.error("ring", 'not in [sip] mode = "trunk" (calls go to inbound_uri; the PBX rings its phones)')
         for n in line.ring:
             if n not in (extensions or {}):
                 raise t.error("ring", f'no [[extension]] with number "{n}"')

@@ -92,6 +92,9 @@ class RingAttempt:
 class Phones(ABC):
     """Whatever can ring extensions for an analog call."""
 
+    # True: every line's call rings these phones, ``ring`` or not (trunk mode: the PBX).
+    takes_every_line = False
+
     @abstractmethod
     def ring(self, line_id: int | None, extensions: tuple[str, ...],
              callerid: CallerId | None) -> RingAttempt | None:

@@ -52,7 +52,7 @@ class RingGroup:
     def start(self, runner, callerid=None) -> None:
         phones = self.phones()
         self.attempt = None
-        if phones is None or not self.cfg.ring:
+        if phones is None or not (self.cfg.ring or phones.takes_every_line):
             return
         self.attempt = phones.ring(runner.id, self.cfg.ring, callerid)
         if self.attempt is not None:

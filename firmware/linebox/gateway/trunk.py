@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from linebox import events as ev_
 from linebox.backoff import Backoff
 from linebox.caller import CallerId
+from linebox.gateway.phones import Phones, RingAttempt
 from linebox.log import get as get_logger
 from linebox.sip import message as sipmsg
 from linebox.sip.auth import parse_authorization
@@ -465,6 +466,8 @@ class PbxInvite:
     remote_tag: str = ""
     auth_tries: int = 0
     cancel_wanted: bool = False
+    from_header: str = ""
+    session: tuple = ()                  # (host, port) our SDP offered
 
 
 class PbxCalls:
@@ -662,17 +665,23 @@ class Trunk:
         self.registration = Registration(service, self.cfg, self.txns)
         self.pbx = PbxCalls(service, self.cfg, self.txns)
         self.gate = TrunkGate(self.cfg, service.clock)
+        self.phones = TrunkPhones(self)
 
     @property
     def state(self) -> str:
         return self.registration.state
 
     def start(self) -> None:
+        with self.service.lock:
+            self.service.app.phones = self.phones
         log.info("trunk mode: gateway %r at %s, analog calls to %s", self.cfg.username,
                  self.cfg.registrar, self.cfg.inbound_uri)
         self.registration.start()
 
     def stop(self) -> None:
+        with self.service.lock:
+            if self.service.app.phones is self.phones:
+                self.service.app.phones = None
         self.registration.stop()
 
     # -- calls from the PBX ------------------------------------------------------------
@@ -711,3 +720,136 @@ class Trunk:
         log.warning("the PBX sent a call to %r: outbound calls through the lines are not "
                     "available in this build", dialled)
         svc._reply(req, peer, 404, "Not Found", to_tag=secrets.token_hex(6), txn=txn)
+
+
+# ================================================================ analog calls to the PBX
+# The caller ID comes between the first two rings (US: about 0.5-3.5 s after the first
+# ring began; UK: before it, so it is known at once). The INVITE waits for it this long
+# after the first ring, so the PBX sees the caller (its routing and call log need it; a
+# From cannot change later), then goes without. ASSUMED: 4.5 s covers Bellcore GR-30's
+# window with the margin of a slow decoder.
+CALLERID_WAIT_SECONDS = 4.5
+
+
+class TrunkAttempt(RingAttempt):
+    """An analog call ringing ``inbound_uri`` at the PBX."""
+
+    def __init__(self, phones: "TrunkPhones", line_id, callerid) -> None:
+        super().__init__(line_id, (), callerid)
+        self.phones = phones
+        self.invite: PbxInvite | None = None
+        self.sent = False
+        self.sock = None
+
+    def _stop_ringing(self, reason: str) -> None:
+        self.phones.trunk.service.call_soon(lambda: self.phones.stop(self, reason))
+
+    def _show_caller(self, callerid) -> None:
+        self.phones.trunk.service.call_soon(lambda: self.phones.send(self))
+
+
+class TrunkPhones(Phones):
+    """`Phones` in trunk mode: every line's call rings ``inbound_uri`` at the PBX (its
+    ring groups, queues and voicemail are the PBX's business); the answer is bridged."""
+
+    takes_every_line = True
+
+    def __init__(self, trunk: "Trunk") -> None:
+        self.trunk = trunk
+
+    # What `linebox sim`'s loop asks of its phones (a real PBX runs on its own).
+    busy = False
+
+    def step(self) -> None:
+        pass
+
+    def ring(self, line_id, extensions, callerid) -> RingAttempt | None:
+        # Called on the line's thread, under the appliance lock: hand over.
+        if self.trunk.registration.state == "failed":
+            log.info("line %s: the PBX is unreachable (%s); voicemail as usual", line_id,
+                     self.trunk.registration.reason)
+            return None
+        attempt = TrunkAttempt(self, line_id, callerid)
+        svc = self.trunk.service
+        if callerid is not None and (callerid.number or callerid.name):
+            svc.call_soon(lambda: self.send(attempt))
+        else:
+            svc.call_soon(lambda: svc._at(CALLERID_WAIT_SECONDS, lambda: self.send(attempt)))
+        return attempt
+
+    # -- on the SIP thread ---------------------------------------------------------------
+    def send(self, attempt: TrunkAttempt) -> None:
+        if attempt.sent or not attempt.ringing:
+            return
+        attempt.sent = True
+        trunk = self.trunk
+        svc = trunk.service
+        host_uri = uri_target(trunk.cfg.proxy)
+        target = resolve(*host_uri)
+        if target is None:
+            attempt.failed(f"cannot resolve {host_uri[0]}")
+            return
+        local = local_address_for(target[0], svc.cfg.host)
+        from linebox.sip.rtp import open_rtp_socket
+        attempt.sock = open_rtp_socket(local)
+        name, number = self.caller_display(attempt.line_id, attempt.caller)
+        port = attempt.sock.getsockname()[1]
+        session = int(time.time())
+        inv = PbxInvite(uri=trunk.cfg.inbound_uri, from_user=number, from_name=name,
+                        sdp=sdp_offer(local, port, session), on_answer=lambda i, r: self._answered(attempt, i, r),
+                        on_fail=lambda i, status, why: self._failed(attempt, status, why))
+        inv.session = (local, port)
+        attempt.invite = inv
+        log.info("line %s: ringing %s at the PBX for %s (%s)", attempt.line_id, inv.uri, number, name)
+        trunk.pbx.invite(inv)
+
+    def stop(self, attempt: TrunkAttempt, reason: str) -> None:
+        if attempt.invite is not None:
+            self.trunk.pbx.cancel(attempt.invite)
+        elif attempt.sock is not None:
+            attempt.sock.close()
+
+    def _failed(self, attempt: TrunkAttempt, status: int, why: str) -> None:
+        log.info("line %s: the PBX did not take the call: %d %s", attempt.line_id, status, why)
+        if attempt.sock is not None:
+            attempt.sock.close()
+        attempt.failed(f"{status} {why}")
+
+    def _answered(self, attempt: TrunkAttempt, inv: PbxInvite, resp: Message) -> None:
+        from linebox.gateway.bridge import bridged
+        from linebox.sip.rtp import SipLine
+        from linebox.sip.sdp import SessionDescription, negotiate, parse_offer
+        from linebox.sip.server import Dialog, SipCall
+        svc = self.trunk.service
+        try:
+            media = negotiate(parse_offer(resp.body))
+        except SipParseError:
+            media = None
+        if media is None:
+            log.warning("line %s: the PBX's answer has no PCMU/PCMA audio; hanging up", attempt.line_id)
+            self.trunk.pbx.bye(inv)
+            attempt.sock.close()
+            attempt.failed("488 no common codec")
+            return
+        bridge = attempt.answered(self.trunk.cfg.username)
+        if bridge is None:                   # the voicemail route or the caller was first
+            self.trunk.pbx.bye(inv)
+            attempt.sock.close()
+            return
+        dialog = Dialog(call_id=inv.call_id, local_tag=inv.from_tag, local=inv.from_header,
+                        remote=resp.get("to"), remote_tag=inv.remote_tag,
+                        target=inv.remote_target or inv.uri, peer=self.trunk.pbx.peer,
+                        extension=self.trunk.cfg.username, cseq=inv.cseq, route=list(inv.route))
+        host, port = inv.session
+        # RTP is taken from the answer's SDP address and from the PBX's (one that relays
+        # media, as Asterisk does by default).
+        call = SipCall(dialog=dialog, line=SipLine(attempt.sock, media, self.trunk.pbx.peer.addr[0]), sdp=SessionDescription(host, port),
+                       acked=True, invite_branch=inv.branch)
+        svc.calls[(inv.call_id, inv.from_tag)] = call
+        svc.calls_by_id[inv.call_id] = call
+        log.info("line %s: the PBX answered (%s %s); bridged", attempt.line_id, media.codec, media.host)
+        bridge.on_close(lambda cause, end: log.info(
+            "line %s: bridge to the PBX closed (%s): %s, %d frames from the PBX", attempt.line_id, cause,
+            bridge.stats(), bridge.phone_end.pushed))
+        svc.start_media_call(call, self.trunk.cfg.username, lambda c: bridged(c, bridge.phone_end),
+                             CallerId(number=attempt.caller.number, name=attempt.caller.name))
