@@ -3,8 +3,8 @@ registrar and proxy, tests/kamailiokit.py), and the pieces of it that need no PB
 client side of digest, the registration's answers, who may call in)."""
 
 import logging
-from array import array
 import time
+from array import array
 
 import pytest
 
