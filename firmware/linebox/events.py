@@ -70,6 +70,10 @@ INCOMING = "incoming"
 CALLER_GAVE_UP = "caller_gave_up"
 CALLER_HANGUP = "caller_hangup"
 CALL_END = "call_end"
+DIALLED = "dialled"                    # the exchange has the digits of an outgoing call
+CALLEE_ANSWER = "callee_answer"
+CALLEE_HANGUP = "callee_hangup"
+CALLEE_END = "callee_end"              # the outgoing call is over for the exchange
 
 _CALLER = ("caller_number", "caller_name", "caller_number_absent", "caller_name_absent")
 
@@ -115,6 +119,10 @@ CATALOGUE: dict[str, EventKind] = {k.name: k for k in (
     EventKind(CALLER_GAVE_UP, ("rings",), "sim/exchange.py"),
     EventKind(CALLER_HANGUP, ("how",), "sim/exchange.py"),
     EventKind(CALL_END, (), "sim/exchange.py"),
+    EventKind(DIALLED, ("number", "result", "callee"), "sim/exchange.py"),
+    EventKind(CALLEE_ANSWER, ("number", "callee"), "sim/exchange.py"),
+    EventKind(CALLEE_HANGUP, ("number", "how", "callee"), "sim/exchange.py"),
+    EventKind(CALLEE_END, ("number", "callee"), "sim/exchange.py"),
 )}
 HIDDEN = frozenset(k.name for k in CATALOGUE.values() if not k.transcript)
 
