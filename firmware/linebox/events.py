@@ -65,6 +65,9 @@ EXTENSION_STATE = "extension_state"
 SIP_CALL = "sip_call"                  # a registered phone called in (sip/server.py)
 EXTENSION_CALL_STATE = "extension_call_state"   # what a phone's voicemail call is doing
 CALL_LOGGED = "call_logged"            # the call log kept one call (voicemail/calllog.py)
+# ---- the gateway (gateway/outbound.py): a phone's call out through a line
+OUTBOUND_START = "outbound_start"
+OUTBOUND_END = "outbound_end"
 # ---- the simulated exchange (sim/exchange.py): the caller's side, for transcripts
 INCOMING = "incoming"
 CALLER_GAVE_UP = "caller_gave_up"
@@ -115,6 +118,8 @@ CATALOGUE: dict[str, EventKind] = {k.name: k for k in (
     EventKind(EXTENSION_CALL_STATE, ("extension", "state"), "sip/server.py",
               transcript=False),
     EventKind(CALL_LOGGED, ("call",), "voicemail/calllog.py", transcript=False),
+    EventKind(OUTBOUND_START, ("extension", "number"), "gateway/outbound.py"),
+    EventKind(OUTBOUND_END, ("extension", "result"), "gateway/outbound.py"),
     EventKind(INCOMING, ("caller_number", "caller_name"), "sim/exchange.py"),
     EventKind(CALLER_GAVE_UP, ("rings",), "sim/exchange.py"),
     EventKind(CALLER_HANGUP, ("how",), "sim/exchange.py"),
