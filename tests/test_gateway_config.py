@@ -131,3 +131,9 @@ def test_config_check_prints_the_half_duplex_error(tmp_path):
     assert r.returncode != 0
     assert b"line 2 is a half-duplex voice modem" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_half_duplex_modem_cannot_ring_the_phones():
+    msg = refused(lines='duplex = "half"\nring = ["201"]')
+    assert "[[line]] #2 key 'ring': a half-duplex voice modem" in msg
+    assert load(lines='duplex = "full"\nring = ["201"]').lines[1].ring == ("201",)

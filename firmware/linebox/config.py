@@ -36,7 +36,7 @@ VOICE_MODEM_KEYS = ("init", "duplex")
 MODEM_SIM_KEYS = ("chipset",)
 MODEM_CHIPSETS = ("usr", "conexant")
 LINE_KEYS = ("id", "driver", "plan", "rings", "toll_saver_rings", "route", "answer",
-             "schedule", *FXO_KEYS, *MODEM_KEYS, *VOICE_MODEM_KEYS, *MODEM_SIM_KEYS)
+             "schedule", "ring", "ring_rings", *FXO_KEYS, *MODEM_KEYS, *VOICE_MODEM_KEYS, *MODEM_SIM_KEYS)
 SCHEDULE_KEYS = ("days", "from", "to", "rings", "answer")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 BOX_KEYS = ("number", "name", "language", "pin_hash", "pin_required", "email",
@@ -136,6 +136,8 @@ class LineConfig:
     init: str | None = None         # modem, modem-sim: one more AT command after the reset
     duplex: str = "auto"            # modem, modem-sim: auto | full | half
     chipset: str | None = None      # modem-sim: which emulated modem (usr | conexant)
+    ring: tuple[str, ...] = ()      # extensions rung together when a call rings (gateway)
+    ring_rings: int = 4             # rings they ring before the voicemail route answers
 
 
 @dataclass(frozen=True)
@@ -495,7 +497,8 @@ def _read_line(t: _Table) -> LineConfig:
     line = LineConfig(
         id=t.get_int("id", lo=1), driver=driver, plan=t.get_str("plan", "us", choices=PLAN_NAMES),
         rings=rings, toll_saver_rings=toll, route=route, answer=t.get_bool("answer", True),
-        schedule=_read_schedule(t),
+        schedule=_read_schedule(t), ring=_read_ring(t),
+        ring_rings=t.get_int("ring_rings", 4, lo=1, hi=20),
     )
     if driver == "fxo":
         for key in ("audio", "hook_pin", "ring_pin"):
@@ -931,6 +934,7 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     gateway = _read_gateway(tables["gateway"][0]) if tables["gateway"] else GatewayConfig()
     _check_lines(lines, boxes, attendant)
     _check_gateway(lines, tables["extension"], extensions, boxes, gateway)
+    _check_ring(lines, extensions)
     for number, box in boxes.items():
         if box.email_on_new and email is None:
             raise box_tables[number].error("email_on_new", "needs an [email] table (the SMTP server)")
@@ -938,6 +942,24 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     return Config(device=device, lines=tuple(line for _, line in lines), boxes=boxes,
                   attendant=attendant, mqtt=mqtt, email=email, transcription=transcription,
                   source=source, web=web, sip=sip, extensions=extensions, gateway=gateway)
+
+
+def _read_ring(t: _Table) -> tuple[str, ...]:
+    ring = t.get_raw("ring", [])
+    if not isinstance(ring, list) or not all(isinstance(n, str) and _EXTENSION_NUMBER.fullmatch(n)
+                                             for n in ring):
+        raise t.error("ring", 'must be a list of extension numbers, like ["201", "202"]')
+    if len(set(ring)) != len(ring):
+        raise t.error("ring", "names an extension twice")
+    return tuple(ring)
+
+
+def _check_ring(lines, extensions) -> None:
+    """Every extension a line rings is an [[extension]]."""
+    for t, line in lines:
+        for n in line.ring:
+            if n not in (extensions or {}):
+                raise t.error("ring", f'no [[extension]] with number "{n}"')
 
 
 def _check_lines(lines, boxes, attendant) -> None:

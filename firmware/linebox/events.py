@@ -68,6 +68,16 @@ CALL_LOGGED = "call_logged"            # the call log kept one call (voicemail/c
 # ---- the gateway (gateway/outbound.py): a phone's call out through a line
 OUTBOUND_START = "outbound_start"
 OUTBOUND_END = "outbound_end"
+# ---- the gateway (gateway/ringgroup.py): an analog call and the IP phones
+RING_GROUP = "ring_group"              # the line's phones ring for its call
+RING_GROUP_END = "ring_group_end"      # they stopped ringing unanswered (reason)
+BRIDGED = "bridged"                    # a phone answered: caller and phone talk
+TRANSFER = "transfer"                  # the phone blind-transferred the call (REFER)
+# ---- the simulated phones (sim/phones.py): the phones' side, for transcripts
+PHONE_RINGING = "phone_ringing"
+PHONE_ANSWER = "phone_answer"
+PHONE_RING_STOPPED = "phone_ring_stopped"
+PHONE_HANGUP = "phone_hangup"
 # ---- the simulated exchange (sim/exchange.py): the caller's side, for transcripts
 INCOMING = "incoming"
 CALLER_GAVE_UP = "caller_gave_up"
@@ -120,6 +130,14 @@ CATALOGUE: dict[str, EventKind] = {k.name: k for k in (
     EventKind(CALL_LOGGED, ("call",), "voicemail/calllog.py", transcript=False),
     EventKind(OUTBOUND_START, ("extension", "number"), "gateway/outbound.py"),
     EventKind(OUTBOUND_END, ("extension", "result"), "gateway/outbound.py"),
+    EventKind(RING_GROUP, ("extensions",), "gateway/ringgroup.py"),
+    EventKind(RING_GROUP_END, ("reason",), "gateway/ringgroup.py"),
+    EventKind(BRIDGED, ("extension",), "gateway/ringgroup.py"),
+    EventKind(TRANSFER, ("extension", "kind", "to"), "gateway/ringgroup.py"),
+    EventKind(PHONE_RINGING, ("extension", "caller_name", "caller_number"), "sim/phones.py"),
+    EventKind(PHONE_ANSWER, ("extension",), "sim/phones.py"),
+    EventKind(PHONE_RING_STOPPED, ("extension", "reason"), "sim/phones.py"),
+    EventKind(PHONE_HANGUP, ("extension", "cause"), "sim/phones.py"),
     EventKind(INCOMING, ("caller_number", "caller_name"), "sim/exchange.py"),
     EventKind(CALLER_GAVE_UP, ("rings",), "sim/exchange.py"),
     EventKind(CALLER_HANGUP, ("how",), "sim/exchange.py"),

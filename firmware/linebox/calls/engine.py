@@ -249,10 +249,13 @@ class LineRunner:
 
     ``flow_factory(call)`` makes the call flow for an answered call. ``answer_now()``
     says how many rings to wait for (it reads toll-saver state from the store).
+    ``ring_group`` (`linebox.gateway.ringgroup.RingGroup`): IP phones rung from the
+    first ring; the first to answer takes the call, else the flow answers as usual.
     """
 
     def __init__(self, line: Line, line_id: int, plan: str, bus, flow_factory: Callable[[Call], Flow],
-                 rings_needed: Callable[[], int], answering: Callable[[], bool] = lambda: True) -> None:
+                 rings_needed: Callable[[], int], answering: Callable[[], bool] = lambda: True,
+                 ring_group=None) -> None:
         self.line = line
         self.id = line_id
         self.plan = plan
@@ -272,6 +275,7 @@ class LineRunner:
         self._rings_needed: int | None = None   # None: not answering this call
         self.faults: dict[str, str] = {}     # active faults by key: out of service while any
         self._seize: tuple | None = None     # an outbound call waiting for the next frame
+        self.ring_group = ring_group
 
     @property
     def t(self) -> float:
@@ -368,9 +372,12 @@ class LineRunner:
 
     def _on_hook(self, tick: Tick) -> None:
         n = self.rings.feed(tick.ringing)
+        rg = self.ring_group
         if n:
             if n == 1:
                 self._start_listening()
+                if rg is not None:
+                    rg.start(self, self.callerid)
             self.set_state("ringing")
             self.publish("ring", n=n)
             # Asked once a ring, not every frame: it reads the store (toll saver).
@@ -383,9 +390,17 @@ class LineRunner:
         for fact in tick.events:
             if isinstance(fact, CallerIdReceived) and self.callerid is None:
                 self._got_callerid(fact.callerid)
-        if self._rings_needed is not None and self.rings.in_gap and self.rings.count >= self._rings_needed:
-            self._answer()
+        if rg is not None and rg.answered:
+            self._answer(rg.take(self))
+        elif self._rings_needed is not None and self.rings.in_gap and self.rings.count >= self._rings_needed:
+            # The voicemail route answers unless a phone did in this very moment.
+            if rg is None or rg.give_up(self, "voicemail"):
+                self._answer()
+            else:
+                self._answer(rg.take(self))
         elif self.rings.stopped:
+            if rg is not None:
+                rg.give_up(self, "caller_gone")
             self.publish("missed_call", rings=self.rings.count, caller_number=self._cid("number"),
                          caller_name=self._cid("name"))
             self._reset()
@@ -407,8 +422,10 @@ class LineRunner:
     def _got_callerid(self, callerid: CallerId) -> None:
         self.callerid = callerid
         self.publish("callerid", **callerid.fields())
+        if self.ring_group is not None:
+            self.ring_group.callerid(callerid)
 
-    def _answer(self) -> None:
+    def _answer(self, flow_factory: Callable[[Call], Flow] | None = None) -> None:
         self.line.set_hook(True)
         # Caller ID comes only before the answer: stop looking for it (CPU on a Pi Zero),
         # and keep a caller typing "1234#" from being taken for DTMF caller ID.
@@ -418,7 +435,7 @@ class LineRunner:
         self.publish(ANSWER, after_rings=self.rings.count, **self._caller_fields())
         self.set_state("answered")
         self.call = Call(self, self.callerid)
-        self.flow = self.flow_factory(self.call)
+        self.flow = (flow_factory or self.flow_factory)(self.call)
         self._resume()
 
     def start_call(self, flow_factory: Callable[[Call], Flow], callerid: CallerId | None = None) -> None:
@@ -454,6 +471,8 @@ class LineRunner:
         self._reset()
 
     def _reset(self) -> None:
+        if self.ring_group is not None:
+            self.ring_group.give_up(self, "line_reset")
         if self.flow is not None:
             self.flow.close()
         self.flow = None

@@ -81,6 +81,9 @@ def build(config, scenario, out=None, as_json: bool = True, clock_start: float |
     app = Appliance(config, bus, clock=lambda: wall0 + exchange.now)
     transcript = Transcript(bus, exchange, out, as_json, wall0 if not as_json else 0.0)
     app.start()
+    if scenario.phones:
+        from linebox.sim.phones import SimPhones
+        app.phones = SimPhones(scenario.phones, bus, lambda: exchange.now, config.boxes)
     for lid in sorted(sim_lines):
         app.add_line(_sim_line(exchange, sim_lines[lid]), sim_lines[lid])
     return app, exchange, transcript
@@ -118,7 +121,8 @@ def run(app, exchange, transcript, lock=None, realtime: bool = False) -> None:
 def _step(app, exchange, transcript, state) -> bool:
     """One frame of every line (after a jump over idle time); False once the scenario is over."""
     runners = app.runners
-    busy = any(r.busy for r in runners)
+    phones = app.phones
+    busy = any(r.busy for r in runners) or (phones is not None and phones.busy)
     if not busy:
         if exchange.done():
             return False
@@ -139,6 +143,8 @@ def _step(app, exchange, transcript, state) -> bool:
         transcript.current_line = r.id
         r.step()
     transcript.current_line = None
+    if phones is not None:
+        phones.step()
     exchange.advance()
     app.process_commands()
     app.maintain()              # retention, on its own hourly schedule

@@ -5,6 +5,12 @@ key is read once, unknown keys and bad values are errors that name the call, the
 and the key, e.g. ``scenario: [[call]] #2 steps[3]: unknown step 'sya' (...)``.
 Calls and steps are numbered from 1, as a person counts them in the file.
 
+``[[phone]]`` tables are IP phones for the lines' ring groups (the gateway): an
+``extension``, ``answer_after`` seconds of ringing (absent: never answers), ``steps``
+once answered (``say``, ``silence``, ``dtmf``, ``wait = { seconds = N }``,
+``hangup = "bye"``, ``transfer = "NUMBER"``: a blind transfer to an extension or a box)
+and ``record`` (a WAV file for what it heard).
+
 Top-level keys besides ``[[call]]``: ``[[callee]]`` (the numbers a line can call out
 to, and what each does: answers after some rings and acts out steps, is busy, gives
 reorder or SIT, or never answers), ``start`` (the virtual clock's wall time at t=0,
@@ -100,7 +106,26 @@ class Hangup:
     how: str
 
 
-Step = Wait | Say | Silence | Dtmf | Hangup
+@dataclass(frozen=True)
+class Transfer:
+    """The phone blind-transfers the call (REFER) to an extension or a box."""
+
+    to: str
+
+
+Step = Wait | Say | Silence | Dtmf | Hangup | Transfer
+PHONE_STEP_KINDS = ("say", "silence", "dtmf", "wait", "hangup", "transfer")
+
+
+@dataclass(frozen=True)
+class PhoneSpec:
+    """One ``[[phone]]``: an IP phone of an extension, as the ring groups ring it."""
+
+    index: int
+    extension: str
+    answer_after: float | None          # seconds of ringing; None: never answers
+    steps: tuple[Step, ...]
+    record: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +166,7 @@ class Scenario:
     echo_return_loss_db: float | None = 24.0
     line_noise_dbm0: float | None = -70.0
     start: datetime | None = None
+    phones: tuple[PhoneSpec, ...] = ()
 
     def lines(self) -> set[int]:
         """The line ids the scenario calls (each must be a ``driver = "sim"`` line)."""
@@ -173,7 +199,8 @@ def load_scenario(path) -> Scenario:
 
 def parse_scenario(data: dict, base_dir: Path, source: str = "<scenario>") -> Scenario:
     """Check a parsed scenario; ``say`` paths are relative to ``base_dir``."""
-    _no_unknown(data, {"call", "callee", "start", "echo_return_loss_db", "line_noise_dbm0"}, "")
+    _no_unknown(data, {"call", "callee", "start", "echo_return_loss_db", "line_noise_dbm0",
+                       "phone"}, "")
     calls = data.get("call")
     callees = data.get("callee", [])
     if not isinstance(callees, list) or not all(isinstance(c, dict) for c in callees):
@@ -198,7 +225,60 @@ def parse_scenario(data: dict, base_dir: Path, source: str = "<scenario>") -> Sc
         echo_return_loss_db=_optional_level(data, "echo_return_loss_db", 24.0, 0.0, 100.0),
         line_noise_dbm0=_optional_level(data, "line_noise_dbm0", -70.0, -120.0, -20.0),
         start=_start(data.get("start")),
+        phones=_phones(data.get("phone", []), Path(base_dir), wavs),
     )
+
+
+def _phones(v, base_dir: Path, wavs: dict) -> tuple[PhoneSpec, ...]:
+    if not isinstance(v, list) or not all(isinstance(p, dict) for p in v):
+        raise ScenarioError("key 'phone': must be an array of tables [[phone]]")
+    out: list[PhoneSpec] = []
+    for i, p in enumerate(v, 1):
+        where = f"[[phone]] #{i} "
+        _no_unknown(p, {"extension", "answer_after", "steps", "record"}, where)
+        ext = p.get("extension")
+        if not isinstance(ext, str) or not ext.isdigit() or not 2 <= len(ext) <= 8:
+            raise ScenarioError(f"{where}key 'extension': must be 2 to 8 digits in quotes, like \"201\"")
+        if any(o.extension == ext for o in out):
+            raise ScenarioError(f"{where}key 'extension': {ext} is already a [[phone]]")
+        after = p.get("answer_after")
+        if after is not None:
+            after = _seconds(after, f"{where}key 'answer_after'")
+        steps = p.get("steps", [])
+        if not isinstance(steps, list):
+            raise ScenarioError(f"{where}key 'steps': must be an array of steps")
+        record = p.get("record")
+        if record is not None and (not isinstance(record, str) or not record):
+            raise ScenarioError(f"{where}key 'record': must be the path of a WAV file to write")
+        out.append(PhoneSpec(
+            index=i, extension=ext, answer_after=after,
+            steps=tuple(_phone_step(s, f"{where}steps[{j}]: ", base_dir, wavs)
+                        for j, s in enumerate(steps, 1)),
+            record=(base_dir / record).resolve() if record else None))
+    return tuple(out)
+
+
+def _phone_step(s, where: str, base_dir: Path, wavs: dict) -> Step:
+    if not isinstance(s, dict) or len(s) < 1:
+        raise ScenarioError(f"{where}must be a table, e.g. {{ say = \"hello.wav\" }}")
+    kind = next(iter(s))
+    if kind not in PHONE_STEP_KINDS:
+        raise ScenarioError(f"{where}unknown step {kind!r} ({', '.join(PHONE_STEP_KINDS)})")
+    if kind == "hangup":
+        _no_unknown(s, {"hangup"}, where)
+        if s["hangup"] != "bye":
+            raise ScenarioError(f"{where}hangup: a phone hangs up with \"bye\"")
+        return Hangup("bye")
+    if kind == "transfer":
+        _no_unknown(s, {"transfer"}, where)
+        to = s["transfer"]
+        if not isinstance(to, str) or not to.isdigit():
+            raise ScenarioError(f"{where}transfer: must be an extension or box number in quotes")
+        return Transfer(to)
+    step = _step(s, where, base_dir, wavs)
+    if isinstance(step, Wait) and step.until != "seconds":
+        raise ScenarioError(f"{where}wait: a phone waits {{ seconds = N }}")
+    return step
 
 
 def _no_unknown(table: dict, known: set[str], where: str) -> None:
