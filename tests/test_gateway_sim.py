@@ -208,3 +208,52 @@ def test_a_bad_ring_group_is_one_clear_config_error(tmp_path, ring, message):
         Sim(tmp_path, attendant=SIP, line_extra=f"ring = {ring}\n")
     assert message in str(e.value) and "[[line]] #1" in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def _echo_heard(tmp_path, monkeypatch, erl, suppressor, voice):
+    """The phone talks (the caller is silent): what the phone hears back through the
+    simulated hybrid, and what it sent, as a phone's recording."""
+    import linebox.gateway.phones as phones_mod
+    from linebox.gateway.bridge import Bridge
+    if not suppressor:
+        monkeypatch.setattr(phones_mod, "Bridge", lambda: Bridge(echo=None))
+    tmp_path.mkdir()
+    sim = Sim(tmp_path, rings=2, attendant=SIP, line_extra='ring = ["201"]\n')
+    sim.run(f"""
+echo_return_loss_db = {erl}
+[[call]]
+line = 1
+at = 1.0
+steps = [ {{ wait = "answer" }}, {{ silence = 12.0 }}, {{ hangup = "busy" }} ]
+
+[[phone]]
+extension = "201"
+answer_after = 1.0
+steps = [ {{ silence = 1.0 }}, {{ say = "{voice}" }} ]
+""")
+    return _phones(sim)["201"].heard
+
+
+def _power_db(samples) -> float:
+    import math
+    ms = sum(s * s for s in samples) / max(1, len(samples))
+    return 10 * math.log10(max(ms, 1e-3))
+
+
+@pytest.mark.parametrize("erl", [12, 24])
+def test_the_echo_suppressor_removes_the_hybrid_echo_of_the_phone_user_s_voice(
+        tmp_path, monkeypatch, speech_files, erl):
+    from simkit import speech_wav
+    from linebox.wavfile import read_wav
+    voice = speech_wav(tmp_path, speech_files[1], 8.0)
+    sent = read_wav(voice)
+    span = slice(8000 * 1 + 800, 8000 * 9 - 800)       # while the phone talks
+    plain = _echo_heard(tmp_path / "a", monkeypatch, erl, False, voice)[span]
+    monkeypatch.undo()
+    with_es = _echo_heard(tmp_path / "b", monkeypatch, erl, True, voice)[span]
+    erl_plain = _power_db(sent) - _power_db(plain)
+    erl_es = _power_db(sent) - _power_db(with_es)
+    print(f"echo heard by the phone user, hybrid {erl} dB: ERL {erl_plain:.1f} dB without, "
+          f"{erl_es:.1f} dB with the suppressor")
+    assert abs(erl_plain - erl) < 2.0          # the simulator's hybrid, measured
+    assert erl_es >= erl_plain + 25.0

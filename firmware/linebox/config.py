@@ -51,7 +51,9 @@ TRUNK_KEYS = ("registrar", "proxy", "username", "password", "ha1", "inbound_uri"
               "pbx_addresses")
 WEB_KEYS = ("enabled", "listen", "tls_cert", "tls_key", "frame_ancestors", "session_idle_minutes")
 SIP_KEYS = ("enabled", "listen", "realm", "mode", *TRUNK_KEYS)
-EXTENSION_KEYS = ("number", "name", "ha1", "mailboxes", "unsolicited_mwi", "lines")
+EXTENSION_KEYS = ("number", "name", "ha1", "mailboxes", "unsolicited_mwi", "lines", "dial")
+GATEWAY_KEYS = ("outbound_prefix", "emergency")
+DEFAULT_EMERGENCY = ("911", "112", "999")
 EMAIL_KEYS = ("smtp_host", "smtp_port", "starttls", "tls", "username", "password", "from",
               "max_attachment_bytes", "timeout_seconds")
 
@@ -69,6 +71,7 @@ TABLES = {
     "email": (EMAIL_KEYS, False),
     "sip": (SIP_KEYS, False),
     "extension": (EXTENSION_KEYS, True),
+    "gateway": (GATEWAY_KEYS, False),
     "transcription": (TRANSCRIPTION_KEYS, False),
     "web": (WEB_KEYS, False),
 }
@@ -262,7 +265,16 @@ class ExtensionConfig:
     ha1: str                             # MD5(number:realm:password), from linebox sip-password
     mailboxes: tuple[str, ...] = ()
     unsolicited_mwi: bool = False
-    lines: tuple[int, ...] = ()
+    lines: tuple[int, ...] = ()          # the analog lines it may call out on
+    dial: tuple[str, ...] | None = None  # number patterns it may dial out; None = any
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """[gateway]: how the IP phones call out through the analog lines."""
+
+    outbound_prefix: str = "9"           # dialled before the number ("" = none)
+    emergency: tuple[str, ...] = DEFAULT_EMERGENCY   # always allowed, on any line
 
 
 @dataclass(frozen=True)
@@ -305,6 +317,7 @@ class Config:
     extensions: dict[str, ExtensionConfig] | None = None   # by number
     transcription: TranscriptionConfig | None = None
     web: WebConfig | None = None
+    gateway: GatewayConfig = GatewayConfig()
 
     def line(self, line_id: int) -> LineConfig:
         """The line with this id (KeyError if none)."""
@@ -824,12 +837,70 @@ def _read_extension(t: _Table, boxes: dict[str, BoxConfig]) -> ExtensionConfig:
     if not isinstance(lines, list) or not all(isinstance(n, int) and not isinstance(n, bool)
                                               for n in lines):
         raise t.error("lines", "must be a list of line ids, like [1]")
+    dial = t.get_raw("dial", None)
+    if dial is not None:
+        from linebox.gateway.dialrules import PatternError, compile_pattern
+
+        if not isinstance(dial, list) or not all(isinstance(p, str) for p in dial):
+            raise t.error("dial", 'must be a list of number patterns, like ["NXXXXXX", "1800."]')
+        for p in dial:
+            try:
+                compile_pattern(p)
+            except PatternError as e:
+                raise t.error("dial", str(e)) from None
     return ExtensionConfig(
         number=number, name=t.get_str("name", f"Extension {number}"),
         ha1=t.get_str("ha1", pattern=_HA1, must="must be 32 lowercase hex digits "
                       "(make it with linebox sip-password)"),
         mailboxes=tuple(mailboxes), unsolicited_mwi=t.get_bool("unsolicited_mwi", False),
-        lines=tuple(lines))
+        lines=tuple(lines), dial=tuple(dial) if dial is not None else None)
+
+
+_DIALLED = re.compile(r"[0-9*#]{1,20}")
+
+
+def _read_gateway(t: _Table) -> GatewayConfig:
+    prefix = t.get_raw("outbound_prefix", "9")
+    if not isinstance(prefix, str) or not re.fullmatch(r"[0-9*#]{0,4}", prefix):
+        raise t.error("outbound_prefix", 'must be 0 to 4 of 0-9 * # in quotes, like "9" ("" for none)')
+    emergency = t.get_raw("emergency", list(DEFAULT_EMERGENCY))
+    if not isinstance(emergency, list) or not all(
+            isinstance(n, str) and _DIALLED.fullmatch(n) for n in emergency):
+        raise t.error("emergency", 'must be a list of numbers in quotes, like ["911", "112"]')
+    return GatewayConfig(outbound_prefix=prefix, emergency=tuple(emergency))
+
+
+def _check_gateway(lines, extension_tables, extensions, boxes, gateway) -> None:
+    """Extensions' lines exist and can bridge; the prefix makes no box or star code
+    unreachable. A half-duplex voice modem plays or records, never both: it cannot carry
+    a conversation (ring groups or calls out)."""
+    by_id = {line.id: line for _, line in lines}
+    for t, ext in zip(extension_tables, extensions.values(), strict=True):
+        for n in ext.lines:
+            line = by_id.get(n)
+            if line is None:
+                raise t.error("lines", f"no [[line]] with id {n}")
+            if half_duplex(line):
+                raise t.error("lines", f"line {n} is a half-duplex voice modem (duplex = \"half\"): "
+                              "it cannot bridge a call; use a full-duplex modem or an FXO line")
+    for t, line in lines:
+        if half_duplex(line) and getattr(line, "ring", None):
+            raise t.error("ring", "a half-duplex voice modem (duplex = \"half\") cannot bridge a "
+                          "call to the phones; use a full-duplex modem or an FXO line")
+    # Emergency numbers go out before anything else is looked up (47 CFR 9.16, "Kari's
+    # law": dialled directly, without the prefix): no box or extension may hide one.
+    for number in gateway.emergency:
+        if number in boxes:
+            raise ConfigError(f"[gateway] key 'emergency': \"{number}\" is a box number; "
+                              "an emergency number must always go out")
+        if number in extensions:
+            raise ConfigError(f"[gateway] key 'emergency': \"{number}\" is an extension number; "
+                              "an emergency number must always go out")
+
+
+def half_duplex(line) -> bool:
+    """A voice-modem line configured half duplex (``auto`` is found out at run time)."""
+    return line.driver in ("modem", "modem-sim") and line.duplex == "half"
 
 
 def _read_extensions(tables: list[_Table], boxes) -> dict[str, ExtensionConfig]:
@@ -922,9 +993,11 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     extensions = _read_extensions(tables["extension"], boxes)
     if extensions and sip is None:
         raise ConfigError("[[extension]] needs a [sip] table")
+    gateway = _read_gateway(tables["gateway"][0]) if tables["gateway"] else GatewayConfig()
     _check_lines(lines, boxes, attendant)
     if extensions and sip is not None and sip.mode == "trunk":
         raise ConfigError('[[extension]]: not in [sip] mode = "trunk" (the phones register to the PBX)')
+    _check_gateway(lines, tables["extension"], extensions, boxes, gateway)
     _check_ring(lines, extensions, sip)
     for number, box in boxes.items():
         if box.email_on_new and email is None:
@@ -932,7 +1005,7 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     _check_pins(device, tables["device"], lines, boxes, box_tables)
     return Config(device=device, lines=tuple(line for _, line in lines), boxes=boxes,
                   attendant=attendant, mqtt=mqtt, email=email, transcription=transcription,
-                  source=source, web=web, sip=sip, extensions=extensions)
+                  source=source, web=web, sip=sip, extensions=extensions, gateway=gateway)
 
 
 def _read_ring(t: _Table) -> tuple[str, ...]:

@@ -66,6 +66,9 @@ SIP_CALL = "sip_call"                  # a registered phone called in (sip/serve
 EXTENSION_CALL_STATE = "extension_call_state"   # what a phone's voicemail call is doing
 TRUNK_STATE = "trunk_state"            # the registration at the PBX, [sip] mode = "trunk"
 CALL_LOGGED = "call_logged"            # the call log kept one call (voicemail/calllog.py)
+# ---- the gateway (gateway/outbound.py): a phone's call out through a line
+OUTBOUND_START = "outbound_start"
+OUTBOUND_END = "outbound_end"
 # ---- the gateway (gateway/ringgroup.py): an analog call and the IP phones
 RING_GROUP = "ring_group"              # the line's phones ring for its call
 RING_GROUP_END = "ring_group_end"      # they stopped ringing unanswered (reason)
@@ -81,6 +84,10 @@ INCOMING = "incoming"
 CALLER_GAVE_UP = "caller_gave_up"
 CALLER_HANGUP = "caller_hangup"
 CALL_END = "call_end"
+DIALLED = "dialled"                    # the exchange has the digits of an outgoing call
+CALLEE_ANSWER = "callee_answer"
+CALLEE_HANGUP = "callee_hangup"
+CALLEE_END = "callee_end"              # the outgoing call is over for the exchange
 
 _CALLER = ("caller_number", "caller_name", "caller_number_absent", "caller_name_absent")
 
@@ -123,6 +130,8 @@ CATALOGUE: dict[str, EventKind] = {k.name: k for k in (
     EventKind(EXTENSION_CALL_STATE, ("extension", "state"), "sip/server.py",
               transcript=False),
     EventKind(CALL_LOGGED, ("call",), "voicemail/calllog.py", transcript=False),
+    EventKind(OUTBOUND_START, ("extension", "number"), "gateway/outbound.py"),
+    EventKind(OUTBOUND_END, ("extension", "result"), "gateway/outbound.py"),
     EventKind(RING_GROUP, ("extensions",), "gateway/ringgroup.py"),
     EventKind(RING_GROUP_END, ("reason",), "gateway/ringgroup.py"),
     EventKind(BRIDGED, ("extension",), "gateway/ringgroup.py"),
@@ -135,6 +144,10 @@ CATALOGUE: dict[str, EventKind] = {k.name: k for k in (
     EventKind(CALLER_GAVE_UP, ("rings",), "sim/exchange.py"),
     EventKind(CALLER_HANGUP, ("how",), "sim/exchange.py"),
     EventKind(CALL_END, (), "sim/exchange.py"),
+    EventKind(DIALLED, ("number", "result", "callee"), "sim/exchange.py"),
+    EventKind(CALLEE_ANSWER, ("number", "callee"), "sim/exchange.py"),
+    EventKind(CALLEE_HANGUP, ("number", "how", "callee"), "sim/exchange.py"),
+    EventKind(CALLEE_END, ("number", "callee"), "sim/exchange.py"),
 )}
 HIDDEN = frozenset(k.name for k in CATALOGUE.values() if not k.transcript)
 

@@ -59,6 +59,11 @@ class Call:
         self._loop_low_frames = 0
         self._reported: tuple[str, float, bool] | None = None   # cause, t, listener could hear
         self.state = "answered"
+        # Which tones mean the far end hung up, and whether keys heard count: a call out
+        # through the line expects dial, busy or reorder tone as call progress, and hears
+        # the echo of its own dialling (gateway/outbound.py turns both off until answered).
+        self.hangup_tones: tuple[str, ...] = HANGUP_TONES
+        self.keys = True
 
     # -- facts -------------------------------------------------------------
     @property
@@ -99,8 +104,9 @@ class Call:
         for ev in events:
             kind = ev["type"]
             if kind == "dtmf" and not driver_keys:
-                self._key(ev["digit"], self.line_time(ev["t"]))
-            elif kind == "tone" and ev["tone"] in HANGUP_TONES:
+                if self.keys:
+                    self._key(ev["digit"], self.line_time(ev["t"]))
+            elif kind == "tone" and ev["tone"] in self.hangup_tones:
                 self._hung_up(ev["tone"], self.line_time(ev["t"]))
         if tick.loop is True:
             self._loop_seen = True
@@ -112,9 +118,12 @@ class Call:
         frame_start = self.t - FRAME / RATE
         for fact in tick.events:
             if isinstance(fact, KeyPressed):
-                self._key(fact.digit, frame_start if fact.t is None else fact.t)
+                if self.keys:
+                    self._key(fact.digit, frame_start if fact.t is None else fact.t)
             elif isinstance(fact, HungUp):
                 at = frame_start if fact.t is None else fact.t
+                if fact.cause in DRIVER_TONE_CAUSES and fact.cause not in self.hangup_tones:
+                    continue                 # call progress, not a hang-up (calling out)
                 if fact.cause in DRIVER_TONE_CAUSES:
                     if self._reported is None:
                         hearing = self.runner.line.full_duplex or self.state == "recording"
@@ -265,6 +274,7 @@ class LineRunner:
         self.state = "idle"
         self._rings_needed: int | None = None   # None: not answering this call
         self.faults: dict[str, str] = {}     # active faults by key: out of service while any
+        self._seize: tuple | None = None     # an outbound call waiting for the next frame
         self.ring_group = ring_group
 
     @property
@@ -279,7 +289,23 @@ class LineRunner:
     @property
     def busy(self) -> bool:
         """Something is going on (ringing or a call): the clock must not jump."""
-        return self.flow is not None or self.listener is not None
+        return self.flow is not None or self.listener is not None or self._seize is not None
+
+    @property
+    def idle(self) -> bool:
+        """On-hook, not ringing, in service, not promised to an outbound call."""
+        return (self.flow is None and self.listener is None and self._seize is None
+                and self.fault is None)
+
+    def seize(self, flow_factory: Callable[[Call], Flow], done: Callable[[bool], None]) -> None:
+        """Ask for this line for a call out (from any thread, under the appliance lock).
+        At its next frame, if it is still idle and not ringing, the line goes off-hook
+        and runs ``flow_factory(call)``; ``done(True)`` is called then, on the line's
+        thread, or ``done(False)`` if the line was taken meanwhile."""
+        if not self.idle:
+            done(False)
+            return
+        self._seize = (flow_factory, done)
 
     def publish(self, event: str, **fields) -> None:
         self.bus.publish({"event": event, "t": round(self.t, 3), "line": self.id, **fields})
@@ -306,6 +332,15 @@ class LineRunner:
         self.out = None
         if tick.events:
             self._line_facts(tick)
+        if self._seize is not None:
+            factory, done = self._seize
+            self._seize = None
+            if self.fault is None and self.flow is None and self.listener is None \
+                    and not tick.ringing:
+                self.start_call(factory)
+                done(True)
+                return
+            done(False)
         if self.fault is not None:
             return
         if self.flow is None:

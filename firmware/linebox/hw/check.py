@@ -204,7 +204,9 @@ def _describe_loopback(r: dict) -> str:
 
 HALF_DUPLEX = ("half duplex means this modem plays or listens, not both at once: keys "
                "pressed during a prompt still count (the modem reports them), but the "
-               "caller's voice and hang-up tones are heard only after the prompt")
+               "caller's voice and hang-up tones are heard only after the prompt; it cannot "
+               "bridge a call to the IP phones (no ring group, no calls out on this line: "
+               "use a full-duplex modem or an FXO line for those)")
 
 
 def check_modem(lc: LineConfig, report: Report, serial_dir: Path = SERIAL_BY_ID,

@@ -11,7 +11,9 @@ once answered (``say``, ``silence``, ``dtmf``, ``wait = { seconds = N }``,
 ``hangup = "bye"``, ``transfer = "NUMBER"``: a blind transfer to an extension or a box)
 and ``record`` (a WAV file for what it heard).
 
-Top-level keys besides ``[[call]]``: ``start`` (the virtual clock's wall time at t=0,
+Top-level keys besides ``[[call]]``: ``[[callee]]`` (the numbers a line can call out
+to, and what each does: answers after some rings and acts out steps, is busy, gives
+reorder or SIT, or never answers), ``start`` (the virtual clock's wall time at t=0,
 a TOML date-time or an ISO 8601 string; a time without offset is local time),
 ``echo_return_loss_db`` (hybrid echo of the firmware's own output; ``false`` = none)
 and ``line_noise_dbm0`` (steady line noise; ``false`` = none).
@@ -34,6 +36,9 @@ NUMBER_CHARS = frozenset("0123456789+*#")
 MAX_NUMBER = 20                   # MDMF calling-number parameter, Bell and ETSI
 MAX_NAME = 50                     # ETSI allows 50; Bell exchanges send up to 15
 MAX_RINGS = 100
+CALLEE_RESULTS = ("answer", "busy", "reorder", "sit", "no_answer")
+# What a callee can do once it answered: no prompts to wait for on the far end.
+CALLEE_STEPS = ("say", "silence", "dtmf", "wait", "hangup")
 MAX_SECONDS = 24 * 3600.0         # one virtual day for a step: anything longer is a typo
 # Calls may be weeks apart: retention (heard -> trash -> purged) plays out over days.
 MAX_GAP_SECONDS = 400 * 24 * 3600.0
@@ -137,10 +142,27 @@ class CallSpec:
 
 
 @dataclass(frozen=True)
+class CalleeSpec:
+    """One ``[[callee]]``: a number the exchange connects an outgoing call to.
+
+    ``result`` is what the caller hears after dialling it: ``answer`` (ringback for
+    ``answer_after_rings`` rings, then the callee acts out ``steps`` and what it hears
+    is recorded), ``busy``, ``reorder``, ``sit`` (the plan's tone), ``no_answer``
+    (ringback until the caller gives up)."""
+
+    index: int                          # 1-based, in file order
+    number: str
+    result: str = "answer"
+    answer_after_rings: int = 2
+    steps: tuple[Step, ...] = ()
+
+
+@dataclass(frozen=True)
 class Scenario:
     """A whole scenario: the calls in file order and the line's analog imperfections."""
 
     calls: tuple[CallSpec, ...]
+    callees: tuple[CalleeSpec, ...] = ()
     echo_return_loss_db: float | None = 24.0
     line_noise_dbm0: float | None = -70.0
     start: datetime | None = None
@@ -149,6 +171,10 @@ class Scenario:
     def lines(self) -> set[int]:
         """The line ids the scenario calls (each must be a ``driver = "sim"`` line)."""
         return {c.line for c in self.calls}
+
+    def callee(self, number: str) -> CalleeSpec | None:
+        """The callee with exactly this number, or None."""
+        return next((c for c in self.callees if c.number == number), None)
 
 
 # ---------------------------------------------------------------- loading
@@ -173,17 +199,29 @@ def load_scenario(path) -> Scenario:
 
 def parse_scenario(data: dict, base_dir: Path, source: str = "<scenario>") -> Scenario:
     """Check a parsed scenario; ``say`` paths are relative to ``base_dir``."""
-    _no_unknown(data, {"call", "start", "echo_return_loss_db", "line_noise_dbm0", "phone"}, "")
+    _no_unknown(data, {"call", "callee", "start", "echo_return_loss_db", "line_noise_dbm0",
+                       "phone"}, "")
     calls = data.get("call")
-    if calls is None:
+    callees = data.get("callee", [])
+    if not isinstance(callees, list) or not all(isinstance(c, dict) for c in callees):
+        raise ScenarioError("key 'callee': must be an array of tables [[callee]]")
+    if calls is None and not callees:
         raise ScenarioError(f"{source}: no [[call]]: nothing to simulate")
+    calls = [] if calls is None and callees else calls
     if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
         raise ScenarioError("key 'call': must be an array of tables [[call]]")
-    if not calls:
+    if not calls and not callees:
         raise ScenarioError(f"{source}: no [[call]]: nothing to simulate")
     wavs: dict[Path, object] = {}
+    parsed_callees = tuple(_callee(i, c, Path(base_dir), wavs) for i, c in enumerate(callees, 1))
+    numbers = [c.number for c in parsed_callees]
+    for c in parsed_callees:
+        if numbers.count(c.number) > 1:
+            raise ScenarioError(f"[[callee]] #{c.index} key 'number': \"{c.number}\" is given "
+                                "to more than one [[callee]]")
     return Scenario(
         calls=tuple(_call(i, c, Path(base_dir), wavs) for i, c in enumerate(calls, 1)),
+        callees=parsed_callees,
         echo_return_loss_db=_optional_level(data, "echo_return_loss_db", 24.0, 0.0, 100.0),
         line_noise_dbm0=_optional_level(data, "line_noise_dbm0", -70.0, -120.0, -20.0),
         start=_start(data.get("start")),
@@ -311,6 +349,43 @@ def _call(index: int, c: dict, base_dir: Path, wavs: dict) -> CallSpec:
         steps=tuple(_step(s, f"{where}steps[{i}]: ", base_dir, wavs)
                     for i, s in enumerate(steps, 1)),
     )
+
+
+MAX_CALLEE_NUMBER = 20           # digits the exchange collects (E.164: at most 15, plus prefixes)
+
+
+def _callee(index: int, c: dict, base_dir: Path, wavs: dict) -> CalleeSpec:
+    where = f"[[callee]] #{index} "
+    _no_unknown(c, {"number", "result", "answer_after_rings", "steps"}, where)
+    number = c.get("number")
+    if number is None:
+        raise ScenarioError(f"{where}key 'number': missing (the digits that reach this callee)")
+    if (not isinstance(number, str) or not 1 <= len(number) <= MAX_CALLEE_NUMBER
+            or not set(number) <= set("0123456789*#")):
+        raise ScenarioError(f"{where}key 'number': must be 1 to {MAX_CALLEE_NUMBER} "
+                            "characters of 0-9 * #, in quotes")
+    result = c.get("result", "answer")
+    if result not in CALLEE_RESULTS:
+        raise ScenarioError(f"{where}key 'result': must be one of {', '.join(CALLEE_RESULTS)}")
+    if result != "answer":
+        for key in ("answer_after_rings", "steps"):
+            if key in c:
+                raise ScenarioError(f"{where}key {key!r}: only with result = \"answer\"")
+    rings = c.get("answer_after_rings", 2)
+    if not isinstance(rings, int) or isinstance(rings, bool) or not 0 <= rings <= MAX_RINGS:
+        raise ScenarioError(f"{where}key 'answer_after_rings': must be an integer from 0 to {MAX_RINGS}")
+    steps = c.get("steps", [])
+    if not isinstance(steps, list):
+        raise ScenarioError(f"{where}key 'steps': must be an array of steps")
+    parsed = []
+    for i, s in enumerate(steps, 1):
+        step = _step(s, f"{where}steps[{i}]: ", base_dir, wavs)
+        if isinstance(step, Wait) and step.until != "seconds":
+            raise ScenarioError(f"{where}steps[{i}]: wait: a callee can only wait "
+                                "{ seconds = N } (it hears no prompts)")
+        parsed.append(step)
+    return CalleeSpec(index=index, number=number, result=result, answer_after_rings=rings,
+                      steps=tuple(parsed))
 
 
 def _seconds(v, what: str, zero_ok: bool = True, limit: float = MAX_SECONDS) -> float:
