@@ -3,6 +3,7 @@ registrar and proxy, tests/kamailiokit.py), and the pieces of it that need no PB
 client side of digest, the registration's answers, who may call in)."""
 
 import logging
+import socket
 import time
 from array import array
 
@@ -344,12 +345,27 @@ class SimWithTrunk:
         self.thread = None
         self.error = None
 
-    def run(self) -> None:
+    def run(self, forever: bool = False) -> None:
+        """The scenario at real time, in a thread; ``forever``: the lines go on being
+        stepped after it (calls from the PBX come when they come) until `stop`."""
         import threading
+
+        self._halt = threading.Event()
 
         def go():
             try:
-                self.runner.run(self.app, self.exchange, self.transcript, lock=self.lock, realtime=True)
+                if not forever:
+                    self.runner.run(self.app, self.exchange, self.transcript, lock=self.lock, realtime=True)
+                    return
+                t0 = time.monotonic()
+                while not self._halt.is_set():
+                    ahead = self.exchange.now - (time.monotonic() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
+                    with self.lock:
+                        for r in self.app.runners:
+                            r.step()
+                        self.exchange.advance()
             except BaseException as e:  # noqa: BLE001 - reported by join()
                 self.error = e
         self.thread = threading.Thread(target=go, daemon=True)
@@ -362,6 +378,9 @@ class SimWithTrunk:
             raise self.error
 
     def stop(self) -> None:
+        if self.thread is not None:
+            self._halt.set()
+            self.thread.join(10)
         self.sip.stop()
         self.app.stop()
 
@@ -442,3 +461,84 @@ steps = [ {{ wait = "answer" }}, {{ silence = 1.0 }}, {{ say = "{k1}" }}, {{ sil
 def json_dump(ev) -> str:
     import json
     return json.dumps(ev)
+
+
+CALLEES = """
+[[callee]]
+number = "5551234"
+result = "answer"
+answer_after_rings = 1
+steps = [ {{ silence = 1.0 }}, {{ say = "{k1}" }}, {{ silence = 30.0 }} ]
+
+[[callee]]
+number = "5550000"
+result = "busy"
+"""
+
+
+@needs_kamailio
+@pytest.mark.flaky(reruns=2, reruns_delay=2)
+def test_a_phone_behind_kamailio_calls_out_through_the_sim_line(tmp_path, pbx, baresips):
+    from linebox.wavfile import read_wav
+    from sipkit import Baresip
+
+    k1 = tone_file(tmp_path, 1000, 4.0, "k1.wav")
+    port = free_port()
+    sim = SimWithTrunk(tmp_path, trunk_config(tmp_path, port, pbx.port, lines=SIM_LINE), CALLEES.format(k1=k1))
+    phone = Baresip(tmp_path, PHONE, PHONE_PASSWORD, pbx.port, tone_file(tmp_path, 700, 60, "p700.wav"))
+    baresips.append(phone)
+    try:
+        phone.wait_log("200 OK")
+        sim.events.wait("trunk_state", state="registered", timeout=15)
+        sim.run(forever=True)
+        phone.command("dial", f"sip:5551234@127.0.0.1:{pbx.port}")
+        dialled = sim.events.wait("dialled", timeout=20, pump=phone.pump)
+        assert dialled["number"] == "5551234" and dialled["result"] == "answer"
+        sim.events.wait("callee_answer", timeout=20, pump=phone.pump)
+        phone.wait_event("CALL_ESTABLISHED", 20)
+        phone.pump(6.0)                              # the callee's 1 kHz, the phone's 700 Hz
+        phone.command("hangup")
+        end = sim.events.wait("outbound_end", timeout=10, pump=phone.pump)
+        sim.events.wait("onhook", timeout=10, pump=phone.pump)
+        # A busy number: the phone gets the line's busy as its final answer.
+        n = len(phone.events)
+        phone.command("dial", f"sip:5550000@127.0.0.1:{pbx.port}")
+        closed = phone.wait_event("CALL_CLOSED", 30, after=n)
+        busy_end = sim.events.wait("outbound_end", timeout=10, pump=phone.pump, after=1)
+    finally:
+        sim.stop()
+    assert "through the gateway at sip:5551234@127.0.0.1:" in pbx.log()
+    assert end["extension"] == GATEWAY and end["result"].startswith("phone_")
+    assert busy_end["result"] == "busy"
+    assert "486" in json_dump(closed), closed
+    (record,) = [r for r in sim.exchange.callee_records if r.number == "5551234"]
+    assert tone_db(record.audio, 700) > -30, "the phone's 700 Hz never reached the callee"
+    phone.close()
+    baresips.remove(phone)
+    recs = phone.recordings()
+    heard = array("h")
+    for r in recs:
+        heard.extend(read_wav(r))
+    assert tone_db(heard, 1000) > -30, "the callee's 1 kHz never reached the phone"
+
+
+def test_a_call_from_anyone_but_the_pbx_is_refused_with_403(tmp_path, daemons, caplog):
+    caplog.set_level(logging.INFO)
+    port, pbx_port = free_port(), free_port()
+    d = SipDaemon(trunk_config(tmp_path, port, pbx_port))
+    daemons.append(d)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.2", 0))
+        s.settimeout(5)
+        src = s.getsockname()[1]
+        s.sendto((f"INVITE sip:5551234@127.0.0.1:{port} SIP/2.0\r\n"
+                  f"Via: SIP/2.0/UDP 127.0.0.2:{src};branch=z9hG4bKintruder1;rport\r\n"
+                  "Max-Forwards: 70\r\nFrom: <sip:x@127.0.0.2>;tag=i1\r\n"
+                  f"To: <sip:5551234@127.0.0.1>\r\nCall-ID: intruder-1\r\nCSeq: 1 INVITE\r\n"
+                  f"Contact: <sip:x@127.0.0.2:{src}>\r\nContent-Length: 0\r\n\r\n").encode(),
+                 ("127.0.0.1", port))
+        answer = s.recv(4096).decode()
+    assert answer.startswith("SIP/2.0 403 Forbidden\r\n"), answer
+    assert any("call refused from 127.0.0.2:" in r.getMessage() and "not the PBX" in r.getMessage()
+               for r in caplog.records)
+    assert not d.events.of("outbound_start")

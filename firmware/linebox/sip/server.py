@@ -743,6 +743,8 @@ class SipService:
             self._counts_changed(item[1], item[2])
         elif item[0] == "call_over":
             call = item[1]
+            if self.trunk is not None:
+                self.trunk.call_over(call)
             if call.ended is None:
                 call.ended = "flow"
                 self._send_bye(call)
@@ -797,6 +799,9 @@ class SipService:
             return
         self._reply(req, peer, 200, "OK", txn=txn)
         call = self.calls_by_id.get(req.call_id)
+        if call is not None and self.trunk is not None and call.invite_branch == branch \
+                and self.trunk.on_cancel(call):
+            return                             # a call out not answered yet: 487
         if call is not None and call.invite_branch == branch and not call.acked:
             # We answer at once, so a CANCEL meets a 200 already on its way: end the call
             # here too (the phone will also send its BYE after the ACK).
