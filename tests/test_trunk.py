@@ -542,3 +542,36 @@ def test_a_call_from_anyone_but_the_pbx_is_refused_with_403(tmp_path, daemons, c
     assert any("call refused from 127.0.0.2:" in r.getMessage() and "not the PBX" in r.getMessage()
                for r in caplog.records)
     assert not d.events.of("outbound_start")
+
+
+@needs_kamailio
+def test_two_lineboxes_register_to_one_pbx_and_report_to_one_broker_under_their_own_ids(tmp_path, pbx, daemons):
+    from test_mqtt import Broker, Watcher, wait_until
+    broker = Broker(tmp_path / "broker").start()
+    watcher = Watcher(broker.port)
+    mqtt = f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\n'
+    try:
+        ports = {}
+        for device, user, password in (("office-a", GATEWAY, GATEWAY_PASSWORD), ("office-b", "linebox-b", "gw-secret-2")):
+            ports[device] = free_port()
+            cfg = trunk_config(tmp_path, ports[device], pbx.port, password=password, user=user, device=device)
+            cfg.write_text(cfg.read_text() + mqtt)
+            daemons.append(SipDaemon(cfg))
+        for device in ports:
+            wait_until(lambda d=device: watcher.last(f"linebox/{d}/trunk/state") == "registered",
+                       what=f"{device} registered")
+            wait_until(lambda d=device: watcher.last(f"linebox/{d}/box/100/state") is not None,
+                       what=f"{device}'s box")
+        assert pbx.wait_contacts(GATEWAY) == [f"sip:{GATEWAY}@127.0.0.1:{ports['office-a']}"]
+        assert pbx.wait_contacts("linebox-b") == [f"sip:linebox-b@127.0.0.1:{ports['office-b']}"]
+        # Each keeps its own data folder, boxes and MQTT identity.
+        a, b = (d.daemon.app for d in daemons)
+        assert a.config.device.data_dir != b.config.device.data_dir
+        assert {t.split("/")[1] for t, _, _ in watcher.messages if t.startswith("linebox/")} == {"office-a",
+                                                                                              "office-b"}
+    finally:
+        for d in list(daemons):
+            d.stop()
+            daemons.remove(d)
+        watcher.close()
+        broker.stop()

@@ -20,6 +20,8 @@ Topics, under ``<base> = <base_topic>/<device id>``:
   transcription kept one, republished on ``message_transcribed``).
 - ``<base>/extension/<n>/state`` retained: an IP phone's registration, from the
   ``extension_state`` bus event.
+- ``<base>/trunk/state`` retained: in ``[sip] mode = "trunk"``, the registration at the
+  PBX (``registering``, ``registered``, ``failed``, ``stopped``), from ``trunk_state``.
   All retained states are republished on every (re)connect from the state source.
 - ``<base>/event`` QoS 1: one JSON object per event, ``{"id", "time", "type", ...}``.
 
@@ -399,6 +401,8 @@ class MqttReporter:
             ext = str(ev.get("extension"))
             if _TOPIC_LEVEL.fullmatch(ext):
                 self._set_state(f"{self.base}/extension/{ext}/state", str(ev.get("state"))[:32])
+        elif kind == ev_.TRUNK_STATE:
+            self._set_state(f"{self.base}/trunk/state", str(ev.get("state"))[:32])
         if kind in (ev_.MESSAGE_SAVED, ev_.MESSAGE_STATE, ev_.MESSAGE_RETRACTED,
                     ev_.MESSAGE_TRANSCRIBED):
             self._refresh_last_messages()
