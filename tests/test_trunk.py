@@ -575,3 +575,84 @@ def test_two_lineboxes_register_to_one_pbx_and_report_to_one_broker_under_their_
             daemons.remove(d)
         watcher.close()
         broker.stop()
+
+
+def _pbx_calls():
+    svc = FakeService()
+    txns = trunk_mod.Transactions(svc)
+    return svc, txns, trunk_mod.PbxCalls(svc, _trunk_cfg(), txns)
+
+
+def _invite(calls, **kw):
+    got = {"answer": [], "fail": [], "progress": []}
+    inv = trunk_mod.PbxInvite(uri="sip:201@127.0.0.1:5999", from_user="5551234567", from_name='JOHN "J" DOE',
+                              sdp=b"v=0\r\n", on_answer=lambda i, r: got["answer"].append(r),
+                              on_fail=lambda i, st, why: got["fail"].append(st),
+                              on_progress=lambda i, r: got["progress"].append(r.status), **kw)
+    calls.invite(inv)
+    return inv, got
+
+
+def test_the_invite_to_the_pbx_answers_407_once_and_acks_every_final():
+    svc, txns, calls = _pbx_calls()
+    inv, got = _invite(calls)
+    first = svc.sent[-1]
+    assert first.startswith(b"INVITE sip:201@127.0.0.1:5999 SIP/2.0\r\n")
+    assert b'From: "JOHN J DOE" <sip:5551234567@127.0.0.1>;tag=' in first
+    txns.response(_answer(first, "407 Proxy Authentication Required",
+                          'Proxy-Authenticate: Digest realm="pbx", nonce="n1", qop="auth"\r\n'))
+    ack, second = svc.sent[-2], svc.sent[-1]
+    assert ack.startswith(b"ACK sip:201@127.0.0.1:5999 SIP/2.0")          # the 407's ACK, same branch
+    assert first.split(b"Via: ")[1].split(b"\r\n")[0] == ack.split(b"Via: ")[1].split(b"\r\n")[0]
+    assert b'Proxy-Authorization: Digest username="gw", realm="pbx", nonce="n1", uri="sip:201@127.0.0.1:5999"' \
+        in second
+    assert b"CSeq: " + str(inv.cseq).encode() + b" INVITE" in second
+    ok = _answer(second, "200 OK", "Record-Route: <sip:127.0.0.1:5999;lr>\r\n"
+                 "Contact: <sip:201@127.0.0.1:6001>\r\nContent-Type: application/sdp\r\n")
+    ok.to.params  # noqa: B018 - parses
+    txns.response(ok)
+    assert got["answer"] and inv.state == "answered"
+    ack2 = svc.sent[-1]
+    assert ack2.startswith(b"ACK sip:201@127.0.0.1:6001 SIP/2.0") and b"Route: <sip:127.0.0.1:5999;lr>" in ack2
+
+
+def test_the_invite_to_the_pbx_fails_on_a_second_challenge_and_cancels_after_a_provisional():
+    svc, txns, calls = _pbx_calls()
+    inv, got = _invite(calls)
+    for _ in range(3):
+        txns.response(_answer(svc.sent[-1] if svc.sent[-1].startswith(b"INVITE") else svc.sent[-2],
+                              "407 Proxy Authentication Required",
+                              'Proxy-Authenticate: Digest realm="pbx", nonce="n1"\r\n'))
+    assert got["fail"] == [407] and inv.state == "failed"
+
+    svc, txns, calls = _pbx_calls()
+    inv, got = _invite(calls)
+    calls.cancel(inv)                         # nothing came yet: the CANCEL waits
+    assert not any(d.startswith(b"CANCEL") for d in svc.sent)
+    txns.response(_answer(svc.sent[-1], "180 Ringing", ""))
+    cancel = svc.sent[-1]
+    assert cancel.startswith(b"CANCEL sip:201@127.0.0.1:5999 SIP/2.0") and b" CANCEL\r\n" in cancel
+    txns.response(_answer(svc.sent[-2], "487 Request Terminated", ""))
+    assert got["fail"] == [487] and inv.state == "cancelled"
+    assert svc.sent[-1].startswith(b"ACK ")
+
+
+@needs_kamailio
+@pytest.mark.flaky(reruns=2, reruns_delay=2)
+def test_the_pbx_sending_a_box_number_leaves_a_message_there(tmp_path, pbx, daemons, baresips):
+    from sipkit import Baresip
+    port = free_port()
+    d = SipDaemon(trunk_config(tmp_path, port, pbx.port))
+    daemons.append(d)
+    phone = Baresip(tmp_path, PHONE, PHONE_PASSWORD, pbx.port, tone_file(tmp_path, 700, 60, "p700.wav"))
+    baresips.append(phone)
+    phone.wait_log("200 OK")
+    d.events.wait("trunk_state", state="registered", timeout=15)
+    phone.command("dial", f"sip:100@127.0.0.1:{pbx.port}")
+    d.events.wait("record_start", box="100", timeout=30, pump=phone.pump)
+    phone.pump(3.0)
+    phone.command("hangup")
+    saved = d.events.wait("message_saved", box="100", timeout=15, pump=phone.pump)
+    msg = d.store.get(saved["id"])
+    assert msg["caller_number"] == PHONE and msg["line"] is None
+    assert saved["seconds"] >= 1.5

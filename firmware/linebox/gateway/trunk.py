@@ -838,6 +838,10 @@ class TrunkPhones(Phones):
 
     def ring(self, line_id, extensions, callerid) -> RingAttempt | None:
         # Called on the line's thread, under the appliance lock: hand over.
+        runner = next((r for r in self.trunk.service.app.runners if r.id == line_id), None)
+        if runner is not None and not runner.line.full_duplex:
+            log.info("line %s is half-duplex (it cannot be bridged): voicemail as usual", line_id)
+            return None
         if self.trunk.registration.state == "failed":
             log.info("line %s: the PBX is unreachable (%s); voicemail as usual", line_id,
                      self.trunk.registration.reason)
