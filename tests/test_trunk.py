@@ -614,6 +614,11 @@ def test_the_invite_to_the_pbx_answers_407_once_and_acks_every_final():
     assert got["answer"] and inv.state == "answered"
     ack2 = svc.sent[-1]
     assert ack2.startswith(b"ACK sip:201@127.0.0.1:6001 SIP/2.0") and b"Route: <sip:127.0.0.1:5999;lr>" in ack2
+    n = len(svc.sent)
+    txns.response(ok)                         # the 200 again (our ACK was lost): ACKed again, once answered
+    assert len(svc.sent) == n + 1 and svc.sent[-1].startswith(b"ACK ") and len(got["answer"]) == 1
+    svc.advance(40)
+    assert not txns.response(ok)              # after 64*T1 the transaction is gone
 
 
 def test_the_invite_to_the_pbx_fails_on_a_second_challenge_and_cancels_after_a_provisional():

@@ -196,6 +196,12 @@ class Transactions:
             txn.provisional = True
             if txn.method == "INVITE":
                 txn.deadline = float("inf")    # Timer C's job: the caller decides how long to ring
+        elif txn.method == "INVITE" and resp.status < 300:
+            # A 2xx the ACK did not reach comes again: keep taking it (each is ACKed
+            # again) for 64*T1, RFC 3261 §13.2.2.4.
+            if not txn.done:
+                txn.done = True
+                self.service._at(TIMER_64T1, lambda: self.txns.pop(txn.branch, None))
         else:
             txn.done = True
             self.txns.pop(txn.branch, None)
@@ -581,13 +587,18 @@ class PbxCalls:
                 inv.on_progress(inv, resp)
             return
         if status < 300:
+            first = inv.state in ("calling", "early")
             self._dialog_from(inv, resp)
             self._ack(inv, resp, for_2xx=True)
-            if inv.state == "answered":
+            if not first:
+                if inv.state == "failed":    # it came after we gave up: hang up at once
+                    inv.state = "cancelled"
+                    self.bye(inv)
                 return                       # a retransmitted 200: ACKed again
             if inv.cancel_wanted:
-                inv.state = "cancelled"
+                inv.state = "cancelled"      # the answer crossed our CANCEL: hang up
                 self.bye(inv)
+                inv.on_fail(inv, 487, "cancelled")
                 return
             inv.state = "answered"
             inv.on_answer(inv, resp)
