@@ -685,16 +685,11 @@ class Trunk:
         return self.registration.state
 
     def start(self) -> None:
-        with self.service.lock:
-            self.service.app.phones = self.phones
         log.info("trunk mode: gateway %r at %s, analog calls to %s", self.cfg.username,
                  self.cfg.registrar, self.cfg.inbound_uri)
         self.registration.start()
 
     def stop(self) -> None:
-        with self.service.lock:
-            if self.service.app.phones is self.phones:
-                self.service.app.phones = None
         self.registration.stop()
 
     # -- calls from the PBX ------------------------------------------------------------
@@ -738,9 +733,10 @@ class Trunk:
     def call_out(self, req: Message, peer: Peer, txn, dialled: str, caller: Caller, route_set) -> None:
         """The PBX's call to ``dialled``: out through a free line."""
         from linebox.gateway.outbound import Refused
-        from linebox.sip.rtp import SipLine, open_rtp_socket
+        from linebox.sip.rtp import open_rtp_socket
         from linebox.sip.sdp import SessionDescription, negotiate, parse_offer
         from linebox.sip.server import Dialog, SipCall
+        from linebox.sip.uac import BridgedSipLine
         svc = self.service
         tag = secrets.token_hex(6)
         if not dialled or not set(dialled) <= set("0123456789*#") or len(dialled) > 32:
@@ -780,7 +776,7 @@ class Trunk:
                         remote=req.get("from"), remote_tag=req.from_.params.get("tag", ""),
                         target=contact, peer=peer, extension=self.cfg.username,
                         remote_cseq=req.cseq[0], route=list(route_set))
-        call = SipCall(dialog=dialog, line=SipLine(sock, media, peer.addr[0]), sdp=sdp,
+        call = SipCall(dialog=dialog, line=BridgedSipLine(sock, media, peer.addr[0]), sdp=sdp,
                        invite_branch=txn.key[0])
         svc.calls[(req.call_id, tag)] = call
         svc.calls_by_id[req.call_id] = call
@@ -905,9 +901,9 @@ class TrunkPhones(Phones):
 
     def _answered(self, attempt: TrunkAttempt, inv: PbxInvite, resp: Message) -> None:
         from linebox.gateway.bridge import bridged
-        from linebox.sip.rtp import SipLine
         from linebox.sip.sdp import SessionDescription, negotiate, parse_offer
         from linebox.sip.server import Dialog, SipCall
+        from linebox.sip.uac import BridgedSipLine
         svc = self.trunk.service
         try:
             media = negotiate(parse_offer(resp.body))
@@ -931,7 +927,7 @@ class TrunkPhones(Phones):
         host, port = inv.session
         # RTP is taken from the answer's SDP address and from the PBX's (one that relays
         # media, as Asterisk does by default).
-        call = SipCall(dialog=dialog, line=SipLine(attempt.sock, media, self.trunk.pbx.peer.addr[0]), sdp=SessionDescription(host, port),
+        call = SipCall(dialog=dialog, line=BridgedSipLine(attempt.sock, media, self.trunk.pbx.peer.addr[0]), sdp=SessionDescription(host, port),
                        acked=True, invite_branch=inv.branch)
         svc.calls[(inv.call_id, inv.from_tag)] = call
         svc.calls_by_id[inv.call_id] = call
