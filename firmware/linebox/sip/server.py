@@ -47,9 +47,10 @@ ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, INFO"
 SERVER = "Linebox"
 
 
-def dial_plan(dialled: str, extension, boxes) -> tuple[str, str | None] | None:
-    """What a dialled number means (contract §9): ("login", box or None) or ("message",
-    box); None for anything else."""
+def dial_plan(dialled: str, extension, boxes, outbound=None) -> tuple[str, str | None] | None:
+    """What a dialled number means (contract §9): ("login", box or None), ("message",
+    box), or with the gateway ("outbound", number) when ``outbound(dialled)`` finds the
+    number to dial on a line; None for anything else."""
     if dialled in ("*56", "*98"):
         return "login", None
     if dialled.startswith("*56") and dialled[3:] in boxes:
@@ -58,6 +59,9 @@ def dial_plan(dialled: str, extension, boxes) -> tuple[str, str | None] | None:
         return "login", extension.mailboxes[0]
     if dialled in boxes:
         return "message", dialled
+    found = outbound(dialled) if outbound is not None else None
+    if found is not None:
+        return "outbound", found[0]
     return None
 
 
@@ -123,6 +127,7 @@ class SipCall:
     bye_sent: bool = False
     invite_branch: str = ""
     ready: bool = True                  # its last frame has been through its runner
+    outbound: object = None             # a call out through a line (sip/outcall.py)
 
 
 @dataclass
@@ -183,6 +188,8 @@ class SipService:
         self._frames: queue.SimpleQueue = queue.SimpleQueue()
         self.flow_thread: threading.Thread | None = None
         self.media_thread: threading.Thread | None = None
+        from linebox.sip.outcall import OutboundInvites  # the gateway: calls out
+        self.outcalls = OutboundInvites(self)
 
     # ================================================================ life cycle
     def start(self) -> None:
@@ -582,7 +589,7 @@ class SipService:
         if req.from_.uri.user != user:
             log.warning("extension %s from %s called as %s", user, peer.addr[0], req.from_.uri.user)
         dialled = urllib.parse.unquote(sipmsg.parse_uri(req.uri).user or "")
-        route = dial_plan(dialled, ext, self.config.boxes)
+        route = dial_plan(dialled, ext, self.config.boxes, self.outcalls.number_for)
         tag = secrets.token_hex(6)
         if route is None:
             log.info("extension %s dialled %r: no such number", user, dialled)
@@ -602,6 +609,9 @@ class SipService:
         contact = self._contact_uri(req)
         if contact is None:
             self._reply(req, peer, 400, "Bad Request", to_tag=tag, txn=txn)
+            return
+        if route[0] == "outbound":
+            self.outcalls.invite(req, peer, txn, user, ext, route[1], media, contact, tag, dialled)
             return
         self._reply(req, peer, 100, "Trying", txn=txn)
         local = local_address_for(peer.addr[0], self.cfg.host)
@@ -701,6 +711,8 @@ class SipService:
     def _inbox(self, item) -> None:
         if item[0] == "counts":
             self._counts_changed(item[1], item[2])
+        elif item[0] == "outbound":
+            self.outcalls.progress(item[1])
         elif item[0] == "call_over":
             call = item[1]
             if call.ended is None:
@@ -757,12 +769,18 @@ class SipService:
             return
         self._reply(req, peer, 200, "OK", txn=txn)
         call = self.calls_by_id.get(req.call_id)
+        if call is not None and call.outbound is not None and not call.ok:
+            self.outcalls.cancel(call)            # a call out not answered yet: 487
+            return
         if call is not None and call.invite_branch == branch and not call.acked:
             # We answer at once, so a CANCEL meets a 200 already on its way: end the call
             # here too (the phone will also send its BYE after the ACK).
             self._end_call(call, "cancel")
 
     def _end_call(self, call: SipCall, cause: str) -> None:
+        if call.outbound is not None and not call.ok:
+            self.outcalls.cancel(call, cause)     # no dialog yet: a final response, no BYE
+            return
         if call.ended is None:
             call.ended = cause
             self._send_bye(call)
