@@ -7,6 +7,7 @@ the phone 486; SIPp calling while both lines are busy gets 486.
 The daemon is `linebox run`'s, in this process; its lines are the simulated exchange's,
 paced at wall-clock speed as a sound card would pace them."""
 
+import logging
 import subprocess
 import threading
 import time
@@ -99,6 +100,10 @@ steps = [ {{ silence = 0.5 }}, {{ say = "{tone}" }}, {{ silence = 1.0 }}, {{ han
 [[callee]]
 number = "5550000"
 result = "busy"
+
+[[callee]]
+number = "5559999"
+result = "no_answer"
 """
 
 
@@ -189,6 +194,36 @@ def test_baresip_calling_a_busy_number_gets_486(tmp_path, monkeypatch, made):
     closed = phone.wait_event("CALL_CLOSED", timeout=20)
     assert "486" in closed.get("param", "") or "486 Busy Here" in phone.log()
     assert gw.events.wait("outbound_end", timeout=5)["result"] == "busy"
+
+
+@REAL_PHONE_RERUNS
+def test_baresip_hanging_up_during_ringback_cancels_and_the_line_goes_on_hook(tmp_path, monkeypatch, made,
+                                                                             caplog):
+    caplog.set_level(logging.DEBUG, logger="linebox.sip")
+    _wav(tmp_path, "callee.wav", 1000.0, 1.0)
+    gw = Gateway(tmp_path, monkeypatch, SCENARIO.format(tone="callee.wav"), lines=(1,))
+    made.append(gw)
+    phone = Baresip(tmp_path, "201", PASSWORDS["201"], gw.port, _wav(tmp_path, "phone.wav", 700.0, 30.0))
+    made.append(phone)
+    gw.events.wait("extension_state", extension="201", state="registered")
+    phone.command("dial", f"sip:95559999@127.0.0.1:{gw.port}")
+    gw.events.wait("dialled", timeout=15, pump=phone.pump, number="5559999")
+    phone.wait_log("183 Session Progress", timeout=5)
+    phone.pump(2.0)                                    # ringing...
+    phone.command("hangup")
+    end = gw.events.wait("outbound_end", timeout=10, pump=phone.pump)
+    assert end["result"] == "cancelled"
+    gw.events.wait("callee_end", timeout=5, pump=phone.pump)
+    # The CANCEL got its 200 and the INVITE its 487 (baresip, gone already, logs neither).
+    answered = [r.getMessage() for r in caplog.records if r.getMessage().startswith(("CANCEL", "INVITE"))]
+    assert any(m.startswith("CANCEL") and m.endswith("200 OK") for m in answered), answered
+    assert any(m.startswith("INVITE") and m.endswith("487 Request Terminated") for m in answered), answered
+    with gw.daemon.lock:
+        assert gw.daemon.app.runners[0].idle and not gw.lines[1].off_hook
+    deadline = time.monotonic() + 5
+    while gw.daemon.sip.calls and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not gw.daemon.sip.calls
 
 
 SIPP_486 = """<?xml version="1.0" encoding="ISO-8859-1" ?>
