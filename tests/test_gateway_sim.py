@@ -243,8 +243,8 @@ def _power_db(samples) -> float:
 @pytest.mark.parametrize("erl", [12, 24])
 def test_the_echo_suppressor_removes_the_hybrid_echo_of_the_phone_user_s_voice(
         tmp_path, monkeypatch, speech_files, erl):
-    from simkit import speech_wav
     from linebox.wavfile import read_wav
+    from simkit import speech_wav
     voice = speech_wav(tmp_path, speech_files[1], 8.0)
     sent = read_wav(voice)
     span = slice(8000 * 1 + 800, 8000 * 9 - 800)       # while the phone talks

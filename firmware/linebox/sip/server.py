@@ -43,7 +43,7 @@ MAX_SUBSCRIPTIONS_PER_EXTENSION = 8
 MAX_CONTACTS = 5                    # per extension
 MAX_TRANSACTIONS = 2048
 EXPIRES_DEFAULT, EXPIRES_MIN, EXPIRES_MAX = 3600, 60, 7200
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, INFO"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, INFO, REFER"
 SERVER = "Linebox"
 
 
@@ -188,6 +188,9 @@ class SipService:
         self._frames: queue.SimpleQueue = queue.SimpleQueue()
         self.flow_thread: threading.Thread | None = None
         self.media_thread: threading.Thread | None = None
+        self.allow = ALLOW
+        from linebox.sip.uac import SipPhones  # the gateway: ringing the phones
+        self.uac = SipPhones(self)
         from linebox.sip.outcall import OutboundInvites  # the gateway: calls out
         self.outcalls = OutboundInvites(self)
 
@@ -214,6 +217,7 @@ class SipService:
         with self.lock:
             self.counts = {b: self.app.store.counts(b) for b in self.config.boxes}
             self.app.bus.subscribe(self._on_bus)
+            self.app.phones = self.uac
             for n in self.extensions:
                 self.app.bus.publish({"event": ev_.EXTENSION_STATE, "extension": n,
                                       "state": "unregistered"})
@@ -244,6 +248,8 @@ class SipService:
             self._frames.put(None)
             self.flow_thread.join(timeout=2.0)
         with self.lock:
+            if self.app.phones is self.uac:
+                self.app.phones = None
             try:
                 self.app.bus.unsubscribe(self._on_bus)
             except ValueError:
@@ -466,6 +472,8 @@ class SipService:
         self._at(txn.interval, resend)
 
     def _response(self, resp: Message) -> None:
+        if self.uac.response(resp):
+            return
         branch = resp.vias[0].branch
         ct = self.client_txns.get(branch or "")
         if ct is None or resp.status < 200 or ct.done:
@@ -645,6 +653,42 @@ class SipService:
             self._media_calls.append(call)
         self._media_wake.set()
 
+    def new_dialog(self, call_id, local_tag, local, remote, remote_tag, target, peer, extension,
+                   cseq) -> Dialog:
+        """A dialog we started (the gateway's INVITE to a phone)."""
+        return Dialog(call_id=call_id, local_tag=local_tag, local=local, remote=remote,
+                      remote_tag=remote_tag, target=target, peer=peer, extension=extension,
+                      cseq=cseq)
+
+    def start_leg(self, dialog: Dialog, sock, media, sdp, flow, extension: str, callerid) -> SipCall:
+        """A call we placed to a phone (the gateway), answered and ACKed: its audio runs
+        like a phone's own call, under ``flow``."""
+        call = SipCall(dialog=dialog, line=SipLine(sock, media, dialog.peer.addr[0]), sdp=sdp,
+                       acked=True)
+        self.calls[(dialog.call_id, dialog.local_tag)] = call
+        self.calls_by_id[dialog.call_id] = call
+        bus = _ExtensionBus(self.app.bus, extension)
+        with self.lock:
+            call.runner = LineRunner(call.line, None, "us", bus, flow, rings_needed=lambda: 0)
+            call.runner.start_call(flow, callerid)
+        self._media_next_phase = (self._media_next_phase + 1) % MEDIA_PHASES
+        call.line.align(self._media_slot(self._media_next_phase))
+        with self._media_lock:
+            self._media_calls.append(call)
+        self._media_wake.set()
+        return call
+
+    def _on_refer(self, req: Message, peer: Peer, txn) -> None:
+        """RFC 3515 blind transfer, by a phone in a call the gateway bridged."""
+        call = self._find_call(req)
+        if call is None:
+            self._reply(req, peer, 481, "Call/Transaction Does Not Exist", txn=txn)
+            return
+        if not req.get("refer-to"):
+            self._reply(req, peer, 400, "Bad Request", txn=txn)
+            return
+        self.uac.refer(req, peer, txn, call)
+
     def _media_slot(self, phase: int) -> float:
         """The next 20 ms slot of the shared media clock, in one of MEDIA_PHASES phases:
         the calls of one phase send and receive on the same instants (one wake-up a frame
@@ -713,8 +757,11 @@ class SipService:
             self._counts_changed(item[1], item[2])
         elif item[0] == "outbound":
             self.outcalls.progress(item[1])
+        elif item[0] == "uac":
+            self.uac.handle(item[1:])
         elif item[0] == "call_over":
             call = item[1]
+            self.uac.leg_over(call)
             if call.ended is None:
                 call.ended = "flow"
                 self._send_bye(call)
