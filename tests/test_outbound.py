@@ -212,3 +212,23 @@ def test_a_half_duplex_line_is_never_used(tmp_path):
 def test_the_number_behind_the_prefix(prefix, dialled, expected):
     out = Outbound(Config(outbound_prefix=prefix), lambda: [])
     assert out.number_for(dialled) == expected
+
+
+def test_the_dialled_dtmf_is_read_back_by_multimon_ng(tmp_path):
+    # An outside decoder (multimon-ng, C, its own Goertzel DTMF demodulator) reads the
+    # digits Linebox sends down the line.
+    import shutil
+    import subprocess
+
+    from linebox.gateway.outbound import dial_audio
+
+    if not (shutil.which("multimon-ng") and shutil.which("sox")):
+        pytest.skip("multimon-ng or sox is not installed (scripts/ensure-deps --test)")
+    write_wav(tmp_path / "dial.wav", dial_audio("5551234*#0"))
+    raw = tmp_path / "dial.raw"            # multimon-ng reads raw 22.05 kHz
+    subprocess.run(["sox", str(tmp_path / "dial.wav"), "-t", "raw", "-r", "22050", "-e", "signed",
+                    "-b", "16", "-c", "1", str(raw)], check=True)
+    out = subprocess.run(["multimon-ng", "-q", "-a", "DTMF", "-t", "raw", str(raw)],
+                         capture_output=True, text=True, timeout=30).stdout
+    assert "".join(line.split(": ")[1] for line in out.splitlines() if line.startswith("DTMF: ")) \
+        == "5551234*#0"

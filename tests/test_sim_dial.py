@@ -132,3 +132,17 @@ def test_a_dial_for_an_extension_the_config_lacks_is_one_line_error(tmp_path):
     assert r.returncode != 0
     assert b"[[dial]] #1: extension 299 is no [[extension]]" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_call_out_through_the_real_modem_driver_and_an_emulated_modem(tmp_path):
+    # driver = "modem-sim": AT+VLS=1 seizes the line, the modem's audio carries the dial
+    # tone, the DTMF and the callee; a USR's false dial-tone reports (DLE d) during the
+    # call's progress are no hang-up.
+    path = setup(tmp_path)
+    path.write_text(path.read_text().replace('driver = "sim"', 'driver = "modem-sim"\nchipset = "usr"'))
+    events, exchange = simulate(tmp_path, path, SCENARIO)
+    progress = [(e["state"], e["status"]) for e in events if e["event"] == "phone_progress"]
+    assert progress == [("early", 183), ("answered", 200)]
+    assert [e["result"] for e in events if e["event"] == "outbound_end"] == ["line_busy"]
+    (rec,) = exchange.callee_records
+    assert loudest(rec.audio, 700.0) > -20.0
