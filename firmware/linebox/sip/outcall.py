@@ -13,7 +13,6 @@ The call's audio is an ordinary SIP call's (a LineRunner over a SipLine on the s
 media clock) running the bridge's ``bridged`` flow on the phone's end.
 """
 
-from linebox import events as ev_
 from linebox.caller import CallerId
 from linebox.calls.engine import LineRunner
 from linebox.gateway.bridge import bridged
@@ -146,9 +145,9 @@ class OutboundInvites:
         def flow(leg):
             return bridged(leg, end)
         with svc.lock:
+            # (No sip_call event: that is a phone calling Linebox's voicemail; the line
+            # publishes outbound_start / outbound_end for this one.)
             call.runner = LineRunner(call.line, None, "us", bus, flow, rings_needed=lambda: 0)
-            bus.publish({"event": ev_.SIP_CALL, "caller_number": p.ext.number,
-                         "caller_name": p.ext.name, "dialled": p.dialled, "line": None})
             call.runner.start_call(flow, CallerId(number=p.ext.number, name=p.ext.name))
         svc._media_next_phase = (svc._media_next_phase + 1) % MEDIA_PHASES
         call.line.align(svc._media_slot(svc._media_next_phase))
