@@ -232,3 +232,44 @@ def test_the_dialled_dtmf_is_read_back_by_multimon_ng(tmp_path):
                          capture_output=True, text=True, timeout=30).stdout
     assert "".join(line.split(": ")[1] for line in out.splitlines() if line.startswith("DTMF: ")) \
         == "5551234*#0"
+
+
+def test_a_one_digit_number_is_not_taken_for_dial_tone_coming_back(tmp_path):
+    # The dial tone heard before dialling is still "current" just after one short
+    # digit: that is no reorder.
+    w = World(tmp_path, [{"number": "0", "answer_after_rings": 1}])
+    phone = w.call("0")
+    w.run(14.0)
+    assert phone.states[:2] == ["early", "answered"]
+
+
+class DeafExchangeLine(Line):
+    """Dial tone that never stops: an exchange that takes no DTMF (pulse dialling only)."""
+
+    def __init__(self, line_id):
+        super().__init__(line_id)
+        from linebox.dsp.plans import tone_signal
+        self.tone = tone_signal("us", "dial", 1.0)
+        self.i = 0
+
+    def tick(self, out=None) -> Tick:
+        if not self.off_hook:
+            return Tick(SILENT_FRAME)
+        frame = self.tone[self.i:self.i + FRAME]
+        self.i = (self.i + FRAME) % len(self.tone)
+        return Tick(frame, loop=True)
+
+
+def test_dial_tone_that_never_stops_after_dialling_is_503(tmp_path):
+    w = World(tmp_path, [{"number": "1"}])
+    w.runners = [LineRunner(DeafExchangeLine(3), 3, "us", w.bus, lambda c: iter(()), rings_needed=lambda: 4)]
+    phone = w.call(extension=ext(lines=(3,)))
+    w.run(10.0)
+    assert phone.states == ["early", "failed"]
+    assert phone.call.status == 503 and phone.call.result == "reorder"
+
+
+def test_a_number_longer_than_20_digits_is_no_outside_number():
+    out = Outbound(Config(), lambda: [])
+    assert out.number_for("9" + "1" * 20) == ("1" * 20, False)
+    assert out.number_for("9" + "1" * 21) is None
