@@ -273,3 +273,22 @@ def test_a_number_longer_than_20_digits_is_no_outside_number():
     out = Outbound(Config(), lambda: [])
     assert out.number_for("9" + "1" * 20) == ("1" * 20, False)
     assert out.number_for("9" + "1" * 21) is None
+
+
+@pytest.mark.parametrize("plan", ["us", "uk", "de", "fr", "eu"])
+def test_every_plan_dial_tone_ringback_answer_and_busy(tmp_path, plan):
+    w = World(tmp_path, [{"number": "5551234", "answer_after_rings": 2, "steps": [
+        {"say": tone_wav(tmp_path, 1000.0, 3.0)}, {"hangup": "reorder"}]},
+        {"number": "5550000", "result": "busy"}], plan=plan)
+    phone = w.call()
+    marks = {}
+    phone.call.on_change(lambda c: marks.setdefault(c.state, w.ex.now))
+    w.run(25.0)
+    assert phone.states == ["early", "answered", "ended"], plan
+    # Answered on hearing the answer (the end of ringback or the voice), not before it.
+    (ans,) = w.of("callee_answer")
+    assert ans["t"] < marks["answered"] < ans["t"] + 6.0, (plan, ans, marks)
+    assert phone.call.result == "line_reorder"
+    busy = w.call("5550000")
+    w.run(12.0)
+    assert busy.states == ["early", "failed"] and busy.call.status == 486, plan
