@@ -137,3 +137,10 @@ def test_a_half_duplex_modem_cannot_ring_the_phones():
     msg = refused(lines='duplex = "half"\nring = ["201"]')
     assert "[[line]] #2 key 'ring': a half-duplex voice modem" in msg
     assert load(lines='duplex = "full"\nring = ["201"]').lines[1].ring == ("201",)
+
+
+def test_hwcheck_says_a_half_duplex_modem_cannot_bridge():
+    # (tests/test_hwcheck.py checks that this INFO line is printed for a half-duplex modem.)
+    from linebox.hw.check import HALF_DUPLEX
+    assert "cannot bridge a call to the IP phones" in HALF_DUPLEX
+    assert "no ring group, no calls out" in HALF_DUPLEX

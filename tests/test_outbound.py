@@ -212,3 +212,83 @@ def test_a_half_duplex_line_is_never_used(tmp_path):
 def test_the_number_behind_the_prefix(prefix, dialled, expected):
     out = Outbound(Config(outbound_prefix=prefix), lambda: [])
     assert out.number_for(dialled) == expected
+
+
+def test_the_dialled_dtmf_is_read_back_by_multimon_ng(tmp_path):
+    # An outside decoder (multimon-ng, C, its own Goertzel DTMF demodulator) reads the
+    # digits Linebox sends down the line.
+    import shutil
+    import subprocess
+
+    from linebox.gateway.outbound import dial_audio
+
+    if not (shutil.which("multimon-ng") and shutil.which("sox")):
+        pytest.skip("multimon-ng or sox is not installed (scripts/ensure-deps --test)")
+    write_wav(tmp_path / "dial.wav", dial_audio("5551234*#0"))
+    raw = tmp_path / "dial.raw"            # multimon-ng reads raw 22.05 kHz
+    subprocess.run(["sox", str(tmp_path / "dial.wav"), "-t", "raw", "-r", "22050", "-e", "signed",
+                    "-b", "16", "-c", "1", str(raw)], check=True)
+    out = subprocess.run(["multimon-ng", "-q", "-a", "DTMF", "-t", "raw", str(raw)],
+                         capture_output=True, text=True, timeout=30).stdout
+    assert "".join(line.split(": ")[1] for line in out.splitlines() if line.startswith("DTMF: ")) \
+        == "5551234*#0"
+
+
+def test_a_one_digit_number_is_not_taken_for_dial_tone_coming_back(tmp_path):
+    # The dial tone heard before dialling is still "current" just after one short
+    # digit: that is no reorder.
+    w = World(tmp_path, [{"number": "0", "answer_after_rings": 1}])
+    phone = w.call("0")
+    w.run(14.0)
+    assert phone.states[:2] == ["early", "answered"]
+
+
+class DeafExchangeLine(Line):
+    """Dial tone that never stops: an exchange that takes no DTMF (pulse dialling only)."""
+
+    def __init__(self, line_id):
+        super().__init__(line_id)
+        from linebox.dsp.plans import tone_signal
+        self.tone = tone_signal("us", "dial", 1.0)
+        self.i = 0
+
+    def tick(self, out=None) -> Tick:
+        if not self.off_hook:
+            return Tick(SILENT_FRAME)
+        frame = self.tone[self.i:self.i + FRAME]
+        self.i = (self.i + FRAME) % len(self.tone)
+        return Tick(frame, loop=True)
+
+
+def test_dial_tone_that_never_stops_after_dialling_is_503(tmp_path):
+    w = World(tmp_path, [{"number": "1"}])
+    w.runners = [LineRunner(DeafExchangeLine(3), 3, "us", w.bus, lambda c: iter(()), rings_needed=lambda: 4)]
+    phone = w.call(extension=ext(lines=(3,)))
+    w.run(10.0)
+    assert phone.states == ["early", "failed"]
+    assert phone.call.status == 503 and phone.call.result == "reorder"
+
+
+def test_a_number_longer_than_20_digits_is_no_outside_number():
+    out = Outbound(Config(), lambda: [])
+    assert out.number_for("9" + "1" * 20) == ("1" * 20, False)
+    assert out.number_for("9" + "1" * 21) is None
+
+
+@pytest.mark.parametrize("plan", ["us", "uk", "de", "fr", "eu"])
+def test_every_plan_dial_tone_ringback_answer_and_busy(tmp_path, plan):
+    w = World(tmp_path, [{"number": "5551234", "answer_after_rings": 2, "steps": [
+        {"say": tone_wav(tmp_path, 1000.0, 3.0)}, {"hangup": "reorder"}]},
+        {"number": "5550000", "result": "busy"}], plan=plan)
+    phone = w.call()
+    marks = {}
+    phone.call.on_change(lambda c: marks.setdefault(c.state, w.ex.now))
+    w.run(25.0)
+    assert phone.states == ["early", "answered", "ended"], plan
+    # Answered on hearing the answer (the end of ringback or the voice), not before it.
+    (ans,) = w.of("callee_answer")
+    assert ans["t"] < marks["answered"] < ans["t"] + 6.0, (plan, ans, marks)
+    assert phone.call.result == "line_reorder"
+    busy = w.call("5550000")
+    w.run(12.0)
+    assert busy.states == ["early", "failed"] and busy.call.status == 486, plan

@@ -473,6 +473,10 @@ steps = [ {{ silence = 1.0 }}, {{ say = "{k1}" }}, {{ silence = 30.0 }} ]
 [[callee]]
 number = "5550000"
 result = "busy"
+
+[[callee]]
+number = "5559999"
+result = "no_answer"
 """
 
 
@@ -505,11 +509,22 @@ def test_a_phone_behind_kamailio_calls_out_through_the_sim_line(tmp_path, pbx, b
         phone.command("dial", f"sip:5550000@127.0.0.1:{pbx.port}")
         closed = phone.wait_event("CALL_CLOSED", 30, after=n)
         busy_end = sim.events.wait("outbound_end", timeout=10, pump=phone.pump, after=1)
+        sim.events.wait("onhook", timeout=10, pump=phone.pump, after=1)
+        # Nobody answers; the phone gives up during the ringback: CANCEL through Kamailio,
+        # the line goes on-hook.
+        n = len(phone.events)
+        phone.command("dial", f"sip:5559999@127.0.0.1:{pbx.port}")
+        sim.events.wait("dialled", number="5559999", timeout=20, pump=phone.pump)
+        phone.pump(3.0)
+        phone.command("hangup")
+        cancel_end = sim.events.wait("outbound_end", timeout=10, pump=phone.pump, after=2)
+        sim.events.wait("onhook", timeout=10, pump=phone.pump, after=2)
     finally:
         sim.stop()
     assert "through the gateway at sip:5551234@127.0.0.1:" in pbx.log()
     assert end["extension"] == GATEWAY and end["result"].startswith("phone_")
     assert busy_end["result"] == "busy"
+    assert cancel_end["result"] == "cancelled", cancel_end
     assert "486" in json_dump(closed), closed
     (record,) = [r for r in sim.exchange.callee_records if r.number == "5551234"]
     assert tone_db(record.audio, 700) > -30, "the phone's 700 Hz never reached the callee"

@@ -79,6 +79,8 @@ PHONE_RINGING = "phone_ringing"
 PHONE_ANSWER = "phone_answer"
 PHONE_RING_STOPPED = "phone_ring_stopped"
 PHONE_HANGUP = "phone_hangup"
+PHONE_DIAL = "phone_dial"              # a scenario phone calls out (sim/dialer.py)
+PHONE_PROGRESS = "phone_progress"      # what its call out did (183, 200, a failure)
 # ---- the simulated exchange (sim/exchange.py): the caller's side, for transcripts
 INCOMING = "incoming"
 CALLER_GAVE_UP = "caller_gave_up"
@@ -140,6 +142,8 @@ CATALOGUE: dict[str, EventKind] = {k.name: k for k in (
     EventKind(PHONE_ANSWER, ("extension",), "sim/phones.py"),
     EventKind(PHONE_RING_STOPPED, ("extension", "reason"), "sim/phones.py"),
     EventKind(PHONE_HANGUP, ("extension", "cause"), "sim/phones.py"),
+    EventKind(PHONE_DIAL, ("extension", "dialled"), "sim/dialer.py"),
+    EventKind(PHONE_PROGRESS, ("extension", "state", "status", "reason"), "sim/dialer.py"),
     EventKind(INCOMING, ("caller_number", "caller_name"), "sim/exchange.py"),
     EventKind(CALLER_GAVE_UP, ("rings",), "sim/exchange.py"),
     EventKind(CALLER_HANGUP, ("how",), "sim/exchange.py"),

@@ -46,6 +46,7 @@ DTMF_HIGH_DBM0, DTMF_LOW_DBM0 = -5.0, -7.0
 # answered without ringback (some PBX lines give none); the call is bridged already.
 NO_PROGRESS_ANSWER = 10.0
 RINGBACK_LIMIT = 180.0        # s of ringback: nobody answers -> 480
+MAX_NUMBER = 20               # digits after the prefix (E.164: 15, plus access codes)
 VOICE_ANSWER = 0.4            # s of voice on the line (outside tones, the phone quiet)
 _PHONE_QUIET = frame_energy(-45.0)
 
@@ -155,7 +156,7 @@ class Outbound:
         if not dialled.startswith(prefix) or len(dialled) == len(prefix):
             return None
         number = dialled[len(prefix):]
-        if not number or not set(number) <= set("0123456789*#"):
+        if not number or len(number) > MAX_NUMBER or not set(number) <= set("0123456789*#"):
             return None
         return number, number in emergency
 
@@ -270,6 +271,11 @@ def _progress(oc: OutboundCall, call: Call, end) -> Flow:
     quiet = 0                         # frames with no tone at all
     voice = 0
     need_voice = _frames(VOICE_ANSWER)
+    # The dial tone heard before dialling may still be "current" for a moment after a
+    # short number (its occurrence ends 0.3 s after it stops); only a dial tone that
+    # comes back is progress. One that never stops: the exchange took no digits.
+    old_dial = listener.tone == "dial"
+    old_dial_frames = 0
     while True:
         frame = end.pull()
         yield frame
@@ -278,6 +284,12 @@ def _progress(oc: OutboundCall, call: Call, end) -> Flow:
         call.check()
         end.push(call.heard)
         tone = listener.tone
+        if tone == "dial" and old_dial:
+            old_dial_frames += 1
+            if old_dial_frames < _frames(DIAL_TONE_WAIT):
+                continue
+        elif old_dial:
+            old_dial = False
         if tone in TONE_RESULTS:
             status, reason, result = TONE_RESULTS[tone]
             oc._fail(status, reason, result)

@@ -677,8 +677,6 @@ class Trunk:
         self.pbx = PbxCalls(service, self.cfg, self.txns)
         self.gate = TrunkGate(self.cfg, service.clock)
         self.phones = TrunkPhones(self)
-        self.legs: dict[str, OutboundLeg] = {}     # Call-ID -> a PBX call going out
-        self._outbound = None
 
     @property
     def state(self) -> str:
@@ -723,83 +721,22 @@ class Trunk:
             return
         self.call_out(req, peer, txn, dialled, caller, route_set)
 
-    def outbound(self):
-        if self._outbound is None:
-            from linebox.gateway.outbound import Outbound
-            app = self.service.app
-            self._outbound = Outbound(self.service.config, lambda: app.runners)
-        return self._outbound
-
     def call_out(self, req: Message, peer: Peer, txn, dialled: str, caller: Caller, route_set) -> None:
-        """The PBX's call to ``dialled``: out through a free line."""
-        from linebox.gateway.outbound import Refused
-        from linebox.sip.rtp import open_rtp_socket
-        from linebox.sip.sdp import SessionDescription, negotiate, parse_offer
-        from linebox.sip.server import Dialog, SipCall
-        from linebox.sip.uac import BridgedSipLine
+        """The PBX's call to ``dialled``: out through a free line, by the gateway's
+        outbound route (sip/outcall.py: 183 early media, 200, or the line's final answer)."""
         svc = self.service
-        tag = secrets.token_hex(6)
         if not dialled or not set(dialled) <= set("0123456789*#") or len(dialled) > 32:
             log.info("the PBX sent a call to %r: not a number to dial", dialled)
-            svc._reply(req, peer, 404, "Not Found", to_tag=tag, txn=txn)
+            svc._reply(req, peer, 404, "Not Found", to_tag=secrets.token_hex(6), txn=txn)
             return
-        try:
-            media = negotiate(parse_offer(req.body))
-        except SipParseError:
-            media = None
-        if media is None:
-            svc._reply(req, peer, 488, "Not Acceptable Here", to_tag=tag, txn=txn)
+        if not svc.app.runners:
+            log.info("the PBX sent a call to %s: no line to call out on", dialled)
+            svc._reply(req, peer, 503, "Service Unavailable", to_tag=secrets.token_hex(6), txn=txn)
             return
-        contact = svc._contact_uri(req)
-        if contact is None:
-            svc._reply(req, peer, 400, "Bad Request", to_tag=tag, txn=txn)
-            return
-        svc._reply(req, peer, 100, "Trying", txn=txn)
-        router = self.outbound()
-        lines = tuple(r.id for r in svc.app.runners)
-        account = PbxAccount(number=self.cfg.username, name=caller.name, lines=lines)
-        emergency = dialled in svc.config.gateway.emergency
-        with svc.lock:
-            try:
-                oc = router.place(account, dialled, emergency=emergency)
-            except Refused as e:
-                oc = None
-                refused = e
-        if oc is None:
-            log.info("the PBX's call to %s refused: %s", dialled, refused)
-            svc._reply(req, peer, refused.status, refused.reason, to_tag=tag, txn=txn)
-            return
-        local = local_address_for(peer.addr[0], svc.cfg.host)
-        sock = open_rtp_socket(local if svc.cfg.host in ("0.0.0.0", "") else svc.cfg.host)
-        sdp = SessionDescription(local, sock.getsockname()[1])
-        dialog = Dialog(call_id=req.call_id, local_tag=tag, local=f"{req.get('to')};tag={tag}",
-                        remote=req.get("from"), remote_tag=req.from_.params.get("tag", ""),
-                        target=contact, peer=peer, extension=self.cfg.username,
-                        remote_cseq=req.cseq[0], route=list(route_set))
-        call = SipCall(dialog=dialog, line=BridgedSipLine(sock, media, peer.addr[0]), sdp=sdp,
-                       invite_branch=txn.key[0])
-        svc.calls[(req.call_id, tag)] = call
-        svc.calls_by_id[req.call_id] = call
-        txn.expires_at = float("inf")         # kept until the final answer (retransmissions, CANCEL)
-        leg = OutboundLeg(self, req, peer, txn, oc, call, sdp.answer(media))
-        self.legs[req.call_id] = leg
+        account = PbxAccount(number=self.cfg.username, name=caller.name,
+                             lines=tuple(r.id for r in svc.app.runners))
         log.info("the PBX sends %s (%s) out: %s", caller.number, caller.name, dialled)
-        with svc.lock:
-            oc.on_change(leg.on_change)
-        leg.progress()                        # it may have moved already
-
-    def on_cancel(self, call) -> bool:
-        """A CANCEL for one of our calls out not answered yet: True when handled."""
-        leg = self.legs.get(call.dialog.call_id)
-        if leg is None or leg.call is not call or leg.state not in ("trying", "early"):
-            return False
-        leg.cancelled()
-        return True
-
-    def call_over(self, call) -> None:
-        leg = self.legs.get(call.dialog.call_id)
-        if leg is not None and leg.call is call:
-            self.legs.pop(call.dialog.call_id, None)
+        svc.accept_invite(req, peer, txn, account, ("outbound", dialled), dialled, route_set=route_set)
 
 
 # ================================================================ analog calls to the PBX
@@ -949,80 +886,3 @@ class PbxAccount:
     name: str
     lines: tuple[int, ...]
     dial: tuple[str, ...] | None = None
-
-
-class OutboundLeg:
-    """A call the PBX sent to Linebox, going out through a line (gateway/outbound.py):
-    100, then 183 with SDP once the line is dialling (early media: the PBX hears
-    ringback, busy, SIT from the line), 200 on the answer, or the final error the line's
-    call progress gave (486 busy, 503 reorder/no dial tone, 404 SIT, 480 no answer)."""
-
-    def __init__(self, trunk: "Trunk", req: Message, peer: Peer, txn, oc, call, answer_sdp: bytes) -> None:
-        self.trunk = trunk
-        self.req, self.peer, self.txn = req, peer, txn
-        self.oc = oc
-        self.call = call
-        self.answer_sdp = answer_sdp
-        self.tag = call.dialog.local_tag
-        self.state = "trying"                # trying | early | answered | done
-        self.media_started = False
-
-    def on_change(self, oc) -> None:
-        # On the line's thread, under the appliance lock: note it, hand over.
-        if oc.state == "failed" and self.call.ended is None and self.state != "answered":
-            self.call.ended = "rejected"     # no BYE for a call never answered
-        self.trunk.service.call_soon(self.progress)
-
-    def progress(self) -> None:
-        svc, oc = self.trunk.service, self.oc
-        if self.state == "done":
-            return
-        if oc.state in ("early", "answered") and not self.media_started:
-            self.media_started = True
-            from linebox.gateway.bridge import bridged
-            svc.start_media_call(self.call, self.trunk.cfg.username, lambda c: bridged(c, oc.phone_end),
-                                 CallerId(number=oc.number, name=None))
-        if oc.state == "early" and self.state == "trying":
-            self.state = "early"
-            svc._reply(self.req, self.peer, 183, "Session Progress",
-                       [("Contact", svc._our_contact(self.peer)), ("Content-Type", "application/sdp")],
-                       to_tag=self.tag, body=self.answer_sdp, txn=self.txn)
-        elif oc.state == "answered" and self.state in ("trying", "early"):
-            self.state = "answered"
-            from linebox.sip.server import ALLOW
-            call = self.call
-            call.ok = svc._reply(self.req, self.peer, 200, "OK",
-                                 [("Contact", svc._our_contact(self.peer)), ("Allow", ALLOW),
-                                  ("Content-Type", "application/sdp")],
-                                 to_tag=self.tag, body=self.answer_sdp, txn=self.txn)
-            call.answered_at = svc.clock()
-            self.txn.expires_at = svc.clock() + TIMER_64T1
-            svc._retransmit_ok(call)
-            log.info("call out to %s on line %s answered", oc.number, oc.line_id)
-        elif oc.state in ("failed", "ended") and self.state in ("trying", "early"):
-            self.final(oc.status or 503, oc.reason or "Service Unavailable")
-
-    def final(self, status: int, reason: str) -> None:
-        svc = self.trunk.service
-        self.state = "done"
-        if self.call.ended is None:
-            self.call.ended = "rejected"
-        self.txn.expires_at = svc.clock() + TIMER_64T1
-        log.info("call out to %s: %d %s", self.oc.number, status, reason)
-        svc._reply(self.req, self.peer, status, reason, to_tag=self.tag, txn=self.txn)
-        self.call.line.end("rejected")
-        if not self.media_started:
-            self._forget()
-
-    def cancelled(self) -> None:
-        """The PBX's CANCEL before the answer: 487 to the INVITE, the line on hook."""
-        self.oc.hang_up("cancel")
-        self.final(487, "Request Terminated")
-
-    def _forget(self) -> None:
-        svc = self.trunk.service
-        self.call.line.close()
-        svc.calls.pop((self.call.dialog.call_id, self.tag), None)
-        if svc.calls_by_id.get(self.call.dialog.call_id) is self.call:
-            del svc.calls_by_id[self.call.dialog.call_id]
-        self.trunk.legs.pop(self.call.dialog.call_id, None)

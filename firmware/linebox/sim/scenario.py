@@ -158,6 +158,20 @@ class CalleeSpec:
 
 
 @dataclass(frozen=True)
+class DialSpec:
+    """One ``[[dial]]``: an IP phone of ``extension`` dials ``number`` at ``at`` seconds
+    (a call out through a line, as the gateway places it), then acts out ``steps`` once
+    the call is answered, recording what it hears to ``record``."""
+
+    index: int
+    extension: str
+    number: str
+    at: float
+    steps: tuple[Step, ...] = ()
+    record: Path | None = None
+
+
+@dataclass(frozen=True)
 class Scenario:
     """A whole scenario: the calls in file order and the line's analog imperfections."""
 
@@ -167,6 +181,7 @@ class Scenario:
     line_noise_dbm0: float | None = -70.0
     start: datetime | None = None
     phones: tuple[PhoneSpec, ...] = ()
+    dials: tuple[DialSpec, ...] = ()
 
     def lines(self) -> set[int]:
         """The line ids the scenario calls (each must be a ``driver = "sim"`` line)."""
@@ -199,18 +214,20 @@ def load_scenario(path) -> Scenario:
 
 def parse_scenario(data: dict, base_dir: Path, source: str = "<scenario>") -> Scenario:
     """Check a parsed scenario; ``say`` paths are relative to ``base_dir``."""
-    _no_unknown(data, {"call", "callee", "start", "echo_return_loss_db", "line_noise_dbm0",
-                       "phone"}, "")
+    _no_unknown(data, {"call", "callee", "dial", "start", "echo_return_loss_db",
+                       "line_noise_dbm0", "phone"}, "")
     calls = data.get("call")
     callees = data.get("callee", [])
-    if not isinstance(callees, list) or not all(isinstance(c, dict) for c in callees):
-        raise ScenarioError("key 'callee': must be an array of tables [[callee]]")
-    if calls is None and not callees:
+    dials = data.get("dial", [])
+    for key, v in (("callee", callees), ("dial", dials)):
+        if not isinstance(v, list) or not all(isinstance(c, dict) for c in v):
+            raise ScenarioError(f"key {key!r}: must be an array of tables [[{key}]]")
+    if calls is None and not callees and not dials:
         raise ScenarioError(f"{source}: no [[call]]: nothing to simulate")
-    calls = [] if calls is None and callees else calls
+    calls = [] if calls is None else calls
     if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
         raise ScenarioError("key 'call': must be an array of tables [[call]]")
-    if not calls and not callees:
+    if not calls and not callees and not dials:
         raise ScenarioError(f"{source}: no [[call]]: nothing to simulate")
     wavs: dict[Path, object] = {}
     parsed_callees = tuple(_callee(i, c, Path(base_dir), wavs) for i, c in enumerate(callees, 1))
@@ -226,6 +243,7 @@ def parse_scenario(data: dict, base_dir: Path, source: str = "<scenario>") -> Sc
         line_noise_dbm0=_optional_level(data, "line_noise_dbm0", -70.0, -120.0, -20.0),
         start=_start(data.get("start")),
         phones=_phones(data.get("phone", []), Path(base_dir), wavs),
+        dials=tuple(_dial(i, d, Path(base_dir), wavs) for i, d in enumerate(dials, 1)),
     )
 
 
@@ -256,6 +274,32 @@ def _phones(v, base_dir: Path, wavs: dict) -> tuple[PhoneSpec, ...]:
                         for j, s in enumerate(steps, 1)),
             record=(base_dir / record).resolve() if record else None))
     return tuple(out)
+
+
+def _dial(index: int, d: dict, base_dir: Path, wavs: dict) -> DialSpec:
+    where = f"[[dial]] #{index} "
+    _no_unknown(d, {"extension", "number", "at", "steps", "record"}, where)
+    ext = d.get("extension")
+    if not isinstance(ext, str) or not ext.isdigit() or not 2 <= len(ext) <= 8:
+        raise ScenarioError(f"{where}key 'extension': must be 2 to 8 digits in quotes, like \"201\"")
+    number = d.get("number")
+    if (not isinstance(number, str) or not 1 <= len(number) <= MAX_CALLEE_NUMBER + 4
+            or not set(number) <= set("0123456789*#")):
+        raise ScenarioError(f"{where}key 'number': must be what the phone dials, 0-9 * # in "
+                            "quotes, like \"95551234\"")
+    at = _seconds(d.get("at", 0), f"{where}key 'at'", limit=MAX_GAP_SECONDS)
+    steps = d.get("steps", [])
+    if not isinstance(steps, list):
+        raise ScenarioError(f"{where}key 'steps': must be an array of steps")
+    parsed = tuple(_phone_step(s, f"{where}steps[{j}]: ", base_dir, wavs)
+                   for j, s in enumerate(steps, 1))
+    if any(isinstance(s, Transfer) for s in parsed):
+        raise ScenarioError(f"{where}steps: a phone calling out cannot transfer")
+    record = d.get("record")
+    if record is not None and (not isinstance(record, str) or not record):
+        raise ScenarioError(f"{where}key 'record': must be the path of a WAV file to write")
+    return DialSpec(index=index, extension=ext, number=number, at=at, steps=parsed,
+                    record=(base_dir / record).resolve() if record else None)
 
 
 def _phone_step(s, where: str, base_dir: Path, wavs: dict) -> Step:

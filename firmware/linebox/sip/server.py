@@ -47,9 +47,10 @@ ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, INFO, R
 SERVER = "Linebox"
 
 
-def dial_plan(dialled: str, extension, boxes) -> tuple[str, str | None] | None:
-    """What a dialled number means (contract §9): ("login", box or None) or ("message",
-    box); None for anything else."""
+def dial_plan(dialled: str, extension, boxes, outbound=None) -> tuple[str, str | None] | None:
+    """What a dialled number means (contract §9): ("login", box or None), ("message",
+    box), or with the gateway ("outbound", number) when ``outbound(dialled)`` finds the
+    number to dial on a line; None for anything else."""
     if dialled in ("*56", "*98"):
         return "login", None
     if dialled.startswith("*56") and dialled[3:] in boxes:
@@ -58,6 +59,9 @@ def dial_plan(dialled: str, extension, boxes) -> tuple[str, str | None] | None:
         return "login", extension.mailboxes[0]
     if dialled in boxes:
         return "message", dialled
+    found = outbound(dialled) if outbound is not None else None
+    if found is not None:
+        return "outbound", found[0]
     return None
 
 
@@ -124,6 +128,7 @@ class SipCall:
     bye_sent: bool = False
     invite_branch: str = ""
     ready: bool = True                  # its last frame has been through its runner
+    outbound: object = None             # a call out through a line (sip/outcall.py)
 
 
 @dataclass
@@ -187,6 +192,8 @@ class SipService:
         self.allow = ALLOW
         from linebox.sip.uac import SipPhones  # the gateway: ringing the phones
         self.uac = SipPhones(self)
+        from linebox.sip.outcall import OutboundInvites  # the gateway: calls out
+        self.outcalls = OutboundInvites(self)
         self.trunk = None
         if self.cfg.mode == "trunk":
             from linebox.gateway.trunk import Trunk  # Linebox as a gateway behind a PBX
@@ -595,9 +602,16 @@ class SipService:
                 self.subs.pop(key, None)
         for key, txn in list(self.server_txns.items()):
             if txn.expires_at <= now:
+                if txn.is_invite and txn.final == 0 and self._pending_outbound(key[0]):
+                    continue           # a call out still ringing: its CANCEL must find it
                 del self.server_txns[key]
 
     # ================================================================ calls
+    def _pending_outbound(self, branch: str) -> bool:
+        """A call out through a line whose INVITE (``branch``) has no final answer yet."""
+        return any(c.outbound is not None and c.invite_branch == branch and not c.ok and c.ended is None
+                   for c in self.calls.values())
+
     def _on_invite(self, req: Message, peer: Peer, txn) -> None:
         to_tag = req.to.params.get("tag")
         if to_tag:
@@ -613,7 +627,7 @@ class SipService:
         if req.from_.uri.user != user:
             log.warning("extension %s from %s called as %s", user, peer.addr[0], req.from_.uri.user)
         dialled = urllib.parse.unquote(sipmsg.parse_uri(req.uri).user or "")
-        route = dial_plan(dialled, ext, self.config.boxes)
+        route = dial_plan(dialled, ext, self.config.boxes, self.outcalls.number_for)
         self.accept_invite(req, peer, txn, ext, route, dialled)
 
     def accept_invite(self, req: Message, peer: Peer, txn, ext, route, dialled: str,
@@ -643,6 +657,12 @@ class SipService:
         contact = self._contact_uri(req)
         if contact is None:
             self._reply(req, peer, 400, "Bad Request", to_tag=tag, txn=txn)
+            return
+        if route[0] == "outbound":
+            self.outcalls.invite(req, peer, txn, user, ext, route[1], media, contact, tag, dialled)
+            call = self.calls.get((req.call_id, tag))
+            if call is not None:
+                call.dialog.route = list(route_set)
             return
         self._reply(req, peer, 100, "Trying", txn=txn)
         local = local_address_for(peer.addr[0], self.cfg.host)
@@ -785,12 +805,12 @@ class SipService:
             item[1]()
         elif item[0] == "counts":
             self._counts_changed(item[1], item[2])
+        elif item[0] == "outbound":
+            self.outcalls.progress(item[1])
         elif item[0] == "uac":
             self.uac.handle(item[1:])
         elif item[0] == "call_over":
             call = item[1]
-            if self.trunk is not None:
-                self.trunk.call_over(call)
             self.uac.leg_over(call)
             if call.ended is None:
                 call.ended = "flow"
@@ -846,15 +866,18 @@ class SipService:
             return
         self._reply(req, peer, 200, "OK", txn=txn)
         call = self.calls_by_id.get(req.call_id)
-        if call is not None and self.trunk is not None and call.invite_branch == branch \
-                and self.trunk.on_cancel(call):
-            return                             # a call out not answered yet: 487
+        if call is not None and call.outbound is not None and not call.ok:
+            self.outcalls.cancel(call)            # a call out not answered yet: 487
+            return
         if call is not None and call.invite_branch == branch and not call.acked:
             # We answer at once, so a CANCEL meets a 200 already on its way: end the call
             # here too (the phone will also send its BYE after the ACK).
             self._end_call(call, "cancel")
 
     def _end_call(self, call: SipCall, cause: str) -> None:
+        if call.outbound is not None and not call.ok:
+            self.outcalls.cancel(call, cause)     # no dialog yet: a final response, no BYE
+            return
         if call.ended is None:
             call.ended = cause
             self._send_bye(call)
