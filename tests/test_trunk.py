@@ -676,3 +676,27 @@ def test_the_pbx_sending_a_box_number_leaves_a_message_there(tmp_path, pbx, daem
     msg = d.store.get(saved["id"])
     assert msg["caller_number"] == PHONE and msg["line"] is None
     assert saved["seconds"] >= 1.5
+
+
+@needs_kamailio
+def test_hwcheck_asks_the_pbx_for_the_bindings_with_the_credentials(tmp_path, pbx, daemons):
+    import io
+
+    from linebox.config import load_config
+    from linebox.hw.check import Report, run_checks
+    good = load_config(trunk_config(tmp_path, free_port(), pbx.port))
+    report = run_checks(good, None, Report(io.StringIO()))
+    assert ("OK", "PBX (sip trunk)", f"sip:127.0.0.1:{pbx.port} accepts '{GATEWAY}'; 0 contact(s) registered now") \
+        in report.results
+    d = SipDaemon(trunk_config(tmp_path, free_port(), pbx.port, device="running"))
+    daemons.append(d)
+    d.events.wait("trunk_state", state="registered", timeout=15)
+    report = run_checks(good, None, Report(io.StringIO()))
+    assert any(r[2].endswith("1 contact(s) registered now") for r in report.results), report.results
+    assert pbx.contacts(GATEWAY)                 # the query changed nothing
+    bad = load_config(trunk_config(tmp_path, free_port(), pbx.port, password="wrong", device="bad"))
+    report = run_checks(bad, None, Report(io.StringIO()))
+    assert ("FAIL", "PBX (sip trunk)", f"the PBX refused the credentials of '{GATEWAY}' (403)") in report.results
+    nobody = load_config(trunk_config(tmp_path, free_port(), free_port(), device="nobody"))
+    report = run_checks(nobody, None, Report(io.StringIO()))
+    assert report.failed and "no answer from 127.0.0.1:" in report.results[-1][2]

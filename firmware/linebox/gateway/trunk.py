@@ -886,3 +886,66 @@ class PbxAccount:
     name: str
     lines: tuple[int, ...]
     dial: tuple[str, ...] | None = None
+
+
+# ================================================================ linebox hwcheck
+def probe(trunk_cfg, bind_host: str = "0.0.0.0", timeout: float = 3.0) -> tuple[bool, str]:
+    """Ask the registrar for the gateway's bindings (a REGISTER without Contact, RFC 3261
+    §10.2.3: it changes nothing), answering its challenge: (ok, what was found). For
+    ``linebox hwcheck``, with or without the daemon running."""
+    host, port = uri_target(trunk_cfg.registrar)
+    target = resolve(host, port)
+    if target is None:
+        return False, f"cannot resolve {host} (registrar {trunk_cfg.registrar})"
+    creds = Credentials(trunk_cfg.username, trunk_cfg.password, trunk_cfg.ha1)
+    aor = f"sip:{trunk_cfg.username}@{host}"
+    call_id, tag = secrets.token_hex(12) + "@linebox", secrets.token_hex(6)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((bind_host if bind_host not in ("", "0.0.0.0") else "0.0.0.0", 0))
+        s.settimeout(timeout)
+        local = local_address_for(target[0], bind_host)
+        auth = None
+        for cseq in (1, 2, 3):
+            branch = new_branch()
+            headers = [("Via", f"SIP/2.0/UDP {local}:{s.getsockname()[1]};branch={branch};rport"),
+                       ("Max-Forwards", "70"), ("From", f"<{aor}>;tag={tag}"), ("To", f"<{aor}>"),
+                       ("Call-ID", call_id), ("CSeq", f"{cseq} REGISTER"), ("User-Agent", USER_AGENT)]
+            if auth is not None:
+                headers.append(auth)
+            s.sendto(sipmsg.build(f"REGISTER {trunk_cfg.registrar} SIP/2.0", headers), target)
+            resp = _await_final(s, branch)
+            if resp is None:
+                return False, f"no answer from {target[0]}:{target[1]} in {timeout:.0f} s"
+            ch = challenge_of(resp)
+            if ch is not None and cseq < 3 and auth is None:
+                try:
+                    auth = (ch[0], digest_authorization(ch[1], creds, "REGISTER", trunk_cfg.registrar))
+                except ValueError as e:
+                    return False, str(e)
+                continue
+            if ch is not None or (resp.status == 403 and auth is not None):
+                return False, f"the PBX refused the credentials of {trunk_cfg.username!r} ({resp.status})"
+            if 200 <= resp.status < 300:
+                try:
+                    contacts = resp.contacts()
+                except SipParseError:
+                    contacts = []
+                n = 0 if contacts == "*" else len(contacts)
+                return True, (f"{trunk_cfg.registrar} accepts {trunk_cfg.username!r}; "
+                              f"{n} contact(s) registered now")
+            return False, f"{resp.status} {resp.reason} from {target[0]}:{target[1]}"
+    return False, "no final answer"
+
+
+def _await_final(s: socket.socket, branch: str) -> Message | None:
+    while True:
+        try:
+            data = s.recv(65535)
+        except (TimeoutError, OSError):
+            return None
+        try:
+            resp = sipmsg.parse(data)
+        except SipParseError:
+            continue
+        if not resp.is_request and resp.vias and resp.vias[0].branch == branch and resp.status >= 200:
+            return resp

@@ -92,6 +92,11 @@ def run_checks(cfg: Config, pins: Pins | None, report: Report,
             check_modem(lc, report, serial_dir, modem_factory)
         else:
             report.skip(f"line {lc.id}", "simulated line (driver sim)")
+    sip = cfg.sip
+    if sip is not None and sip.enabled and sip.trunk is not None:
+        from linebox.gateway.trunk import probe
+        ok, detail = probe(sip.trunk, sip.host)
+        (report.ok if ok else report.fail)("PBX (sip trunk)", detail)
     found = serial_devices(serial_dir)
     if found or any(lc.driver == "modem" for lc in cfg.lines):
         for name, target in found:
