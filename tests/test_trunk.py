@@ -700,3 +700,37 @@ def test_hwcheck_asks_the_pbx_for_the_bindings_with_the_credentials(tmp_path, pb
     nobody = load_config(trunk_config(tmp_path, free_port(), free_port(), device="nobody"))
     report = run_checks(nobody, None, Report(io.StringIO()))
     assert report.failed and "no answer from 127.0.0.1:" in report.results[-1][2]
+
+
+@needs_kamailio
+@pytest.mark.flaky(reruns=2, reruns_delay=2)
+def test_the_phone_behind_kamailio_hangs_up_and_the_line_goes_on_hook(tmp_path, pbx, baresips):
+    from sipkit import Baresip
+
+    phone = Baresip(tmp_path, PHONE, PHONE_PASSWORD, pbx.port, tone_file(tmp_path, 700, 60, "p700.wav"),
+                    answer=True)
+    baresips.append(phone)
+    phone.wait_log("200 OK")
+    sim = SimWithTrunk(tmp_path, trunk_config(tmp_path, free_port(), pbx.port, lines=SIM_LINE), """
+[[call]]
+line = 1
+at = 1.0
+caller = { number = "5551234567" }
+give_up_after_rings = 12
+steps = [ { wait = "answer" }, { silence = 30.0 }, { hangup = "busy" } ]
+""")
+    try:
+        sim.events.wait("trunk_state", state="registered", timeout=15)
+        sim.run()
+        sim.events.wait("bridged", timeout=30, pump=phone.pump)
+        phone.wait_event("CALL_ESTABLISHED", 5)
+        phone.pump(1.0)
+        phone.command("hangup")
+        t = time.monotonic()
+        sim.events.wait("onhook", timeout=10, pump=phone.pump)
+        took = time.monotonic() - t
+        sim.join(60)
+    finally:
+        sim.stop()
+    assert took < 2.0, took                     # the PBX's BYE puts the line on-hook at once
+    assert not sim.events.of("message_saved")   # the voicemail route never answered
