@@ -302,6 +302,15 @@ def test_trunk_config_keys_and_their_errors():
             _sip(mode="trunk", **keys)
     with pytest.raises(ConfigError, match="key 'registrar': only with mode = \"trunk\""):
         _sip(registrar="sip:pbx")
+    from linebox.config import summary
+    assert summary(cfg) == "0 lines, 1 box, sip trunk (gw at sip:pbx.example.com)"
+    trunk = dict(mode="trunk", registrar="sip:pbx", username="gw", password="x", inbound_uri="sip:201@pbx")
+    with pytest.raises(ConfigError, match=r"\[\[extension\]\]: not in \[sip\] mode = \"trunk\""):
+        parse_config({**BASE, "sip": {"listen": "127.0.0.1:5070", **trunk},
+                      "extension": [{"number": "201", "ha1": "0" * 32}]})
+    with pytest.raises(ConfigError, match=r"\[\[line\]\] #1 key 'ring': not in \[sip\] mode = \"trunk\""):
+        parse_config({**BASE, "sip": {"listen": "127.0.0.1:5070", **trunk},
+                      "line": [{"id": 1, "driver": "sim", "route": "100", "ring": ["201"]}]})
 
 
 # ================================================================ calls through Kamailio

@@ -1111,7 +1111,9 @@ def summary(cfg: Config) -> str:
     parts = [_count(len(cfg.lines), "line", "lines"), _count(len(cfg.boxes), "box", "boxes")]
     parts += [name for name in ("attendant", "mqtt", "email", "transcription")
               if getattr(cfg, name) is not None]
-    if cfg.sip is not None and cfg.sip.enabled:
+    if cfg.sip is not None and cfg.sip.enabled and cfg.sip.trunk is not None:
+        parts.append(f"sip trunk ({cfg.sip.trunk.username} at {cfg.sip.trunk.registrar})")
+    elif cfg.sip is not None and cfg.sip.enabled:
         parts.append(f"sip ({_count(len(cfg.extensions or {}), 'extension', 'extensions')})")
     return ", ".join(parts)
 
