@@ -391,6 +391,10 @@ class SimWithTrunk:
             self._halt.set()
             self.thread.join(10)
         self.sip.stop()
+        with self.lock:
+            for r in self.app.runners:
+                if r.flow is not None:
+                    r.hang_up()              # as linebox run stops: no flow left to finalize later
         self.app.stop()
 
 
@@ -743,3 +747,51 @@ steps = [ { wait = "answer" }, { silence = 30.0 }, { hangup = "busy" } ]
         sim.stop()
     assert took < 2.0, took                     # the PBX's BYE puts the line on-hook at once
     assert not sim.events.of("message_saved")   # the voicemail route never answered
+
+
+def _invite_from_pbx(port: int, number: str, n: int) -> str:
+    """An INVITE to ``number`` from 127.0.0.1 (the configured PBX's address), answered."""
+    sdp = ("v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+           "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(5)
+        src = s.getsockname()[1]
+        s.sendto((f"INVITE sip:{number}@127.0.0.1:{port} SIP/2.0\r\n"
+                  f"Via: SIP/2.0/UDP 127.0.0.1:{src};branch=z9hG4bKpbx{n};rport\r\n"
+                  "Max-Forwards: 70\r\nFrom: \"Alice\" <sip:201@127.0.0.1>;tag=p1\r\n"
+                  f"To: <sip:{number}@127.0.0.1>\r\nCall-ID: pbx-{n}\r\nCSeq: 1 INVITE\r\n"
+                  f"Contact: <sip:201@127.0.0.1:{src}>\r\nContent-Type: application/sdp\r\n"
+                  f"Content-Length: {len(sdp)}\r\n\r\n{sdp}").encode(), ("127.0.0.1", port))
+        while True:
+            answer = s.recv(4096).decode()
+            if not answer.startswith("SIP/2.0 100 "):
+                return answer
+
+
+def test_the_pbx_may_dial_only_what_sip_dial_allows_and_on_sip_lines(tmp_path):
+    port = free_port()
+    lines = SIM_LINE + '\n[[line]]\nid = 2\ndriver = "sim"\nroute = "100"\n'
+    cfg = trunk_config(tmp_path, port, free_port(), lines=lines, extra='lines = [2]\ndial = ["555XXXX"]')
+    sim = SimWithTrunk(tmp_path, cfg, '[[callee]]\nnumber = "5551234"\nresult = "busy"\n')
+    try:
+        sim.run(forever=True)
+        assert _invite_from_pbx(port, "9001234", 1).startswith("SIP/2.0 403 Forbidden\r\n")
+        assert not sim.events.of("outbound_start")
+        answer = _invite_from_pbx(port, "5551234", 2)          # allowed: out on line 2, busy there
+        assert answer.startswith("SIP/2.0 183 Session Progress\r\n"), answer
+        start = sim.events.wait("outbound_start", timeout=10)
+        assert start["line"] == 2 and start["number"] == "5551234"
+        sim.events.wait("onhook", line=2, timeout=15)
+        # An emergency number is no pattern of dial, and goes out all the same.
+        assert _invite_from_pbx(port, "911", 3).startswith("SIP/2.0 183 Session Progress\r\n")
+        assert sim.events.wait("outbound_start", number="911", timeout=10)["line"] == 2
+    finally:
+        sim.stop()
+    with pytest.raises(ConfigError, match=r"\[sip\] key 'lines': no \[\[line\]\] with id 7"):
+        parse_config({**BASE, "sip": {"listen": "127.0.0.1:5070", "mode": "trunk", "registrar": "sip:pbx",
+                                      "username": "gw", "password": "x", "inbound_uri": "sip:201@pbx",
+                                      "lines": [7]}})
+    with pytest.raises(ConfigError, match=r"\[sip\] key 'dial'"):
+        _sip(mode="trunk", registrar="sip:pbx", username="gw", password="x", inbound_uri="sip:201@pbx",
+             dial=["5??"])

@@ -48,7 +48,7 @@ MQTT_KEYS = ("host", "port", "username", "password", "tls", "ca_file", "base_top
              "discovery", "keepalive", "commands")
 # [sip] mode = "trunk": Linebox as a gateway registered to a PBX (gateway/trunk.py).
 TRUNK_KEYS = ("registrar", "proxy", "username", "password", "ha1", "inbound_uri", "expires",
-              "pbx_addresses")
+              "pbx_addresses", "lines", "dial")
 WEB_KEYS = ("enabled", "listen", "tls_cert", "tls_key", "frame_ancestors", "session_idle_minutes")
 SIP_KEYS = ("enabled", "listen", "realm", "mode", *TRUNK_KEYS)
 EXTENSION_KEYS = ("number", "name", "ha1", "mailboxes", "unsolicited_mwi", "lines", "dial")
@@ -254,6 +254,8 @@ class TrunkConfig:
     inbound_uri: str                     # where an analog call rings (sip:201@pbx)
     expires: int = 300                   # the registration's requested lifetime, seconds
     pbx_addresses: tuple[str, ...] = ()  # more addresses the PBX may send calls from
+    lines: tuple[int, ...] = ()          # the lines the PBX's calls may go out on (() = all)
+    dial: tuple[str, ...] | None = None  # number patterns the PBX may dial out (None = any)
 
 
 @dataclass(frozen=True)
@@ -802,10 +804,24 @@ def _read_trunk(t: _Table) -> TrunkConfig:
     if not isinstance(addresses, list) or not all(isinstance(a, str) and _ADDRESS_LITERAL.fullmatch(a)
                                                   for a in addresses):
         raise t.error("pbx_addresses", 'must be a list of addresses, like ["192.168.1.5"]')
+    lines = t.get_raw("lines", [])
+    if not isinstance(lines, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in lines):
+        raise t.error("lines", "must be a list of line ids, like [1, 2]")
+    dial = t.get_raw("dial", None)
+    if dial is not None:
+        from linebox.gateway.dialrules import PatternError, compile_pattern
+        if not isinstance(dial, list) or not all(isinstance(p, str) for p in dial):
+            raise t.error("dial", 'must be a list of number patterns, like ["NXXXXXX", "1800."]')
+        for p in dial:
+            try:
+                compile_pattern(p)
+            except PatternError as e:
+                raise t.error("dial", str(e)) from None
     return TrunkConfig(
         registrar=registrar, proxy=_pbx_uri(t, "proxy", None) or registrar, username=username,
         password=password, ha1=ha1, inbound_uri=_pbx_uri(t, "inbound_uri", user=True),
-        expires=t.get_int("expires", 300, lo=60, hi=86400), pbx_addresses=tuple(addresses))
+        expires=t.get_int("expires", 300, lo=60, hi=86400), pbx_addresses=tuple(addresses),
+        lines=tuple(lines), dial=tuple(dial) if dial is not None else None)
 
 
 def read_sip_table(path: str | Path) -> SipConfig | None:
@@ -997,6 +1013,11 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     _check_lines(lines, boxes, attendant)
     if extensions and sip is not None and sip.mode == "trunk":
         raise ConfigError('[[extension]]: not in [sip] mode = "trunk" (the phones register to the PBX)')
+    if sip is not None and sip.trunk is not None:
+        ids = {line.id for _, line in lines}
+        for n in sip.trunk.lines:
+            if n not in ids:
+                raise tables["sip"][0].error("lines", f"no [[line]] with id {n}")
     _check_gateway(lines, tables["extension"], extensions, boxes, gateway)
     _check_ring(lines, extensions, sip)
     for number, box in boxes.items():

@@ -734,7 +734,7 @@ class Trunk:
             svc._reply(req, peer, 503, "Service Unavailable", to_tag=secrets.token_hex(6), txn=txn)
             return
         account = PbxAccount(number=self.cfg.username, name=caller.name,
-                             lines=tuple(r.id for r in svc.app.runners))
+                             lines=self.cfg.lines or tuple(r.id for r in svc.app.runners), dial=self.cfg.dial)
         log.info("the PBX sends %s (%s) out: %s", caller.number, caller.name, dialled)
         svc.accept_invite(req, peer, txn, account, ("outbound", dialled), dialled, route_set=route_set)
 
@@ -879,8 +879,9 @@ class TrunkPhones(Phones):
 # ================================================================ PBX calls out through a line
 @dataclass(frozen=True)
 class PbxAccount:
-    """The PBX as the outbound route sees a caller: it may use every line (its own dial
-    plan decides who may call what) and dial any number."""
+    """The PBX as the outbound route sees a caller: the lines of ``[sip] lines`` (all by
+    default) and the numbers of ``[sip] dial`` (any by default: the PBX's own dial plan
+    decides who may call what); emergency numbers always."""
 
     number: str
     name: str
