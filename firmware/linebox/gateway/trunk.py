@@ -1,19 +1,23 @@
 """Linebox as a gateway behind a PBX (``[sip] mode = "trunk"``, issue 12 "Beyond one box").
 
-Three parts, all run on the SIP service's own thread (sip/server.py hands them what
-concerns them):
+Everything here runs on the SIP service's own thread (sip/server.py hands over what
+concerns it), except `TrunkPhones.ring`, which the lines call and which hands over too:
 
 - `Registration`: REGISTER to the PBX with the gateway's account (RFC 3261 §10.2),
-  answering a 401/407 digest challenge (RFC 2617 / RFC 7616, MD5, qop=auth or none),
-  refreshing before the granted lifetime runs out, backing off after a failure (wrong
-  credentials, no answer, 5xx). Its state is logged, published as a ``trunk_state``
-  event (MQTT ``.../trunk/state``) and shown by ``linebox hwcheck``... when it changes.
-- `PbxInvite`: a UAC INVITE to the PBX (an analog call ringing ``inbound_uri`` there,
-  the caller ID as the From display name and user), with the credentials on a 407/401,
-  CANCEL, the ACK of any final answer, and a dialog (route set from Record-Route,
-  RFC 3261 §12.1.2) once it is answered.
-- `TrunkGate`: who may send Linebox a call in trunk mode: only the PBX (the registrar's
-  and proxy's addresses, and ``pbx_addresses``); everyone else gets 403.
+  answering a 401/407 digest challenge (RFC 2617 / RFC 7616: MD5 or MD5-sess, qop=auth
+  or none), refreshing before the granted lifetime runs out, backing off after a failure
+  (credentials refused, no answer, 5xx). Its state is logged, published as a
+  ``trunk_state`` event (retained on MQTT at ``.../trunk/state``); `probe` is
+  ``linebox hwcheck``'s look at the PBX.
+- `PbxCalls` / `PbxInvite`: the UAC INVITE to the PBX, with the credentials on a
+  407/401, CANCEL, the ACK of every final answer, and the dialog's route set (the 2xx's
+  Record-Route reversed, RFC 3261 §12.1.2).
+- `TrunkPhones`: the gateway's `Phones` in trunk mode: every line's call rings
+  ``inbound_uri`` (the caller ID as the From display name and user) and the PBX's answer
+  is bridged to the line (gateway/bridge.py).
+- `Trunk.on_invite`: calls from the PBX: only from its addresses (`TrunkGate`; everyone
+  else 403); a box number leaves a message, any other number goes out through a free
+  line by the gateway's outbound route (gateway/outbound.py, sip/outcall.py).
 
 Transport: UDP only (what every PBX offers a gateway; TCP would need outgoing
 connections the server does not open).
@@ -41,7 +45,7 @@ log = get_logger("trunk")
 T1, T2 = 0.5, 4.0                    # RFC 3261 §17.1.1.1
 TIMER_64T1 = 64 * T1
 MAX_AUTH_TRIES = 2                   # a second challenge to fresh credentials = refused
-REFRESH_MARGIN = 0.5                 # refresh at half the granted lifetime... (see refresh_after)
+REFRESH_MARGIN = 0.5                 # a short registration is refreshed halfway (refresh_after)
 USER_AGENT = "Linebox gateway"
 
 
