@@ -74,8 +74,12 @@ def numbers() -> list[tuple[Path, str]]:
     return [(p, t) for p, t in out if p.exists()]
 
 
-def score(engine, corpus) -> tuple[float, float, int]:
-    errors = ref_words = 0
+def score(engine, corpus) -> tuple[float, float, int, int]:
+    """WER, engine seconds per audio minute, reference words, utterances exactly right.
+
+    WER counts insertions too, so on one-word clips (the numbers) it can reach 100 % while
+    many clips are right: "zero" heard as "the gear l" is 3 errors for 1 word."""
+    errors = ref_words = exact = 0
     audio_s = cpu = 0.0
     for path, text in corpus:
         samples = read_wav(path)
@@ -86,7 +90,8 @@ def score(engine, corpus) -> tuple[float, float, int]:
         ref = words(text)
         errors += wer_counts(ref, words(hyp))
         ref_words += len(ref)
-    return errors / max(1, ref_words), cpu / (audio_s / 60), ref_words
+        exact += words(hyp) == ref
+    return errors / max(1, ref_words), cpu / (audio_s / 60), ref_words, exact
 
 
 def _server():
@@ -117,11 +122,12 @@ def main() -> int:
     try:
         engines = {"pocketsphinx (local)": PocketsphinxEngine(),
                    "wyoming -> pocketsphinx": WyomingEngine(uri, timeout=120)}
-        print(f"{'engine':<26} {'corpus':<18} {'words':>6} {'WER':>7} {'s per audio min':>16}")
+        print(f"{'engine':<26} {'corpus':<18} {'words':>6} {'WER':>7} {'exact':>9} {'s per audio min':>16}")
         for ename, engine in engines.items():
             for cname, corpus in corpora.items():
-                wer, per_min, n = score(engine, corpus)
-                print(f"{ename:<26} {cname:<18} {n:>6} {wer:>7.1%} {per_min:>16.1f}")
+                wer, per_min, n, exact = score(engine, corpus)
+                right = f"{exact}/{len(corpus)}"
+                print(f"{ename:<26} {cname:<18} {n:>6} {wer:>7.1%} {right:>9} {per_min:>16.1f}")
     finally:
         proc.terminate()
     return 0
