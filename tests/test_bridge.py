@@ -215,3 +215,83 @@ def test_a_leg_reset_from_outside_closes_the_bridge():
     r.step()
     r.hang_up()                          # e.g. a line fault
     assert b.closed and b.closed_by is b.line_end
+
+
+# -- the ring attempt: exactly one of "a phone answered" and "the line gave up" wins ----
+
+def test_the_first_phone_to_answer_gets_the_bridge_and_a_later_one_nothing():
+    from linebox.gateway.phones import RingAttempt
+    a = RingAttempt(1, ("201", "202"), None)
+    first = a.answered("201")
+    assert first is not None and a.extension == "201"
+    assert a.answered("202") is None
+    assert a.cancel("voicemail") is False            # the call is the phone's
+    assert a.state == "answered"
+
+
+def test_a_phone_answering_after_the_line_gave_up_gets_nothing():
+    from linebox.gateway.phones import RingAttempt
+
+    class Recorded(RingAttempt):
+        stopped: list = []
+
+        def _stop_ringing(self, reason):
+            self.stopped.append(reason)
+    a = Recorded(1, ("201",), None)
+    assert a.cancel("voicemail") is True
+    assert a.answered("201") is None and a.bridge is None
+    assert a.stopped == ["voicemail"]
+    assert a.cancel("again") is True and a.stopped == ["voicemail"]   # told once
+
+
+def test_phones_show_the_line_until_the_caller_id_is_known():
+    from linebox.caller import CallerId
+    from linebox.gateway.phones import Phones
+
+    class P(Phones):
+        def ring(self, *a):
+            return None
+    p = P()
+    assert p.caller_display(1, None) == ("Line 1", "line1")
+    assert p.caller_display(2, CallerId(number="5551234567")) == ("Line 2", "5551234567")
+    assert p.caller_display(1, CallerId(number="555", name="JOHN DOE")) == ("JOHN DOE", "555")
+
+
+def test_the_bridged_phone_leg_sheds_a_standing_frame_of_jitter_buffer():
+    import socket
+    import struct
+
+    from linebox.dsp import g711
+    from linebox.sip.sdp import Media
+    from linebox.sip.uac import TRIM_WINDOW_FRAMES, BridgedSipLine
+
+    ours = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ours.bind(("127.0.0.1", 0))
+    phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    phone.bind(("127.0.0.1", 0))
+    media = Media("127.0.0.1", phone.getsockname()[1], "PCMU", 0, None, "sendrecv")
+    now = [0.0]
+    line = BridgedSipLine(ours, media, "127.0.0.1", clock=lambda: now[0], sleep=lambda s: None)
+    to = ours.getsockname()
+
+    def send(k):
+        frame = array("h", [1000 + 50 * (k % 100)] * FRAME)
+        phone.sendto(struct.pack("!BBHII", 0x80, 0, k, 160 * k, 5) + g711.ulaw_encode(frame), to)
+
+    # A hiccup: two packets arrive together, then one each frame: one always waits.
+    send(0)
+    send(1)
+    k = 2
+    import time
+    for _ in range(3 * TRIM_WINDOW_FRAMES):
+        time.sleep(0.001)
+        line.tick(None)
+        now[0] += 0.02
+        send(k)
+        k += 1
+    assert line.trimmed >= 1
+    time.sleep(0.001)
+    line.tick(None)
+    assert len(line._buffer) <= 1
+    ours.close()
+    phone.close()

@@ -257,3 +257,47 @@ def test_the_echo_suppressor_removes_the_hybrid_echo_of_the_phone_user_s_voice(
           f"{erl_es:.1f} dB with the suppressor")
     assert abs(erl_plain - erl) < 2.0          # the simulator's hybrid, measured
     assert erl_es >= erl_plain + 25.0
+
+
+def test_answering_off_lets_the_phones_ring_until_the_caller_gives_up(tmp_path, played):
+    sim = Sim(tmp_path, rings=2, attendant=SIP, line_extra='ring = ["201"]\nring_rings = 2\nanswer = false\n')
+    events = sim.run("""
+[[call]]
+line = 1
+at = 1.0
+give_up_after_rings = 5
+
+[[phone]]
+extension = "201"
+""")
+    assert not of(events, "answer")
+    assert of(events, "missed_call")[0]["rings"] == 5
+    assert [e["reason"] for e in of(events, "phone_ring_stopped")] == ["caller_gone"]
+
+
+def test_the_toll_saver_still_answers_sooner_while_a_box_holds_a_new_message(tmp_path, played):
+    sim = Sim(tmp_path, rings=3, toll_saver=1, attendant=SIP,
+              line_extra='ring = ["201"]\nring_rings = 4\n')
+    voice = tone_wav(tmp_path, 500, 3.0, "v.wav")
+    leave = f'steps = [ {{ wait = "beep" }}, {{ say = "{voice}" }}, {{ hangup = "busy" }} ]'
+    events = sim.run(f"""
+[[call]]
+line = 1
+at = 1.0
+{leave}
+
+[[call]]
+line = 1
+after = 10.0
+{leave}
+
+[[phone]]
+extension = "201"
+""")
+    assert [e["after_rings"] for e in of(events, "answer")] == [4, 1]
+
+
+def test_the_bridged_event_is_reported_over_mqtt_with_the_extension():
+    from linebox.report.mqtt import report_for
+    assert report_for({"event": "bridged", "line": 1, "extension": "201", "t": 3.0}) == {
+        "type": "call_bridged", "line": 1, "extension": "201"}

@@ -204,3 +204,157 @@ def test_a_refer_to_no_such_number_is_refused_and_the_call_stays(tmp_path, monke
     finally:
         gw.stop()
     assert not gw.events.of("transfer") and not gw.events.of("message_saved")
+
+
+# A phone that answers only after the voicemail route took the call (it never sent a
+# provisional response, so it could not be CANCELled): ACKed, then hung up with BYE.
+LATE = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="answers too late">
+  <recv request="INVITE"/>
+  <pause milliseconds="7000"/>
+  <send retrans="500"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:201@[local_ip]:[local_port]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=sipp 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+a=sendrecv
+  ]]></send>
+  <recv request="ACK"/>
+  <recv request="BYE"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+  ]]></send>
+</scenario>
+"""
+
+
+def test_a_phone_answering_after_the_voicemail_route_took_the_call_gets_a_bye(tmp_path, monkeypatch):
+    voice = tone_wav(tmp_path, 500, 3.0, "v.wav")
+    scenario = f"""
+[[call]]
+line = 1
+at = 1.0
+steps = [ {{ wait = "beep" }}, {{ say = "{voice}" }}, {{ hangup = "busy" }} ]
+"""
+    phone_port = free_port()
+    gw = GatewayDaemon(gateway_config(tmp_path, free_port(), ring=("201",), ring_rings=1),
+                       scenario, monkeypatch, tmp_path)
+    try:
+        reg = _sipp(tmp_path, phone_port, gw.port, "register",
+                    REGISTER.replace("PASSWORD", PASSWORDS["201"]), "-m", "1")
+        assert reg.wait(timeout=30) == 0
+        gw.events.wait("extension_state", extension="201", state="registered")
+        uas = _sipp(tmp_path, phone_port, gw.port, "late", LATE, "-m", "1")
+        out = uas.communicate(timeout=60)[0]
+        assert uas.returncode == 0, out[-3000:]
+        saved = gw.events.wait("message_saved", timeout=40)
+        assert saved["box"] == "100"
+    finally:
+        gw.stop()
+    assert gw.events.of("ring_group_end", reason="voicemail")
+    assert not gw.events.of("bridged")
+
+
+# A phone that allows UPDATE: the caller ID, decoded after the INVITE went out, follows
+# in an UPDATE (RFC 3311) naming the caller (P-Asserted-Identity, From display name).
+SHOWS_CALLER = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="shows the caller from an UPDATE">
+  <recv request="INVITE">
+    <action><ereg regexp="Line 1" search_in="hdr" header="From:" check_it="true" assign_to="f"/></action>
+  </recv>
+  <send><![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:201@[local_ip]:[local_port]>
+Allow: INVITE, ACK, BYE, CANCEL, UPDATE
+Content-Length: 0
+  ]]></send>
+  <recv request="UPDATE" timeout="15000">
+    <action>
+      <ereg regexp="5551234567" search_in="hdr" header="P-Asserted-Identity:" check_it="true" assign_to="p"/>
+      <ereg regexp="JOHN DOE" search_in="hdr" header="From:" check_it="true" assign_to="n"/>
+    </action>
+  </recv>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+  ]]></send>
+  <recv request="CANCEL" timeout="30000"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+  ]]></send>
+  <send><![CDATA[
+SIP/2.0 487 Request Terminated
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+CSeq: [cseq] INVITE
+Content-Length: 0
+  ]]></send>
+  <recv request="ACK"/>
+  <Reference variables="f,p,n"/>
+</scenario>
+"""
+
+
+def test_the_caller_id_follows_in_an_update_and_the_voicemail_route_cancels_the_phone(
+        tmp_path, monkeypatch):
+    voice = tone_wav(tmp_path, 500, 3.0, "v.wav")
+    scenario = f"""
+[[call]]
+line = 1
+at = 1.0
+caller = {{ number = "5551234567", name = "JOHN DOE" }}
+steps = [ {{ wait = "beep" }}, {{ say = "{voice}" }}, {{ hangup = "busy" }} ]
+"""
+    phone_port = free_port()
+    gw = GatewayDaemon(gateway_config(tmp_path, free_port(), ring=("201",), ring_rings=2),
+                       scenario, monkeypatch, tmp_path)
+    try:
+        reg = _sipp(tmp_path, phone_port, gw.port, "register",
+                    REGISTER.replace("PASSWORD", PASSWORDS["201"]), "-m", "1")
+        assert reg.wait(timeout=30) == 0
+        gw.events.wait("extension_state", extension="201", state="registered")
+        uas = _sipp(tmp_path, phone_port, gw.port, "update", SHOWS_CALLER, "-m", "1")
+        out = uas.communicate(timeout=60)[0]
+        assert uas.returncode == 0, out[-3000:] + "\n".join(
+            p.read_text()[-3000:] for p in tmp_path.glob("update*errors.log"))
+        saved = gw.events.wait("message_saved", timeout=40)
+        assert saved["caller_number"] == "5551234567"
+    finally:
+        gw.stop()

@@ -29,6 +29,7 @@ Events, from bus events:
 bus event                     type                  fields
 ============================  ====================  =====================================
 answer (its caller fields)    call                  line, caller_number, caller_name, rings
+bridged                       call_bridged          line, extension
 missed_call                   missed_call           line, caller_number, caller_name, rings
 message_saved                 message_saved         box, message, line, caller_number,
                                                     caller_name, seconds (recovered if so)
@@ -150,6 +151,8 @@ def report_for(ev: dict) -> dict | None:
     if kind == ev_.ANSWER:
         return {"type": "call", "line": ev.get("line"), "caller_number": ev.get("caller_number"),
                 "caller_name": ev.get("caller_name"), "rings": ev.get("after_rings")}
+    if kind == ev_.BRIDGED:
+        return {"type": "call_bridged", "line": ev.get("line"), "extension": ev.get("extension")}
     if kind == ev_.MISSED_CALL:
         return {"type": "missed_call", "line": ev.get("line"),
                 "caller_number": ev.get("caller_number"), "caller_name": ev.get("caller_name"),

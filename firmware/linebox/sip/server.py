@@ -660,11 +660,10 @@ class SipService:
                       remote_tag=remote_tag, target=target, peer=peer, extension=extension,
                       cseq=cseq)
 
-    def start_leg(self, dialog: Dialog, sock, media, sdp, flow, extension: str, callerid) -> SipCall:
+    def start_leg(self, dialog: Dialog, line: SipLine, sdp, flow, extension: str, callerid) -> SipCall:
         """A call we placed to a phone (the gateway), answered and ACKed: its audio runs
         like a phone's own call, under ``flow``."""
-        call = SipCall(dialog=dialog, line=SipLine(sock, media, dialog.peer.addr[0]), sdp=sdp,
-                       acked=True)
+        call = SipCall(dialog=dialog, line=line, sdp=sdp, acked=True)
         self.calls[(dialog.call_id, dialog.local_tag)] = call
         self.calls_by_id[dialog.call_id] = call
         bus = _ExtensionBus(self.app.bus, extension)
