@@ -57,7 +57,11 @@ class OutboundInvites:
                 oc = self.router.place(ext, number, emergency)
             except Refused as e:
                 sock.close()
-                log.info("extension %s dialled %s: %d %s (%s)", user, dialled, e.status, e.reason, e)
+                # A number refused by the patterns may be toll fraud with a stolen password:
+                # worth a warning; a busy line is an everyday thing.
+                (log.warning if e.status == 403 else log.info)(
+                    "extension %s from %s dialled %s: %d %s (%s)", user, peer.addr[0], dialled,
+                    e.status, e.reason, e)
                 svc._reply(req, peer, e.status, e.reason, to_tag=tag, txn=txn)
                 return
             call.outbound.oc = oc
