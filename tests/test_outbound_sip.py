@@ -62,7 +62,7 @@ class PacedLine(Line):
             self.inner.set_hook(off_hook)
 
 
-def write_config(tmp: Path, port: int, lines=(1, 2)) -> Path:
+def write_config(tmp: Path, port: int, lines=(1, 2), ext_extra: str = "") -> Path:
     line_tables = "".join(f'[[line]]\nid = {i}\ndriver = "sim"\nroute = "100"\n\n' for i in lines)
     cfg = tmp / "linebox.toml"
     cfg.write_text(f"""
@@ -87,6 +87,7 @@ number = "201"
 name = "Alice"
 ha1 = "{ha1('201', REALM, PASSWORDS['201'])}"
 lines = [{", ".join(map(str, lines))}]
+{ext_extra}
 """)
     return cfg
 
@@ -108,11 +109,11 @@ result = "no_answer"
 
 
 class Gateway:
-    def __init__(self, tmp: Path, monkeypatch, scenario: str, lines=(1, 2)) -> None:
+    def __init__(self, tmp: Path, monkeypatch, scenario: str, lines=(1, 2), ext_extra="") -> None:
         import linebox.run as run
         from linebox.config import load_config
 
-        self.config = load_config(write_config(tmp, free_port(), lines))
+        self.config = load_config(write_config(tmp, free_port(), lines, ext_extra))
         self.daemon = run.Daemon(self.config)
         self.events = Events(self.daemon.app.bus)
         self.exchange = SimExchange(parse_scenario(tomllib.loads(scenario), tmp),
@@ -295,6 +296,33 @@ Content-Length: 0
   ]]></send>
 </scenario>
 """
+
+
+def _sipp_call(tmp_path, gw, number: str, expect: str):
+    path = tmp_path / f"call-{number}.xml"
+    path.write_text(SIPP_486.replace("PASSWORD", PASSWORDS["201"]).replace("95551234", number)
+                    .replace('<recv response="486"/>', f'<recv response="{expect}"/>'))
+    port, media = free_port(), free_port()
+    return subprocess.run(["sipp", f"127.0.0.1:{gw.port}", "-sf", str(path), "-i", "127.0.0.1",
+                           "-p", str(port), "-mi", "127.0.0.1", "-mp", str(media), "-nostdin",
+                           "-m", "1", "-auth_uri", f"{number}@127.0.0.1:{gw.port}",
+                           "-timeout", "20s", "-timeout_error", "-trace_err"],
+                          cwd=tmp_path, capture_output=True, timeout=40, text=True)
+
+
+def test_sipp_dialling_a_number_outside_the_patterns_gets_403_and_a_warning(tmp_path, monkeypatch,
+                                                                            made, caplog):
+    _wav(tmp_path, "callee.wav", 1000.0, 1.0)
+    gw = Gateway(tmp_path, monkeypatch, SCENARIO.format(tone="callee.wav"), lines=(1,),
+                 ext_extra='dial = ["555XXXX"]')
+    made.append(gw)
+    caplog.set_level(logging.INFO, logger="linebox")
+    res = _sipp_call(tmp_path, gw, "900442071234567", "403")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("extension 201 from 127.0.0.1 dialled 900442071234567: 403 Forbidden" in m
+               for m in warned), warned
+    assert not gw.events.of("outbound_start")
 
 
 def _hold(call):
