@@ -292,3 +292,16 @@ def test_every_plan_dial_tone_ringback_answer_and_busy(tmp_path, plan):
     busy = w.call("5550000")
     w.run(12.0)
     assert busy.states == ["early", "failed"] and busy.call.status == 486, plan
+
+
+def test_an_emergency_call_takes_any_free_line_when_the_phones_own_are_busy(tmp_path):
+    w = World(tmp_path, [{"number": "911", "result": "no_answer"},
+                         {"number": "5551234", "result": "no_answer"}], lines=(1, 2))
+    first = w.call(extension=ext(lines=(1,)))
+    w.run(0.1)
+    with pytest.raises(Refused):
+        w.call(extension=ext(lines=(1,)))           # its only line is busy
+    sos = w.call("911", extension=ext(lines=(1,)), emergency=True)
+    w.run(3.0)
+    assert (first.call.line_id, sos.call.line_id) == (1, 2)
+    assert sos.states == ["early"]

@@ -164,7 +164,9 @@ class Outbound:
         """Start a call out for ``extension`` (an ExtensionConfig, authenticated by the
         caller of this); under the appliance lock. Raises Refused."""
         if emergency:
-            allowed = set(extension.lines) or {r.id for r in self.runners()}
+            # Any line at all, the extension's own first.
+            own = list(extension.lines)
+            allowed = own + sorted(r.id for r in self.runners() if r.id not in own)
         else:
             if not extension.lines:
                 raise Refused(403, "Forbidden", f"extension {extension.number} may not call out "
@@ -172,8 +174,9 @@ class Outbound:
             if not matches(extension.dial, number):
                 raise Refused(403, "Forbidden", f"extension {extension.number} may not dial "
                               f"{number} (not in its dial patterns)")
-            allowed = set(extension.lines)
-        permitted = [r for r in self.runners() if r.id in allowed]
+            allowed = list(extension.lines)
+        by_id = {r.id: r for r in self.runners()}
+        permitted = [by_id[i] for i in dict.fromkeys(allowed) if i in by_id]
         usable = [r for r in permitted if r.line.full_duplex and r.fault is None]
         if not usable:
             why = "half-duplex" if permitted and all(not r.line.full_duplex for r in permitted) \
