@@ -201,6 +201,10 @@ def test_baresip_calling_a_busy_number_gets_486(tmp_path, monkeypatch, made):
 def test_baresip_hanging_up_during_ringback_cancels_and_the_line_goes_on_hook(tmp_path, monkeypatch, made,
                                                                              caplog):
     caplog.set_level(logging.DEBUG, logger="linebox.sip")
+    # Ringing outlives the INVITE transaction's 64*T1 (32 s; 3 s here): its CANCEL must
+    # still find it.
+    import linebox.sip.server as sipserver
+    monkeypatch.setattr(sipserver, "TIMER_64T1", 3.0)
     _wav(tmp_path, "callee.wav", 1000.0, 1.0)
     gw = Gateway(tmp_path, monkeypatch, SCENARIO.format(tone="callee.wav"), lines=(1,))
     made.append(gw)
@@ -210,7 +214,7 @@ def test_baresip_hanging_up_during_ringback_cancels_and_the_line_goes_on_hook(tm
     phone.command("dial", f"sip:95559999@127.0.0.1:{gw.port}")
     gw.events.wait("dialled", timeout=15, pump=phone.pump, number="5559999")
     phone.wait_log("183 Session Progress", timeout=5)
-    phone.pump(2.0)                                    # ringing...
+    phone.pump(5.0)                                    # ringing, past 64*T1...
     phone.command("hangup")
     end = gw.events.wait("outbound_end", timeout=10, pump=phone.pump)
     assert end["result"] == "cancelled"

@@ -582,9 +582,16 @@ class SipService:
                 self.subs.pop(key, None)
         for key, txn in list(self.server_txns.items()):
             if txn.expires_at <= now:
+                if txn.is_invite and txn.final == 0 and self._pending_outbound(key[0]):
+                    continue           # a call out still ringing: its CANCEL must find it
                 del self.server_txns[key]
 
     # ================================================================ calls
+    def _pending_outbound(self, branch: str) -> bool:
+        """A call out through a line whose INVITE (``branch``) has no final answer yet."""
+        return any(c.outbound is not None and c.invite_branch == branch and not c.ok and c.ended is None
+                   for c in self.calls.values())
+
     def _on_invite(self, req: Message, peer: Peer, txn) -> None:
         to_tag = req.to.params.get("tag")
         if to_tag:
