@@ -21,6 +21,7 @@ The phone side is anything holding ``OutboundCall.phone_end`` (a SIP call's runn
 simulated phone); it learns the call's progress through ``on_change``.
 """
 
+import operator
 from array import array
 
 from linebox import FRAME, RATE
@@ -49,6 +50,7 @@ RINGBACK_LIMIT = 180.0        # s of ringback: nobody answers -> 480
 MAX_NUMBER = 20               # digits after the prefix (E.164: 15, plus access codes)
 VOICE_ANSWER = 0.4            # s of voice on the line (outside tones, the phone quiet)
 _PHONE_QUIET = frame_energy(-45.0)
+_mul = operator.mul
 
 # What the line's tones mean for the phone: SIP status, reason phrase, result name.
 TONE_RESULTS = {
@@ -309,7 +311,7 @@ def _progress(oc: OutboundCall, call: Call, end) -> Flow:
         # Voice, not a tone's first burst (no tone is being matched), while the phone is
         # quiet (the hybrid's echo of the phone's voice is no answer).
         talking = vad.active and not listener.progress.sounding
-        if talking and sum(x * x for x in frame) < _PHONE_QUIET:
+        if talking and sum(map(_mul, frame, frame)) < _PHONE_QUIET:
             voice += 1
             if voice >= need_voice:
                 return "answered"

@@ -27,7 +27,7 @@ reorder, SIT (also for a number no callee has), or ringback until the firmware g
 import math
 from array import array
 from datetime import datetime, timedelta
-from operator import add
+from operator import add, mul
 
 from linebox import FRAME, RATE
 from linebox.dsp import gen
@@ -444,7 +444,7 @@ class SimLine(Line):
         """Decode the firmware's DTMF; the number is complete on a callee's number or
         after the inter-digit timeout."""
         frame = out if out is not None else SILENT_FRAME
-        for ev in o.dtmf.feed(frame, sum(x * x for x in frame) if out is not None else 0):
+        for ev in o.dtmf.feed(frame, sum(map(mul, frame, frame)) if out is not None else 0):
             if o.stage == DIAL_TONE:
                 o.stage = DIGITS
                 self._tone = None              # the first digit stops the dial tone
