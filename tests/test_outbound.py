@@ -305,3 +305,24 @@ def test_an_emergency_call_takes_any_free_line_when_the_phones_own_are_busy(tmp_
     w.run(3.0)
     assert (first.call.line_id, sos.call.line_id) == (1, 2)
     assert sos.states == ["early"]
+
+
+def test_a_loop_drop_after_the_answer_ends_the_call(tmp_path):
+    w = World(tmp_path, [{"number": "5551234", "answer_after_rings": 1, "steps": [
+        {"say": tone_wav(tmp_path, 1000.0, 2.0)}, {"hangup": "loop"}]}])
+    phone = w.call()
+    w.run(20.0)
+    assert phone.states == ["early", "answered", "ended"]
+    assert phone.call.result == "line_loop" and phone.call.phone_end.closed
+
+
+def test_the_phone_hanging_up_after_the_answer_puts_the_line_on_hook(tmp_path):
+    w = World(tmp_path, [{"number": "5551234", "answer_after_rings": 1, "steps": [
+        {"say": tone_wav(tmp_path, 1000.0, 30.0)}]}])
+    phone = w.call()
+    w.run(14.0)
+    assert phone.states == ["early", "answered"]
+    phone.call.hang_up("bye")
+    w.run(0.1)
+    assert phone.states[-1] == "ended" and phone.call.result == "phone_bye"
+    assert not w.ex.line(1).off_hook and w.of("callee_end")

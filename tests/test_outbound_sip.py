@@ -183,6 +183,26 @@ def test_baresip_dials_out_the_callee_answers_tones_pass_and_busy_hangs_up(tmp_p
 
 
 @REAL_PHONE_RERUNS
+def test_baresip_hanging_up_after_the_answer_puts_the_line_on_hook(tmp_path, monkeypatch, made):
+    callee_tone = _wav(tmp_path, "callee.wav", 1000.0, 60.0)
+    gw = Gateway(tmp_path, monkeypatch, SCENARIO.format(tone=callee_tone.name), lines=(1,))
+    made.append(gw)
+    phone = Baresip(tmp_path, "201", PASSWORDS["201"], gw.port, _wav(tmp_path, "phone.wav", 700.0, 60.0))
+    made.append(phone)
+    gw.events.wait("extension_state", extension="201", state="registered")
+    phone.command("dial", f"sip:95551234@127.0.0.1:{gw.port}")
+    phone.wait_event("CALL_ESTABLISHED", timeout=25)
+    phone.pump(1.0)
+    phone.command("hangup")                            # a BYE
+    end = gw.events.wait("outbound_end", timeout=10, pump=phone.pump)
+    assert end["result"] == "phone_bye"
+    gw.events.wait("callee_end", timeout=5, pump=phone.pump)
+    with gw.daemon.lock:
+        assert gw.daemon.app.runners[0].idle and not gw.lines[1].off_hook
+    assert not gw.events.of("callee_hangup")           # Linebox hung up, not the callee
+
+
+@REAL_PHONE_RERUNS
 def test_baresip_calling_a_busy_number_gets_486(tmp_path, monkeypatch, made):
     _wav(tmp_path, "callee.wav", 1000.0, 1.0)
     gw = Gateway(tmp_path, monkeypatch, SCENARIO.format(tone="callee.wav"), lines=(1,))
