@@ -85,7 +85,7 @@ def _leg(line, bus, end, line_id):
         except Hangup:
             return
     r = LineRunner(line, line_id, "us", bus, flow, rings_needed=lambda: 0)
-    r.start_call(flow)
+    r.start_call(flow, listen=line_id is not None)   # as sip/server.py start_leg: the line listens
     return r
 
 

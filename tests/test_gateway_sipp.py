@@ -358,3 +358,52 @@ steps = [ {{ wait = "beep" }}, {{ say = "{voice}" }}, {{ hangup = "busy" }} ]
         assert saved["caller_number"] == "5551234567"
     finally:
         gw.stop()
+
+
+@pytest.mark.skipif(shutil.which("baresip") is None, reason="needs baresip")
+@pytest.mark.flaky(reruns=2, reruns_delay=2)
+def test_sipp_transfers_the_call_to_a_baresip_extension_which_then_hears_the_caller(
+        tmp_path, monkeypatch):
+    from linebox.hw.fxo import tone_level_dbm0
+    from linebox.wavfile import read_wav
+    from sipkit import Baresip
+
+    k1 = tone_wav(tmp_path, 1000, 4.0, "k1.wav")
+    mic = tone_wav(tmp_path, 700, 60.0, "h700.wav")
+    scenario = f"""
+[[call]]
+line = 1
+at = 2.0
+caller = {{ number = "5551234567" }}
+steps = [ {{ wait = "answer" }}, {{ silence = 8.0 }}, {{ say = "{k1}" }}, {{ hangup = "busy" }} ]
+"""
+    phone_port = free_port()
+    gw = GatewayDaemon(gateway_config(tmp_path, free_port(), ring=("201",), ring_rings=6),
+                       scenario, monkeypatch, tmp_path)
+    bob = None
+    try:
+        bob = Baresip(tmp_path, "202", PASSWORDS["202"], gw.port, mic)
+        bob.wait_log("[1 binding]", timeout=15)
+        reg = _sipp(tmp_path, phone_port, gw.port, "register",
+                    REGISTER.replace("PASSWORD", PASSWORDS["201"]), "-m", "1")
+        assert reg.wait(timeout=30) == 0
+        uas = _sipp(tmp_path, phone_port, gw.port, "transfer",
+                    TRANSFER.replace("TARGET", "202").replace("EXPECT", "202")
+                    .replace("NOTIFIES", NOTIFIES), "-m", "1")
+        bob.wait_event("CALL_INCOMING", timeout=30)
+        bob.command("accept")
+        out = uas.communicate(timeout=60)[0]
+        assert uas.returncode == 0, out[-3000:]
+        gw.events.wait("caller_hangup", timeout=30, pump=bob.pump)
+        bob.wait_event("CALL_CLOSED", timeout=10)
+    finally:
+        gw.stop()
+        if bob is not None:
+            bob.close()
+    (t,) = gw.events.of("transfer")
+    assert (t["kind"], t["to"]) == ("extension", "202")
+    assert [e["extension"] for e in gw.events.of("bridged")] == ["201", "202"]
+    (recording,) = bob.recordings()
+    heard = read_wav(recording)
+    best = max(tone_level_dbm0(heard[i:i + 4000], 1000) for i in range(0, len(heard) - 4000, 4000))
+    assert best > -25, best

@@ -676,7 +676,7 @@ class SipService:
         bus = _ExtensionBus(self.app.bus, extension)
         with self.lock:
             call.runner = LineRunner(call.line, None, "us", bus, flow, rings_needed=lambda: 0)
-            call.runner.start_call(flow, callerid)
+            call.runner.start_call(flow, callerid, listen=False)   # the line's side listens
         self._media_next_phase = (self._media_next_phase + 1) % MEDIA_PHASES
         call.line.align(self._media_slot(self._media_next_phase))
         with self._media_lock:
