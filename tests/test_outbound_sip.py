@@ -183,7 +183,7 @@ def test_baresip_dials_out_the_callee_answers_tones_pass_and_busy_hangs_up(tmp_p
 
 
 @REAL_PHONE_RERUNS
-def test_baresip_hanging_up_after_the_answer_puts_the_line_on_hook(tmp_path, monkeypatch, made):
+def test_baresip_sends_keys_down_the_line_and_hanging_up_puts_it_on_hook(tmp_path, monkeypatch, made):
     callee_tone = _wav(tmp_path, "callee.wav", 1000.0, 60.0)
     gw = Gateway(tmp_path, monkeypatch, SCENARIO.format(tone=callee_tone.name), lines=(1,))
     made.append(gw)
@@ -193,6 +193,10 @@ def test_baresip_hanging_up_after_the_answer_puts_the_line_on_hook(tmp_path, mon
     phone.command("dial", f"sip:95551234@127.0.0.1:{gw.port}")
     phone.wait_event("CALL_ESTABLISHED", timeout=25)
     phone.pump(1.0)
+    # Keys the phone sends as RFC 4733 events reach the far end as DTMF tones (a menu
+    # there: "press 1").
+    phone.command("sndcode", "19#")
+    phone.pump(2.5)
     phone.command("hangup")                            # a BYE
     end = gw.events.wait("outbound_end", timeout=10, pump=phone.pump)
     assert end["result"] == "phone_bye"
@@ -200,6 +204,10 @@ def test_baresip_hanging_up_after_the_answer_puts_the_line_on_hook(tmp_path, mon
     with gw.daemon.lock:
         assert gw.daemon.app.runners[0].idle and not gw.lines[1].off_hook
     assert not gw.events.of("callee_hangup")           # Linebox hung up, not the callee
+    from linebox.dsp.listener import analyze
+    (rec,) = gw.exchange.callee_records
+    keys = [e["digit"] for e in analyze(rec.audio) if e["type"] == "dtmf"]
+    assert keys == ["1", "9", "#"]
 
 
 @REAL_PHONE_RERUNS

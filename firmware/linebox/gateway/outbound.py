@@ -195,6 +195,31 @@ class Outbound:
         return call
 
 
+class KeysAsTones:
+    """The phone's end of an outbound call's bridge, for the phone's leg: keys the phone
+    signals (RFC 4733 events, SIP INFO: its call's ``digits``) go down the line as DTMF
+    tones in place of its audio, so the far end's menu ("press 1") hears them. Everything
+    else is the end's."""
+
+    def __init__(self, end, call: Call) -> None:
+        self._end = end
+        self._call = call
+        self._tones = array("h")
+
+    def __getattr__(self, name):
+        return getattr(self._end, name)
+
+    def push(self, frame: array) -> None:
+        digits = self._call.digits
+        while digits:
+            self._tones += dial_audio(digits.popleft())
+        if self._tones:
+            frame, self._tones = self._tones[:FRAME], self._tones[FRAME:]
+            if len(frame) < FRAME:
+                frame += array("h", bytes(2 * (FRAME - len(frame))))
+        self._end.push(frame)
+
+
 def _frames(seconds: float) -> int:
     return int(round(seconds * RATE / FRAME))
 
@@ -219,8 +244,7 @@ def line_flow(oc: OutboundCall, call: Call, runner) -> Flow:
             result = yield from _progress(oc, call, end)
         if result == "answered":
             oc._set("answered")
-            call.hangup_tones = HANGUP_TONES
-            call.keys = True
+            call.hangup_tones = HANGUP_TONES      # (keys stay off: the far end's are audio)
             result = "hung_up"
             cause = yield from bridged(call, end, silence_end=SILENCE_END_SECONDS)
             result = f"phone_{cause}" if cause else "hung_up"
