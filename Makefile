@@ -27,6 +27,7 @@ bench: test-deps
 	$(PY) bench/web_bench.py
 	$(PY) bench/sip_bench.py
 	$(PY) bench/gateway_bench.py
+	$(PY) bench/outbound_bench.py
 
 bench-long: bench
 	$(PY) bench/wer.py

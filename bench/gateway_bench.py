@@ -11,6 +11,9 @@
    clock, a phone on a UDP socket. A one-frame 1 kHz marker every half second each way:
    line frame in → the RTP packet at the phone, and the phone's RTP packet out → the
    frame played on the line. Goal: under 60 ms each way, p50 and p99.
+3. Echo: what the phone user hears of their own voice (the project's test speech)
+   through the simulator's hybrid, as return loss in dB, without and with the echo
+   suppressor, for hybrids of 12 and 24 dB (`linebox sim` with a scenario phone).
 
     PYTHONPATH=firmware python bench/gateway_bench.py [--seconds 30] [--latency-seconds 20]
 """
@@ -82,7 +85,7 @@ def _leg(line, bus, end, line_id):
         except Hangup:
             return
     r = LineRunner(line, line_id, "us", bus, flow, rings_needed=lambda: 0)
-    r.start_call(flow)
+    r.start_call(flow, listen=line_id is not None)   # as sip/server.py start_leg: the line listens
     return r
 
 
@@ -233,6 +236,52 @@ def _pct(values, p):
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
+def echo_figures(erls=(12, 24)) -> list[tuple[int, float, float]]:
+    """(hybrid ERL, ERL the phone user hears without, with the suppressor)."""
+    import math
+    import tempfile
+
+    import linebox.gateway.phones as phones_mod
+    from linebox.sip.auth import ha1
+    from simkit import Sim, speech_wav
+
+    sip = (f'[sip]\nlisten = "127.0.0.1:5099"\nrealm = "office"\n[[extension]]\nnumber = "201"\n'
+           f'ha1 = "{ha1("201", "office", "x")}"\n')
+    speech_file = sorted(speech_dir().glob("*.wav"))[1]
+
+    def power(x):
+        return 10 * math.log10(max(sum(s * s for s in x) / max(1, len(x)), 1e-3))
+
+    out = []
+    original = phones_mod.Bridge
+    for erl in erls:
+        heard = {}
+        for with_es in (False, True):
+            phones_mod.Bridge = original if with_es else (lambda: original(echo=None))
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    tmp = Path(tmp)
+                    voice = speech_wav(tmp, speech_file, 8.0)
+                    sim = Sim(tmp, rings=2, attendant=sip, line_extra='ring = ["201"]\n')
+                    sim.run(f"""
+echo_return_loss_db = {erl}
+[[call]]
+line = 1
+at = 1.0
+steps = [ {{ wait = "answer" }}, {{ silence = 12.0 }}, {{ hangup = "busy" }} ]
+[[phone]]
+extension = "201"
+answer_after = 1.0
+steps = [ {{ silence = 1.0 }}, {{ say = "{voice}" }} ]
+""")
+                    heard[with_es] = sim.app.phones.by_extension["201"].heard[8800:8000 * 9 - 800]
+                    sent = read_wav(voice)
+            finally:
+                phones_mod.Bridge = original
+        out.append((erl, power(sent) - power(heard[False]), power(sent) - power(heard[True])))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=30.0, help="call audio for the CPU figure")
@@ -251,6 +300,9 @@ def main() -> int:
     print(f"gateway: bridge FIFO over {args.latency_seconds:.0f} s with a 0.01 % clock difference: "
           f"{s['line_drops']} frame(s) dropped toward the line, {s['phone_drops']} toward the phone, "
           f"{s['line_underruns']}/{s['phone_underruns']} underruns")
+    for erl, plain, with_es in echo_figures():
+        print(f"gateway: echo the phone user hears, hybrid return loss {erl} dB: {plain:.1f} dB "
+              f"down without the suppressor, {with_es:.1f} dB down with it")
     return 0
 
 

@@ -301,3 +301,42 @@ def test_the_bridged_event_is_reported_over_mqtt_with_the_extension():
     from linebox.report.mqtt import report_for
     assert report_for({"event": "bridged", "line": 1, "extension": "201", "t": 3.0}) == {
         "type": "call_bridged", "line": 1, "extension": "201"}
+
+
+@pytest.mark.parametrize("how", ["busy", "reorder", "dial", "loop"])
+def test_the_caller_hanging_up_ends_the_phone_s_call_within_3_5_seconds(tmp_path, played, how):
+    sim = Sim(tmp_path, rings=2, attendant=SIP, line_extra='ring = ["201"]\n')
+    events = sim.run(f"""
+[[call]]
+line = 1
+at = 1.0
+steps = [ {{ wait = "answer" }}, {{ silence = 2.0 }}, {{ hangup = "{how}" }} ]
+
+[[phone]]
+extension = "201"
+answer_after = 1.0
+""")
+    (gone,) = of(events, "caller_hangup")
+    (hup,) = of(events, "phone_hangup")
+    assert hup["cause"] == f"line:{how}"
+    assert 0 < hup["t"] - gone["t"] <= 3.5
+
+
+def test_a_silent_hang_up_ends_the_call_after_30_s_with_nobody_talking(tmp_path, played):
+    from linebox.gateway.bridge import SILENCE_END_SECONDS
+    sim = Sim(tmp_path, rings=2, attendant=SIP, line_extra='ring = ["201"]\n')
+    events = sim.run("""
+[[call]]
+line = 1
+at = 1.0
+steps = [ { wait = "answer" }, { silence = 2.0 }, { hangup = "silent" } ]
+
+[[phone]]
+extension = "201"
+answer_after = 1.0
+""")
+    (gone,) = of(events, "caller_hangup")
+    (hup,) = of(events, "phone_hangup")
+    assert hup["cause"] == "line:silence"
+    assert of(events, "hangup_detected")[0]["cause"] == "silence"
+    assert SILENCE_END_SECONDS <= hup["t"] - of(events, "bridged")[0]["t"] <= SILENCE_END_SECONDS + 1

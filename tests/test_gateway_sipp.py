@@ -272,3 +272,138 @@ steps = [ {{ wait = "beep" }}, {{ say = "{voice}" }}, {{ hangup = "busy" }} ]
         gw.stop()
     assert gw.events.of("ring_group_end", reason="voicemail")
     assert not gw.events.of("bridged")
+
+
+# A phone that allows UPDATE: the caller ID, decoded after the INVITE went out, follows
+# in an UPDATE (RFC 3311) naming the caller (P-Asserted-Identity, From display name).
+SHOWS_CALLER = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="shows the caller from an UPDATE">
+  <recv request="INVITE">
+    <action><ereg regexp="Line 1" search_in="hdr" header="From:" check_it="true" assign_to="f"/></action>
+  </recv>
+  <send><![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:201@[local_ip]:[local_port]>
+Allow: INVITE, ACK, BYE, CANCEL, UPDATE
+Content-Length: 0
+  ]]></send>
+  <recv request="UPDATE" timeout="15000">
+    <action>
+      <ereg regexp="5551234567" search_in="hdr" header="P-Asserted-Identity:" check_it="true" assign_to="p"/>
+      <ereg regexp="JOHN DOE" search_in="hdr" header="From:" check_it="true" assign_to="n"/>
+    </action>
+  </recv>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+  ]]></send>
+  <recv request="CANCEL" timeout="30000"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+  ]]></send>
+  <send><![CDATA[
+SIP/2.0 487 Request Terminated
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+CSeq: [cseq] INVITE
+Content-Length: 0
+  ]]></send>
+  <recv request="ACK"/>
+  <Reference variables="f,p,n"/>
+</scenario>
+"""
+
+
+def test_the_caller_id_follows_in_an_update_and_the_voicemail_route_cancels_the_phone(
+        tmp_path, monkeypatch):
+    voice = tone_wav(tmp_path, 500, 3.0, "v.wav")
+    scenario = f"""
+[[call]]
+line = 1
+at = 1.0
+caller = {{ number = "5551234567", name = "JOHN DOE" }}
+steps = [ {{ wait = "beep" }}, {{ say = "{voice}" }}, {{ hangup = "busy" }} ]
+"""
+    phone_port = free_port()
+    gw = GatewayDaemon(gateway_config(tmp_path, free_port(), ring=("201",), ring_rings=2),
+                       scenario, monkeypatch, tmp_path)
+    try:
+        reg = _sipp(tmp_path, phone_port, gw.port, "register",
+                    REGISTER.replace("PASSWORD", PASSWORDS["201"]), "-m", "1")
+        assert reg.wait(timeout=30) == 0
+        gw.events.wait("extension_state", extension="201", state="registered")
+        uas = _sipp(tmp_path, phone_port, gw.port, "update", SHOWS_CALLER, "-m", "1")
+        out = uas.communicate(timeout=60)[0]
+        assert uas.returncode == 0, out[-3000:] + "\n".join(
+            p.read_text()[-3000:] for p in tmp_path.glob("update*errors.log"))
+        saved = gw.events.wait("message_saved", timeout=40)
+        assert saved["caller_number"] == "5551234567"
+    finally:
+        gw.stop()
+
+
+@pytest.mark.skipif(shutil.which("baresip") is None, reason="needs baresip")
+@pytest.mark.flaky(reruns=2, reruns_delay=2)
+def test_sipp_transfers_the_call_to_a_baresip_extension_which_then_hears_the_caller(
+        tmp_path, monkeypatch):
+    from linebox.hw.fxo import tone_level_dbm0
+    from linebox.wavfile import read_wav
+    from sipkit import Baresip
+
+    k1 = tone_wav(tmp_path, 1000, 4.0, "k1.wav")
+    mic = tone_wav(tmp_path, 700, 60.0, "h700.wav")
+    scenario = f"""
+[[call]]
+line = 1
+at = 2.0
+caller = {{ number = "5551234567" }}
+steps = [ {{ wait = "answer" }}, {{ silence = 8.0 }}, {{ say = "{k1}" }}, {{ hangup = "busy" }} ]
+"""
+    phone_port = free_port()
+    gw = GatewayDaemon(gateway_config(tmp_path, free_port(), ring=("201",), ring_rings=6),
+                       scenario, monkeypatch, tmp_path)
+    bob = None
+    try:
+        bob = Baresip(tmp_path, "202", PASSWORDS["202"], gw.port, mic)
+        bob.wait_log("[1 binding]", timeout=15)
+        reg = _sipp(tmp_path, phone_port, gw.port, "register",
+                    REGISTER.replace("PASSWORD", PASSWORDS["201"]), "-m", "1")
+        assert reg.wait(timeout=30) == 0
+        uas = _sipp(tmp_path, phone_port, gw.port, "transfer",
+                    TRANSFER.replace("TARGET", "202").replace("EXPECT", "202")
+                    .replace("NOTIFIES", NOTIFIES), "-m", "1")
+        bob.wait_event("CALL_INCOMING", timeout=30)
+        bob.command("accept")
+        out = uas.communicate(timeout=60)[0]
+        assert uas.returncode == 0, out[-3000:]
+        gw.events.wait("caller_hangup", timeout=30, pump=bob.pump)
+        bob.wait_event("CALL_CLOSED", timeout=10)
+    finally:
+        gw.stop()
+        if bob is not None:
+            bob.close()
+    (t,) = gw.events.of("transfer")
+    assert (t["kind"], t["to"]) == ("extension", "202")
+    assert [e["extension"] for e in gw.events.of("bridged")] == ["201", "202"]
+    (recording,) = bob.recordings()
+    heard = read_wav(recording)
+    best = max(tone_level_dbm0(heard[i:i + 4000], 1000) for i in range(0, len(heard) - 4000, 4000))
+    assert best > -25, best

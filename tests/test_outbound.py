@@ -292,3 +292,37 @@ def test_every_plan_dial_tone_ringback_answer_and_busy(tmp_path, plan):
     busy = w.call("5550000")
     w.run(12.0)
     assert busy.states == ["early", "failed"] and busy.call.status == 486, plan
+
+
+def test_an_emergency_call_takes_any_free_line_when_the_phones_own_are_busy(tmp_path):
+    w = World(tmp_path, [{"number": "911", "result": "no_answer"},
+                         {"number": "5551234", "result": "no_answer"}], lines=(1, 2))
+    first = w.call(extension=ext(lines=(1,)))
+    w.run(0.1)
+    with pytest.raises(Refused):
+        w.call(extension=ext(lines=(1,)))           # its only line is busy
+    sos = w.call("911", extension=ext(lines=(1,)), emergency=True)
+    w.run(3.0)
+    assert (first.call.line_id, sos.call.line_id) == (1, 2)
+    assert sos.states == ["early"]
+
+
+def test_a_loop_drop_after_the_answer_ends_the_call(tmp_path):
+    w = World(tmp_path, [{"number": "5551234", "answer_after_rings": 1, "steps": [
+        {"say": tone_wav(tmp_path, 1000.0, 2.0)}, {"hangup": "loop"}]}])
+    phone = w.call()
+    w.run(20.0)
+    assert phone.states == ["early", "answered", "ended"]
+    assert phone.call.result == "line_loop" and phone.call.phone_end.closed
+
+
+def test_the_phone_hanging_up_after_the_answer_puts_the_line_on_hook(tmp_path):
+    w = World(tmp_path, [{"number": "5551234", "answer_after_rings": 1, "steps": [
+        {"say": tone_wav(tmp_path, 1000.0, 30.0)}]}])
+    phone = w.call()
+    w.run(14.0)
+    assert phone.states == ["early", "answered"]
+    phone.call.hang_up("bye")
+    w.run(0.1)
+    assert phone.states[-1] == "ended" and phone.call.result == "phone_bye"
+    assert not w.ex.line(1).off_hook and w.of("callee_end")

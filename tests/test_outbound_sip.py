@@ -62,7 +62,7 @@ class PacedLine(Line):
             self.inner.set_hook(off_hook)
 
 
-def write_config(tmp: Path, port: int, lines=(1, 2)) -> Path:
+def write_config(tmp: Path, port: int, lines=(1, 2), ext_extra: str = "") -> Path:
     line_tables = "".join(f'[[line]]\nid = {i}\ndriver = "sim"\nroute = "100"\n\n' for i in lines)
     cfg = tmp / "linebox.toml"
     cfg.write_text(f"""
@@ -87,6 +87,7 @@ number = "201"
 name = "Alice"
 ha1 = "{ha1('201', REALM, PASSWORDS['201'])}"
 lines = [{", ".join(map(str, lines))}]
+{ext_extra}
 """)
     return cfg
 
@@ -108,11 +109,11 @@ result = "no_answer"
 
 
 class Gateway:
-    def __init__(self, tmp: Path, monkeypatch, scenario: str, lines=(1, 2)) -> None:
+    def __init__(self, tmp: Path, monkeypatch, scenario: str, lines=(1, 2), ext_extra="") -> None:
         import linebox.run as run
         from linebox.config import load_config
 
-        self.config = load_config(write_config(tmp, free_port(), lines))
+        self.config = load_config(write_config(tmp, free_port(), lines, ext_extra))
         self.daemon = run.Daemon(self.config)
         self.events = Events(self.daemon.app.bus)
         self.exchange = SimExchange(parse_scenario(tomllib.loads(scenario), tmp),
@@ -182,6 +183,34 @@ def test_baresip_dials_out_the_callee_answers_tones_pass_and_busy_hangs_up(tmp_p
 
 
 @REAL_PHONE_RERUNS
+def test_baresip_sends_keys_down_the_line_and_hanging_up_puts_it_on_hook(tmp_path, monkeypatch, made):
+    callee_tone = _wav(tmp_path, "callee.wav", 1000.0, 60.0)
+    gw = Gateway(tmp_path, monkeypatch, SCENARIO.format(tone=callee_tone.name), lines=(1,))
+    made.append(gw)
+    phone = Baresip(tmp_path, "201", PASSWORDS["201"], gw.port, _wav(tmp_path, "phone.wav", 700.0, 60.0))
+    made.append(phone)
+    gw.events.wait("extension_state", extension="201", state="registered")
+    phone.command("dial", f"sip:95551234@127.0.0.1:{gw.port}")
+    phone.wait_event("CALL_ESTABLISHED", timeout=25)
+    phone.pump(1.0)
+    # Keys the phone sends as RFC 4733 events reach the far end as DTMF tones (a menu
+    # there: "press 1").
+    phone.command("sndcode", "19#")
+    phone.pump(2.5)
+    phone.command("hangup")                            # a BYE
+    end = gw.events.wait("outbound_end", timeout=10, pump=phone.pump)
+    assert end["result"] == "phone_bye"
+    gw.events.wait("callee_end", timeout=5, pump=phone.pump)
+    with gw.daemon.lock:
+        assert gw.daemon.app.runners[0].idle and not gw.lines[1].off_hook
+    assert not gw.events.of("callee_hangup")           # Linebox hung up, not the callee
+    from linebox.dsp.listener import analyze
+    (rec,) = gw.exchange.callee_records
+    keys = [e["digit"] for e in analyze(rec.audio) if e["type"] == "dtmf"]
+    assert keys == ["1", "9", "#"]
+
+
+@REAL_PHONE_RERUNS
 def test_baresip_calling_a_busy_number_gets_486(tmp_path, monkeypatch, made):
     _wav(tmp_path, "callee.wav", 1000.0, 1.0)
     gw = Gateway(tmp_path, monkeypatch, SCENARIO.format(tone="callee.wav"), lines=(1,))
@@ -200,6 +229,10 @@ def test_baresip_calling_a_busy_number_gets_486(tmp_path, monkeypatch, made):
 def test_baresip_hanging_up_during_ringback_cancels_and_the_line_goes_on_hook(tmp_path, monkeypatch, made,
                                                                              caplog):
     caplog.set_level(logging.DEBUG, logger="linebox.sip")
+    # Ringing outlives the INVITE transaction's 64*T1 (32 s; 3 s here): its CANCEL must
+    # still find it.
+    import linebox.sip.server as sipserver
+    monkeypatch.setattr(sipserver, "TIMER_64T1", 3.0)
     _wav(tmp_path, "callee.wav", 1000.0, 1.0)
     gw = Gateway(tmp_path, monkeypatch, SCENARIO.format(tone="callee.wav"), lines=(1,))
     made.append(gw)
@@ -209,7 +242,7 @@ def test_baresip_hanging_up_during_ringback_cancels_and_the_line_goes_on_hook(tm
     phone.command("dial", f"sip:95559999@127.0.0.1:{gw.port}")
     gw.events.wait("dialled", timeout=15, pump=phone.pump, number="5559999")
     phone.wait_log("183 Session Progress", timeout=5)
-    phone.pump(2.0)                                    # ringing...
+    phone.pump(5.0)                                    # ringing, past 64*T1...
     phone.command("hangup")
     end = gw.events.wait("outbound_end", timeout=10, pump=phone.pump)
     assert end["result"] == "cancelled"
@@ -295,6 +328,33 @@ Content-Length: 0
   ]]></send>
 </scenario>
 """
+
+
+def _sipp_call(tmp_path, gw, number: str, expect: str):
+    path = tmp_path / f"call-{number}.xml"
+    path.write_text(SIPP_486.replace("PASSWORD", PASSWORDS["201"]).replace("95551234", number)
+                    .replace('<recv response="486"/>', f'<recv response="{expect}"/>'))
+    port, media = free_port(), free_port()
+    return subprocess.run(["sipp", f"127.0.0.1:{gw.port}", "-sf", str(path), "-i", "127.0.0.1",
+                           "-p", str(port), "-mi", "127.0.0.1", "-mp", str(media), "-nostdin",
+                           "-m", "1", "-auth_uri", f"{number}@127.0.0.1:{gw.port}",
+                           "-timeout", "20s", "-timeout_error", "-trace_err"],
+                          cwd=tmp_path, capture_output=True, timeout=40, text=True)
+
+
+def test_sipp_dialling_a_number_outside_the_patterns_gets_403_and_a_warning(tmp_path, monkeypatch,
+                                                                            made, caplog):
+    _wav(tmp_path, "callee.wav", 1000.0, 1.0)
+    gw = Gateway(tmp_path, monkeypatch, SCENARIO.format(tone="callee.wav"), lines=(1,),
+                 ext_extra='dial = ["555XXXX"]')
+    made.append(gw)
+    caplog.set_level(logging.INFO, logger="linebox")
+    res = _sipp_call(tmp_path, gw, "900442071234567", "403")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("extension 201 from 127.0.0.1 dialled 900442071234567: 403 Forbidden" in m
+               for m in warned), warned
+    assert not gw.events.of("outbound_start")
 
 
 def _hold(call):

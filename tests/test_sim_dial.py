@@ -31,6 +31,7 @@ SCENARIO = """
 number = "5551234"
 answer_after_rings = 1
 steps = [ { silence = 0.5 }, { say = "k1000.wav" }, { silence = 3.0 }, { hangup = "busy" } ]
+record = "callee.wav"
 
 [[dial]]
 extension = "201"
@@ -78,6 +79,7 @@ def test_a_simulated_phone_dials_out_talks_and_the_callee_hangs_up(tmp_path):
     (rec,) = exchange.callee_records
     assert loudest(rec.audio, 700.0) > -16.0
     assert loudest(read_wav(tmp_path / "phone.wav"), 1000.0) > -16.0
+    assert read_wav(tmp_path / "callee.wav") == rec.audio      # its record file
     # Dial tone came within the 3 s, on the virtual clock.
     t = {}
     for e in events:

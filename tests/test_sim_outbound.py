@@ -178,6 +178,8 @@ def test_a_busy_outgoing_line_holds_back_an_incoming_call():
     ({"number": 5551234}, "key 'number': must be 1 to 20 characters"),
     ({"number": "1", "result": "maybe"}, "key 'result': must be one of answer, busy"),
     ({"number": "1", "result": "busy", "steps": []}, "key 'steps': only with result = \"answer\""),
+    ({"number": "1", "result": "sit", "record": "x.wav"}, "key 'record': only with result"),
+    ({"number": "1", "record": 3}, "key 'record': must be the path of a WAV file"),
     ({"number": "1", "steps": [{"wait": "beep"}]}, "a callee can only wait { seconds = N }"),
     ({"number": "1", "answer_after_rings": -1}, "'answer_after_rings': must be an integer"),
     ({"number": "1", "colour": "red"}, "unknown key 'colour'"),

@@ -244,6 +244,19 @@ class Call:
         return got
 
 
+class _Deaf:
+    """The listener of a call that needs none: hears nothing, costs nothing."""
+
+    pressed = tone = vad = fsk = None
+    dtmf_callerid = False
+
+    def feed(self, frame) -> tuple:
+        return ()
+
+
+_DEAF = _Deaf()
+
+
 class LineRunner:
     """Everything that happens on one line, one frame at a time.
 
@@ -438,11 +451,16 @@ class LineRunner:
         self.flow = (flow_factory or self.flow_factory)(self.call)
         self._resume()
 
-    def start_call(self, flow_factory: Callable[[Call], Flow], callerid: CallerId | None = None) -> None:
+    def start_call(self, flow_factory: Callable[[Call], Flow], callerid: CallerId | None = None,
+                   listen: bool = True) -> None:
         """Start a call at once, without ring counting (a SIP call is answered by the
-        protocol): the listener hears it from here, the flow runs from its first frame."""
+        protocol): the listener hears it from here, the flow runs from its first frame.
+        ``listen`` False: no listener (a bridged phone's leg; the line's side listens),
+        the driver's facts (BYE, RFC 4733 keys) still reach the flow."""
         self._start_listening()
         self.listener_origin = self.t        # its first frame is the next one, not this one
+        if not listen:
+            self.listener = _DEAF
         self.listener.dtmf_callerid = False
         self.listener.fsk = None
         self.line.set_hook(True)

@@ -21,6 +21,7 @@ The phone side is anything holding ``OutboundCall.phone_end`` (a SIP call's runn
 simulated phone); it learns the call's progress through ``on_change``.
 """
 
+import operator
 from array import array
 
 from linebox import FRAME, RATE
@@ -49,6 +50,7 @@ RINGBACK_LIMIT = 180.0        # s of ringback: nobody answers -> 480
 MAX_NUMBER = 20               # digits after the prefix (E.164: 15, plus access codes)
 VOICE_ANSWER = 0.4            # s of voice on the line (outside tones, the phone quiet)
 _PHONE_QUIET = frame_energy(-45.0)
+_mul = operator.mul
 
 # What the line's tones mean for the phone: SIP status, reason phrase, result name.
 TONE_RESULTS = {
@@ -164,7 +166,9 @@ class Outbound:
         """Start a call out for ``extension`` (an ExtensionConfig, authenticated by the
         caller of this); under the appliance lock. Raises Refused."""
         if emergency:
-            allowed = set(extension.lines) or {r.id for r in self.runners()}
+            # Any line at all, the extension's own first.
+            own = list(extension.lines)
+            allowed = own + sorted(r.id for r in self.runners() if r.id not in own)
         else:
             if not extension.lines:
                 raise Refused(403, "Forbidden", f"extension {extension.number} may not call out "
@@ -172,8 +176,9 @@ class Outbound:
             if not matches(extension.dial, number):
                 raise Refused(403, "Forbidden", f"extension {extension.number} may not dial "
                               f"{number} (not in its dial patterns)")
-            allowed = set(extension.lines)
-        permitted = [r for r in self.runners() if r.id in allowed]
+            allowed = list(extension.lines)
+        by_id = {r.id: r for r in self.runners()}
+        permitted = [by_id[i] for i in dict.fromkeys(allowed) if i in by_id]
         usable = [r for r in permitted if r.line.full_duplex and r.fault is None]
         if not usable:
             why = "half-duplex" if permitted and all(not r.line.full_duplex for r in permitted) \
@@ -188,6 +193,31 @@ class Outbound:
         call = OutboundCall(self, extension.number, number, emergency, free, echo=echo)
         call._seize_next()
         return call
+
+
+class KeysAsTones:
+    """The phone's end of an outbound call's bridge, for the phone's leg: keys the phone
+    signals (RFC 4733 events, SIP INFO: its call's ``digits``) go down the line as DTMF
+    tones in place of its audio, so the far end's menu ("press 1") hears them. Everything
+    else is the end's."""
+
+    def __init__(self, end, call: Call) -> None:
+        self._end = end
+        self._call = call
+        self._tones = array("h")
+
+    def __getattr__(self, name):
+        return getattr(self._end, name)
+
+    def push(self, frame: array) -> None:
+        digits = self._call.digits
+        while digits:
+            self._tones += dial_audio(digits.popleft())
+        if self._tones:
+            frame, self._tones = self._tones[:FRAME], self._tones[FRAME:]
+            if len(frame) < FRAME:
+                frame += array("h", bytes(2 * (FRAME - len(frame))))
+        self._end.push(frame)
 
 
 def _frames(seconds: float) -> int:
@@ -214,8 +244,7 @@ def line_flow(oc: OutboundCall, call: Call, runner) -> Flow:
             result = yield from _progress(oc, call, end)
         if result == "answered":
             oc._set("answered")
-            call.hangup_tones = HANGUP_TONES
-            call.keys = True
+            call.hangup_tones = HANGUP_TONES      # (keys stay off: the far end's are audio)
             result = "hung_up"
             cause = yield from bridged(call, end, silence_end=SILENCE_END_SECONDS)
             result = f"phone_{cause}" if cause else "hung_up"
@@ -306,7 +335,7 @@ def _progress(oc: OutboundCall, call: Call, end) -> Flow:
         # Voice, not a tone's first burst (no tone is being matched), while the phone is
         # quiet (the hybrid's echo of the phone's voice is no answer).
         talking = vad.active and not listener.progress.sounding
-        if talking and sum(x * x for x in frame) < _PHONE_QUIET:
+        if talking and sum(map(_mul, frame, frame)) < _PHONE_QUIET:
             voice += 1
             if voice >= need_voice:
                 return "answered"

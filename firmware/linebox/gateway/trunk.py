@@ -877,7 +877,8 @@ class TrunkPhones(Phones):
             "line %s: bridge to the PBX closed (%s): %s, %d frames from the PBX", attempt.line_id, cause,
             bridge.stats(), bridge.phone_end.pushed))
         svc.start_media_call(call, self.trunk.cfg.username, lambda c: bridged(c, bridge.phone_end),
-                             CallerId(number=attempt.caller.number, name=attempt.caller.name))
+                             CallerId(number=attempt.caller.number, name=attempt.caller.name),
+                             listen=False)            # the line's side listens
 
 
 # ================================================================ PBX calls out through a line

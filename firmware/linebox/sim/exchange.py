@@ -27,7 +27,7 @@ reorder, SIT (also for a number no callee has), or ringback until the firmware g
 import math
 from array import array
 from datetime import datetime, timedelta
-from operator import add
+from operator import add, mul
 
 from linebox import FRAME, RATE
 from linebox.dsp import gen
@@ -388,7 +388,7 @@ class SimLine(Line):
         self.phase = GONE
         self._how = how
         if self.out is not None:
-            self._record = None
+            self._close_record()
             self._ex._publish(self, CALLEE_HANGUP, number=self.out.callee.number, how=how,
                               callee=self.out.callee.index)
         else:
@@ -410,12 +410,26 @@ class SimLine(Line):
         self.out = None
         self._tone = None
         self.phase = None
-        self._record = None
+        self._close_record()
         if o is not None and o.stage != DIAL_TONE:
             fields = {"number": o.digits}
             if o.callee is not None:
                 fields["callee"] = o.callee.index
             self._ex._publish(self, CALLEE_END, **fields)
+
+    def _close_record(self) -> None:
+        """The callee's call is over: what it heard goes to its ``record`` file (every
+        call to it so far, one after the other)."""
+        rec, self._record = self._record, None
+        if rec is None or rec.callee.record is None:
+            return
+        from linebox.wavfile import write_wav
+
+        audio = array("h")
+        for r in self._ex.callee_records:
+            if r.callee is rec.callee:
+                audio += r.audio
+        write_wav(rec.callee.record, audio)
 
     def _outgoing_tick(self, out: array | None) -> Tick:
         o = self.out
@@ -444,7 +458,7 @@ class SimLine(Line):
         """Decode the firmware's DTMF; the number is complete on a callee's number or
         after the inter-digit timeout."""
         frame = out if out is not None else SILENT_FRAME
-        for ev in o.dtmf.feed(frame, sum(x * x for x in frame) if out is not None else 0):
+        for ev in o.dtmf.feed(frame, sum(map(mul, frame, frame)) if out is not None else 0):
             if o.stage == DIAL_TONE:
                 o.stage = DIGITS
                 self._tone = None              # the first digit stops the dial tone

@@ -155,6 +155,7 @@ class CalleeSpec:
     result: str = "answer"
     answer_after_rings: int = 2
     steps: tuple[Step, ...] = ()
+    record: Path | None = None          # a WAV file for what it heard (each call in turn)
 
 
 @dataclass(frozen=True)
@@ -400,7 +401,7 @@ MAX_CALLEE_NUMBER = 20           # digits the exchange collects (E.164: at most 
 
 def _callee(index: int, c: dict, base_dir: Path, wavs: dict) -> CalleeSpec:
     where = f"[[callee]] #{index} "
-    _no_unknown(c, {"number", "result", "answer_after_rings", "steps"}, where)
+    _no_unknown(c, {"number", "result", "answer_after_rings", "steps", "record"}, where)
     number = c.get("number")
     if number is None:
         raise ScenarioError(f"{where}key 'number': missing (the digits that reach this callee)")
@@ -412,7 +413,7 @@ def _callee(index: int, c: dict, base_dir: Path, wavs: dict) -> CalleeSpec:
     if result not in CALLEE_RESULTS:
         raise ScenarioError(f"{where}key 'result': must be one of {', '.join(CALLEE_RESULTS)}")
     if result != "answer":
-        for key in ("answer_after_rings", "steps"):
+        for key in ("answer_after_rings", "steps", "record"):
             if key in c:
                 raise ScenarioError(f"{where}key {key!r}: only with result = \"answer\"")
     rings = c.get("answer_after_rings", 2)
@@ -428,8 +429,11 @@ def _callee(index: int, c: dict, base_dir: Path, wavs: dict) -> CalleeSpec:
             raise ScenarioError(f"{where}steps[{i}]: wait: a callee can only wait "
                                 "{ seconds = N } (it hears no prompts)")
         parsed.append(step)
+    record = c.get("record")
+    if record is not None and (not isinstance(record, str) or not record):
+        raise ScenarioError(f"{where}key 'record': must be the path of a WAV file to write")
     return CalleeSpec(index=index, number=number, result=result, answer_after_rings=rings,
-                      steps=tuple(parsed))
+                      steps=tuple(parsed), record=(base_dir / record).resolve() if record else None)
 
 
 def _seconds(v, what: str, zero_ok: bool = True, limit: float = MAX_SECONDS) -> float:

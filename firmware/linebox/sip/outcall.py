@@ -16,7 +16,7 @@ media clock) running the bridge's ``bridged`` flow on the phone's end.
 from linebox.caller import CallerId
 from linebox.calls.engine import LineRunner
 from linebox.gateway.bridge import bridged
-from linebox.gateway.outbound import Outbound, Refused
+from linebox.gateway.outbound import KeysAsTones, Outbound, Refused
 from linebox.log import get as get_logger
 from linebox.sip.rtp import SipLine, open_rtp_socket
 from linebox.sip.sdp import SessionDescription
@@ -57,7 +57,11 @@ class OutboundInvites:
                 oc = self.router.place(ext, number, emergency)
             except Refused as e:
                 sock.close()
-                log.info("extension %s dialled %s: %d %s (%s)", user, dialled, e.status, e.reason, e)
+                # A number refused by the patterns may be toll fraud with a stolen password:
+                # worth a warning; a busy line is an everyday thing.
+                (log.warning if e.status == 403 else log.info)(
+                    "extension %s from %s dialled %s: %d %s (%s)", user, peer.addr[0], dialled,
+                    e.status, e.reason, e)
                 svc._reply(req, peer, e.status, e.reason, to_tag=tag, txn=txn)
                 return
             call.outbound.oc = oc
@@ -143,12 +147,14 @@ class OutboundInvites:
         end = p.oc.phone_end
 
         def flow(leg):
-            return bridged(leg, end)
+            return bridged(leg, KeysAsTones(end, leg))
         with svc.lock:
             # (No sip_call event: that is a phone calling Linebox's voicemail; the line
             # publishes outbound_start / outbound_end for this one.)
             call.runner = LineRunner(call.line, None, "us", bus, flow, rings_needed=lambda: 0)
-            call.runner.start_call(flow, CallerId(number=p.ext.number, name=p.ext.name))
+            # No listener on the phone's leg: the line's side listens (the bridge).
+            call.runner.start_call(flow, CallerId(number=p.ext.number, name=p.ext.name),
+                                   listen=False)
         svc._media_next_phase = (svc._media_next_phase + 1) % MEDIA_PHASES
         call.line.align(svc._media_slot(svc._media_next_phase))
         with svc._media_lock:

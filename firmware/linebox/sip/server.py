@@ -687,15 +687,16 @@ class SipService:
                                "caller_name": caller.name, "dialled": dialled, "line": None})
 
     def start_media_call(self, call: SipCall, extension: str, flow, callerid: CallerId,
-                         event: dict | None = None) -> None:
+                         event: dict | None = None, listen: bool = True) -> None:
         """Run ``flow`` (a flow factory, as a line's) over the call's RTP, its events
-        naming ``extension``; ``event`` is published first."""
+        naming ``extension``; ``event`` is published first. ``listen`` False: a bridged
+        leg (the line's side listens)."""
         bus = _ExtensionBus(self.app.bus, extension)
         with self.lock:
             call.runner = LineRunner(call.line, None, "us", bus, flow, rings_needed=lambda: 0)
             if event is not None:
                 bus.publish(event)
-            call.runner.start_call(flow, callerid)
+            call.runner.start_call(flow, callerid, listen=listen)
         self._media_next_phase = (self._media_next_phase + 1) % MEDIA_PHASES
         call.line.align(self._media_slot(self._media_next_phase))
         with self._media_lock:
@@ -718,7 +719,7 @@ class SipService:
         bus = _ExtensionBus(self.app.bus, extension)
         with self.lock:
             call.runner = LineRunner(call.line, None, "us", bus, flow, rings_needed=lambda: 0)
-            call.runner.start_call(flow, callerid)
+            call.runner.start_call(flow, callerid, listen=False)   # the line's side listens
         self._media_next_phase = (self._media_next_phase + 1) % MEDIA_PHASES
         call.line.align(self._media_slot(self._media_next_phase))
         with self._media_lock:
