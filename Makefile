@@ -26,6 +26,8 @@ bench: test-deps
 	$(PY) bench/report_latency.py
 	$(PY) bench/web_bench.py
 	$(PY) bench/sip_bench.py
+	$(PY) bench/gateway_bench.py
+	$(PY) bench/outbound_bench.py
 
 bench-long: bench
 	$(PY) bench/wer.py

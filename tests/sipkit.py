@@ -167,7 +167,7 @@ class Baresip:
     file), so the recordings go to a short folder under /tmp, removed at exit."""
 
     def __init__(self, tmp: Path, ext: str, password: str, server_port: int, source: Path,
-                 transport: str = "udp", mwi: bool = False) -> None:
+                 transport: str = "udp", mwi: bool = False, answer: bool = False) -> None:
         self.dir = tmp / f"baresip-{ext}-{os.getpid()}-{time.monotonic_ns()}"
         self.dir.mkdir()
         self.snd_dir = Path(tempfile.mkdtemp(prefix="bsnd-", dir="/tmp"))
@@ -196,7 +196,8 @@ audio_txmode thread
 """)
         tp = ";transport=tcp" if transport == "tcp" else ""
         (self.dir / "accounts").write_text(
-            f"<sip:{ext}@127.0.0.1:{server_port}{tp}>;auth_pass={password};regint=600\n")
+            f"<sip:{ext}@127.0.0.1:{server_port}{tp}>;auth_pass={password};regint=600"
+            f"{';answermode=auto' if answer else ''}\n")
         (self.dir / "contacts").write_text("")
         self.log_path = self.dir / "baresip.log"
         self.proc = subprocess.Popen(["baresip", "-f", str(self.dir)], stdin=subprocess.DEVNULL,

@@ -143,7 +143,7 @@ BAD = [
     ("", "scenario: {path}: no [[call]]: nothing to simulate"),
     ("call = 3\n", "scenario: key 'call': must be an array of tables [[call]]"),
     ("colour = 1\n[[call]]\nline = 1\n",
-     "scenario: unknown key 'colour' (known: call, echo_return_loss_db, line_noise_dbm0, start)"),
+     "scenario: unknown key 'colour' (known: call, callee, dial, echo_return_loss_db, line_noise_dbm0, phone, start)"),
     ("echo_return_loss_db = -3\n[[call]]\nline = 1\n",
      "scenario: key 'echo_return_loss_db': must be a number from 0 to 100, or false"),
     ("line_noise_dbm0 = true\n[[call]]\nline = 1\n",

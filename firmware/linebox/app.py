@@ -34,6 +34,9 @@ class Appliance:
         self.svc = Services(config, self.store, bus, self.prompts_for)
         self.leds = MessageLeds(bus, self.store, config.boxes, led_backend)
         self.runners: list[LineRunner] = []
+        # What rings the lines' IP phones (gateway.phones.Phones): the SIP service in
+        # `linebox run`, the scenario's phones in `linebox sim`; None: lines ring no phone.
+        self.phones = None
         # Answering and rings as changed from outside (commands) over the config's values.
         self.settings = LineSettings(self.data_dir, config.lines)
         self.schedules = {line.id: line.schedule for line in config.lines}
@@ -221,10 +224,16 @@ class Appliance:
         self.close()
 
     def add_line(self, line, cfg) -> LineRunner:
+        group = None
+        sip = self.config.sip
+        if cfg.ring or (sip is not None and sip.enabled and sip.mode == "trunk"):
+            # (in trunk mode every line's calls ring the PBX: gateway/trunk.py)
+            from linebox.gateway.ringgroup import RingGroup
+            group = RingGroup(cfg, lambda: self.phones, self.svc)
         runner = LineRunner(
             line, cfg.id, cfg.plan, self.bus, answer(self.svc, cfg),
-            rings_needed=lambda: self.rings_needed(cfg),
-            answering=lambda: self.answering_now(cfg), block=cfg.block)
+            rings_needed=lambda: self.rings_needed(cfg, phones=group is not None and group.ringing),
+            answering=lambda: self.answering_now(cfg), block=cfg.block, ring_group=group)
         self.runners.append(runner)
         return runner
 
@@ -242,9 +251,14 @@ class Appliance:
         hours = self.office_hours(cfg)
         return self.settings.answering(cfg.id) and (hours is None or hours.answer)
 
-    def rings_needed(self, cfg) -> int:
+    def rings_needed(self, cfg, phones: bool = False) -> int:
+        """Rings before the line's route answers: ``ring_rings`` while its phones ring
+        for the call, else the line's (or its office hours') ``rings``; the toll saver
+        shortens either."""
         hours = self.office_hours(cfg)
         rings = hours.rings if hours is not None else self.settings.rings(cfg.id)
+        if phones:
+            rings = cfg.ring_rings
         if cfg.toll_saver_rings and any(self.store.counts(b.number)["new"]
                                       for b in self.config.boxes_for_line(cfg.id)):
             return min(cfg.toll_saver_rings, rings)

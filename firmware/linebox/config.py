@@ -31,6 +31,7 @@ MODEM_CHIPSETS = ("usr", "conexant")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 TRANSCRIPTION_ENGINES = ("wyoming", "pocketsphinx")
 
+DEFAULT_EMERGENCY = ("911", "112", "999")
 _DEVICE_ID = re.compile(r"[a-z0-9_-]+")
 _BOX_NUMBER = re.compile(r"[0-9]{2,8}")
 _NAME = re.compile(r"[a-z0-9_-]+")             # prompt names
@@ -104,6 +105,8 @@ class LineConfig:
     init: str | None = _only(VOICE_MODEM)           # one more AT command after the reset
     duplex: str = _only(VOICE_MODEM, "auto")        # auto | full | half
     chipset: str | None = _only(MODEM_SIM)          # which emulated modem (usr | conexant)
+    ring: tuple[str, ...] = ()      # extensions rung together when a call rings (gateway)
+    ring_rings: int = 4             # rings they ring before the voicemail route answers
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,23 @@ class SipConfig:
     port: int = 5060
     realm: str = "linebox"
     mode: str = "server"                 # server | trunk
+    trunk: "TrunkConfig | None" = None   # mode = "trunk" only
+
+
+@dataclass(frozen=True)
+class TrunkConfig:
+    """[sip] mode = "trunk": the PBX Linebox registers to as a gateway (docs/sip.md)."""
+
+    registrar: str                       # sip:HOST[:PORT], where REGISTER goes
+    proxy: str                           # sip:HOST[:PORT], where calls go (default: registrar)
+    username: str                        # the gateway account at the PBX
+    password: str | None                 # one of password / ha1
+    ha1: str | None                      # MD5(username:PBX realm:password)
+    inbound_uri: str                     # where an analog call rings (sip:201@pbx)
+    expires: int = 300                   # the registration's requested lifetime, seconds
+    pbx_addresses: tuple[str, ...] = ()  # more addresses the PBX may send calls from
+    lines: tuple[int, ...] = ()          # the lines the PBX's calls may go out on (() = all)
+    dial: tuple[str, ...] | None = None  # number patterns the PBX may dial out (None = any)
 
 
 @dataclass(frozen=True)
@@ -213,7 +233,16 @@ class ExtensionConfig:
     ha1: str                             # MD5(number:realm:password), from linebox sip-password
     mailboxes: tuple[str, ...] = ()
     unsolicited_mwi: bool = False
-    lines: tuple[int, ...] = ()
+    lines: tuple[int, ...] = ()          # the analog lines it may call out on
+    dial: tuple[str, ...] | None = None  # number patterns it may dial out; None = any
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """[gateway]: how the IP phones call out through the analog lines."""
+
+    outbound_prefix: str = "9"           # dialled before the number ("" = none)
+    emergency: tuple[str, ...] = DEFAULT_EMERGENCY   # always allowed, on any line
 
 
 @dataclass(frozen=True)
@@ -256,6 +285,7 @@ class Config:
     extensions: dict[str, ExtensionConfig] | None = None   # by number
     transcription: TranscriptionConfig | None = None
     web: WebConfig | None = None
+    gateway: GatewayConfig = GatewayConfig()
 
     def line(self, line_id: int) -> LineConfig:
         """The line with this id (KeyError if none)."""
@@ -304,8 +334,11 @@ BOX_KEYS = _keys(BoxConfig)
 ATTENDANT_KEYS = _keys(AttendantConfig)
 MQTT_KEYS = _keys(MqttConfig)
 WEB_KEYS = _keys(WebConfig, {"host": "listen", "port": None})
-SIP_KEYS = _keys(SipConfig, {"host": "listen", "port": None})
+# [sip] mode = "trunk": the PBX's keys sit in [sip] itself (gateway/trunk.py).
+TRUNK_KEYS = _keys(TrunkConfig)
+SIP_KEYS = _keys(SipConfig, {"host": "listen", "port": None, "trunk": None}, extra=TRUNK_KEYS)
 EXTENSION_KEYS = _keys(ExtensionConfig)
+GATEWAY_KEYS = _keys(GatewayConfig)
 EMAIL_KEYS = _keys(EmailConfig, {"sender": "from"})
 # [transcription] enabled = false: the table is kept but read as off (no field).
 TRANSCRIPTION_KEYS = ("enabled", *_keys(TranscriptionConfig))
@@ -319,6 +352,7 @@ TABLES = {
     "mqtt": (MQTT_KEYS, False),
     "email": (EMAIL_KEYS, False),
     "sip": (SIP_KEYS, False),
+    "gateway": (GATEWAY_KEYS, False),
     "extension": (EXTENSION_KEYS, True),
     "transcription": (TRANSCRIPTION_KEYS, False),
     "web": (WEB_KEYS, False),
@@ -518,7 +552,8 @@ def _read_line(t: _Table) -> LineConfig:
     line = LineConfig(
         id=t.get_int("id", lo=1), driver=driver, plan=t.get_str("plan", "us", choices=PLAN_NAMES),
         rings=rings, toll_saver_rings=toll, route=route, answer=t.get_bool("answer", True),
-        block=_read_block(t), schedule=_read_schedule(t),
+        block=_read_block(t), schedule=_read_schedule(t), ring=_read_ring(t),
+        ring_rings=t.get_int("ring_rings", 4, lo=1, hi=20),
     )
     if driver == "fxo":
         for key in ("audio", "hook_pin", "ring_pin"):
@@ -754,16 +789,74 @@ _HA1 = re.compile(r"[0-9a-f]{32}")
 _REALM = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
+# A PBX's address as trunk settings take it: sip:HOST or sip:HOST:PORT (UDP), a user part
+# only where a user is meant (inbound_uri).
+_PBX_URI = re.compile(r"sip:([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?")
+_PBX_USER_URI = re.compile(r"sip:([A-Za-z0-9._~+*#-]+)@([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?")
+_SIP_USER = re.compile(r"[A-Za-z0-9._~+-]{1,64}")
+_ADDRESS_LITERAL = re.compile(r"[0-9.]{7,15}|[A-Za-z0-9.-]{1,253}")
+
+
 def _read_sip(t: _Table) -> SipConfig:
     listen = t.get_str("listen", "0.0.0.0:5060", must='must be "HOST:PORT", like "0.0.0.0:5060"')
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535 or not \
             re.fullmatch(r"[0-9.]+|[A-Za-z0-9.-]+", host):
         raise t.error("listen", 'must be "HOST:PORT", like "0.0.0.0:5060"')
+    mode = t.get_str("mode", "server", choices=("server", "trunk"))
+    trunk = _read_trunk(t) if mode == "trunk" else None
+    if trunk is None:
+        for key in TRUNK_KEYS:
+            if t.has(key):
+                raise t.error(key, 'only with mode = "trunk"')
     return SipConfig(enabled=t.get_bool("enabled", True), host=host, port=int(port),
                      realm=t.get_str("realm", "linebox", pattern=_REALM,
                                      must="must be letters, digits, '.', '_' or '-'"),
-                     mode=t.get_str("mode", "server", choices=("server", "trunk")))
+                     mode=mode, trunk=trunk)
+
+
+def _pbx_uri(t: _Table, key: str, default=_REQUIRED, user: bool = False) -> str | None:
+    pattern = _PBX_USER_URI if user else _PBX_URI
+    example = '"sip:201@pbx.example.com"' if user else '"sip:pbx.example.com" or "sip:192.168.1.5:5060"'
+    v = t.get_str(key, default, pattern=pattern, must=f"must be a SIP URI like {example} (UDP)")
+    if v is not None:
+        port = pattern.fullmatch(v).group(3 if user else 2)
+        if port is not None and not 1 <= int(port) <= 65535:
+            raise t.error(key, "port must be 1 to 65535")
+    return v
+
+
+def _read_trunk(t: _Table) -> TrunkConfig:
+    registrar = _pbx_uri(t, "registrar")
+    username = t.get_str("username", pattern=_SIP_USER,
+                         must="must be the gateway's account name at the PBX (letters, digits, ._~+-)")
+    password = t.get_str("password", None)
+    ha1 = t.get_str("ha1", None, pattern=_HA1, must="must be 32 lowercase hex digits "
+                    "(MD5 of username:PBX realm:password)")
+    if (password is None) == (ha1 is None):
+        raise t.error("password", 'mode = "trunk" needs exactly one of password or ha1')
+    addresses = t.get_raw("pbx_addresses", [])
+    if not isinstance(addresses, list) or not all(isinstance(a, str) and _ADDRESS_LITERAL.fullmatch(a)
+                                                  for a in addresses):
+        raise t.error("pbx_addresses", 'must be a list of addresses, like ["192.168.1.5"]')
+    lines = t.get_raw("lines", [])
+    if not isinstance(lines, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in lines):
+        raise t.error("lines", "must be a list of line ids, like [1, 2]")
+    dial = t.get_raw("dial", None)
+    if dial is not None:
+        from linebox.gateway.dialrules import PatternError, compile_pattern
+        if not isinstance(dial, list) or not all(isinstance(p, str) for p in dial):
+            raise t.error("dial", 'must be a list of number patterns, like ["NXXXXXX", "1800."]')
+        for p in dial:
+            try:
+                compile_pattern(p)
+            except PatternError as e:
+                raise t.error("dial", str(e)) from None
+    return TrunkConfig(
+        registrar=registrar, proxy=_pbx_uri(t, "proxy", None) or registrar, username=username,
+        password=password, ha1=ha1, inbound_uri=_pbx_uri(t, "inbound_uri", user=True),
+        expires=t.get_int("expires", 300, lo=60, hi=86400), pbx_addresses=tuple(addresses),
+        lines=tuple(lines), dial=tuple(dial) if dial is not None else None)
 
 
 def read_sip_table(path: str | Path) -> SipConfig | None:
@@ -795,12 +888,70 @@ def _read_extension(t: _Table, boxes: dict[str, BoxConfig]) -> ExtensionConfig:
     if not isinstance(lines, list) or not all(isinstance(n, int) and not isinstance(n, bool)
                                               for n in lines):
         raise t.error("lines", "must be a list of line ids, like [1]")
+    dial = t.get_raw("dial", None)
+    if dial is not None:
+        from linebox.gateway.dialrules import PatternError, compile_pattern
+
+        if not isinstance(dial, list) or not all(isinstance(p, str) for p in dial):
+            raise t.error("dial", 'must be a list of number patterns, like ["NXXXXXX", "1800."]')
+        for p in dial:
+            try:
+                compile_pattern(p)
+            except PatternError as e:
+                raise t.error("dial", str(e)) from None
     return ExtensionConfig(
         number=number, name=t.get_str("name", f"Extension {number}"),
         ha1=t.get_str("ha1", pattern=_HA1, must="must be 32 lowercase hex digits "
                       "(make it with linebox sip-password)"),
         mailboxes=tuple(mailboxes), unsolicited_mwi=t.get_bool("unsolicited_mwi", False),
-        lines=tuple(lines))
+        lines=tuple(lines), dial=tuple(dial) if dial is not None else None)
+
+
+_DIALLED = re.compile(r"[0-9*#]{1,20}")
+
+
+def _read_gateway(t: _Table) -> GatewayConfig:
+    prefix = t.get_raw("outbound_prefix", "9")
+    if not isinstance(prefix, str) or not re.fullmatch(r"[0-9*#]{0,4}", prefix):
+        raise t.error("outbound_prefix", 'must be 0 to 4 of 0-9 * # in quotes, like "9" ("" for none)')
+    emergency = t.get_raw("emergency", list(DEFAULT_EMERGENCY))
+    if not isinstance(emergency, list) or not all(
+            isinstance(n, str) and _DIALLED.fullmatch(n) for n in emergency):
+        raise t.error("emergency", 'must be a list of numbers in quotes, like ["911", "112"]')
+    return GatewayConfig(outbound_prefix=prefix, emergency=tuple(emergency))
+
+
+def _check_gateway(lines, extension_tables, extensions, boxes, gateway) -> None:
+    """Extensions' lines exist and can bridge; the prefix makes no box or star code
+    unreachable. A half-duplex voice modem plays or records, never both: it cannot carry
+    a conversation (ring groups or calls out)."""
+    by_id = {line.id: line for _, line in lines}
+    for t, ext in zip(extension_tables, extensions.values(), strict=True):
+        for n in ext.lines:
+            line = by_id.get(n)
+            if line is None:
+                raise t.error("lines", f"no [[line]] with id {n}")
+            if half_duplex(line):
+                raise t.error("lines", f"line {n} is a half-duplex voice modem (duplex = \"half\"): "
+                              "it cannot bridge a call; use a full-duplex modem or an FXO line")
+    for t, line in lines:
+        if half_duplex(line) and getattr(line, "ring", None):
+            raise t.error("ring", "a half-duplex voice modem (duplex = \"half\") cannot bridge a "
+                          "call to the phones; use a full-duplex modem or an FXO line")
+    # Emergency numbers go out before anything else is looked up (47 CFR 9.16, "Kari's
+    # law": dialled directly, without the prefix): no box or extension may hide one.
+    for number in gateway.emergency:
+        if number in boxes:
+            raise ConfigError(f"[gateway] key 'emergency': \"{number}\" is a box number; "
+                              "an emergency number must always go out")
+        if number in extensions:
+            raise ConfigError(f"[gateway] key 'emergency': \"{number}\" is an extension number; "
+                              "an emergency number must always go out")
+
+
+def half_duplex(line) -> bool:
+    """A voice-modem line configured half duplex (``auto`` is found out at run time)."""
+    return line.driver in ("modem", "modem-sim") and line.duplex == "half"
 
 
 def _read_extensions(tables: list[_Table], boxes) -> dict[str, ExtensionConfig]:
@@ -893,14 +1044,45 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     extensions = _read_extensions(tables["extension"], boxes)
     if extensions and sip is None:
         raise ConfigError("[[extension]] needs a [sip] table")
+    gateway = _read_gateway(tables["gateway"][0]) if tables["gateway"] else GatewayConfig()
     _check_lines(lines, boxes, attendant)
+    if extensions and sip is not None and sip.mode == "trunk":
+        raise ConfigError('[[extension]]: not in [sip] mode = "trunk" (the phones register to the PBX)')
+    if sip is not None and sip.trunk is not None:
+        ids = {line.id for _, line in lines}
+        for n in sip.trunk.lines:
+            if n not in ids:
+                raise tables["sip"][0].error("lines", f"no [[line]] with id {n}")
+    _check_gateway(lines, tables["extension"], extensions, boxes, gateway)
+    _check_ring(lines, extensions, sip)
     for number, box in boxes.items():
         if box.email_on_new and email is None:
             raise box_tables[number].error("email_on_new", "needs an [email] table (the SMTP server)")
     _check_pins(device, tables["device"], lines, boxes, box_tables)
     return Config(device=device, lines=tuple(line for _, line in lines), boxes=boxes,
                   attendant=attendant, mqtt=mqtt, email=email, transcription=transcription,
-                  source=source, web=web, sip=sip, extensions=extensions)
+                  source=source, web=web, sip=sip, extensions=extensions, gateway=gateway)
+
+
+def _read_ring(t: _Table) -> tuple[str, ...]:
+    ring = t.get_raw("ring", [])
+    if not isinstance(ring, list) or not all(isinstance(n, str) and _EXTENSION_NUMBER.fullmatch(n)
+                                             for n in ring):
+        raise t.error("ring", 'must be a list of extension numbers, like ["201", "202"]')
+    if len(set(ring)) != len(ring):
+        raise t.error("ring", "names an extension twice")
+    return tuple(ring)
+
+
+def _check_ring(lines, extensions, sip=None) -> None:
+    """Every extension a line rings is an [[extension]]; in trunk mode no line names any
+    (every line's calls go to the PBX's inbound_uri)."""
+    for t, line in lines:
+        if sip is not None and sip.mode == "trunk" and line.ring:
+            raise t.error("ring", 'not in [sip] mode = "trunk" (calls go to inbound_uri; the PBX rings its phones)')
+        for n in line.ring:
+            if n not in (extensions or {}):
+                raise t.error("ring", f'no [[extension]] with number "{n}"')
 
 
 def _check_lines(lines, boxes, attendant) -> None:
@@ -985,7 +1167,9 @@ def summary(cfg: Config) -> str:
     parts = [_count(len(cfg.lines), "line", "lines"), _count(len(cfg.boxes), "box", "boxes")]
     parts += [name for name in ("attendant", "mqtt", "email", "transcription")
               if getattr(cfg, name) is not None]
-    if cfg.sip is not None and cfg.sip.enabled:
+    if cfg.sip is not None and cfg.sip.enabled and cfg.sip.trunk is not None:
+        parts.append(f"sip trunk ({cfg.sip.trunk.username} at {cfg.sip.trunk.registrar})")
+    elif cfg.sip is not None and cfg.sip.enabled:
         parts.append(f"sip ({_count(len(cfg.extensions or {}), 'extension', 'extensions')})")
     return ", ".join(parts)
 

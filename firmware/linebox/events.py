@@ -64,13 +64,33 @@ LED = "led"
 EXTENSION_STATE = "extension_state"
 SIP_CALL = "sip_call"                  # a registered phone called in (sip/server.py)
 EXTENSION_CALL_STATE = "extension_call_state"   # what a phone's voicemail call is doing
+TRUNK_STATE = "trunk_state"            # the registration at the PBX, [sip] mode = "trunk"
 CALL_LOGGED = "call_logged"            # the call log kept one call (voicemail/calllog.py)
 CALL_BLOCKED = "call_blocked"          # a caller on the line's block list: hung up on
+# ---- the gateway (gateway/outbound.py): a phone's call out through a line
+OUTBOUND_START = "outbound_start"
+OUTBOUND_END = "outbound_end"
+# ---- the gateway (gateway/ringgroup.py): an analog call and the IP phones
+RING_GROUP = "ring_group"              # the line's phones ring for its call
+RING_GROUP_END = "ring_group_end"      # they stopped ringing unanswered (reason)
+BRIDGED = "bridged"                    # a phone answered: caller and phone talk
+TRANSFER = "transfer"                  # the phone blind-transferred the call (REFER)
+# ---- the simulated phones (sim/phones.py): the phones' side, for transcripts
+PHONE_RINGING = "phone_ringing"
+PHONE_ANSWER = "phone_answer"
+PHONE_RING_STOPPED = "phone_ring_stopped"
+PHONE_HANGUP = "phone_hangup"
+PHONE_DIAL = "phone_dial"              # a scenario phone calls out (sim/dialer.py)
+PHONE_PROGRESS = "phone_progress"      # what its call out did (183, 200, a failure)
 # ---- the simulated exchange (sim/exchange.py): the caller's side, for transcripts
 INCOMING = "incoming"
 CALLER_GAVE_UP = "caller_gave_up"
 CALLER_HANGUP = "caller_hangup"
 CALL_END = "call_end"
+DIALLED = "dialled"                    # the exchange has the digits of an outgoing call
+CALLEE_ANSWER = "callee_answer"
+CALLEE_HANGUP = "callee_hangup"
+CALLEE_END = "callee_end"              # the outgoing call is over for the exchange
 
 _CALLER = ("caller_number", "caller_name", "caller_number_absent", "caller_name_absent")
 
@@ -107,16 +127,33 @@ CATALOGUE: dict[str, EventKind] = {k.name: k for k in (
     EventKind(TRANSCRIPTION_FAILED, ("id", "reason"), "app.py"),
     EventKind(LED, ("box", "pattern"), "hw/leds.py"),
     EventKind(EXTENSION_STATE, ("extension", "state"), "sip", transcript=False),
+    EventKind(TRUNK_STATE, ("state", "registrar", "reason"), "gateway/trunk.py", transcript=False),
     EventKind(SIP_CALL, ("extension", "caller_number", "caller_name", "dialled"),
               "sip/server.py", transcript=False),
     EventKind(EXTENSION_CALL_STATE, ("extension", "state"), "sip/server.py",
               transcript=False),
     EventKind(CALL_LOGGED, ("call",), "voicemail/calllog.py", transcript=False),
     EventKind(CALL_BLOCKED, ("pattern", "caller_number", "caller_name"), "calls/engine.py"),
+    EventKind(OUTBOUND_START, ("extension", "number"), "gateway/outbound.py"),
+    EventKind(OUTBOUND_END, ("extension", "result"), "gateway/outbound.py"),
+    EventKind(RING_GROUP, ("extensions",), "gateway/ringgroup.py"),
+    EventKind(RING_GROUP_END, ("reason",), "gateway/ringgroup.py"),
+    EventKind(BRIDGED, ("extension",), "gateway/ringgroup.py"),
+    EventKind(TRANSFER, ("extension", "kind", "to"), "gateway/ringgroup.py"),
+    EventKind(PHONE_RINGING, ("extension", "caller_name", "caller_number"), "sim/phones.py"),
+    EventKind(PHONE_ANSWER, ("extension",), "sim/phones.py"),
+    EventKind(PHONE_RING_STOPPED, ("extension", "reason"), "sim/phones.py"),
+    EventKind(PHONE_HANGUP, ("extension", "cause"), "sim/phones.py"),
+    EventKind(PHONE_DIAL, ("extension", "dialled"), "sim/dialer.py"),
+    EventKind(PHONE_PROGRESS, ("extension", "state", "status", "reason"), "sim/dialer.py"),
     EventKind(INCOMING, ("caller_number", "caller_name"), "sim/exchange.py"),
     EventKind(CALLER_GAVE_UP, ("rings",), "sim/exchange.py"),
     EventKind(CALLER_HANGUP, ("how",), "sim/exchange.py"),
     EventKind(CALL_END, (), "sim/exchange.py"),
+    EventKind(DIALLED, ("number", "result", "callee"), "sim/exchange.py"),
+    EventKind(CALLEE_ANSWER, ("number", "callee"), "sim/exchange.py"),
+    EventKind(CALLEE_HANGUP, ("number", "how", "callee"), "sim/exchange.py"),
+    EventKind(CALLEE_END, ("number", "callee"), "sim/exchange.py"),
 )}
 HIDDEN = frozenset(k.name for k in CATALOGUE.values() if not k.transcript)
 

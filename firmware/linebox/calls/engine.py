@@ -77,6 +77,11 @@ class Call:
         self._loop_low_frames = 0
         self._reported: tuple[str, float, bool] | None = None   # cause, t, listener could hear
         self.state = "answered"
+        # Which tones mean the far end hung up, and whether keys heard count: a call out
+        # through the line expects dial, busy or reorder tone as call progress, and hears
+        # the echo of its own dialling (gateway/outbound.py turns both off until answered).
+        self.hangup_tones: tuple[str, ...] = HANGUP_TONES
+        self.keys = True
 
     # -- facts -------------------------------------------------------------
     @property
@@ -117,8 +122,9 @@ class Call:
         for ev in events:
             kind = ev["type"]
             if kind == "dtmf" and not driver_keys:
-                self._key(ev["digit"], self.line_time(ev["t"]))
-            elif kind == "tone" and ev["tone"] in HANGUP_TONES:
+                if self.keys:
+                    self._key(ev["digit"], self.line_time(ev["t"]))
+            elif kind == "tone" and ev["tone"] in self.hangup_tones:
                 self._hung_up(ev["tone"], self.line_time(ev["t"]))
         if tick.loop is True:
             self._loop_seen = True
@@ -130,9 +136,12 @@ class Call:
         frame_start = self.t - FRAME_SECONDS
         for fact in tick.events:
             if isinstance(fact, KeyPressed):
-                self._key(fact.digit, frame_start if fact.t is None else fact.t)
+                if self.keys:
+                    self._key(fact.digit, frame_start if fact.t is None else fact.t)
             elif isinstance(fact, HungUp):
                 at = frame_start if fact.t is None else fact.t
+                if fact.cause in DRIVER_TONE_CAUSES and fact.cause not in self.hangup_tones:
+                    continue                 # call progress, not a hang-up (calling out)
                 if fact.cause in DRIVER_TONE_CAUSES:
                     if self._reported is None:
                         hearing = self.runner.line.full_duplex or self.state == "recording"
@@ -264,16 +273,31 @@ def hang_up_at_once(call: "Call") -> Flow:
     yield from call.pause(BLOCKED_OFF_HOOK_SECONDS)
 
 
+class _Deaf:
+    """The listener of a call that needs none: hears nothing, costs nothing."""
+
+    pressed = tone = vad = fsk = None
+    dtmf_callerid = False
+
+    def feed(self, frame) -> tuple:
+        return ()
+
+
+_DEAF = _Deaf()
+
+
 class LineRunner:
     """Everything that happens on one line, one frame at a time.
 
     ``flow_factory(call)`` makes the call flow for an answered call. ``answer_now()``
     says how many rings to wait for (it reads toll-saver state from the store).
+    ``ring_group`` (`linebox.gateway.ringgroup.RingGroup`): IP phones rung from the
+    first ring; the first to answer takes the call, else the flow answers as usual.
     """
 
     def __init__(self, line: Line, line_id: int, plan: str, bus, flow_factory: Callable[[Call], Flow],
                  rings_needed: Callable[[], int], answering: Callable[[], bool] = lambda: True,
-                 block: tuple[str, ...] = ()) -> None:
+                 block: tuple[str, ...] = (), ring_group=None) -> None:
         self.line = line
         self.block = block                   # the line's block list ([[line]] block)
         self._blocked: str | None = None     # the pattern this caller matched
@@ -296,6 +320,8 @@ class LineRunner:
         self.faults: dict[str, str] = {}     # active faults by key: out of service while any
         self._pre_ring = 0                   # frames still to wait for ring 1 (caller ID first)
         self._idle_alert = AlertToneDetector()
+        self._seize: tuple | None = None     # an outbound call waiting for the next frame
+        self.ring_group = ring_group
 
     @property
     def t(self) -> float:
@@ -309,7 +335,23 @@ class LineRunner:
     @property
     def busy(self) -> bool:
         """Something is going on (ringing or a call): the clock must not jump."""
-        return self.flow is not None or self.listener is not None
+        return self.flow is not None or self.listener is not None or self._seize is not None
+
+    @property
+    def idle(self) -> bool:
+        """On-hook, not ringing, in service, not promised to an outbound call."""
+        return (self.flow is None and self.listener is None and self._seize is None
+                and self.fault is None)
+
+    def seize(self, flow_factory: Callable[[Call], Flow], done: Callable[[bool], None]) -> None:
+        """Ask for this line for a call out (from any thread, under the appliance lock).
+        At its next frame, if it is still idle and not ringing, the line goes off-hook
+        and runs ``flow_factory(call)``; ``done(True)`` is called then, on the line's
+        thread, or ``done(False)`` if the line was taken meanwhile."""
+        if not self.idle:
+            done(False)
+            return
+        self._seize = (flow_factory, done)
 
     def publish(self, event: str, **fields) -> None:
         self.bus.publish({"event": event, "t": round(self.t, 3), "line": self.id, **fields})
@@ -336,6 +378,15 @@ class LineRunner:
         self.out = None
         if tick.events:
             self._line_facts(tick)
+        if self._seize is not None:
+            factory, done = self._seize
+            self._seize = None
+            if self.fault is None and self.flow is None and self.listener is None \
+                    and not tick.ringing:
+                self.start_call(factory)
+                done(True)
+                return
+            done(False)
         if self.fault is not None:
             return
         if self.flow is None:
@@ -367,9 +418,12 @@ class LineRunner:
 
     def _on_hook(self, tick: Tick) -> None:
         n = self.rings.feed(tick.ringing)
+        rg = self.ring_group
         if n:
             if n == 1 and not self._pre_ring:
                 self._start_listening()
+            if n == 1 and rg is not None:
+                rg.start(self, self.callerid)
             self._pre_ring = 0
             self.set_state("ringing")
             self.publish("ring", n=n)
@@ -393,10 +447,21 @@ class LineRunner:
             if isinstance(fact, CallerIdReceived) and self.callerid is None:
                 self._got_callerid(fact.callerid)
         if self._blocked is not None and self.rings.in_gap:
-            self._answer(hang_up_at_once)
+            if rg is None or rg.give_up(self, "blocked"):
+                self._answer(hang_up_at_once)
+            else:
+                self._answer(rg.take(self))
+        elif rg is not None and rg.answered:
+            self._answer(rg.take(self))
         elif self._rings_needed is not None and self.rings.in_gap and self.rings.count >= self._rings_needed:
-            self._answer()
+            # The voicemail route answers unless a phone did in this very moment.
+            if rg is None or rg.give_up(self, "voicemail"):
+                self._answer()
+            else:
+                self._answer(rg.take(self))
         elif self.rings.stopped:
+            if rg is not None:
+                rg.give_up(self, "caller_gone")
             self.publish("missed_call", rings=self.rings.count, caller_number=self._cid("number"),
                          caller_name=self._cid("name"))
             self._reset()
@@ -439,8 +504,11 @@ class LineRunner:
             self._blocked = pattern
             self.publish("call_blocked", pattern=pattern, caller_number=callerid.number,
                          caller_name=callerid.name)
+            return
+        if self.ring_group is not None:
+            self.ring_group.callerid(callerid)
 
-    def _answer(self, flow_factory=None) -> None:
+    def _answer(self, flow_factory: Callable[[Call], Flow] | None = None) -> None:
         self.line.set_hook(True)
         # Caller ID comes only before the answer: stop looking for it (CPU on a Pi Zero),
         # and keep a caller typing "1234#" from being taken for DTMF caller ID.
@@ -453,11 +521,16 @@ class LineRunner:
         self.flow = (flow_factory or self.flow_factory)(self.call)
         self._resume()
 
-    def start_call(self, flow_factory: Callable[[Call], Flow], callerid: CallerId | None = None) -> None:
+    def start_call(self, flow_factory: Callable[[Call], Flow], callerid: CallerId | None = None,
+                   listen: bool = True) -> None:
         """Start a call at once, without ring counting (a SIP call is answered by the
-        protocol): the listener hears it from here, the flow runs from its first frame."""
+        protocol): the listener hears it from here, the flow runs from its first frame.
+        ``listen`` False: no listener (a bridged phone's leg; the line's side listens),
+        the driver's facts (BYE, RFC 4733 keys) still reach the flow."""
         self._start_listening()
         self.listener_origin = self.t        # its first frame is the next one, not this one
+        if not listen:
+            self.listener = _DEAF
         self.listener.dtmf_callerid = False
         self.listener.fsk = None
         self.line.set_hook(True)
@@ -486,6 +559,8 @@ class LineRunner:
         self._reset()
 
     def _reset(self) -> None:
+        if self.ring_group is not None:
+            self.ring_group.give_up(self, "line_reset")
         if self.flow is not None:
             self.flow.close()
         self.flow = None

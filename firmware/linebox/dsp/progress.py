@@ -52,6 +52,11 @@ class ProgressDetector:
         """The tone declared and still sounding, or None."""
         return self._current
 
+    @property
+    def sounding(self) -> bool:
+        """Something tone-like (one of the plan's signatures) sounds in this frame."""
+        return self._runs.run is not None
+
     def feed(self, frame, energy: int) -> list[dict]:
         """Process one 160-sample frame (``energy`` = its sum of squares)."""
         k = self._k

@@ -92,6 +92,11 @@ def run_checks(cfg: Config, pins: Pins | None, report: Report,
             check_modem(lc, report, serial_dir, modem_factory)
         else:
             report.skip(f"line {lc.id}", "simulated line (driver sim)")
+    sip = cfg.sip
+    if sip is not None and sip.enabled and sip.trunk is not None:
+        from linebox.gateway.trunk import probe
+        ok, detail = probe(sip.trunk, sip.host)
+        (report.ok if ok else report.fail)("PBX (sip trunk)", detail)
     found = serial_devices(serial_dir)
     if found or any(lc.driver == "modem" for lc in cfg.lines):
         for name, target in found:
@@ -204,7 +209,9 @@ def _describe_loopback(r: dict) -> str:
 
 HALF_DUPLEX = ("half duplex means this modem plays or listens, not both at once: keys "
                "pressed during a prompt still count (the modem reports them), but the "
-               "caller's voice and hang-up tones are heard only after the prompt")
+               "caller's voice and hang-up tones are heard only after the prompt; it cannot "
+               "bridge a call to the IP phones (no ring group, no calls out on this line: "
+               "use a full-duplex modem or an FXO line for those)")
 
 
 def check_modem(lc: LineConfig, report: Report, serial_dir: Path = SERIAL_BY_ID,

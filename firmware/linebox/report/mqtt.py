@@ -20,6 +20,8 @@ Topics, under ``<base> = <base_topic>/<device id>``:
   transcription kept one, republished on ``message_transcribed``).
 - ``<base>/extension/<n>/state`` retained: an IP phone's registration, from the
   ``extension_state`` bus event.
+- ``<base>/trunk/state`` retained: in ``[sip] mode = "trunk"``, the registration at the
+  PBX (``registering``, ``registered``, ``failed``, ``stopped``), from ``trunk_state``.
   All retained states are republished on every (re)connect from the state source.
 - ``<base>/event`` QoS 1: one JSON object per event, ``{"id", "time", "type", ...}``.
 
@@ -29,6 +31,7 @@ Events, from bus events:
 bus event                     type                  fields
 ============================  ====================  =====================================
 answer (its caller fields)    call                  line, caller_number, caller_name, rings
+bridged                       call_bridged          line, extension
 missed_call                   missed_call           line, caller_number, caller_name, rings
 message_saved                 message_saved         box, message, line, caller_number,
                                                     caller_name, seconds (recovered if so)
@@ -150,6 +153,8 @@ def report_for(ev: dict) -> dict | None:
     if kind == ev_.ANSWER:
         return {"type": "call", "line": ev.get("line"), "caller_number": ev.get("caller_number"),
                 "caller_name": ev.get("caller_name"), "rings": ev.get("after_rings")}
+    if kind == ev_.BRIDGED:
+        return {"type": "call_bridged", "line": ev.get("line"), "extension": ev.get("extension")}
     if kind == ev_.MISSED_CALL:
         return {"type": "missed_call", "line": ev.get("line"),
                 "caller_number": ev.get("caller_number"), "caller_name": ev.get("caller_name"),
@@ -399,6 +404,8 @@ class MqttReporter:
             ext = str(ev.get("extension"))
             if _TOPIC_LEVEL.fullmatch(ext):
                 self._set_state(f"{self.base}/extension/{ext}/state", str(ev.get("state"))[:32])
+        elif kind == ev_.TRUNK_STATE:
+            self._set_state(f"{self.base}/trunk/state", str(ev.get("state"))[:32])
         if kind in (ev_.MESSAGE_SAVED, ev_.MESSAGE_STATE, ev_.MESSAGE_RETRACTED,
                     ev_.MESSAGE_TRANSCRIBED):
             self._refresh_last_messages()

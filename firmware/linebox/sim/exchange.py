@@ -13,20 +13,38 @@ line is free, as a queue of callers would.
 
 While off-hook the firmware also hears its own output echoed by the line hybrid
 (``echo_return_loss_db`` down) and steady line noise (``line_noise_dbm0``).
+
+Outgoing calls: a line the firmware takes off-hook with no call on it hears the plan's
+dial tone. The exchange listens to what the firmware sends for DTMF digits (the
+project's detector, the one the listener uses; tests check it against DTMF made by
+SoX); the first digit stops the dial tone. The number is complete when the digits are
+a scenario callee's number, or 4 s after the last digit. After a short post-dial delay
+the caller hears what the callee does: ringback then its answer (its steps play into the
+line, and what the firmware sends is recorded, ``SimExchange.callee_records``), busy,
+reorder, SIT (also for a number no callee has), or ringback until the firmware gives up.
 """
 
 import math
 from array import array
 from datetime import datetime, timedelta
-from operator import add
+from operator import add, mul
 
 from linebox import FRAME, RATE
 from linebox.dsp import gen
 from linebox.dsp.alert import FREQS as ALERT_FREQS
+from linebox.dsp.dtmf import DtmfDetector
 from linebox.dsp.plans import get_plan, tone_signal
-from linebox.events import PROMPT, PROMPT_END, Bus
+from linebox.events import (
+    CALLEE_ANSWER,
+    CALLEE_END,
+    CALLEE_HANGUP,
+    DIALLED,
+    PROMPT,
+    PROMPT_END,
+    Bus,
+)
 from linebox.hw.line import SILENT_FRAME, Line, LineReversal, Tick
-from linebox.sim.scenario import CallSpec, Dtmf, Hangup, Say, Scenario, Silence, Wait
+from linebox.sim.scenario import CalleeSpec, CallSpec, Dtmf, Hangup, Say, Scenario, Silence, Wait
 
 CALLERID_DELAY = 0.5          # s after the first ring burst ends (GR-30: at least 0.5 s)
 CALLERID_GUARD = 0.2          # s of quiet kept between the burst's end and the next ring
@@ -47,6 +65,17 @@ ECHO_SHIFT = 16               # echo gain as a 16-bit fixed-point fraction
 
 # Phases of a call on its line.
 RINGING, CONNECTED, GONE = "ringing", "connected", "gone"
+# Stages of an outgoing call (the firmware dials out), before CONNECTED / GONE.
+DIAL_TONE, DIGITS, POST_DIAL, RINGBACK, TONE = "dial_tone", "digits", "post_dial", "ringback", "tone"
+# ASSUMED figures of a typical local exchange (no standard fixes them): the digits are
+# complete 4 s after the last one (en-bloc matching of a known number ends it at once);
+# a line that dials nothing for 10 s gets reorder (permanent signal); 0.5 s of silence
+# before ringback or a tone (post-dial delay).
+INTER_DIGIT_TIMEOUT = 4.0
+FIRST_DIGIT_TIMEOUT = 10.0
+POST_DIAL_DELAY = 0.5
+RINGBACK_CAP = 180.0          # s of ringback for a callee that never answers
+SIT_SECONDS = 8.0             # one seamless stretch of SIT (repeats: three segments, silence)
 
 
 class _Call:
@@ -57,6 +86,31 @@ class _Call:
         self.due: float | None = spec.at if spec.at is not None else None
         self.started = False
         self.end_t: float | None = None
+
+
+class _Outgoing:
+    """One call the firmware dials out on a line: what the exchange heard and did."""
+
+    def __init__(self, n: int) -> None:
+        self.stage = DIAL_TONE
+        self.since = n                        # sample where the stage began
+        self.digits = ""
+        self.last_digit = n
+        self.dtmf = DtmfDetector()
+        self.callee: CalleeSpec | None = None
+        self.answer_at = 0                    # sample where the callee answers
+        self.heard: list[array] = []          # what the firmware sent, once connected
+
+
+class CalleeRecord:
+    """What one answered callee heard: the firmware's audio down the line, at 8 kHz."""
+
+    def __init__(self, callee: CalleeSpec, line: int, t: float) -> None:
+        self.callee = callee
+        self.number = callee.number
+        self.line = line
+        self.t = t                            # virtual seconds when it answered
+        self.audio = array("h")
 
 
 class SimExchange:
@@ -91,6 +145,7 @@ class SimExchange:
         self.echo_of = None if not g else [
             ((i if i < 32768 else i - 65536) * g) >> ECHO_SHIFT for i in range(65536)]
         self._lines = {lid: SimLine(self, lid, plan) for lid, plan in sorted(plans.items())}
+        self.callee_records: list[CalleeRecord] = []
         bus.subscribe(self._on_event)
         self._start_due()
 
@@ -191,8 +246,11 @@ class SimExchange:
         """One seamless period of the plan's ``name`` tone (steady tones: one second)."""
         key = (plan, name)
         if key not in self._tones:
-            cadence = get_plan(plan).tones[name].cadence
-            self._tones[key] = tone_signal(plan, name, sum(cadence) if cadence else 1.0)
+            if name == "sit":
+                self._tones[key] = tone_signal(plan, name, SIT_SECONDS)
+            else:
+                cadence = get_plan(plan).tones[name].cadence
+                self._tones[key] = tone_signal(plan, name, sum(cadence) if cadence else 1.0)
         return self._tones[key]
 
     def dtmf_audio(self, step: Dtmf) -> array:
@@ -238,6 +296,9 @@ class SimLine(Line):
         self._tone: array | None = None
         self._tone_pos = 0
         self._tone_left = 0
+        # An outgoing call (the firmware went off-hook with no call ringing).
+        self.out: _Outgoing | None = None
+        self._record: CalleeRecord | None = None
 
     @property
     def busy(self) -> bool:
@@ -250,7 +311,7 @@ class SimLine(Line):
         if self.call is None:
             if not self.off_hook:
                 return Tick(SILENT_FRAME)
-            return Tick(self._mix(self._tone_frame(), out), loop=True)   # dial tone
+            return self._outgoing_tick(out)
         if self.phase == RINGING:
             return self._ringing_tick()
         if self.phase == CONNECTED:
@@ -269,11 +330,11 @@ class SimLine(Line):
             if self.phase == RINGING:
                 self._answer()
             elif self.call is None:
-                self._start_tone("dial")
+                self._start_outgoing()
         elif self.call is not None:
             self._end_call()
         else:
-            self._tone = None
+            self._end_outgoing()
 
     # ------------------------------------------------------------ call life
 
@@ -349,9 +410,138 @@ class SimLine(Line):
     def _caller_hangup(self, how: str) -> None:
         self.phase = GONE
         self._how = how
-        self._ex._publish(self, "caller_hangup", how=how)
+        if self.out is not None:
+            self._close_record()
+            self._ex._publish(self, CALLEE_HANGUP, number=self.out.callee.number, how=how,
+                              callee=self.out.callee.index)
+        else:
+            self._ex._publish(self, "caller_hangup", how=how)
         if how in ("busy", "reorder", "dial"):
             self._start_tone(how)
+
+    # ------------------------------------------------------------ outgoing calls
+
+    def _start_outgoing(self) -> None:
+        self.out = _Outgoing(self._ex._n)
+        self.phase = None
+        self._how = None
+        self._start_tone("dial")
+
+    def _end_outgoing(self) -> None:
+        """The firmware hung up an outgoing call (or went on-hook after dial tone)."""
+        o = self.out
+        self.out = None
+        self._tone = None
+        self.phase = None
+        self._close_record()
+        if o is not None and o.stage != DIAL_TONE:
+            fields = {"number": o.digits}
+            if o.callee is not None:
+                fields["callee"] = o.callee.index
+            self._ex._publish(self, CALLEE_END, **fields)
+
+    def _close_record(self) -> None:
+        """The callee's call is over: what it heard goes to its ``record`` file (every
+        call to it so far, one after the other)."""
+        rec, self._record = self._record, None
+        if rec is None or rec.callee.record is None:
+            return
+        from linebox.wavfile import write_wav
+
+        audio = array("h")
+        for r in self._ex.callee_records:
+            if r.callee is rec.callee:
+                audio += r.audio
+        write_wav(rec.callee.record, audio)
+
+    def _outgoing_tick(self, out: array | None) -> Tick:
+        o = self.out
+        n = self._ex._n
+        stage = o.stage
+        if stage in (DIAL_TONE, DIGITS):
+            self._hear_digits(o, out, n)
+            stage = o.stage
+        if stage == POST_DIAL and n - o.since >= POST_DIAL_DELAY * RATE:
+            self._route(o, n)
+            stage = o.stage
+        if stage == RINGBACK and o.callee is not None and o.callee.result == "answer" \
+                and n >= o.answer_at:
+            self._callee_answers(o)
+            stage = o.stage
+        if self.phase == CONNECTED:
+            if self._record is not None:
+                self._record.audio += out if out is not None else SILENT_FRAME
+            audio = self._caller_frame()        # the callee's steps; may hang up
+            return Tick(self._mix(audio, out), loop=self._how != "loop")
+        if self.phase == GONE and self._how == "loop":
+            return Tick(self._mix(None, out), loop=False)
+        return Tick(self._mix(self._tone_frame(), out), loop=True)
+
+    def _hear_digits(self, o: _Outgoing, out: array | None, n: int) -> None:
+        """Decode the firmware's DTMF; the number is complete on a callee's number or
+        after the inter-digit timeout."""
+        frame = out if out is not None else SILENT_FRAME
+        for ev in o.dtmf.feed(frame, sum(map(mul, frame, frame)) if out is not None else 0):
+            if o.stage == DIAL_TONE:
+                o.stage = DIGITS
+                self._tone = None              # the first digit stops the dial tone
+            o.digits += ev["digit"]
+            o.last_digit = n
+            if self._ex.scenario.callee(o.digits) is not None:
+                self._dialled(o, n)
+                return
+        if o.dtmf.pressed is not None and o.stage == DIAL_TONE:
+            o.stage = DIGITS                   # the key is down: dial tone off already
+            self._tone = None
+        if o.stage == DIAL_TONE and n - o.since >= FIRST_DIGIT_TIMEOUT * RATE:
+            o.stage = TONE
+            self._ex._publish(self, DIALLED, number="", result="timeout")
+            self._start_tone("reorder")
+        elif o.stage == DIGITS and o.dtmf.pressed is None and o.digits \
+                and n - o.last_digit >= INTER_DIGIT_TIMEOUT * RATE:
+            self._dialled(o, n)
+
+    def _dialled(self, o: _Outgoing, n: int) -> None:
+        o.callee = self._ex.scenario.callee(o.digits)
+        o.stage = POST_DIAL
+        o.since = n
+        fields = {"number": o.digits, "result": o.callee.result if o.callee else "unknown"}
+        if o.callee is not None:
+            fields["callee"] = o.callee.index
+        self._ex._publish(self, DIALLED, **fields)
+
+    def _route(self, o: _Outgoing, n: int) -> None:
+        result = o.callee.result if o.callee is not None else "sit"
+        o.since = n
+        if result in ("answer", "no_answer"):
+            o.stage = RINGBACK
+            self._start_tone("ringback")
+            cadence = get_plan(self.plan).tones["ringback"].cadence
+            period = round(sum(cadence) * RATE)
+            if result == "no_answer":
+                self._tone_left = round(RINGBACK_CAP * RATE)
+            else:
+                # Answered in the silence after the N-th ring (0 rings: at once).
+                o.answer_at = n + o.callee.answer_after_rings * period
+        else:
+            o.stage = TONE
+            self._start_tone(result)
+
+    def _callee_answers(self, o: _Outgoing) -> None:
+        o.stage = CONNECTED
+        self._tone = None
+        self._record = CalleeRecord(o.callee, self.id, self._ex.now)
+        self._ex.callee_records.append(self._record)
+        self._ex._publish(self, CALLEE_ANSWER, number=o.callee.number, callee=o.callee.index)
+        self.phase = CONNECTED
+        self._steps = iter(o.callee.steps)
+        self._buf = None
+        self._pos = 0
+        self._quiet = 0
+        self._blocked = None
+        self._seen = set()
+        self._how = None
+        self._advance()
 
     # ------------------------------------------------------------ the caller's steps
 

@@ -76,6 +76,10 @@ def build(config, scenario, out=None, as_json: bool = True, clock_start: float |
         if lid not in sim_lines:
             raise LineboxError(f"scenario: line {lid} is not a line with driver = \"sim\" "
                                f"(or \"modem-sim\") in {config.source}")
+    for d in scenario.dials:
+        if d.extension not in (config.extensions or {}):
+            raise LineboxError(f"scenario: [[dial]] #{d.index}: extension {d.extension} is "
+                               f"no [[extension]] in {config.source}")
     bus = Bus()
     exchange = SimExchange(scenario, {lid: c.plan for lid, c in sim_lines.items()}, bus)
     if scenario.start is not None:
@@ -86,6 +90,13 @@ def build(config, scenario, out=None, as_json: bool = True, clock_start: float |
     transcript = Transcript(bus, exchange, out, as_json, wall0 if not as_json else 0.0,
                             tz=device_tz(config.device))
     app.start()
+    if scenario.phones:
+        from linebox.sim.phones import SimPhones
+        app.phones = SimPhones(scenario.phones, bus, lambda: exchange.now, config.boxes)
+    if scenario.dials:
+        from linebox.sim.dialer import SimDialers
+        app.dialers = SimDialers(scenario.dials, config, lambda: app.runners, bus,
+                                 lambda: exchange.now)
     for lid in sorted(sim_lines):
         app.add_line(_sim_line(exchange, sim_lines[lid]), sim_lines[lid])
     return app, exchange, transcript
@@ -124,7 +135,10 @@ def run(app, exchange, transcript, lock=None, realtime: bool = False, stop=None)
 def _step(app, exchange, transcript, state) -> bool:
     """One frame of every line (after a jump over idle time); False once the scenario is over."""
     runners = app.runners
-    busy = any(r.busy for r in runners)
+    phones = app.phones
+    dialers = getattr(app, "dialers", None)      # the scenario's [[dial]]s (calls out)
+    busy = any(r.busy for r in runners) or (phones is not None and phones.busy) \
+        or (dialers is not None and dialers.busy)
     if not busy:
         if exchange.done():
             return False
@@ -145,6 +159,10 @@ def _step(app, exchange, transcript, state) -> bool:
         transcript.current_line = r.id
         r.step()
     transcript.current_line = None
+    if phones is not None:
+        phones.step()
+    if dialers is not None:
+        dialers.step()
     exchange.advance()
     app.process_commands()
     app.maintain()              # retention, on its own hourly schedule

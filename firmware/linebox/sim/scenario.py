@@ -5,7 +5,15 @@ key is read once, unknown keys and bad values are errors that name the call, the
 and the key, e.g. ``scenario: [[call]] #2 steps[3]: unknown step 'sya' (...)``.
 Calls and steps are numbered from 1, as a person counts them in the file.
 
-Top-level keys besides ``[[call]]``: ``start`` (the virtual clock's wall time at t=0,
+``[[phone]]`` tables are IP phones for the lines' ring groups (the gateway): an
+``extension``, ``answer_after`` seconds of ringing (absent: never answers), ``steps``
+once answered (``say``, ``silence``, ``dtmf``, ``wait = { seconds = N }``,
+``hangup = "bye"``, ``transfer = "NUMBER"``: a blind transfer to an extension or a box)
+and ``record`` (a WAV file for what it heard).
+
+Top-level keys besides ``[[call]]``: ``[[callee]]`` (the numbers a line can call out
+to, and what each does: answers after some rings and acts out steps, is busy, gives
+reorder or SIT, or never answers), ``start`` (the virtual clock's wall time at t=0,
 a TOML date-time or an ISO 8601 string; a time without offset is local time),
 ``echo_return_loss_db`` (hybrid echo of the firmware's own output; ``false`` = none)
 and ``line_noise_dbm0`` (steady line noise; ``false`` = none).
@@ -28,6 +36,9 @@ NUMBER_CHARS = frozenset("0123456789+*#")
 MAX_NUMBER = 20                   # MDMF calling-number parameter, Bell and ETSI
 MAX_NAME = 50                     # ETSI allows 50; Bell exchanges send up to 15
 MAX_RINGS = 100
+CALLEE_RESULTS = ("answer", "busy", "reorder", "sit", "no_answer")
+# What a callee can do once it answered: no prompts to wait for on the far end.
+CALLEE_STEPS = ("say", "silence", "dtmf", "wait", "hangup")
 MAX_SECONDS = 24 * 3600.0         # one virtual day for a step: anything longer is a typo
 # Calls may be weeks apart: retention (heard -> trash -> purged) plays out over days.
 MAX_GAP_SECONDS = 400 * 24 * 3600.0
@@ -95,7 +106,26 @@ class Hangup:
     how: str
 
 
-Step = Wait | Say | Silence | Dtmf | Hangup
+@dataclass(frozen=True)
+class Transfer:
+    """The phone blind-transfers the call (REFER) to an extension or a box."""
+
+    to: str
+
+
+Step = Wait | Say | Silence | Dtmf | Hangup | Transfer
+PHONE_STEP_KINDS = ("say", "silence", "dtmf", "wait", "hangup", "transfer")
+
+
+@dataclass(frozen=True)
+class PhoneSpec:
+    """One ``[[phone]]``: an IP phone of an extension, as the ring groups ring it."""
+
+    index: int
+    extension: str
+    answer_after: float | None          # seconds of ringing; None: never answers
+    steps: tuple[Step, ...]
+    record: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -112,17 +142,55 @@ class CallSpec:
 
 
 @dataclass(frozen=True)
+class CalleeSpec:
+    """One ``[[callee]]``: a number the exchange connects an outgoing call to.
+
+    ``result`` is what the caller hears after dialling it: ``answer`` (ringback for
+    ``answer_after_rings`` rings, then the callee acts out ``steps`` and what it hears
+    is recorded), ``busy``, ``reorder``, ``sit`` (the plan's tone), ``no_answer``
+    (ringback until the caller gives up)."""
+
+    index: int                          # 1-based, in file order
+    number: str
+    result: str = "answer"
+    answer_after_rings: int = 2
+    steps: tuple[Step, ...] = ()
+    record: Path | None = None          # a WAV file for what it heard (each call in turn)
+
+
+@dataclass(frozen=True)
+class DialSpec:
+    """One ``[[dial]]``: an IP phone of ``extension`` dials ``number`` at ``at`` seconds
+    (a call out through a line, as the gateway places it), then acts out ``steps`` once
+    the call is answered, recording what it hears to ``record``."""
+
+    index: int
+    extension: str
+    number: str
+    at: float
+    steps: tuple[Step, ...] = ()
+    record: Path | None = None
+
+
+@dataclass(frozen=True)
 class Scenario:
     """A whole scenario: the calls in file order and the line's analog imperfections."""
 
     calls: tuple[CallSpec, ...]
+    callees: tuple[CalleeSpec, ...] = ()
     echo_return_loss_db: float | None = 24.0
     line_noise_dbm0: float | None = -70.0
     start: datetime | None = None
+    phones: tuple[PhoneSpec, ...] = ()
+    dials: tuple[DialSpec, ...] = ()
 
     def lines(self) -> set[int]:
         """The line ids the scenario calls (each must be a ``driver = "sim"`` line)."""
         return {c.line for c in self.calls}
+
+    def callee(self, number: str) -> CalleeSpec | None:
+        """The callee with exactly this number, or None."""
+        return next((c for c in self.callees if c.number == number), None)
 
 
 # ---------------------------------------------------------------- loading
@@ -147,21 +215,115 @@ def load_scenario(path) -> Scenario:
 
 def parse_scenario(data: dict, base_dir: Path, source: str = "<scenario>") -> Scenario:
     """Check a parsed scenario; ``say`` paths are relative to ``base_dir``."""
-    _no_unknown(data, {"call", "start", "echo_return_loss_db", "line_noise_dbm0"}, "")
+    _no_unknown(data, {"call", "callee", "dial", "start", "echo_return_loss_db",
+                       "line_noise_dbm0", "phone"}, "")
     calls = data.get("call")
-    if calls is None:
+    callees = data.get("callee", [])
+    dials = data.get("dial", [])
+    for key, v in (("callee", callees), ("dial", dials)):
+        if not isinstance(v, list) or not all(isinstance(c, dict) for c in v):
+            raise ScenarioError(f"key {key!r}: must be an array of tables [[{key}]]")
+    if calls is None and not callees and not dials:
         raise ScenarioError(f"{source}: no [[call]]: nothing to simulate")
+    calls = [] if calls is None else calls
     if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
         raise ScenarioError("key 'call': must be an array of tables [[call]]")
-    if not calls:
+    if not calls and not callees and not dials:
         raise ScenarioError(f"{source}: no [[call]]: nothing to simulate")
     wavs: dict[Path, object] = {}
+    parsed_callees = tuple(_callee(i, c, Path(base_dir), wavs) for i, c in enumerate(callees, 1))
+    numbers = [c.number for c in parsed_callees]
+    for c in parsed_callees:
+        if numbers.count(c.number) > 1:
+            raise ScenarioError(f"[[callee]] #{c.index} key 'number': \"{c.number}\" is given "
+                                "to more than one [[callee]]")
     return Scenario(
         calls=tuple(_call(i, c, Path(base_dir), wavs) for i, c in enumerate(calls, 1)),
+        callees=parsed_callees,
         echo_return_loss_db=_optional_level(data, "echo_return_loss_db", 24.0, 0.0, 100.0),
         line_noise_dbm0=_optional_level(data, "line_noise_dbm0", -70.0, -120.0, -20.0),
         start=_start(data.get("start")),
+        phones=_phones(data.get("phone", []), Path(base_dir), wavs),
+        dials=tuple(_dial(i, d, Path(base_dir), wavs) for i, d in enumerate(dials, 1)),
     )
+
+
+def _phones(v, base_dir: Path, wavs: dict) -> tuple[PhoneSpec, ...]:
+    if not isinstance(v, list) or not all(isinstance(p, dict) for p in v):
+        raise ScenarioError("key 'phone': must be an array of tables [[phone]]")
+    out: list[PhoneSpec] = []
+    for i, p in enumerate(v, 1):
+        where = f"[[phone]] #{i} "
+        _no_unknown(p, {"extension", "answer_after", "steps", "record"}, where)
+        ext = p.get("extension")
+        if not isinstance(ext, str) or not ext.isdigit() or not 2 <= len(ext) <= 8:
+            raise ScenarioError(f"{where}key 'extension': must be 2 to 8 digits in quotes, like \"201\"")
+        if any(o.extension == ext for o in out):
+            raise ScenarioError(f"{where}key 'extension': {ext} is already a [[phone]]")
+        after = p.get("answer_after")
+        if after is not None:
+            after = _seconds(after, f"{where}key 'answer_after'")
+        steps = p.get("steps", [])
+        if not isinstance(steps, list):
+            raise ScenarioError(f"{where}key 'steps': must be an array of steps")
+        record = p.get("record")
+        if record is not None and (not isinstance(record, str) or not record):
+            raise ScenarioError(f"{where}key 'record': must be the path of a WAV file to write")
+        out.append(PhoneSpec(
+            index=i, extension=ext, answer_after=after,
+            steps=tuple(_phone_step(s, f"{where}steps[{j}]: ", base_dir, wavs)
+                        for j, s in enumerate(steps, 1)),
+            record=(base_dir / record).resolve() if record else None))
+    return tuple(out)
+
+
+def _dial(index: int, d: dict, base_dir: Path, wavs: dict) -> DialSpec:
+    where = f"[[dial]] #{index} "
+    _no_unknown(d, {"extension", "number", "at", "steps", "record"}, where)
+    ext = d.get("extension")
+    if not isinstance(ext, str) or not ext.isdigit() or not 2 <= len(ext) <= 8:
+        raise ScenarioError(f"{where}key 'extension': must be 2 to 8 digits in quotes, like \"201\"")
+    number = d.get("number")
+    if (not isinstance(number, str) or not 1 <= len(number) <= MAX_CALLEE_NUMBER + 4
+            or not set(number) <= set("0123456789*#")):
+        raise ScenarioError(f"{where}key 'number': must be what the phone dials, 0-9 * # in "
+                            "quotes, like \"95551234\"")
+    at = _seconds(d.get("at", 0), f"{where}key 'at'", limit=MAX_GAP_SECONDS)
+    steps = d.get("steps", [])
+    if not isinstance(steps, list):
+        raise ScenarioError(f"{where}key 'steps': must be an array of steps")
+    parsed = tuple(_phone_step(s, f"{where}steps[{j}]: ", base_dir, wavs)
+                   for j, s in enumerate(steps, 1))
+    if any(isinstance(s, Transfer) for s in parsed):
+        raise ScenarioError(f"{where}steps: a phone calling out cannot transfer")
+    record = d.get("record")
+    if record is not None and (not isinstance(record, str) or not record):
+        raise ScenarioError(f"{where}key 'record': must be the path of a WAV file to write")
+    return DialSpec(index=index, extension=ext, number=number, at=at, steps=parsed,
+                    record=(base_dir / record).resolve() if record else None)
+
+
+def _phone_step(s, where: str, base_dir: Path, wavs: dict) -> Step:
+    if not isinstance(s, dict) or len(s) < 1:
+        raise ScenarioError(f"{where}must be a table, e.g. {{ say = \"hello.wav\" }}")
+    kind = next(iter(s))
+    if kind not in PHONE_STEP_KINDS:
+        raise ScenarioError(f"{where}unknown step {kind!r} ({', '.join(PHONE_STEP_KINDS)})")
+    if kind == "hangup":
+        _no_unknown(s, {"hangup"}, where)
+        if s["hangup"] != "bye":
+            raise ScenarioError(f"{where}hangup: a phone hangs up with \"bye\"")
+        return Hangup("bye")
+    if kind == "transfer":
+        _no_unknown(s, {"transfer"}, where)
+        to = s["transfer"]
+        if not isinstance(to, str) or not to.isdigit():
+            raise ScenarioError(f"{where}transfer: must be an extension or box number in quotes")
+        return Transfer(to)
+    step = _step(s, where, base_dir, wavs)
+    if isinstance(step, Wait) and step.until != "seconds":
+        raise ScenarioError(f"{where}wait: a phone waits {{ seconds = N }}")
+    return step
 
 
 def _no_unknown(table: dict, known: set[str], where: str) -> None:
@@ -232,6 +394,46 @@ def _call(index: int, c: dict, base_dir: Path, wavs: dict) -> CallSpec:
         steps=tuple(_step(s, f"{where}steps[{i}]: ", base_dir, wavs)
                     for i, s in enumerate(steps, 1)),
     )
+
+
+MAX_CALLEE_NUMBER = 20           # digits the exchange collects (E.164: at most 15, plus prefixes)
+
+
+def _callee(index: int, c: dict, base_dir: Path, wavs: dict) -> CalleeSpec:
+    where = f"[[callee]] #{index} "
+    _no_unknown(c, {"number", "result", "answer_after_rings", "steps", "record"}, where)
+    number = c.get("number")
+    if number is None:
+        raise ScenarioError(f"{where}key 'number': missing (the digits that reach this callee)")
+    if (not isinstance(number, str) or not 1 <= len(number) <= MAX_CALLEE_NUMBER
+            or not set(number) <= set("0123456789*#")):
+        raise ScenarioError(f"{where}key 'number': must be 1 to {MAX_CALLEE_NUMBER} "
+                            "characters of 0-9 * #, in quotes")
+    result = c.get("result", "answer")
+    if result not in CALLEE_RESULTS:
+        raise ScenarioError(f"{where}key 'result': must be one of {', '.join(CALLEE_RESULTS)}")
+    if result != "answer":
+        for key in ("answer_after_rings", "steps", "record"):
+            if key in c:
+                raise ScenarioError(f"{where}key {key!r}: only with result = \"answer\"")
+    rings = c.get("answer_after_rings", 2)
+    if not isinstance(rings, int) or isinstance(rings, bool) or not 0 <= rings <= MAX_RINGS:
+        raise ScenarioError(f"{where}key 'answer_after_rings': must be an integer from 0 to {MAX_RINGS}")
+    steps = c.get("steps", [])
+    if not isinstance(steps, list):
+        raise ScenarioError(f"{where}key 'steps': must be an array of steps")
+    parsed = []
+    for i, s in enumerate(steps, 1):
+        step = _step(s, f"{where}steps[{i}]: ", base_dir, wavs)
+        if isinstance(step, Wait) and step.until != "seconds":
+            raise ScenarioError(f"{where}steps[{i}]: wait: a callee can only wait "
+                                "{ seconds = N } (it hears no prompts)")
+        parsed.append(step)
+    record = c.get("record")
+    if record is not None and (not isinstance(record, str) or not record):
+        raise ScenarioError(f"{where}key 'record': must be the path of a WAV file to write")
+    return CalleeSpec(index=index, number=number, result=result, answer_after_rings=rings,
+                      steps=tuple(parsed), record=(base_dir / record).resolve() if record else None)
 
 
 def _seconds(v, what: str, zero_ok: bool = True, limit: float = MAX_SECONDS) -> float:

@@ -16,7 +16,7 @@ MAX_BODY = 4096             # an SDP offer is well under this
 # RFC 3261 §7.3.3 compact forms, plus RFC 6665's o (Event).
 COMPACT = {"v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact",
            "l": "content-length", "c": "content-type", "k": "supported", "s": "subject",
-           "e": "content-encoding", "o": "event", "u": "allow-events"}
+           "e": "content-encoding", "o": "event", "u": "allow-events", "r": "refer-to"}
 REQUIRED = ("via", "from", "to", "call-id", "cseq")
 SINGLE = ("from", "to", "call-id", "cseq", "content-length", "max-forwards", "expires")
 

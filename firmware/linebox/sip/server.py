@@ -45,14 +45,15 @@ MAX_SUBSCRIPTIONS_PER_EXTENSION = 8
 MAX_CONTACTS = 5                    # per extension
 MAX_TRANSACTIONS = 2048
 EXPIRES_DEFAULT, EXPIRES_MIN, EXPIRES_MAX = 3600, 60, 7200
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, INFO"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, INFO, REFER"
 SERVER = "Linebox"
 DELAYED_MEDIA = Media("0.0.0.0", 9, "PCMU", 0, None, "inactive")   # a line before the answer
 
 
-def dial_plan(dialled: str, extension, boxes) -> tuple[str, str | None] | None:
-    """What a dialled number means (contract §9): ("login", box or None) or ("message",
-    box); None for anything else."""
+def dial_plan(dialled: str, extension, boxes, outbound=None) -> tuple[str, str | None] | None:
+    """What a dialled number means (contract §9): ("login", box or None), ("message",
+    box), or with the gateway ("outbound", number) when ``outbound(dialled)`` finds the
+    number to dial on a line; None for anything else."""
     if dialled in ("*56", "*98"):
         return "login", None
     if dialled.startswith("*56") and dialled[3:] in boxes:
@@ -61,6 +62,9 @@ def dial_plan(dialled: str, extension, boxes) -> tuple[str, str | None] | None:
         return "login", extension.mailboxes[0]
     if dialled in boxes:
         return "message", dialled
+    found = outbound(dialled) if outbound is not None else None
+    if found is not None:
+        return "outbound", found[0]
     return None
 
 
@@ -126,7 +130,8 @@ class SipCall:
     ended: str | None = None            # why, once the SIP side is over
     bye_sent: bool = False
     invite_branch: str = ""
-    offered: object = None              # our offer awaits the answer in the ACK: (ext, route, dialled), or True in a re-INVITE
+    offered: object = None              # our offer awaits the answer in the ACK: (ext, route, dialled, caller), or True in a re-INVITE
+    outbound: object = None             # a call out through a line (sip/outcall.py)
 
 
 @dataclass
@@ -185,6 +190,15 @@ class SipService:
         self._media_origin = clock()
         self._media_next_phase = 0
         self.media_thread: threading.Thread | None = None
+        self.allow = ALLOW
+        from linebox.sip.uac import SipPhones  # the gateway: ringing the phones
+        self.uac = SipPhones(self)
+        from linebox.sip.outcall import OutboundInvites  # the gateway: calls out
+        self.outcalls = OutboundInvites(self)
+        self.trunk = None
+        if self.cfg.mode == "trunk":
+            from linebox.gateway.trunk import Trunk  # Linebox as a gateway behind a PBX
+            self.trunk = Trunk(self)
 
     # ================================================================ life cycle
     def start(self) -> None:
@@ -209,6 +223,8 @@ class SipService:
         with self.lock:
             self.counts = {b: self.app.store.counts(b) for b in self.config.boxes}
             self.app.bus.subscribe(self._on_bus)
+            # Trunk mode: the lines ring the PBX (gateway/trunk.py), else the phones here.
+            self.app.phones = self.trunk.phones if self.trunk is not None else self.uac
             for n in self.extensions:
                 self.app.bus.publish({"event": ev_.EXTENSION_STATE, "extension": n,
                                       "state": "unregistered"})
@@ -217,6 +233,8 @@ class SipService:
         self.thread.start()
         self.media_thread = threading.Thread(target=self._media_loop, name="sip-media", daemon=True)
         self.media_thread.start()
+        if self.trunk is not None:
+            self.call_soon(self.trunk.start)
         log.info("listening on %s:%d (UDP and TCP), realm %s, %d extension(s)",
                  host, self.port, self.cfg.realm, len(self.extensions))
 
@@ -235,6 +253,8 @@ class SipService:
             self._media_wake.set()
             self.media_thread.join(timeout=2.0)
         with self.lock:
+            if self.app.phones is self.uac or (self.trunk is not None and self.app.phones is self.trunk.phones):
+                self.app.phones = None
             try:
                 self.app.bus.unsubscribe(self._on_bus)
             except ValueError:
@@ -244,6 +264,16 @@ class SipService:
                 s.close()
             except OSError:
                 pass
+
+    def call_soon(self, fn) -> None:
+        """Run ``fn()`` on the SIP thread (which owns every SIP state), from any thread."""
+        self.inbox.put(("run", fn))
+        self._wake()
+
+    def publish(self, event: dict) -> None:
+        """A bus event from the SIP thread (the appliance lock held while it is delivered)."""
+        with self.lock:
+            self.app.bus.publish(event)
 
     def _wake(self) -> None:
         try:
@@ -461,6 +491,10 @@ class SipService:
         self._at(txn.interval, resend)
 
     def _response(self, resp: Message) -> None:
+        if self.trunk is not None and self.trunk.txns.response(resp):
+            return
+        if self.uac.response(resp):
+            return
         branch = resp.vias[0].branch
         ct = self.client_txns.get(branch or "")
         if ct is None or resp.status < 200 or ct.done:
@@ -569,13 +603,23 @@ class SipService:
                 self.subs.pop(key, None)
         for key, txn in list(self.server_txns.items()):
             if txn.expires_at <= now:
+                if txn.is_invite and txn.final == 0 and self._pending_outbound(key[0]):
+                    continue           # a call out still ringing: its CANCEL must find it
                 del self.server_txns[key]
 
     # ================================================================ calls
+    def _pending_outbound(self, branch: str) -> bool:
+        """A call out through a line whose INVITE (``branch``) has no final answer yet."""
+        return any(c.outbound is not None and c.invite_branch == branch and not c.ok and c.ended is None
+                   for c in self.calls.values())
+
     def _on_invite(self, req: Message, peer: Peer, txn) -> None:
         to_tag = req.to.params.get("tag")
         if to_tag:
             self._reinvite(req, peer, txn, to_tag)
+            return
+        if self.trunk is not None:
+            self.trunk.on_invite(req, peer, txn)
             return
         user = self._authenticate(req, peer, txn)
         if user is None:
@@ -584,7 +628,17 @@ class SipService:
         if req.from_.uri.user != user:
             log.warning("extension %s from %s called as %s", user, peer.addr[0], req.from_.uri.user)
         dialled = urllib.parse.unquote(sipmsg.parse_uri(req.uri).user or "")
-        route = dial_plan(dialled, ext, self.config.boxes)
+        route = dial_plan(dialled, ext, self.config.boxes, self.outcalls.number_for)
+        self.accept_invite(req, peer, txn, ext, route, dialled)
+
+    def accept_invite(self, req: Message, peer: Peer, txn, ext, route, dialled: str,
+                      caller: CallerId | None = None) -> None:
+        """Answer a new INVITE for ``route`` (see `dial_plan`) on behalf of ``ext`` (its
+        ``number`` names the call in events): 404 for no route, 486/488/400 when it
+        cannot be taken, else 200 and the call's flow (the dialog's Route set from the
+        INVITE's Record-Route, RFC 3261 §12.1.1, sip/route.py); ``caller``: the
+        caller as the flows see it (default: the extension)."""
+        user = ext.number
         tag = secrets.token_hex(6)
         if route is None:
             log.info("extension %s dialled %r: no such number", user, dialled)
@@ -611,6 +665,12 @@ class SipService:
         if contact is None:
             self._reply(req, peer, 400, "Bad Request", to_tag=tag, txn=txn)
             return
+        if route[0] == "outbound":
+            self.outcalls.invite(req, peer, txn, user, ext, route[1], media, contact, tag, dialled)
+            call = self.calls.get((req.call_id, tag))
+            if call is not None:
+                call.dialog.route = routes
+            return
         self._reply(req, peer, 100, "Trying", txn=txn)
         local = local_address_for(peer.addr[0], self.cfg.host)
         sock = open_rtp_socket(local if self.cfg.host in ("0.0.0.0", "") else self.cfg.host)
@@ -629,24 +689,67 @@ class SipService:
         self._retransmit_ok(call)
         log.info("extension %s dialled %s: %s %s", user, dialled, route[0], route[1] or "(asks)")
         if delayed:
-            call.offered = (ext, route, dialled)    # started by the answer in the ACK
+            call.offered = (ext, route, dialled, caller)    # started by the answer in the ACK
             return
-        self._start_call(call, ext, route, dialled)
+        self._start_call(call, ext, route, dialled, caller)
 
-    def _start_call(self, call: SipCall, ext, route, dialled: str) -> None:
-        bus = _ExtensionBus(self.app.bus, ext.number)
-        flow = sip_entry(self.app.svc, route[0], route[1])
+    def _start_call(self, call: SipCall, ext, route, dialled: str, caller: CallerId | None = None) -> None:
+        caller = caller or CallerId(number=ext.number, name=ext.name, extension=ext.number)
+        self.start_media_call(call, ext.number, sip_entry(self.app.svc, route[0], route[1]), caller,
+                              {"event": ev_.SIP_CALL, "caller_number": caller.number,
+                               "caller_name": caller.name, "dialled": dialled, "line": None})
+
+    def start_media_call(self, call: SipCall, extension: str, flow, callerid: CallerId,
+                         event: dict | None = None, listen: bool = True) -> None:
+        """Run ``flow`` (a flow factory, as a line's) over the call's RTP, its events
+        naming ``extension``; ``event`` is published first. ``listen`` False: a bridged
+        leg (the line's side listens)."""
+        bus = _ExtensionBus(self.app.bus, extension)
         with self.lock:
             call.runner = LineRunner(call.line, None, "us", bus, flow, rings_needed=lambda: 0)
-            bus.publish({"event": ev_.SIP_CALL, "caller_number": ext.number, "caller_name": ext.name,
-                         "dialled": dialled, "line": None})
-            call.runner.start_call(flow, CallerId(number=ext.number, name=ext.name,
-                                                  extension=ext.number))
+            if event is not None:
+                bus.publish(event)
+            call.runner.start_call(flow, callerid, listen=listen)
         self._media_next_phase = (self._media_next_phase + 1) % MEDIA_PHASES
         call.line.align(self._media_slot(self._media_next_phase))
         with self._media_lock:
             self._media_calls.append(call)
         self._media_wake.set()
+
+    def new_dialog(self, call_id, local_tag, local, remote, remote_tag, target, peer, extension,
+                   cseq) -> Dialog:
+        """A dialog we started (the gateway's INVITE to a phone)."""
+        return Dialog(call_id=call_id, local_tag=local_tag, local=local, remote=remote,
+                      remote_tag=remote_tag, target=target, peer=peer, extension=extension,
+                      cseq=cseq)
+
+    def start_leg(self, dialog: Dialog, line: SipLine, sdp, flow, extension: str, callerid) -> SipCall:
+        """A call we placed to a phone (the gateway), answered and ACKed: its audio runs
+        like a phone's own call, under ``flow``."""
+        call = SipCall(dialog=dialog, line=line, sdp=sdp, acked=True)
+        self.calls[(dialog.call_id, dialog.local_tag)] = call
+        self.calls_by_id[dialog.call_id] = call
+        bus = _ExtensionBus(self.app.bus, extension)
+        with self.lock:
+            call.runner = LineRunner(call.line, None, "us", bus, flow, rings_needed=lambda: 0)
+            call.runner.start_call(flow, callerid, listen=False)   # the line's side listens
+        self._media_next_phase = (self._media_next_phase + 1) % MEDIA_PHASES
+        call.line.align(self._media_slot(self._media_next_phase))
+        with self._media_lock:
+            self._media_calls.append(call)
+        self._media_wake.set()
+        return call
+
+    def _on_refer(self, req: Message, peer: Peer, txn) -> None:
+        """RFC 3515 blind transfer, by a phone in a call the gateway bridged."""
+        call = self._find_call(req)
+        if call is None:
+            self._reply(req, peer, 481, "Call/Transaction Does Not Exist", txn=txn)
+            return
+        if not req.get("refer-to"):
+            self._reply(req, peer, 400, "Bad Request", txn=txn)
+            return
+        self.uac.refer(req, peer, txn, call)
 
     def _media_slot(self, phase: int) -> float:
         """The next 20 ms slot of the shared media clock (in one of MEDIA_PHASES phases,
@@ -719,10 +822,17 @@ class SipService:
             self._wake()
 
     def _inbox(self, item) -> None:
-        if item[0] == "counts":
+        if item[0] == "run":
+            item[1]()
+        elif item[0] == "counts":
             self._counts_changed(item[1], item[2])
+        elif item[0] == "outbound":
+            self.outcalls.progress(item[1])
+        elif item[0] == "uac":
+            self.uac.handle(item[1:])
         elif item[0] == "call_over":
             call = item[1]
+            self.uac.leg_over(call)
             if call.ended is None:
                 call.ended = "flow"
                 self._send_bye(call)
@@ -798,12 +908,18 @@ class SipService:
             return
         self._reply(req, peer, 200, "OK", txn=txn)
         call = self.calls_by_id.get(req.call_id)
+        if call is not None and call.outbound is not None and not call.ok:
+            self.outcalls.cancel(call)            # a call out not answered yet: 487
+            return
         if call is not None and call.invite_branch == branch and not call.acked:
             # We answer at once, so a CANCEL meets a 200 already on its way: end the call
             # here too (the phone will also send its BYE after the ACK).
             self._end_call(call, "cancel")
 
     def _end_call(self, call: SipCall, cause: str) -> None:
+        if call.outbound is not None and not call.ok:
+            self.outcalls.cancel(call, cause)     # no dialog yet: a final response, no BYE
+            return
         if call.ended is None:
             call.ended = cause
             self._send_bye(call)
@@ -1040,6 +1156,8 @@ class SipService:
         return contacts[0].uri.text
 
     def _shutdown(self) -> None:
+        if self.trunk is not None:
+            self.trunk.stop()
         for call in list(self.calls.values()):
             self._end_call(call, "shutdown")
         for sub in list(self.subs.values()):
