@@ -340,3 +340,22 @@ answer_after = 1.0
     assert hup["cause"] == "line:silence"
     assert of(events, "hangup_detected")[0]["cause"] == "silence"
     assert SILENCE_END_SECONDS <= hup["t"] - of(events, "bridged")[0]["t"] <= SILENCE_END_SECONDS + 1
+
+
+def test_the_call_log_says_which_extension_answered(tmp_path, played):
+    sim = Sim(tmp_path, rings=2, attendant=SIP, line_extra='ring = ["201", "202"]\n')
+    sim.run("""
+[[call]]
+line = 1
+at = 1.0
+caller = { number = "5551234567" }
+steps = [ { wait = "answer" }, { silence = 2.0 }, { hangup = "busy" } ]
+
+[[phone]]
+extension = "202"
+answer_after = 1.0
+""")
+    (call,) = sim.app.calllog.calls()
+    assert (call["outcome"], call["extension"], call["box"]) == ("phone", "202", None)
+    from linebox.web.pages import _outcome
+    assert _outcome(call) == "answered by extension 202"

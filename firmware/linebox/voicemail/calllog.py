@@ -7,6 +7,8 @@ ringing stops). What happened in between decides its outcome:
     hung_up    answered, but the caller hung up before leaving one
     missed     never answered (answering off, or the caller gave up first)
     login      the box owner called in and logged in (``box``)
+    phone      an IP phone of the line's ring group answered (``extension``; a transfer
+               to a box that took a message makes it ``message``)
     blocked    refused by a call filter (event ``call_blocked``; none exists yet)
 
 Records are appended to ``calls.jsonl`` in the data folder, one JSON object a line,
@@ -32,7 +34,7 @@ log = logging.getLogger("linebox.calllog")
 
 FILE_NAME = "calls.jsonl"
 LIMIT = 5000
-OUTCOMES = ("message", "hung_up", "missed", "login", "blocked")
+OUTCOMES = ("message", "hung_up", "missed", "login", "blocked", "phone")
 
 
 class CallLog:
@@ -93,7 +95,8 @@ class CallLog:
         if ev.get("n") == 1 or line not in self._open:
             self._open[line] = {"ts": self.clock(), "line": line, "caller_number": None,
                                 "caller_name": None, "outcome": None, "box": None,
-                                "message": None, "answered": False, "t0": ev.get("t")}
+                                "message": None, "answered": False, "t0": ev.get("t"),
+                                "extension": None}
 
     def _callerid(self, line: int, ev: dict) -> None:
         call = self._open.get(line)
@@ -105,6 +108,11 @@ class CallLog:
         call = self._open.get(line)
         if call is not None:
             call["answered"] = True
+
+    def _bridged(self, line: int, ev: dict) -> None:
+        call = self._open.get(line)
+        if call is not None and call["outcome"] in (None, "phone"):
+            call.update(outcome="phone", extension=ev.get("extension"))
 
     def _record_start(self, line: int, ev: dict) -> None:
         call = self._open.get(line)
@@ -149,6 +157,8 @@ class CallLog:
                "ts": call["ts"], "line": line, "caller_number": call["caller_number"],
                "caller_name": call["caller_name"], "outcome": outcome, "box": call["box"],
                "message": call["message"], "seconds": seconds}
+        if call.get("extension") is not None:
+            rec["extension"] = call["extension"]       # who answered (the last, after transfers)
         self._append(rec)
         self.bus.publish({"event": ev_.CALL_LOGGED, "call": dict(rec)})
 
@@ -179,6 +189,7 @@ _HANDLERS = {
     "ring": CallLog._ring,
     "callerid": CallLog._callerid,
     "answer": CallLog._answer,
+    "bridged": CallLog._bridged,
     "record_start": CallLog._record_start,
     "message_saved": CallLog._message_saved,
     "login": CallLog._login,

@@ -22,7 +22,8 @@ from linebox.web.portal import (
 
 MESSAGE_FIELDS = ("id", "box", "state", "caller_number", "caller_name", "received", "seconds", "line",
                   "transcript")
-CALL_FIELDS = ("t", "line", "caller_number", "caller_name", "outcome", "box", "message", "seconds")
+CALL_FIELDS = ("t", "line", "caller_number", "caller_name", "outcome", "box", "message", "seconds",
+               "extension")
 
 
 def _json_body() -> dict:
