@@ -340,3 +340,49 @@ answer_after = 1.0
     assert hup["cause"] == "line:silence"
     assert of(events, "hangup_detected")[0]["cause"] == "silence"
     assert SILENCE_END_SECONDS <= hup["t"] - of(events, "bridged")[0]["t"] <= SILENCE_END_SECONDS + 1
+
+
+def test_the_call_log_says_which_extension_answered(tmp_path, played):
+    sim = Sim(tmp_path, rings=2, attendant=SIP, line_extra='ring = ["201", "202"]\n')
+    sim.run("""
+[[call]]
+line = 1
+at = 1.0
+caller = { number = "5551234567" }
+steps = [ { wait = "answer" }, { silence = 2.0 }, { hangup = "busy" } ]
+
+[[phone]]
+extension = "202"
+answer_after = 1.0
+""")
+    (call,) = sim.app.calllog.calls()
+    assert (call["outcome"], call["extension"], call["box"]) == ("phone", "202", None)
+    from linebox.web.pages import _outcome
+    assert _outcome(call) == "answered by extension 202"
+
+
+def test_gateway_and_phone_events_carry_the_fields_the_catalogue_names(tmp_path, played):
+    from linebox.events import CATALOGUE
+    sim = _sim(tmp_path, boxes=("100", "101"))
+    events = sim.run("""
+[[call]]
+line = 1
+at = 1.0
+caller = { number = "5551234567" }
+steps = [ { wait = "answer" }, { silence = 8.0 }, { hangup = "busy" } ]
+
+[[phone]]
+extension = "201"
+answer_after = 1.0
+steps = [ { silence = 1.0 }, { transfer = "202" } ]
+
+[[phone]]
+extension = "202"
+answer_after = 2.0
+""")
+    kinds = {e["event"] for e in events}
+    assert {"ring_group", "bridged", "transfer", "phone_ringing", "phone_answer",
+            "phone_ring_stopped", "phone_hangup"} <= kinds
+    for ev in events:
+        extra = set(ev) - {"event", "t", "line", "call"} - set(CATALOGUE[ev["event"]].fields)
+        assert not extra, f"{ev['event']} carries {extra} not in the catalogue"

@@ -100,6 +100,10 @@ class Fork:
     ack: bytes = b""                # the ACK to its 2xx, for the 2xx's retransmissions
     interval: float = T1
     sent_at: float = field(default_factory=time.monotonic)
+    invite_cseq: int = 0            # the INVITE's number, which its ACK and CANCEL carry
+
+    def __post_init__(self) -> None:
+        self.invite_cseq = self.cseq   # (cseq itself grows with each UPDATE)
 
 
 class SipRing(RingAttempt):
@@ -193,8 +197,7 @@ class SipPhones(Phones):
             ("Via", self._via(fork, host)), ("Max-Forwards", "70"),
             ("From", fork.from_hdr), ("To", fork.to_hdr), ("Call-ID", fork.call_id),
             ("CSeq", f"{fork.cseq} INVITE"), ("Contact", self.sip._our_contact(fork.peer)),
-            ("Allow", self.sip.allow), ("Supported", "replaces"),
-            ("User-Agent", "Linebox"), ("Content-Type", "application/sdp")], body)
+            ("Allow", self.sip.allow), ("User-Agent", "Linebox"), ("Content-Type", "application/sdp")], body)
 
     def _timer_a(self, fork: Fork) -> None:
         def again():
@@ -281,7 +284,7 @@ class SipPhones(Phones):
         host = local_address_for(fork.peer.addr[0], self.sip.cfg.host)
         data = sipmsg.build(f"CANCEL {fork.uri} SIP/2.0", [
             ("Via", self._via(fork, host)), ("Max-Forwards", "70"), ("From", fork.from_hdr),
-            ("To", fork.to_hdr), ("Call-ID", fork.call_id), ("CSeq", f"{_invite_cseq(fork)} CANCEL")])
+            ("To", fork.to_hdr), ("Call-ID", fork.call_id), ("CSeq", f"{fork.invite_cseq} CANCEL")])
         self.sip.send(fork.peer, data)
         sent = time.monotonic()
         interval = [T1]
@@ -302,7 +305,7 @@ class SipPhones(Phones):
         host = local_address_for(fork.peer.addr[0], self.sip.cfg.host)
         self.sip.send(fork.peer, sipmsg.build(f"ACK {fork.uri} SIP/2.0", [
             ("Via", self._via(fork, host)), ("Max-Forwards", "70"), ("From", fork.from_hdr),
-            ("To", resp.get("to")), ("Call-ID", fork.call_id), ("CSeq", f"{_invite_cseq(fork)} ACK")]))
+            ("To", resp.get("to")), ("Call-ID", fork.call_id), ("CSeq", f"{fork.invite_cseq} ACK")]))
         if fork.state in ("done", "answered"):
             return
         if resp.status != 487:
@@ -335,7 +338,7 @@ class SipPhones(Phones):
         fork.ack = sipmsg.build(f"ACK {target} SIP/2.0", [
             ("Via", self._via(fork, host, "z9hG4bK" + secrets.token_hex(10))), ("Max-Forwards", "70"),
             ("From", fork.from_hdr), ("To", fork.response_to), ("Call-ID", fork.call_id),
-            ("CSeq", f"{_invite_cseq(fork)} ACK")])
+            ("CSeq", f"{fork.invite_cseq} ACK")])
         self.sip.send(fork.peer, fork.ack)
         was = fork.state
         fork.state = "answered"
@@ -344,8 +347,10 @@ class SipPhones(Phones):
             media = negotiate(parse_offer(resp.body))
         except SipParseError:
             media = None
+        # Our next request in the dialog (BYE, NOTIFY) numbers on from the last one we
+        # sent in it (the INVITE, or a caller-ID UPDATE after it).
         dialog = self.sip.new_dialog(fork.call_id, fork.from_tag, fork.from_hdr, fork.response_to,
-                                     fork.to_tag, target, fork.peer, fork.extension, _invite_cseq(fork))
+                                     fork.to_tag, target, fork.peer, fork.extension, fork.cseq)
         attempt = fork.attempt
         bridge = attempt.answered(fork.extension) if media is not None and was != "cancelling" else None
         if bridge is None:
@@ -408,11 +413,6 @@ class SipPhones(Phones):
     def leg_over(self, call) -> None:
         self.legs.pop((call.dialog.call_id, call.dialog.local_tag), None)
         self.by_call_id.pop(call.dialog.call_id, None)
-
-
-def _invite_cseq(fork: Fork) -> int:
-    # UPDATEs raised fork.cseq; the INVITE's number is what its CANCEL and ACK carry.
-    return int(fork.data.split(b"\r\nCSeq: ", 1)[1].split(b" ", 1)[0])
 
 
 def _contacts(msg) -> str | None:

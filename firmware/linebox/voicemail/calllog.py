@@ -12,6 +12,8 @@ What happened in between decides its outcome:
     login      the box owner called in and logged in (``box``)
     blocked    the caller's number is on the line's ``block`` list: hung up at once,
                never answered (event ``call_blocked``)
+    phone      an IP phone of the line's ring group answered (``extension``; a transfer
+               to a box that took a message makes it ``message``)
 
 Records are appended to ``calls.jsonl`` in the data folder, one JSON object a line,
 flushed and fsynced when the call ends. A torn last line (power cut) is skipped on
@@ -36,7 +38,7 @@ log = logging.getLogger(__name__)
 
 FILE_NAME = "calls.jsonl"
 LIMIT = 5000
-OUTCOMES = ("message", "hung_up", "missed", "login", "blocked")
+OUTCOMES = ("message", "hung_up", "missed", "login", "blocked", "phone")
 
 
 class CallLog:
@@ -130,6 +132,11 @@ class CallLog:
         if call is not None:
             call["answered"] = True
 
+    def _bridged(self, line: int, ev: dict) -> None:
+        call = self._open.get(line)
+        if call is not None and call["outcome"] in (None, "phone"):
+            call.update(outcome="phone", extension=ev.get("extension"))
+
     def _record_start(self, line: int, ev: dict) -> None:
         call = self._open.get(line)
         if call is not None and call["outcome"] is None:
@@ -177,6 +184,8 @@ class CallLog:
                "caller_number": call["caller_number"],
                "caller_name": call["caller_name"], "outcome": outcome, "box": call["box"],
                "message": call["message"], "seconds": seconds}
+        if call.get("extension") is not None:
+            rec["extension"] = call["extension"]       # who answered (the last, after transfers)
         self._append(rec)
         self.bus.publish({"event": ev_.CALL_LOGGED, "call": dict(rec)})
 
@@ -207,6 +216,7 @@ _HANDLERS = {
     "ring": CallLog._ring,
     "callerid": CallLog._callerid,
     "answer": CallLog._answer,
+    "bridged": CallLog._bridged,
     "record_start": CallLog._record_start,
     "message_saved": CallLog._message_saved,
     "login": CallLog._login,

@@ -9,7 +9,8 @@ from linebox.config import LANGUAGES
 from linebox.web.portal import Refusal, checked_box, portal
 
 OUTCOMES = {"message": "message in box {box}", "hung_up": "hung up before the beep (box {box})",
-            "missed": "missed", "login": "owner login to box {box}", "blocked": "blocked"}
+            "missed": "missed", "login": "owner login to box {box}", "blocked": "blocked",
+            "phone": "answered by extension {extension}"}
 
 
 def _when(iso) -> str:
@@ -30,7 +31,7 @@ def _outcome(call: dict) -> str:
     text = OUTCOMES.get(call.get("outcome"), call.get("outcome") or "?")
     if call.get("outcome") == "hung_up" and call.get("box") is None:
         text = "hung up"
-    return text.format(box=call.get("box"))
+    return text.format(box=call.get("box"), extension=call.get("extension"))
 
 
 def register(app) -> None:
