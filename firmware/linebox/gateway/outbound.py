@@ -21,6 +21,7 @@ The phone side is anything holding ``OutboundCall.phone_end`` (a SIP call's runn
 simulated phone); it learns the call's progress through ``on_change``.
 """
 
+import logging
 import operator
 from array import array
 
@@ -32,9 +33,8 @@ from linebox.errors import LineboxError
 from linebox.events import OUTBOUND_END, OUTBOUND_START
 from linebox.gateway.bridge import SILENCE_END_SECONDS, Bridge, bridged
 from linebox.gateway.dialrules import matches
-from linebox.log import get as get_logger
 
-log = get_logger("gateway")
+log = logging.getLogger(__name__)
 
 DIAL_TONE_WAIT = 3.0          # s: no dial tone by then -> 503 (issue 12)
 # DTMF as a telephone sends it: ITU-T Q.23 frequencies (dsp/gen), 100 ms on and 100 ms

@@ -13,6 +13,7 @@ another extension (rung like the group, the caller hearing ringback meanwhile) o
 box (the caller leaves a message there).
 """
 
+import logging
 from collections.abc import Callable
 
 from linebox import FRAME, RATE
@@ -21,9 +22,8 @@ from linebox.dsp.plans import tone_signal
 from linebox.events import BRIDGED, RING_GROUP, RING_GROUP_END, TRANSFER
 from linebox.gateway.bridge import SILENCE_END_SECONDS, bridged
 from linebox.gateway.phones import ANSWERED, Phones, RingAttempt
-from linebox.log import get as get_logger
 
-log = get_logger("gateway")
+log = logging.getLogger(__name__)
 
 # A transferred call rings its new extension this long before it falls to the line's
 # voicemail route (ASSUMED: about as long as ring_rings' default of 4 US rings).
@@ -94,7 +94,7 @@ def line_leg(svc, phones: Callable[[], Phones | None], line_cfg, attempt: RingAt
     a blind transfer (REFER) moves the caller to another extension or to a box."""
 
     def flow(call: Call) -> Flow:
-        from linebox.calls.flows import leave_message
+        from linebox.calls.flows import Session, leave_message
         current = attempt
         try:
             while True:
@@ -105,13 +105,13 @@ def line_leg(svc, phones: Callable[[], Phones | None], line_cfg, attempt: RingAt
                 kind, number = target
                 call.publish(TRANSFER, extension=current.extension, kind=kind, to=number)
                 if kind == "box":
-                    yield from leave_message(svc, call, number)
+                    yield from leave_message(Session(svc, call, number))
                     return
                 current = yield from ring_for(call, phones(), (number,))
                 if current is None:
                     if line_cfg.route == "attendant":
                         return
-                    yield from leave_message(svc, call, line_cfg.route)
+                    yield from leave_message(Session(svc, call, line_cfg.route))
                     return
                 call.publish(BRIDGED, extension=current.extension)
         except Hangup:

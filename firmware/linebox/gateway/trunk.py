@@ -24,6 +24,7 @@ connections the server does not open).
 """
 
 import hashlib
+import logging
 import secrets
 import socket
 import time
@@ -34,13 +35,12 @@ from linebox import events as ev_
 from linebox.backoff import Backoff
 from linebox.caller import CallerId
 from linebox.gateway.phones import Phones, RingAttempt
-from linebox.log import get as get_logger
 from linebox.sip import message as sipmsg
 from linebox.sip.auth import parse_authorization
 from linebox.sip.message import Message, SipParseError
 from linebox.sip.transport import Peer, local_address_for
 
-log = get_logger("trunk")
+log = logging.getLogger(__name__)
 
 T1, T2 = 0.5, 4.0                    # RFC 3261 §17.1.1.1
 TIMER_64T1 = 64 * T1

@@ -13,16 +13,17 @@ The call's audio is an ordinary SIP call's (a LineRunner over a SipLine on the s
 media clock) running the bridge's ``bridged`` flow on the phone's end.
 """
 
+import logging
+
 from linebox.caller import CallerId
 from linebox.calls.engine import LineRunner
 from linebox.gateway.bridge import bridged
 from linebox.gateway.outbound import KeysAsTones, Outbound, Refused
-from linebox.log import get as get_logger
 from linebox.sip.rtp import SipLine, open_rtp_socket
 from linebox.sip.sdp import SessionDescription
 from linebox.sip.transport import local_address_for
 
-log = get_logger("sip")
+log = logging.getLogger(__name__)
 
 
 class OutboundInvites:

@@ -16,6 +16,7 @@ follows in an UPDATE (RFC 3311) to phones whose provisional response allows UPDA
 in the From display name and number (RFC 4916) and P-Asserted-Identity (RFC 3325).
 """
 
+import logging
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -24,14 +25,13 @@ from linebox.caller import CallerId
 from linebox.calls.engine import Hangup
 from linebox.gateway.bridge import bridged
 from linebox.gateway.phones import Phones, RingAttempt
-from linebox.log import get as get_logger
 from linebox.sip import message as sipmsg
 from linebox.sip.message import SipParseError
 from linebox.sip.rtp import SipLine, open_rtp_socket
 from linebox.sip.sdp import SessionDescription, negotiate, parse_offer
 from linebox.sip.transport import Peer, local_address_for
 
-log = get_logger("sip")
+log = logging.getLogger(__name__)
 
 T1, T2 = 0.5, 4.0
 TIMER_B = 64 * T1
