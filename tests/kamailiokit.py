@@ -17,6 +17,7 @@ t_check_trans), sl, maxfwd and ctl (binrpc socket for ``kamcmd``), as Debian shi
 
 import re
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -230,7 +231,8 @@ class Kamailio:
         self.dir = tmp / f"kamailio-{time.monotonic_ns()}"
         self.dir.mkdir()
         self.port = free_port()
-        self.ctl = self.dir / "ctl.sock"
+        # A unix socket path holds at most 104 bytes here: xdist's temp folders are longer.
+        self.ctl = Path(tempfile.mkdtemp(prefix="lbkam-", dir="/tmp")) / "ctl.sock"
         self.cfg = self.dir / "kamailio.cfg"
         self.cfg.write_text(config_text(self.port, users, gateway, self.ctl))
         check = subprocess.run([KAMAILIO, "-c", "-f", str(self.cfg)], capture_output=True, text=True)
