@@ -128,3 +128,29 @@ def test_a_locked_box_answers_like_a_box_that_does_not_exist(tmp_path):
     assert names(locked) == names(unknown)
     assert "locked" not in names(locked)
     assert _prompts_after_box_number(locked)[-2:] == ["login_incorrect", "goodbye"]
+
+
+def test_a_typed_box_number_gets_its_pin_prompt_in_the_callers_language(tmp_path, monkeypatch):
+    """Box 101 speaks German among English boxes: its PIN prompt and refusal must sound
+    like an unknown number's, or the language would tell a caller that 101 is a box."""
+    from linebox.calls import flows
+    sim = _office(tmp_path, box_extra='language = "de"')
+    spoken = []
+    say = flows.Session.say
+
+    def spy(self, name, clips=None, interruptible=True):
+        spoken.append((name, self.prompts().language))
+        return (yield from say(self, name, clips, interruptible))
+
+    monkeypatch.setattr(flows.Session, "say", spy)
+    sim.run(_attendant_login("555"))
+    unknown = [x for x in spoken if x[0] in ("pin", "login_incorrect")]
+    spoken.clear()
+    sim.run(_attendant_login("101", pin="0150"))
+    real = [x for x in spoken if x[0] in ("pin", "login_incorrect")]
+    assert unknown == real == [("pin", "en"), ("login_incorrect", "en")]
+    spoken.clear()
+    sim.run(_call('{ wait = "prompt:attendant" }, { dtmf = "*" }, { wait = "prompt:box_number" }, '
+                  f'{{ dtmf = "101#" }}, {{ wait = "prompt:pin" }}, {{ dtmf = "{PIN}#" }}, '
+                  '{ wait = "prompt:menu" }, { hangup = "busy" }'))
+    assert ("counts", "de") in spoken       # once in, the box speaks its own language

@@ -2,7 +2,7 @@
 
 import pytest
 
-from simkit import Sim, names, of, speech_wav
+from simkit import PIN, Sim, names, of, speech_wav
 
 CALLER = 'caller = { number = "5551234567", name = "JOHN DOE" }'
 
@@ -128,6 +128,30 @@ def test_full_box_takes_no_message_and_says_so(tmp_path, speech_files):
     assert "box_full" in names(ev)
     assert not of(ev, "record_start")
     assert len(sim.messages()) == 1
+
+
+def test_the_owner_of_a_full_box_can_still_press_star_and_log_in(tmp_path, speech_files):
+    sim = Sim(tmp_path, max_messages=1)
+    voice = speech_wav(tmp_path, speech_files[1], 3.0)
+    sim.run(_call(f'{{ wait = "beep" }}, {{ say = "{voice}" }}, {{ hangup = "busy" }}'))
+    ev = sim.run(_call('{ wait = "prompt:box_full" }, { wait = { seconds = 0.5 } }, { dtmf = "*" }, '
+                       f'{{ wait = "prompt:pin" }}, {{ dtmf = "{PIN}#" }}, '
+                       '{ wait = "prompt:menu" }, { dtmf = "1" }, { wait = "prompt:message_menu" }, '
+                       '{ dtmf = "7" }, { wait = { seconds = 3 } }, { hangup = "busy" }', caller=""))
+    assert of(ev, "login", ok=True)
+    assert [e["state"] for e in of(ev, "message_state")][-1] == "trash"
+    assert not of(ev, "record_start")
+
+
+def test_a_caller_who_presses_nothing_at_a_full_box_is_let_go(tmp_path, speech_files):
+    sim = Sim(tmp_path, max_messages=1)
+    voice = speech_wav(tmp_path, speech_files[1], 3.0)
+    sim.run(_call(f'{{ wait = "beep" }}, {{ say = "{voice}" }}, {{ hangup = "busy" }}'))
+    ev = sim.run(_call('{ wait = "answer" }', caller=""))
+    assert "pin" not in names(ev) and not of(ev, "login")
+    (end,) = of(ev, "call_end")
+    (full,) = [e for e in ev if e["event"] == "prompt" and e["name"] == "box_full"]
+    assert end["t"] - full["t"] < 12        # the prompt, then at most 2 s for a *
 
 
 def test_two_lines_take_calls_at_the_same_time(tmp_path, speech_files):

@@ -33,6 +33,7 @@ MIN_VOICE_SECONDS = 1.0         # shorter messages are discarded
 TRIM_PAD_SECONDS = 0.3          # kept after the last voice so the last word is not clipped
 KEY_TIMEOUT = 5.0               # waiting for a menu key
 PIN_TRIES = 3
+STAR_AFTER_FULL = 2.0           # a full box's owner may still press * this long after "full"
 GREETING_MAX_SECONDS = 60.0
 GREETING_SILENCE_END = 3.0      # a greeting ends sooner on silence than a message
 NAME_MAX_SECONDS = 2.5          # a recorded name: keeps the system greeting under 5 s to the beep
@@ -148,13 +149,22 @@ def leave_message(s: Session) -> Flow:
     """Box route: retraction offer, greeting, beep, record, review."""
     box, call, store = s.box, s.call, s.store
     yield from retract_offer(s)
+    remote = s.config.boxes[box].remote_login
     refused = store.recording_refused(box)        # box_full, or no_space on the disk
     if refused is not None:
-        yield from refuse_message(s, refused)
+        # The owner can still press * (during the refusal, or just after it) and log in
+        # to make room: a full box must not lock its owner out of it.
+        yield from refuse_message(s, refused, interruptible=remote)
+        if remote and call.hangup_cause is None:
+            key = call.take_key()
+            if key is None:
+                key = yield from call.wait_key(STAR_AFTER_FULL)
+            if key == "*":
+                yield from login(s)
         return
     yield from greeting(s)
     key = call.take_key()
-    if key == "*" and s.config.boxes[box].remote_login:
+    if key == "*" and remote:
         yield from login(s)
         return
     s.flush_keys()
@@ -243,11 +253,11 @@ def prepare_names(svc: Services) -> None:
         spoken_name(_names_dir(svc), cfg.language, cfg.name)
 
 
-def refuse_message(s: Session, reason: str) -> Flow:
-    """No message can be left (the box is full, or the disk): say so and hang up."""
+def refuse_message(s: Session, reason: str, interruptible: bool = False) -> Flow:
+    """No message can be left (the box is full, or the disk): say so."""
     s.call.publish("record_end", reason="box_full", box=s.box)
     s.call.publish("message_discarded", reason=reason, box=s.box)
-    yield from s.say("box_full", interruptible=False)
+    yield from s.say("box_full", interruptible=interruptible)
 
 
 def retract_offer(s: Session) -> Flow:
@@ -477,6 +487,7 @@ def login(s: Session) -> Flow:
     saying "locked" would tell a caller trying numbers that this one exists); the
     owner learns of the lock by e-mail and MQTT (``box_locked``)."""
     store, call = s.store, s.call
+    typed = s.box is None
     for _ in range(PIN_TRIES):
         number = s.box
         if number is None:
@@ -485,10 +496,14 @@ def login(s: Session) -> Flow:
         cfg = s.config.boxes.get(number)
         real = cfg is not None and cfg.remote_login
         shown = s.for_box(number if real else None)     # an unknown box: no name, no language
+        # A typed box number gets its PIN prompt and refusal in the language the caller
+        # already hears: the box's own language (a German box among English ones) would
+        # tell that the number is a box. Its language starts with the mailbox.
+        asks = s if typed else shown
         if real and not cfg.pin_required and not store.is_locked(number):
             result = "ok"
         else:
-            yield from shown.say("pin")
+            yield from asks.say("pin")
             pin = yield from call.collect(10)
             result = store.check_pin(number, pin, "phone") if real else "wrong"
         if result != "ok":
@@ -496,7 +511,7 @@ def login(s: Session) -> Flow:
                 call.publish("login", box=number, ok=False, reason="locked")
             else:
                 call.publish("login", box=shown.box, ok=False)
-            yield from shown.say("login_incorrect")
+            yield from asks.say("login_incorrect")
             continue
         store.login_ok(number)
         call.publish("login", box=number, ok=True)
