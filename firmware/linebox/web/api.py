@@ -171,35 +171,23 @@ def register(app) -> None:
         svg = media.waveform_svg(m["file"], st.st_mtime_ns, st.st_size)
         return Response(svg, mimetype="image/svg+xml", headers={"Cache-Control": "private, max-age=3600"})
 
-    @app.delete("/api/v1/messages/<message_id>")
-    def delete(message_id):
-        m = checked_message(message_id)
-        out = _acting(portal().delete, m["id"])
-        return _ok(state=out["state"])
+    # A message's state changes: (method, path suffix, portal action, state it reports;
+    # None: the state the action returns). Each checks the message, then acts.
+    def _message_action(name, method, suffix, action, state=None):
+        def handler(message_id):
+            m = checked_message(message_id)
+            out = _acting(getattr(portal(), action), m["id"])
+            return _ok(state=state or out["state"])
+        handler.__name__ = name
+        app.route(f"/api/v1/messages/<message_id>{suffix}", methods=[method])(handler)
 
-    @app.post("/api/v1/messages/<message_id>/undelete")
-    def undelete(message_id):
-        m = checked_message(message_id)
-        out = _acting(portal().undelete, m["id"])
-        return _ok(state=out["state"])
-
-    @app.post("/api/v1/messages/<message_id>/heard")
-    def heard(message_id):
-        m = checked_message(message_id)
-        out = _acting(portal().mark_heard, m["id"])
-        return _ok(state=out["state"])
-
-    @app.post("/api/v1/messages/<message_id>/save")
-    def save(message_id):
-        m = checked_message(message_id)
-        out = _acting(portal().save, m["id"])
-        return _ok(state=out["state"])
-
-    @app.post("/api/v1/messages/<message_id>/purge")
-    def purge(message_id):
-        m = checked_message(message_id)
-        _acting(portal().purge, m["id"])
-        return _ok(state="deleted")
+    for name, method, suffix, action, state in (
+            ("delete", "DELETE", "", "delete", None),
+            ("undelete", "POST", "/undelete", "undelete", None),
+            ("heard", "POST", "/heard", "mark_heard", None),
+            ("save", "POST", "/save", "save", None),
+            ("purge", "POST", "/purge", "purge", "deleted")):
+        _message_action(name, method, suffix, action, state)
 
     # ------------------------------------------------------------ greetings
 
