@@ -613,8 +613,9 @@ def _pbx_calls():
 
 def _invite(calls, **kw):
     got = {"answer": [], "fail": [], "progress": []}
-    inv = trunk_mod.PbxInvite(uri="sip:201@127.0.0.1:5999", from_user="5551234567", from_name='JOHN "J" DOE',
-                              sdp=b"v=0\r\n", on_answer=lambda i, r: got["answer"].append(r),
+    kw = {"from_user": "5551234567", "from_name": 'JOHN "J" DOE', **kw}
+    inv = trunk_mod.PbxInvite(uri="sip:201@127.0.0.1:5999", sdp=b"v=0\r\n",
+                              on_answer=lambda i, r: got["answer"].append(r),
                               on_fail=lambda i, st, why: got["fail"].append(st),
                               on_progress=lambda i, r: got["progress"].append(r.status), **kw)
     calls.invite(inv)
@@ -795,3 +796,156 @@ def test_the_pbx_may_dial_only_what_sip_dial_allows_and_on_sip_lines(tmp_path):
     with pytest.raises(ConfigError, match=r"\[sip\] key 'dial'"):
         _sip(mode="trunk", registrar="sip:pbx", username="gw", password="x", inbound_uri="sip:201@pbx",
              dial=["5??"])
+
+
+# ================================================================ issue 12 (trunk12): per-line URI, identity, the wait
+def test_a_line_may_ring_its_own_inbound_uri_and_config_check_says_what_is_missing():
+    trunk = dict(mode="trunk", registrar="sip:pbx", username="gw", password="x")
+    line = {"driver": "sim", "route": "100"}
+    cfg = parse_config({**BASE, "sip": {"listen": "127.0.0.1:5070", **trunk, "inbound_uri": "sip:600@pbx"},
+                        "line": [{**line, "id": 1, "inbound_uri": "sip:601@pbx:5080"}, {**line, "id": 2}]})
+    assert [c.inbound_uri for c in cfg.lines] == ["sip:601@pbx:5080", None]
+    assert cfg.sip.trunk.inbound_uri == "sip:600@pbx"
+    # Every line has its own: [sip] needs none.
+    cfg = parse_config({**BASE, "sip": {"listen": "127.0.0.1:5070", **trunk},
+                        "line": [{**line, "id": 1, "inbound_uri": "sip:601@pbx"}]})
+    assert cfg.sip.trunk.inbound_uri is None
+    for sip_keys, lines, message in [
+        (trunk, [{**line, "id": 1, "inbound_uri": "sip:601@pbx"}, {**line, "id": 2}],
+         r"\[sip\] key 'inbound_uri': missing \(line 2 has no inbound_uri of its own\)"),
+        (trunk, [{**line, "id": 1}, {**line, "id": 3}],
+         r"\[sip\] key 'inbound_uri': missing \(lines 1, 3 have no inbound_uri of their own\)"),
+        ({**trunk, "inbound_uri": "sip:600@pbx"}, [{**line, "id": 1, "inbound_uri": "sip:pbx"}],
+         r"\[\[line\]\] #1 key 'inbound_uri': must be a SIP URI like \"sip:201@"),
+        ({**trunk, "inbound_uri": "sip:600@pbx"}, [{**line, "id": 1, "inbound_uri": "sip:6@pbx:70000"}],
+         r"\[\[line\]\] #1 key 'inbound_uri': port must be 1 to 65535"),
+        ({}, [{**line, "id": 1, "inbound_uri": "sip:601@pbx"}],
+         r"\[\[line\]\] #1 key 'inbound_uri': only with \[sip\] mode = \"trunk\""),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            parse_config({**BASE, "sip": {"listen": "127.0.0.1:5070", **sip_keys}, "line": lines})
+    with pytest.raises(ConfigError, match=r"\[\[line\]\] #1 key 'inbound_uri': only with \[sip\] mode"):
+        parse_config({**BASE, "line": [{**line, "id": 1, "inbound_uri": "sip:601@pbx"}]})
+
+
+def test_the_invite_asserts_the_caller_or_asks_for_privacy_and_the_challenged_one_too():
+    svc, txns, calls = _pbx_calls()
+    inv, got = _invite(calls, asserted=True, asserted_name="JOHN DOE")
+    first = svc.sent[-1]
+    assert b'From: "JOHN J DOE" <sip:5551234567@127.0.0.1>;tag=' in first
+    assert b'\r\nP-Asserted-Identity: "JOHN DOE" <sip:5551234567@127.0.0.1>\r\n' in first
+    assert b"Privacy" not in first
+    txns.response(_answer(first, "407 Proxy Authentication Required",
+                          'Proxy-Authenticate: Digest realm="pbx", nonce="n1"\r\n'))
+    again = svc.sent[-1]
+    assert again.startswith(b"INVITE ") and b"Proxy-Authorization" in again
+    assert b'\r\nP-Asserted-Identity: "JOHN DOE" <sip:5551234567@127.0.0.1>\r\n' in again
+    # A number without a name asserts the number alone; '#' is escaped (RFC 3261 §25.1).
+    svc, txns, calls = _pbx_calls()
+    _invite(calls, from_user="5551234#", from_name="Line 1", asserted=True)
+    assert b"\r\nP-Asserted-Identity: <sip:5551234%23@127.0.0.1>\r\n" in svc.sent[-1]
+    assert b'From: "Line 1" <sip:5551234%23@127.0.0.1>;tag=' in svc.sent[-1]
+    # Withheld: the anonymous From of RFC 3323 and Privacy: id, nothing asserted.
+    svc, txns, calls = _pbx_calls()
+    _invite(calls, from_user="anonymous", from_name="Anonymous", anonymous=True)
+    first = svc.sent[-1]
+    assert b'From: "Anonymous" <sip:anonymous@anonymous.invalid>;tag=' in first
+    assert b"\r\nPrivacy: id\r\n" in first and b"P-Asserted-Identity" not in first
+    txns.response(_answer(first, "407 Proxy Authentication Required",
+                          'Proxy-Authenticate: Digest realm="pbx", nonce="n1"\r\n'))
+    assert b"\r\nPrivacy: id\r\n" in svc.sent[-1] and b"Proxy-Authorization" in svc.sent[-1]
+    # The line's From ("Line 1" <sip:line1@...>) when no caller ID came asserts nothing.
+    svc, txns, calls = _pbx_calls()
+    _invite(calls, from_user="line1", from_name="Line 1")
+    assert b"P-Asserted-Identity" not in svc.sent[-1] and b"Privacy" not in svc.sent[-1]
+
+
+def test_caller_identity_for_each_kind_of_caller_id():
+    from linebox.caller import CallerId
+    from linebox.gateway.phones import Phones
+    show = Phones.caller_display.__get__(trunk_mod.TrunkPhones(None))
+    ident = trunk_mod.caller_identity
+    assert ident(1, CallerId(number="5551234567", name="JOHN DOE"), show) == {
+        "from_user": "5551234567", "from_name": "JOHN DOE", "asserted": True, "asserted_name": "JOHN DOE",
+        "anonymous": False}
+    assert ident(1, CallerId(number="5551234567", name_absent="P"), show) == {
+        "from_user": "5551234567", "from_name": "Line 1", "asserted": True, "asserted_name": None,
+        "anonymous": False}
+    assert ident(2, CallerId(number_absent="P", name_absent="P"), show)["anonymous"] is True
+    for cid in (None, CallerId(number_absent="O", name_absent="O")):
+        assert ident(2, cid, show) == {"from_user": "line2", "from_name": "Line 2", "asserted": False,
+                                       "anonymous": False}
+
+
+class _Runner:
+    """A line's runner as TrunkPhones sees it: its id, plan and clock (seconds of audio)."""
+
+    def __init__(self, line_id: int, plan: str) -> None:
+        import types
+        self.id, self.plan, self.t = line_id, plan, 0.0
+        self.line = types.SimpleNamespace(full_duplex=True)
+
+
+def _trunk_phones(*runners, line_uris=None):
+    import types
+    svc = FakeService()
+    svc.call_soon = lambda fn: fn()
+    svc.app = types.SimpleNamespace(runners=list(runners))
+    svc.config = types.SimpleNamespace(lines=tuple(
+        types.SimpleNamespace(id=r.id, inbound_uri=(line_uris or {}).get(r.id)) for r in runners))
+    invites = []
+    trunk = types.SimpleNamespace(service=svc, cfg=_trunk_cfg(inbound_uri="sip:600@127.0.0.1:5999"),
+                                  registration=types.SimpleNamespace(state="registered"),
+                                  pbx=types.SimpleNamespace(invite=invites.append, cancel=lambda inv: None))
+    return svc, trunk_mod.TrunkPhones(trunk), invites
+
+
+def test_the_invite_waits_for_caller_id_on_the_line_clock_not_on_a_uk_line_nor_once_it_came():
+    from linebox.caller import CallerId
+    us, uk, us2 = _Runner(1, "us"), _Runner(2, "uk"), _Runner(3, "us")
+    svc, phones, invites = _trunk_phones(us, uk, us2, line_uris={1: "sip:601@127.0.0.1:5999"})
+    made = []
+    ring = phones.ring
+    phones.ring = lambda *a: made.append(ring(*a)) or made[-1]
+    try:
+        us.t = 10.0
+        waiting = phones.ring(1, (), None)
+        svc.advance(30.0)                 # the SIP thread's clock runs, the line's stands still
+        assert invites == [] and not waiting.sent
+        us.t = 14.4
+        svc.advance(0.2)
+        assert invites == []
+        us.t = 14.5                       # 4.5 s of the line's audio after the first ring
+        svc.advance(0.2)
+        (inv,) = invites
+        assert inv.uri == "sip:601@127.0.0.1:5999"      # the line's own inbound_uri
+        assert (inv.from_user, inv.from_name, inv.asserted) == ("line1", "Line 1", False)
+        # Caller ID between the rings: the INVITE goes at once, with it.
+        attempt = phones.ring(3, (), None)
+        us2.t = 1.0
+        svc.advance(1.0)
+        assert len(invites) == 1
+        attempt.callerid(CallerId(number="5551234567", name="JOHN DOE"))
+        assert invites[-1].from_user == "5551234567" and invites[-1].uri == "sip:600@127.0.0.1:5999"
+        assert invites[-1].asserted and invites[-1].asserted_name == "JOHN DOE"
+        svc.advance(10.0)
+        us2.t = 20.0
+        svc.advance(1.0)
+        assert len(invites) == 2          # no second INVITE when the wait runs out
+        # A UK line: caller ID comes before the first ring or not at all: no wait.
+        phones.ring(2, (), None)
+        assert invites[-1].from_user == "line2" and len(invites) == 3
+        # A withheld number that came before (or at) the first ring: at once, anonymous.
+        phones.ring(3, (), CallerId(number_absent="P", name_absent="P"))
+        assert len(invites) == 4 and invites[-1].anonymous
+        # The line gave up on the PBX (the caller hung up) before the wait ran out: nothing.
+        us.t = 0.0
+        gone = phones.ring(1, (), None)
+        gone.cancel("caller_gone")
+        us.t = 10.0
+        svc.advance(1.0)
+        assert len(invites) == 4
+    finally:
+        for a in made:
+            if a.sock is not None:
+                a.sock.close()

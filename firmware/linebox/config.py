@@ -107,6 +107,7 @@ class LineConfig:
     chipset: str | None = _only(MODEM_SIM)          # which emulated modem (usr | conexant)
     ring: tuple[str, ...] = ()      # extensions rung together when a call rings (gateway)
     ring_rings: int = 4             # rings they ring before the voicemail route answers
+    inbound_uri: str | None = None  # trunk mode: where this line's calls ring (else [sip]'s)
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,8 @@ class TrunkConfig:
     username: str                        # the gateway account at the PBX
     password: str | None                 # one of password / ha1
     ha1: str | None                      # MD5(username:PBX realm:password)
-    inbound_uri: str                     # where an analog call rings (sip:201@pbx)
+    inbound_uri: str | None              # where an analog call rings (sip:201@pbx); a
+                                         # line's own [[line]] inbound_uri comes first
     expires: int = 300                   # the registration's requested lifetime, seconds
     pbx_addresses: tuple[str, ...] = ()  # more addresses the PBX may send calls from
     lines: tuple[int, ...] = ()          # the lines the PBX's calls may go out on (() = all)
@@ -554,6 +556,7 @@ def _read_line(t: _Table) -> LineConfig:
         rings=rings, toll_saver_rings=toll, route=route, answer=t.get_bool("answer", True),
         block=_read_block(t), schedule=_read_schedule(t), ring=_read_ring(t),
         ring_rings=t.get_int("ring_rings", 4, lo=1, hi=20),
+        inbound_uri=_pbx_uri(t, "inbound_uri", None, user=True),
     )
     if driver == "fxo":
         for key in ("audio", "hook_pin", "ring_pin"):
@@ -854,7 +857,7 @@ def _read_trunk(t: _Table) -> TrunkConfig:
                 raise t.error("dial", str(e)) from None
     return TrunkConfig(
         registrar=registrar, proxy=_pbx_uri(t, "proxy", None) or registrar, username=username,
-        password=password, ha1=ha1, inbound_uri=_pbx_uri(t, "inbound_uri", user=True),
+        password=password, ha1=ha1, inbound_uri=_pbx_uri(t, "inbound_uri", None, user=True),
         expires=t.get_int("expires", 300, lo=60, hi=86400), pbx_addresses=tuple(addresses),
         lines=tuple(lines), dial=tuple(dial) if dial is not None else None)
 
@@ -1055,6 +1058,7 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
                 raise tables["sip"][0].error("lines", f"no [[line]] with id {n}")
     _check_gateway(lines, tables["extension"], extensions, boxes, gateway)
     _check_ring(lines, extensions, sip)
+    _check_inbound_uri(lines, sip, tables["sip"][0] if tables["sip"] else None)
     for number, box in boxes.items():
         if box.email_on_new and email is None:
             raise box_tables[number].error("email_on_new", "needs an [email] table (the SMTP server)")
@@ -1083,6 +1087,21 @@ def _check_ring(lines, extensions, sip=None) -> None:
         for n in line.ring:
             if n not in (extensions or {}):
                 raise t.error("ring", f'no [[extension]] with number "{n}"')
+
+
+def _check_inbound_uri(lines, sip, sip_table) -> None:
+    """Trunk mode: every line rings its own ``inbound_uri`` or [sip]'s; no line names one
+    in server mode (its calls ring ``ring``)."""
+    trunk = sip.trunk if sip is not None else None
+    for t, line in lines:
+        if line.inbound_uri is not None and trunk is None:
+            raise t.error("inbound_uri", 'only with [sip] mode = "trunk"')
+    if trunk is not None and trunk.inbound_uri is None:
+        without = [line.id for _, line in lines if line.inbound_uri is None]
+        if without or not lines:
+            which = (f" (line {without[0]} has no inbound_uri of its own)" if len(without) == 1 else
+                     f" (lines {', '.join(map(str, without))} have no inbound_uri of their own)" if without else "")
+            raise sip_table.error("inbound_uri", f"missing{which}")
 
 
 def _check_lines(lines, boxes, attendant) -> None:

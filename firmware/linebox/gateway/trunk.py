@@ -12,9 +12,11 @@ concerns it), except `TrunkPhones.ring`, which the lines call and which hands ov
 - `PbxCalls` / `PbxInvite`: the UAC INVITE to the PBX, with the credentials on a
   407/401, CANCEL, the ACK of every final answer, and the dialog's route set (the 2xx's
   Record-Route reversed, RFC 3261 §12.1.2).
-- `TrunkPhones`: the gateway's `Phones` in trunk mode: every line's call rings
-  ``inbound_uri`` (the caller ID as the From display name and user) and the PBX's answer
-  is bridged to the line (gateway/bridge.py).
+- `TrunkPhones`: the gateway's `Phones` in trunk mode: every line's call rings its
+  ``inbound_uri`` (the line's own, else ``[sip]``'s), once the caller ID came (or 4.5 s
+  of the line's clock after the first ring), with it as the From display name and user
+  and as a P-Asserted-Identity (RFC 3325; a withheld number: the anonymous From and
+  ``Privacy: id``, RFC 3323); the PBX's answer is bridged to the line (gateway/bridge.py).
 - `Trunk.on_invite`: calls from the PBX: only from its addresses (`TrunkGate`; everyone
   else 403); a box number leaves a message, any other number goes out through a free
   line by the gateway's outbound route (gateway/outbound.py, sip/outcall.py).
@@ -125,6 +127,21 @@ def uri_target(uri: str) -> tuple[str, int]:
     """(host, port) a sip: URI sends to (UDP, default port 5060)."""
     u = sipmsg.parse_uri(uri)
     return u.host.strip("[]"), u.port or 5060
+
+
+def sip_user(number: str) -> str:
+    """A caller ID number as a SIP URI's user part (RFC 3261 §25.1: ``#`` and anything
+    but the user's unreserved characters escaped)."""
+    return urllib.parse.quote(number, safe="-_.!~*'()&=+$,;?/")
+
+
+def display_name(name: str | None) -> str:
+    """``"NAME" `` for a From or P-Asserted-Identity, or "" (quotes and backslashes
+    dropped: a caller ID name is no place for escapes)."""
+    if not name:
+        return ""
+    safe = name.replace("\\", "").replace('"', "")[:64]
+    return f'"{safe}" '
 
 
 def resolve(host: str, port: int) -> tuple[str, int] | None:
@@ -478,6 +495,10 @@ class PbxInvite:
     cancel_wanted: bool = False
     from_header: str = ""
     session: tuple = ()                  # (host, port) our SDP offered
+    asserted: bool = False               # P-Asserted-Identity with the From's number
+    asserted_name: str | None = None     # ... and this name (None: no display name)
+    anonymous: bool = False              # withheld: anonymous From, Privacy: id
+    identity: list = field(default_factory=list)   # the headers those make (every INVITE)
 
 
 class PbxCalls:
@@ -502,12 +523,22 @@ class PbxCalls:
             inv.on_fail(inv, 503, f"cannot resolve {self.host}")
             return inv
         self.peer = Peer("UDP", target)
-        name = ""
-        if inv.from_name:
-            safe = inv.from_name.replace("\\", "").replace('"', "")[:64]
-            name = f'"{safe}" '
         inv.to_header = f"<{inv.uri}>"
-        inv.from_header = f"{name}<sip:{inv.from_user}@{self.domain}>;tag={inv.from_tag}"
+        if inv.anonymous:
+            # RFC 3323 §4.1.1.3: the anonymous From; "id" asks the PBX to show no identity
+            # (nobody has one to show: the exchange withheld the number). No
+            # P-Asserted-Identity then: there is nothing to assert.
+            inv.from_header = f'"Anonymous" <sip:anonymous@anonymous.invalid>;tag={inv.from_tag}'
+            inv.identity = [("Privacy", "id")]
+        else:
+            identity = f"<sip:{sip_user(inv.from_user)}@{self.domain}>"
+            name = display_name(inv.from_name)
+            inv.from_header = f"{name}{identity};tag={inv.from_tag}"
+            # RFC 3325 §9.1: the identity the gateway asserts to its trust domain (the
+            # PBX): the analog caller ID. Asterisk's chan_pjsip takes it with
+            # trust_id_inbound = yes (else it reads the From, which says the same).
+            inv.identity = [("P-Asserted-Identity", f"{display_name(inv.asserted_name)}{identity}")] \
+                if inv.asserted else []
         inv.state = "calling"
         self._send_invite(inv, None)
         return inv
@@ -522,7 +553,7 @@ class PbxCalls:
             ("Call-ID", inv.call_id), ("CSeq", f"{inv.cseq} INVITE"),
             ("Contact", f"<sip:{self.cfg.username}@{host}:{self.service.port}>"),
             ("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE"),
-            ("User-Agent", USER_AGENT), ("Content-Type", "application/sdp")]
+            *inv.identity, ("User-Agent", USER_AGENT), ("Content-Type", "application/sdp")]
         if auth is not None:
             headers.append(auth)
         inv.headers = headers
@@ -687,8 +718,12 @@ class Trunk:
         return self.registration.state
 
     def start(self) -> None:
-        log.info("trunk mode: gateway %r at %s, analog calls to %s", self.cfg.username,
-                 self.cfg.registrar, self.cfg.inbound_uri)
+        own = {line.id: line.inbound_uri for line in self.service.config.lines if line.inbound_uri}
+        where = ", ".join([f"line {n} to {u}" for n, u in own.items()] +
+                          ([f"{'the others' if own else 'all'} to {self.cfg.inbound_uri}"]
+                           if self.cfg.inbound_uri else []))
+        log.info("trunk mode: gateway %r at %s, analog calls: %s", self.cfg.username,
+                 self.cfg.registrar, where)
         self.registration.start()
 
     def stop(self) -> None:
@@ -743,20 +778,62 @@ class Trunk:
 
 
 # ================================================================ analog calls to the PBX
-# The caller ID comes between the first two rings (US: about 0.5-3.5 s after the first
-# ring began; UK: before it, so it is known at once). The INVITE waits for it this long
-# after the first ring, so the PBX sees the caller (its routing and call log need it; a
-# From cannot change later), then goes without. ASSUMED: 4.5 s covers Bellcore GR-30's
-# window with the margin of a slow decoder.
+# The caller ID comes between the first two rings (US, Bellcore GR-30: about 0.5-3.5 s
+# after the first ring began) or before the first ring (UK, BT SIN 227, after a line
+# reversal). A From cannot change once the INVITE went, and the PBX routes and logs by
+# it, so on a line whose caller ID follows the first ring the INVITE waits for it, at
+# most this long after the first ring (on the line's clock), then goes without. Real FXO
+# gateways do the same: Grandstream's HT503/HT813 "PSTN Ring Thru Delay" rings through
+# "after this delay or after caller id is detected (whichever comes first)", 2-10 s,
+# default 6 s; Cisco/Linksys SPA3102's "PSTN Ring Thru Delay" (default 5 s) "should be
+# set larger than the delay required to complete the PSTN caller-id delivery". ASSUMED:
+# 4.5 s covers GR-30's window with the margin of a slow decoder, and ends before the
+# second US ring (6 s), so the PBX's phones start ringing with the line's second ring.
 CALLERID_WAIT_SECONDS = 4.5
+CALLERID_POLL_SECONDS = 0.1          # how often the SIP thread looks at the line's clock
+# Plans whose caller ID only ever comes before the first ring (BT SIN 227): what is not
+# known at the first ring will not come, so the INVITE goes at once.
+CALLERID_BEFORE_RING_PLANS = frozenset({"uk"})
+
+
+def waits_for_callerid(plan: str | None, callerid: CallerId | None) -> bool:
+    """Whether a call whose first ring came with ``callerid`` (None: nothing decoded
+    yet) waits for the caller ID before the INVITE: not once any came (a number, a
+    name, or why they are absent: withheld, unavailable), not on a line whose plan
+    sends it before the first ring only."""
+    return callerid is None and plan not in CALLERID_BEFORE_RING_PLANS
+
+
+def caller_identity(line_id, callerid: CallerId | None, display) -> dict:
+    """What the INVITE to the PBX says of the caller: PbxInvite's ``from_user``,
+    ``from_name``, ``asserted`` and ``anonymous``. ``display`` is `Phones.caller_display`.
+
+    - a number: the From as ever ("JOHN DOE" <sip:5551234567@...>, "Line 1" for the
+      name when none came) and a P-Asserted-Identity (RFC 3325) with the number and the
+      name the exchange sent;
+    - the number withheld ("P", RFC 3323): the anonymous From and ``Privacy: id``;
+    - no caller ID, or "unavailable" ("O"): the line ("Line 1" <sip:line1@...>), which
+      asserts nothing (no P-Asserted-Identity)."""
+    cid = callerid or CallerId()
+    if not cid.number and cid.number_absent == "P":
+        return {"from_user": "anonymous", "from_name": "Anonymous", "asserted": False,
+                "anonymous": True}
+    name, number = display(line_id, callerid)
+    if cid.number:
+        # The asserted name is the one the exchange sent, or none ("Line 1", which the
+        # From shows for a caller without a name, is no caller's name).
+        return {"from_user": cid.number, "from_name": name, "asserted": True,
+                "asserted_name": cid.name, "anonymous": False}
+    return {"from_user": number, "from_name": name, "asserted": False, "anonymous": False}
 
 
 class TrunkAttempt(RingAttempt):
-    """An analog call ringing ``inbound_uri`` at the PBX."""
+    """An analog call ringing its line's ``inbound_uri`` at the PBX."""
 
-    def __init__(self, phones: "TrunkPhones", line_id, callerid) -> None:
+    def __init__(self, phones: "TrunkPhones", line_id, callerid, runner=None) -> None:
         super().__init__(line_id, (), callerid)
         self.phones = phones
+        self.runner = runner                # the line's runner: its clock times the wait
         self.invite: PbxInvite | None = None
         self.sent = False
         self.sock = None
@@ -769,8 +846,9 @@ class TrunkAttempt(RingAttempt):
 
 
 class TrunkPhones(Phones):
-    """`Phones` in trunk mode: every line's call rings ``inbound_uri`` at the PBX (its
-    ring groups, queues and voicemail are the PBX's business); the answer is bridged."""
+    """`Phones` in trunk mode: every line's call rings its ``inbound_uri`` at the PBX
+    (the line's own, else ``[sip] inbound_uri``; its ring groups, queues and voicemail
+    are the PBX's business); the answer is bridged."""
 
     takes_every_line = True
 
@@ -783,6 +861,11 @@ class TrunkPhones(Phones):
     def step(self) -> None:
         pass
 
+    def inbound_uri(self, line_id) -> str:
+        """Where ``line_id``'s calls ring: its ``[[line]] inbound_uri``, else ``[sip]``'s."""
+        line = next((c for c in self.trunk.service.config.lines if c.id == line_id), None)
+        return (line.inbound_uri if line is not None else None) or self.trunk.cfg.inbound_uri
+
     def ring(self, line_id, extensions, callerid) -> RingAttempt | None:
         # Called on the line's thread, under the appliance lock: hand over.
         runner = next((r for r in self.trunk.service.app.runners if r.id == line_id), None)
@@ -793,15 +876,30 @@ class TrunkPhones(Phones):
             log.info("line %s: the PBX is unreachable (%s); voicemail as usual", line_id,
                      self.trunk.registration.reason)
             return None
-        attempt = TrunkAttempt(self, line_id, callerid)
+        attempt = TrunkAttempt(self, line_id, callerid, runner)
         svc = self.trunk.service
-        if callerid is not None and (callerid.number or callerid.name):
+        if not waits_for_callerid(runner.plan if runner is not None else None, callerid):
             svc.call_soon(lambda: self.send(attempt))
-        else:
+        elif runner is not None:
+            deadline = runner.t + CALLERID_WAIT_SECONDS
+            svc.call_soon(lambda: self._await_callerid(attempt, deadline))
+        else:                                # no line of ours (cannot happen): wall time
             svc.call_soon(lambda: svc._at(CALLERID_WAIT_SECONDS, lambda: self.send(attempt)))
         return attempt
 
     # -- on the SIP thread ---------------------------------------------------------------
+    def _await_callerid(self, attempt: TrunkAttempt, deadline: float) -> None:
+        """Send once the line's clock reaches ``deadline`` without caller ID (it sends at
+        once when the caller ID comes: `TrunkAttempt._show_caller`)."""
+        if attempt.sent or not attempt.ringing:
+            return
+        if attempt.runner.t >= deadline:
+            log.info("line %s: no caller ID %.1f s after the first ring; ringing the PBX without",
+                     attempt.line_id, CALLERID_WAIT_SECONDS)
+            self.send(attempt)
+            return
+        self.trunk.service._at(CALLERID_POLL_SECONDS, lambda: self._await_callerid(attempt, deadline))
+
     def send(self, attempt: TrunkAttempt) -> None:
         if attempt.sent or not attempt.ringing:
             return
@@ -816,15 +914,16 @@ class TrunkPhones(Phones):
         local = local_address_for(target[0], svc.cfg.host)
         from linebox.sip.rtp import open_rtp_socket
         attempt.sock = open_rtp_socket(local)
-        name, number = self.caller_display(attempt.line_id, attempt.caller)
+        who = caller_identity(attempt.line_id, attempt.caller, self.caller_display)
         port = attempt.sock.getsockname()[1]
         session = int(time.time())
-        inv = PbxInvite(uri=trunk.cfg.inbound_uri, from_user=number, from_name=name,
-                        sdp=sdp_offer(local, port, session), on_answer=lambda i, r: self._answered(attempt, i, r),
-                        on_fail=lambda i, status, why: self._failed(attempt, status, why))
+        inv = PbxInvite(uri=self.inbound_uri(attempt.line_id), sdp=sdp_offer(local, port, session),
+                        on_answer=lambda i, r: self._answered(attempt, i, r),
+                        on_fail=lambda i, status, why: self._failed(attempt, status, why), **who)
         inv.session = (local, port)
         attempt.invite = inv
-        log.info("line %s: ringing %s at the PBX for %s (%s)", attempt.line_id, inv.uri, number, name)
+        log.info("line %s: ringing %s at the PBX for %s (%s)%s", attempt.line_id, inv.uri, who["from_user"],
+                 who["from_name"], " (withheld: Privacy id)" if who["anonymous"] else "")
         trunk.pbx.invite(inv)
 
     def stop(self, attempt: TrunkAttempt, reason: str) -> None:
