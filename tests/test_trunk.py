@@ -23,7 +23,8 @@ needs_kamailio = pytest.mark.skipif(not kamailiokit.available(), reason="kamaili
 
 
 def trunk_config(tmp, port: int, pbx_port: int, password: str = GATEWAY_PASSWORD, user: str = GATEWAY,
-                 device: str = "office", extra: str = "", lines: str = "") -> "Path":  # noqa: F821
+                 device: str = "office", extra: str = "", lines: str = "",
+                 inbound: str | None = "") -> "Path":  # noqa: F821
     data = tmp / f"data-{device}"
     cfg = tmp / f"linebox-{device}.toml"
     cfg.write_text(f"""
@@ -44,11 +45,18 @@ mode = "trunk"
 registrar = "sip:127.0.0.1:{pbx_port}"
 username = "{user}"
 password = "{password}"
-inbound_uri = "sip:{PHONE}@127.0.0.1:{pbx_port}"
+{_inbound_line(inbound, pbx_port)}
 expires = 60
 {extra}
 """)
     return cfg
+
+
+def _inbound_line(inbound: str | None, pbx_port: int) -> str:
+    """[sip] inbound_uri: the phone by default, ``inbound`` if given, none for None."""
+    if inbound is None:
+        return ""
+    return f'inbound_uri = "{inbound or f"sip:{PHONE}@127.0.0.1:{pbx_port}"}"'
 
 
 @pytest.fixture
@@ -949,3 +957,107 @@ def test_the_invite_waits_for_caller_id_on_the_line_clock_not_on_a_uk_line_nor_o
         for a in made:
             if a.sock is not None:
                 a.sock.close()
+
+
+# A queue server behind the PBX, as SIPp: takes each INVITE, rings, and is busy (the line
+# then goes on to its voicemail route as without a PBX); -trace_msg keeps what it got.
+BUSY_UAS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="busy queue">
+  <recv request="INVITE"/>
+  <send><![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]q[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+[last_Record-Route:]
+Contact: <sip:queue@[local_ip]:[local_port]>
+Content-Length: 0
+  ]]></send>
+  <pause milliseconds="300"/>
+  <send><![CDATA[
+SIP/2.0 486 Busy Here
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]q[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+  ]]></send>
+  <recv request="ACK"/>
+</scenario>
+"""
+
+
+def _received_invites(log_text: str) -> dict[str, dict[str, str]]:
+    """The INVITEs in a SIPp -trace_msg log, by Request-URI user: their headers."""
+    found = {}
+    for block in log_text.split("INVITE sip:")[1:]:
+        user = block.split("@", 1)[0]
+        head = block.split("\n\n", 1)[0].replace("\r", "")
+        headers = {}
+        for line in head.split("\n")[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers.setdefault(name.strip().lower(), value.strip())
+        found[user] = headers
+    return found
+
+
+@needs_kamailio
+@pytest.mark.skipif(__import__("shutil").which("sipp") is None, reason="needs SIPp (sip-tester)")
+def test_each_line_rings_its_own_uri_and_the_pbx_side_gets_the_asserted_or_withheld_caller(tmp_path):
+    import subprocess
+    uas_port = free_port()
+    k = Kamailio(tmp_path, {GATEWAY: GATEWAY_PASSWORD}, gateway=GATEWAY,
+                 routes={"300": uas_port, "301": uas_port, "302": uas_port})
+    uas = tmp_path / "uas.xml"
+    uas.write_text(BUSY_UAS)
+    messages = tmp_path / "uas-messages.log"
+    sipp = subprocess.Popen(["sipp", "-sf", str(uas), "-i", "127.0.0.1", "-p", str(uas_port), "-m", "3",
+                             "-nostdin", "-trace_msg", "-message_file", str(messages), "-trace_err",
+                             "-timeout", "60s", "-timeout_error"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"sip:{{}}@127.0.0.1:{k.port}"
+    lines = "\n".join(f'[[line]]\nid = {n}\ndriver = "sim"\nroute = "100"\nplan = "{plan}"\nrings = 8\n{own}'
+                      for n, plan, own in ((1, "us", f'inbound_uri = "{base.format(301)}"\n'), (2, "us", ""),
+                                           (3, "uk", f'inbound_uri = "{base.format(302)}"\n')))
+    calls = "\n".join(f"[[call]]\nline = {n}\nat = 1.0\n{caller}give_up_after_rings = 3\n"
+                      'steps = [ { wait = "answer" } ]\n'
+                      for n, caller in ((1, 'caller = { number = "5551234567", name = "JOHN DOE" }\n'),
+                                        (2, ""), (3, 'caller = { number_absent = "P", name_absent = "P" }\n')))
+    sim = SimWithTrunk(tmp_path, trunk_config(tmp_path, free_port(), k.port, lines=lines,
+                                              inbound=base.format(300)), calls)
+    try:
+        sim.events.wait("trunk_state", state="registered", timeout=15)
+        sim.run()
+        sim.join(60)
+        out = sipp.communicate(timeout=30)[0]
+    finally:
+        sim.stop()
+        if sipp.poll() is None:
+            sipp.kill()
+            sipp.wait()
+        k.stop()
+    assert sipp.returncode == 0, out[-2000:] + k.log()[-3000:]
+    got = _received_invites(messages.read_text())
+    # In the order the waits make (every call starts at 1.0 s): the UK line's at its first
+    # ring, line 1's when its caller ID was decoded, line 2's 4.5 s after its first ring.
+    assert list(got) == ["302", "301", "300"], got.keys()
+    domain = "127.0.0.1"
+    # Line 1 (US, caller ID between the rings): its own URI, the caller asserted.
+    assert got["301"]["from"].startswith(f'"JOHN DOE" <sip:5551234567@{domain}>;tag=')
+    assert got["301"]["p-asserted-identity"] == f'"JOHN DOE" <sip:5551234567@{domain}>'
+    assert "privacy" not in got["301"]
+    # Line 2 (no caller ID: it waited, then went as the line): [sip] inbound_uri, nothing asserted.
+    assert got["300"]["from"].startswith(f'"Line 2" <sip:line2@{domain}>;tag=')
+    assert "p-asserted-identity" not in got["300"] and "privacy" not in got["300"]
+    # Line 3 (UK, the number withheld before the first ring): anonymous, Privacy: id.
+    assert got["302"]["from"].startswith('"Anonymous" <sip:anonymous@anonymous.invalid>;tag=')
+    assert got["302"]["privacy"] == "id" and "p-asserted-identity" not in got["302"]
+    log = k.log()
+    assert f"call from 5551234567 to routed 301 at sip:127.0.0.1:{uas_port}: PAI sip:5551234567@{domain}" in log
+    assert "call from anonymous to routed 302" in log and "Privacy id" in log
+    # Every line went on as without the PBX once it was busy: the callers gave up.
+    assert sorted(e["line"] for e in sim.events.of("missed_call")) == [1, 2, 3]
