@@ -42,10 +42,11 @@ def _quote(text: str) -> str:
 
 
 def config_text(port: int, users: dict[str, str], gateway: str | None, ctl: Path,
-                realm: str = REALM, routes: dict[str, int] | None = None) -> str:
+                realm: str = REALM, routes: dict[str, int] | None = None, tcp: bool = False) -> str:
     """The kamailio.cfg: ``users`` maps each SIP user (phones and the gateway account) to
     its password; ``gateway`` is the user whose contact takes calls to numbers;
-    ``routes`` maps Request-URI users to a loopback UDP port they are relayed to."""
+    ``routes`` maps Request-URI users to a loopback UDP port they are relayed to; ``tcp``
+    listens on TCP too (the same port)."""
     cases = "\n".join(f"        case {_quote(u)}: $var(pw) = {_quote(p)}; break;"
                       for u, p in users.items())
     # $ai: the P-Asserted-Identity URI (pv module); $hdr(Privacy): the header as it came.
@@ -81,9 +82,10 @@ debug=2
 log_stderror=yes
 log_prefix="{{$mt $hdr(CSeq) $ci}} "
 children=2
-disable_tcp=yes
+{"" if tcp else "disable_tcp=yes"}
 auto_aliases=no
 listen=udp:127.0.0.1:{port}
+{f"listen=tcp:127.0.0.1:{port}" if tcp else ""}
 alias="127.0.0.1:{port}"
 mpath="{MODULES}/"
 
@@ -146,7 +148,7 @@ request_route {{
         if (!save("location")) {{
             sl_reply_error();
         }}
-        xlog("L_NOTICE", "registered $tU from $si:$sp: $ct\\n");
+        xlog("L_NOTICE", "registered $tU from $si:$sp: $ct over $pr\\n");
         exit;
     }}
     remove_hf("Route");
@@ -236,17 +238,18 @@ route[RELAY] {{
 
 
 class Kamailio:
-    """kamailio in the foreground (-DD -E) on a free loopback UDP port, its log kept."""
+    """kamailio in the foreground (-DD -E) on a free loopback UDP port (and TCP on the same
+    port number with ``tcp``), its log kept."""
 
     def __init__(self, tmp: Path, users: dict[str, str], gateway: str | None = None,
-                 routes: dict[str, int] | None = None) -> None:
+                 routes: dict[str, int] | None = None, tcp: bool = False) -> None:
         self.dir = tmp / f"kamailio-{time.monotonic_ns()}"
         self.dir.mkdir()
         self.port = free_port()
         # A unix socket path holds at most 104 bytes here: xdist's temp folders are longer.
         self.ctl = Path(tempfile.mkdtemp(prefix="lbkam-", dir="/tmp")) / "ctl.sock"
         self.cfg = self.dir / "kamailio.cfg"
-        self.cfg.write_text(config_text(self.port, users, gateway, self.ctl, routes=routes))
+        self.cfg.write_text(config_text(self.port, users, gateway, self.ctl, routes=routes, tcp=tcp))
         check = subprocess.run([KAMAILIO, "-c", "-f", str(self.cfg)], capture_output=True, text=True)
         if check.returncode != 0:
             raise RuntimeError(f"kamailio refused its configuration:\n{check.stdout}{check.stderr}")

@@ -59,11 +59,21 @@ def _inbound_line(inbound: str | None, pbx_port: int) -> str:
     return f'inbound_uri = "{inbound or f"sip:{PHONE}@127.0.0.1:{pbx_port}"}"'
 
 
+USERS = {GATEWAY: GATEWAY_PASSWORD, PHONE: PHONE_PASSWORD, "linebox-b": "gw-secret-2"}
+
+
 @pytest.fixture
 def pbx(tmp_path):
-    k = Kamailio(tmp_path, {GATEWAY: GATEWAY_PASSWORD, PHONE: PHONE_PASSWORD, "linebox-b": "gw-secret-2"},
-                 gateway=GATEWAY)
+    k = Kamailio(tmp_path, USERS, gateway=GATEWAY)
     yield k
+    k.stop()
+
+
+@pytest.fixture(params=["udp", "tcp"])
+def any_pbx(request, tmp_path):
+    """Kamailio, and the [sip] transport Linebox reaches it by (TCP: it listens on both)."""
+    k = Kamailio(tmp_path, USERS, gateway=GATEWAY, tcp=request.param == "tcp")
+    yield k, request.param
     k.stop()
 
 
@@ -681,10 +691,11 @@ def test_the_invite_to_the_pbx_fails_on_a_second_challenge_and_cancels_after_a_p
 
 @needs_kamailio
 @pytest.mark.flaky(reruns=2, reruns_delay=2)
-def test_the_pbx_sending_a_box_number_leaves_a_message_there(tmp_path, pbx, daemons, baresips):
+def test_the_pbx_sending_a_box_number_leaves_a_message_there(tmp_path, any_pbx, daemons, baresips):
     from sipkit import Baresip
+    pbx, transport = any_pbx
     port = free_port()
-    d = SipDaemon(trunk_config(tmp_path, port, pbx.port))
+    d = SipDaemon(trunk_config(tmp_path, port, pbx.port, extra=f'transport = "{transport}"'))
     daemons.append(d)
     phone = Baresip(tmp_path, PHONE, PHONE_PASSWORD, pbx.port, tone_file(tmp_path, 700, 60, "p700.wav"))
     baresips.append(phone)
@@ -698,6 +709,9 @@ def test_the_pbx_sending_a_box_number_leaves_a_message_there(tmp_path, pbx, daem
     msg = d.store.get(saved["id"])
     assert msg["caller_number"] == PHONE and msg["line"] is None
     assert saved["seconds"] >= 1.5
+    # The PBX sent the call to the contact Linebox registered, over that transport.
+    params = ";transport=tcp" if transport == "tcp" else ""
+    assert f"through the gateway at sip:100@127.0.0.1:{port}{params}\n" in pbx.log(), pbx.log()[-2000:]
 
 
 @needs_kamailio
@@ -996,7 +1010,8 @@ def _received_invites(log_text: str) -> dict[str, dict[str, str]]:
     for block in log_text.split("INVITE sip:")[1:]:
         user = block.split("@", 1)[0]
         head = block.split("\n\n", 1)[0].replace("\r", "")
-        headers = {}
+        headers = {"vias": [line.split(":", 1)[1].strip() for line in head.split("\n")
+                            if line.lower().startswith(("via:", "v:"))]}
         for line in head.split("\n")[1:]:
             name, sep, value = line.partition(":")
             if sep:
@@ -1007,11 +1022,12 @@ def _received_invites(log_text: str) -> dict[str, dict[str, str]]:
 
 @needs_kamailio
 @pytest.mark.skipif(__import__("shutil").which("sipp") is None, reason="needs SIPp (sip-tester)")
-def test_each_line_rings_its_own_uri_and_the_pbx_side_gets_the_asserted_or_withheld_caller(tmp_path):
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_each_line_rings_its_own_uri_and_the_pbx_side_gets_the_asserted_or_withheld_caller(tmp_path, transport):
     import subprocess
-    uas_port = free_port()
+    uas_port, port = free_port(), free_port()
     k = Kamailio(tmp_path, {GATEWAY: GATEWAY_PASSWORD}, gateway=GATEWAY,
-                 routes={"300": uas_port, "301": uas_port, "302": uas_port})
+                 routes={"300": uas_port, "301": uas_port, "302": uas_port}, tcp=transport == "tcp")
     uas = tmp_path / "uas.xml"
     uas.write_text(BUSY_UAS)
     messages = tmp_path / "uas-messages.log"
@@ -1027,10 +1043,11 @@ def test_each_line_rings_its_own_uri_and_the_pbx_side_gets_the_asserted_or_withh
                       'steps = [ { wait = "answer" } ]\n'
                       for n, caller in ((1, 'caller = { number = "5551234567", name = "JOHN DOE" }\n'),
                                         (2, ""), (3, 'caller = { number_absent = "P", name_absent = "P" }\n')))
-    sim = SimWithTrunk(tmp_path, trunk_config(tmp_path, free_port(), k.port, lines=lines,
-                                              inbound=base.format(300)), calls)
+    sim = SimWithTrunk(tmp_path, trunk_config(tmp_path, port, k.port, lines=lines, inbound=base.format(300),
+                                              extra='transport = "tcp"' if transport == "tcp" else ""), calls)
     try:
         sim.events.wait("trunk_state", state="registered", timeout=15)
+        contacts = k.wait_contacts(GATEWAY)
         sim.run()
         sim.join(60)
         out = sipp.communicate(timeout=30)[0]
@@ -1045,6 +1062,12 @@ def test_each_line_rings_its_own_uri_and_the_pbx_side_gets_the_asserted_or_withh
     # In the order the waits make (every call starts at 1.0 s): the UK line's at its first
     # ring, line 1's when its caller ID was decoded, line 2's 4.5 s after its first ring.
     assert list(got) == ["302", "301", "300"], got.keys()
+    # Registered, and called, over the transport configured: Linebox's Via is the second.
+    params = ";transport=tcp" if transport == "tcp" else ""
+    assert contacts == [f"sip:{GATEWAY}@127.0.0.1:{port}{params}"], contacts
+    assert f"registered {GATEWAY} from 127.0.0.1:" in k.log() and f"over {transport}" in k.log()
+    for invite in got.values():
+        assert invite["vias"][1].split(";")[0] == f"SIP/2.0/{transport.upper()} 127.0.0.1:{port}", invite
     domain = "127.0.0.1"
     # Line 1 (US, caller ID between the rings): its own URI, the caller asserted.
     assert got["301"]["from"].startswith(f'"JOHN DOE" <sip:5551234567@{domain}>;tag=')
@@ -1061,3 +1084,51 @@ def test_each_line_rings_its_own_uri_and_the_pbx_side_gets_the_asserted_or_withh
     assert "call from anonymous to routed 302" in log and "Privacy id" in log
     # Every line went on as without the PBX once it was busy: the callers gave up.
     assert sorted(e["line"] for e in sim.events.of("missed_call")) == [1, 2, 3]
+
+
+@needs_kamailio
+def test_hwcheck_asks_the_pbx_over_tcp_when_that_is_the_transport(tmp_path):
+    import io
+
+    from linebox.config import load_config
+    from linebox.hw.check import Report, run_checks
+    k = Kamailio(tmp_path, USERS, gateway=GATEWAY, tcp=True)
+    try:
+        cfg = load_config(trunk_config(tmp_path, free_port(), k.port, extra='transport = "tcp"'))
+        report = run_checks(cfg, None, Report(io.StringIO()))
+        assert ("OK", "PBX (sip trunk)", f"sip:127.0.0.1:{k.port} accepts '{GATEWAY}'; 0 contact(s) registered now") \
+            in report.results
+        k.wait_log(f"registered {GATEWAY} from 127.0.0.1:")
+        asked = [ln for ln in k.log().splitlines() if f"registered {GATEWAY} from 127.0.0.1:" in ln]
+        assert asked and all(ln.endswith(" over tcp") for ln in asked), asked
+    finally:
+        k.stop()
+    nobody = free_port(socket.SOCK_STREAM)
+    cfg = load_config(trunk_config(tmp_path, free_port(), nobody, extra='transport = "tcp"', device="tcp-nobody"))
+    report = run_checks(cfg, None, Report(io.StringIO()))
+    assert report.failed and f"cannot reach 127.0.0.1:{nobody} over TCP" in report.results[-1][2], report.results
+
+
+def test_transport_key_and_no_retransmission_over_tcp():
+    keys = dict(mode="trunk", registrar="sip:pbx", username="gw", password="x", inbound_uri="sip:201@pbx")
+    assert _sip(**keys).sip.trunk.transport == "udp"
+    assert _sip(**keys, transport="tcp").sip.trunk.transport == "tcp"
+    with pytest.raises(ConfigError, match=r"\[sip\] key 'transport': must be one of udp, tcp"):
+        _sip(**keys, transport="tls")
+    with pytest.raises(ConfigError, match=r"\[sip\] key 'transport': only with mode = \"trunk\""):
+        _sip(transport="tcp")
+    from linebox.sip.transport import Peer
+    svc = FakeService()
+    txns = trunk_mod.Transactions(svc)
+    answers = []
+    for transport in ("UDP", "TCP"):
+        txns.send(Peer(transport, ("127.0.0.1", 5999)), "REGISTER", "REGISTER sip:pbx SIP/2.0",
+                  [("Via", f"SIP/2.0/{transport} 127.0.0.1:5062;branch=z9hG4bK{transport}")], b"",
+                  f"z9hG4bK{transport}", answers.append)
+    svc.advance(31.0)
+    udp = [d for d in svc.sent if b"/UDP " in d]
+    tcp = [d for d in svc.sent if b"/TCP " in d]
+    assert len(udp) > 5 and len(tcp) == 1          # Timer E resends over UDP only (RFC 3261 §17.1.2.2)
+    assert answers == []
+    svc.advance(2.0)
+    assert answers == [None, None]                 # Timer F (64*T1) ends both

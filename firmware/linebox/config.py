@@ -224,6 +224,7 @@ class TrunkConfig:
     pbx_addresses: tuple[str, ...] = ()  # more addresses the PBX may send calls from
     lines: tuple[int, ...] = ()          # the lines the PBX's calls may go out on (() = all)
     dial: tuple[str, ...] | None = None  # number patterns the PBX may dial out (None = any)
+    transport: str = "udp"               # udp | tcp: how registration and calls reach the PBX
 
 
 @dataclass(frozen=True)
@@ -792,7 +793,7 @@ _HA1 = re.compile(r"[0-9a-f]{32}")
 _REALM = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
-# A PBX's address as trunk settings take it: sip:HOST or sip:HOST:PORT (UDP), a user part
+# A PBX's address as trunk settings take it: sip:HOST or sip:HOST:PORT ([sip] transport says how), a user part
 # only where a user is meant (inbound_uri).
 _PBX_URI = re.compile(r"sip:([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?")
 _PBX_USER_URI = re.compile(r"sip:([A-Za-z0-9._~+*#-]+)@([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?")
@@ -821,7 +822,7 @@ def _read_sip(t: _Table) -> SipConfig:
 def _pbx_uri(t: _Table, key: str, default=_REQUIRED, user: bool = False) -> str | None:
     pattern = _PBX_USER_URI if user else _PBX_URI
     example = '"sip:201@pbx.example.com"' if user else '"sip:pbx.example.com" or "sip:192.168.1.5:5060"'
-    v = t.get_str(key, default, pattern=pattern, must=f"must be a SIP URI like {example} (UDP)")
+    v = t.get_str(key, default, pattern=pattern, must=f"must be a SIP URI like {example}")
     if v is not None:
         port = pattern.fullmatch(v).group(3 if user else 2)
         if port is not None and not 1 <= int(port) <= 65535:
@@ -859,7 +860,8 @@ def _read_trunk(t: _Table) -> TrunkConfig:
         registrar=registrar, proxy=_pbx_uri(t, "proxy", None) or registrar, username=username,
         password=password, ha1=ha1, inbound_uri=_pbx_uri(t, "inbound_uri", None, user=True),
         expires=t.get_int("expires", 300, lo=60, hi=86400), pbx_addresses=tuple(addresses),
-        lines=tuple(lines), dial=tuple(dial) if dial is not None else None)
+        lines=tuple(lines), dial=tuple(dial) if dial is not None else None,
+        transport=t.get_str("transport", "udp", choices=("udp", "tcp")))
 
 
 def read_sip_table(path: str | Path) -> SipConfig | None:

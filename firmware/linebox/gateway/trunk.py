@@ -21,13 +21,18 @@ concerns it), except `TrunkPhones.ring`, which the lines call and which hands ov
   else 403); a box number leaves a message, any other number goes out through a free
   line by the gateway's outbound route (gateway/outbound.py, sip/outcall.py).
 
-Transport: UDP only (what every PBX offers a gateway; TCP would need outgoing
-connections the server does not open).
+Transport (``[sip] transport``): UDP on the service's socket (what every PBX offers a
+gateway), or TCP: `PbxLink` opens a connection to the registrar/proxy and hands it to the
+service's own TCP machinery (its selector, stream framing and `send`), so the PBX's
+answers and requests on it are read as a phone's are; the Contact says
+``;transport=tcp``, so the PBX sends its calls over TCP too (on this connection or to
+the service's TCP listener).
 """
 
 import hashlib
 import logging
 import secrets
+import selectors
 import socket
 import time
 import urllib.parse
@@ -40,7 +45,7 @@ from linebox.gateway.phones import Phones, RingAttempt
 from linebox.sip import message as sipmsg
 from linebox.sip.auth import parse_authorization
 from linebox.sip.message import Message, SipParseError
-from linebox.sip.transport import Peer, local_address_for
+from linebox.sip.transport import Peer, TcpConnection, local_address_for
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,7 @@ TIMER_64T1 = 64 * T1
 MAX_AUTH_TRIES = 2                   # a second challenge to fresh credentials = refused
 REFRESH_MARGIN = 0.5                 # a short registration is refreshed halfway (refresh_after)
 USER_AGENT = "Linebox gateway"
+TCP_CONNECT_TIMEOUT = 2.0            # the SIP thread waits this long for the PBX's SYN-ACK
 
 
 # ================================================================ digest (client side)
@@ -199,8 +205,8 @@ class Transactions:
                 self.txns.pop(branch, None)
                 on_response(None)
                 return
-            if not txn.provisional:
-                svc.send(peer, data)
+            if not txn.provisional and peer.transport == "UDP":
+                svc.send(peer, data)            # a reliable transport resends nothing (§17.1.1.2)
             txn.interval = txn.interval * 2 if method == "INVITE" else min(2 * txn.interval, T2)
             svc._at(min(txn.interval, max(0.0, txn.deadline - svc.clock())), again)
         svc._at(T1, again)
@@ -234,6 +240,46 @@ def new_branch() -> str:
     return "z9hG4bK" + secrets.token_hex(10)
 
 
+class PbxLink:
+    """How the trunk reaches the PBX at an address: over UDP, the service's socket; over
+    TCP (``transport = "tcp"``), a connection Linebox opens (once, and again after the
+    PBX closed it), adopted by the service like an accepted one: its selector reads it,
+    its framing splits the stream, ``service.send`` writes to it by the PBX's address."""
+
+    def __init__(self, service, transport: str) -> None:
+        self.service = service
+        self.transport = transport.upper()
+
+    def via(self, host: str, branch: str) -> str:
+        return f"SIP/2.0/{self.transport} {host}:{self.service.port};branch={branch};rport"
+
+    def uri_params(self) -> str:
+        """What the Contact's URI adds: how the PBX reaches us back (RFC 3261 §19.1.1)."""
+        return ";transport=tcp" if self.transport == "TCP" else ""
+
+    def peer(self, target: tuple[str, int]) -> tuple[Peer | None, str]:
+        """(the peer to send to, "") or (None, why it cannot be reached)."""
+        if self.transport == "UDP":
+            return Peer("UDP", target), ""
+        svc = self.service
+        if target in svc.tcp:
+            return Peer("TCP", target), ""
+        bound = svc.cfg.host
+        try:
+            # ASSUMED: a PBX on the LAN answers a SYN at once; a dead one costs the SIP
+            # thread TCP_CONNECT_TIMEOUT per attempt, which the backoff spaces out.
+            sock = socket.create_connection(target, timeout=TCP_CONNECT_TIMEOUT,
+                                            source_address=(bound, 0) if bound not in ("", "0.0.0.0") else None)
+        except OSError as e:
+            return None, f"cannot connect to {target[0]}:{target[1]} over TCP: {e.strerror or e}"
+        sock.setblocking(False)
+        conn = TcpConnection(sock, target)
+        svc.tcp[target] = conn
+        svc.sel.register(sock, selectors.EVENT_READ, conn)
+        log.info("connected to the PBX at %s:%d over TCP", *target)
+        return Peer("TCP", target), ""
+
+
 # ================================================================ registration
 class Registration:
     """Linebox's registration at the PBX. States: ``registering``, ``registered``,
@@ -243,6 +289,7 @@ class Registration:
         self.service = service
         self.cfg = trunk_cfg
         self.txns = txns
+        self.link = PbxLink(service, trunk_cfg.transport)
         self.creds = Credentials(trunk_cfg.username, trunk_cfg.password, trunk_cfg.ha1)
         self.uri = trunk_cfg.registrar
         host, port = uri_target(self.uri)
@@ -280,14 +327,18 @@ class Registration:
     # -- sending -------------------------------------------------------------------------
     def contact(self) -> str:
         host = local_address_for(self.peer.addr[0], self.service.cfg.host)
-        return f"<sip:{self.cfg.username}@{host}:{self.service.port}>"
+        return f"<sip:{self.cfg.username}@{host}:{self.service.port}{self.link.uri_params()}>"
 
     def _register(self, auth: tuple[str, str] | None = None) -> None:
         target = resolve(self.registrar_host, self.registrar_port)
         if target is None:
             self._failed(f"cannot resolve {self.registrar_host}")
             return
-        self.peer = Peer("UDP", target)
+        peer, why = self.link.peer(target)
+        if peer is None:
+            self._failed(why)
+            return
+        self.peer = peer
         self._send(self.requested, auth)
 
     def _send(self, expires: int, auth: tuple[str, str] | None) -> None:
@@ -304,7 +355,7 @@ class Registration:
         host = local_address_for(self.peer.addr[0], self.service.cfg.host)
         branch = new_branch()
         headers = [
-            ("Via", f"SIP/2.0/UDP {host}:{self.service.port};branch={branch};rport"),
+            ("Via", self.link.via(host, branch)),
             ("Max-Forwards", "70"),
             ("From", f"<{self.aor}>;tag={self.from_tag}"), ("To", f"<{self.aor}>"),
             ("Call-ID", self.call_id), ("CSeq", f"{self.cseq} REGISTER"),
@@ -508,6 +559,7 @@ class PbxCalls:
         self.service = service
         self.cfg = trunk_cfg
         self.txns = txns
+        self.link = PbxLink(service, trunk_cfg.transport)
         self.creds = Credentials(trunk_cfg.username, trunk_cfg.password, trunk_cfg.ha1)
         self.host, self.port = uri_target(trunk_cfg.proxy)
         self.peer: Peer | None = None
@@ -522,7 +574,12 @@ class PbxCalls:
             inv.state = "failed"
             inv.on_fail(inv, 503, f"cannot resolve {self.host}")
             return inv
-        self.peer = Peer("UDP", target)
+        peer, why = self.link.peer(target)
+        if peer is None:
+            inv.state = "failed"
+            inv.on_fail(inv, 503, why)
+            return inv
+        self.peer = peer
         inv.to_header = f"<{inv.uri}>"
         if inv.anonymous:
             # RFC 3323 §4.1.1.3: the anonymous From; "id" asks the PBX to show no identity
@@ -548,10 +605,10 @@ class PbxCalls:
         inv.branch = new_branch()
         host = self.local_host()
         headers = [
-            ("Via", f"SIP/2.0/UDP {host}:{self.service.port};branch={inv.branch};rport"),
+            ("Via", self.link.via(host, inv.branch)),
             ("Max-Forwards", "70"), ("From", inv.from_header), ("To", inv.to_header),
             ("Call-ID", inv.call_id), ("CSeq", f"{inv.cseq} INVITE"),
-            ("Contact", f"<sip:{self.cfg.username}@{host}:{self.service.port}>"),
+            ("Contact", f"<sip:{self.cfg.username}@{host}:{self.service.port}{self.link.uri_params()}>"),
             ("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE"),
             *inv.identity, ("User-Agent", USER_AGENT), ("Content-Type", "application/sdp")]
         if auth is not None:
@@ -579,7 +636,7 @@ class PbxCalls:
         self.service._at(T1, lambda: self._cancel_again(inv, data, T1))
 
     def _cancel_again(self, inv: PbxInvite, data: bytes, interval: float) -> None:
-        if inv.state not in ("early", "calling") or interval > 8:
+        if inv.state not in ("early", "calling") or interval > 8 or self.peer.transport != "UDP":
             return
         self.service.send(self.peer, data)
         self.service._at(2 * interval, lambda: self._cancel_again(inv, data, 2 * interval))
@@ -589,7 +646,7 @@ class PbxCalls:
         to = resp.get("to")
         if for_2xx:
             # RFC 3261 §13.2.2.4: a new transaction, to the remote target, through the route set.
-            headers = [("Via", f"SIP/2.0/UDP {host}:{self.service.port};branch={new_branch()};rport")]
+            headers = [("Via", self.link.via(host, new_branch()))]
             headers += [("Route", r) for r in inv.route]
             start = f"ACK {inv.remote_target or inv.uri} SIP/2.0"
         else:
@@ -674,7 +731,7 @@ class PbxCalls:
         inv.cseq += 1
         host = self.local_host()
         branch = new_branch()
-        headers = [("Via", f"SIP/2.0/UDP {host}:{self.service.port};branch={branch};rport"),
+        headers = [("Via", self.link.via(host, branch)),
                    *[("Route", r) for r in inv.route], ("Max-Forwards", "70"),
                    ("From", inv.from_header), ("To", f"{inv.to_header};tag={inv.remote_tag}"),
                    ("Call-ID", inv.call_id), ("CSeq", f"{inv.cseq} BYE"), ("User-Agent", USER_AGENT)]
@@ -1004,20 +1061,37 @@ def probe(trunk_cfg, bind_host: str = "0.0.0.0", timeout: float = 3.0) -> tuple[
     creds = Credentials(trunk_cfg.username, trunk_cfg.password, trunk_cfg.ha1)
     aor = f"sip:{trunk_cfg.username}@{host}"
     call_id, tag = secrets.token_hex(12) + "@linebox", secrets.token_hex(6)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((bind_host if bind_host not in ("", "0.0.0.0") else "0.0.0.0", 0))
+    tcp = getattr(trunk_cfg, "transport", "udp") == "tcp"
+    bind = bind_host if bind_host not in ("", "0.0.0.0") else "0.0.0.0"
+    try:
+        if tcp:
+            s = socket.create_connection(target, timeout=timeout, source_address=(bind, 0))
+        else:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((bind, 0))
+    except OSError as e:
+        return False, f"cannot reach {target[0]}:{target[1]} over {'TCP' if tcp else 'UDP'}: {e.strerror or e}"
+    with s:
         s.settimeout(timeout)
         local = local_address_for(target[0], bind_host)
         auth = None
+        stream = TcpConnection(s, target) if tcp else None
         for cseq in (1, 2, 3):
             branch = new_branch()
-            headers = [("Via", f"SIP/2.0/UDP {local}:{s.getsockname()[1]};branch={branch};rport"),
+            headers = [("Via", f"SIP/2.0/{'TCP' if tcp else 'UDP'} {local}:{s.getsockname()[1]};branch={branch};rport"),
                        ("Max-Forwards", "70"), ("From", f"<{aor}>;tag={tag}"), ("To", f"<{aor}>"),
                        ("Call-ID", call_id), ("CSeq", f"{cseq} REGISTER"), ("User-Agent", USER_AGENT)]
             if auth is not None:
                 headers.append(auth)
-            s.sendto(sipmsg.build(f"REGISTER {trunk_cfg.registrar} SIP/2.0", headers), target)
-            resp = _await_final(s, branch)
+            data = sipmsg.build(f"REGISTER {trunk_cfg.registrar} SIP/2.0", headers)
+            try:
+                if tcp:
+                    s.sendall(data)
+                else:
+                    s.sendto(data, target)
+            except OSError as e:
+                return False, f"cannot send to {target[0]}:{target[1]}: {e.strerror or e}"
+            resp = _await_final(s, branch, stream)
             if resp is None:
                 return False, f"no answer from {target[0]}:{target[1]} in {timeout:.0f} s"
             ch = challenge_of(resp)
@@ -1041,14 +1115,24 @@ def probe(trunk_cfg, bind_host: str = "0.0.0.0", timeout: float = 3.0) -> tuple[
     return False, "no final answer"
 
 
-def _await_final(s: socket.socket, branch: str) -> Message | None:
+def _await_final(s: socket.socket, branch: str, stream: TcpConnection | None = None) -> Message | None:
+    """The final answer to ``branch`` on a UDP socket, or on a TCP ``stream`` over it."""
+    pending: list[bytes] = []
     while True:
+        if not pending:
+            try:
+                data = s.recv(65535)
+            except (TimeoutError, OSError):
+                return None
+            if stream is not None:
+                got = stream.feed(data) if data else None
+                if got is None:              # closed, or no SIP
+                    return None
+                pending.extend(got)
+                continue
+            pending.append(data)
         try:
-            data = s.recv(65535)
-        except (TimeoutError, OSError):
-            return None
-        try:
-            resp = sipmsg.parse(data)
+            resp = sipmsg.parse(pending.pop(0))
         except SipParseError:
             continue
         if not resp.is_request and resp.vias and resp.vias[0].branch == branch and resp.status >= 200:
