@@ -740,14 +740,16 @@ def test_hwcheck_asks_the_pbx_for_the_bindings_with_the_credentials(tmp_path, pb
 
 @needs_kamailio
 @pytest.mark.flaky(reruns=2, reruns_delay=2)
-def test_the_phone_behind_kamailio_hangs_up_and_the_line_goes_on_hook(tmp_path, pbx, baresips):
+def test_the_phone_behind_kamailio_hangs_up_and_the_line_goes_on_hook(tmp_path, any_pbx, baresips):
     from sipkit import Baresip
 
+    pbx, transport = any_pbx
     phone = Baresip(tmp_path, PHONE, PHONE_PASSWORD, pbx.port, tone_file(tmp_path, 700, 60, "p700.wav"),
                     answer=True)
     baresips.append(phone)
     phone.wait_log("200 OK")
-    sim = SimWithTrunk(tmp_path, trunk_config(tmp_path, free_port(), pbx.port, lines=SIM_LINE), """
+    sim = SimWithTrunk(tmp_path, trunk_config(tmp_path, free_port(), pbx.port, lines=SIM_LINE,
+                                              extra=f'transport = "{transport}"'), """
 [[call]]
 line = 1
 at = 1.0
