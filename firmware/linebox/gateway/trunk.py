@@ -849,16 +849,21 @@ class Trunk:
 CALLERID_WAIT_SECONDS = 4.5
 CALLERID_POLL_SECONDS = 0.1          # how often the SIP thread looks at the line's clock
 # Plans whose caller ID only ever comes before the first ring (BT SIN 227): what is not
-# known at the first ring will not come, so the INVITE goes at once.
+# known at the first ring will not come. The INVITE still waits this little (ASSUMED: a
+# decoder may finish the message's last bytes in the frames the first ring begins in;
+# the first UK ring burst alone lasts 0.4 s).
 CALLERID_BEFORE_RING_PLANS = frozenset({"uk"})
+CALLERID_BEFORE_RING_GRACE = 0.5
 
 
-def waits_for_callerid(plan: str | None, callerid: CallerId | None) -> bool:
-    """Whether a call whose first ring came with ``callerid`` (None: nothing decoded
-    yet) waits for the caller ID before the INVITE: not once any came (a number, a
-    name, or why they are absent: withheld, unavailable), not on a line whose plan
-    sends it before the first ring only."""
-    return callerid is None and plan not in CALLERID_BEFORE_RING_PLANS
+def callerid_wait(plan: str | None, callerid: CallerId | None) -> float:
+    """How long (seconds of the line's clock) after the first ring the INVITE may wait
+    for the caller ID: nothing once any came with the ring (a number, a name, or why
+    they are absent: withheld, unavailable), a moment on a line whose plan sends it
+    before the first ring only, `CALLERID_WAIT_SECONDS` on the others."""
+    if callerid is not None:
+        return 0.0
+    return CALLERID_BEFORE_RING_GRACE if plan in CALLERID_BEFORE_RING_PLANS else CALLERID_WAIT_SECONDS
 
 
 def caller_identity(line_id, callerid: CallerId | None, display) -> dict:
@@ -935,27 +940,28 @@ class TrunkPhones(Phones):
             return None
         attempt = TrunkAttempt(self, line_id, callerid, runner)
         svc = self.trunk.service
-        if not waits_for_callerid(runner.plan if runner is not None else None, callerid):
+        wait = callerid_wait(runner.plan if runner is not None else None, callerid)
+        if not wait:
             svc.call_soon(lambda: self.send(attempt))
         elif runner is not None:
-            deadline = runner.t + CALLERID_WAIT_SECONDS
-            svc.call_soon(lambda: self._await_callerid(attempt, deadline))
+            deadline = runner.t + wait
+            svc.call_soon(lambda: self._await_callerid(attempt, deadline, wait))
         else:                                # no line of ours (cannot happen): wall time
-            svc.call_soon(lambda: svc._at(CALLERID_WAIT_SECONDS, lambda: self.send(attempt)))
+            svc.call_soon(lambda: svc._at(wait, lambda: self.send(attempt)))
         return attempt
 
     # -- on the SIP thread ---------------------------------------------------------------
-    def _await_callerid(self, attempt: TrunkAttempt, deadline: float) -> None:
+    def _await_callerid(self, attempt: TrunkAttempt, deadline: float, wait: float) -> None:
         """Send once the line's clock reaches ``deadline`` without caller ID (it sends at
         once when the caller ID comes: `TrunkAttempt._show_caller`)."""
         if attempt.sent or not attempt.ringing:
             return
         if attempt.runner.t >= deadline:
             log.info("line %s: no caller ID %.1f s after the first ring; ringing the PBX without",
-                     attempt.line_id, CALLERID_WAIT_SECONDS)
+                     attempt.line_id, wait)
             self.send(attempt)
             return
-        self.trunk.service._at(CALLERID_POLL_SECONDS, lambda: self._await_callerid(attempt, deadline))
+        self.trunk.service._at(CALLERID_POLL_SECONDS, lambda: self._await_callerid(attempt, deadline, wait))
 
     def send(self, attempt: TrunkAttempt) -> None:
         if attempt.sent or not attempt.ringing:
