@@ -5,7 +5,9 @@ digest authentication without any database (the auth module's ``pv_www_authentic
 ``pv_proxy_authenticate`` with the passwords written into the script), record-route, and
 a location lookup for calls: a registered user is rung at its contacts; a number nobody
 registered goes to the gateway's (Linebox's) registered contact with the number as the
-Request-URI user, as a PBX sends calls to a trunk.
+Request-URI user, as a PBX sends calls to a trunk. ``routes`` sends some users to a fixed
+address instead (a DID routed to a queue server that does not register: here a SIPp UAS
+recording what it receives), logging the identity headers the PBX got.
 
 Followed: Kamailio's README of the auth module (4.3 www_challenge, 4.4 proxy_challenge,
 4.6 pv_www_authenticate and its return codes, 4.7 pv_proxy_authenticate), of registrar
@@ -40,11 +42,21 @@ def _quote(text: str) -> str:
 
 
 def config_text(port: int, users: dict[str, str], gateway: str | None, ctl: Path,
-                realm: str = REALM) -> str:
+                realm: str = REALM, routes: dict[str, int] | None = None, tcp: bool = False) -> str:
     """The kamailio.cfg: ``users`` maps each SIP user (phones and the gateway account) to
-    its password; ``gateway`` is the user whose contact takes calls to numbers."""
+    its password; ``gateway`` is the user whose contact takes calls to numbers;
+    ``routes`` maps Request-URI users to a loopback UDP port they are relayed to; ``tcp``
+    listens on TCP too (the same port)."""
     cases = "\n".join(f"        case {_quote(u)}: $var(pw) = {_quote(p)}; break;"
                       for u, p in users.items())
+    # $ai: the P-Asserted-Identity URI (pv module); $hdr(Privacy): the header as it came.
+    static = "".join(f"""
+    if ($rU == {_quote(u)}) {{
+        $du = "sip:127.0.0.1:{int(to)}";
+        xlog("L_NOTICE", "call from $fU to routed $rU at $du: PAI $ai, Privacy $hdr(Privacy)\\n");
+        route(RELAY);
+        exit;
+    }}""" for u, to in (routes or {}).items())
     to_gateway = ""
     if gateway is not None:
         to_gateway = f"""
@@ -70,9 +82,10 @@ debug=2
 log_stderror=yes
 log_prefix="{{$mt $hdr(CSeq) $ci}} "
 children=2
-disable_tcp=yes
+{"" if tcp else "disable_tcp=yes"}
 auto_aliases=no
 listen=udp:127.0.0.1:{port}
+{f"listen=tcp:127.0.0.1:{port}" if tcp else ""}
 alias="127.0.0.1:{port}"
 mpath="{MODULES}/"
 
@@ -135,7 +148,7 @@ request_route {{
         if (!save("location")) {{
             sl_reply_error();
         }}
-        xlog("L_NOTICE", "registered $tU from $si:$sp: $ct\\n");
+        xlog("L_NOTICE", "registered $tU from $si:$sp: $ct over $pr\\n");
         exit;
     }}
     remove_hf("Route");
@@ -145,7 +158,7 @@ request_route {{
     if ($rU == $null) {{
         sl_send_reply("484", "Address Incomplete");
         exit;
-    }}
+    }}{static}
     if (lookup("location")) {{
         xlog("L_NOTICE", "call from $fU to registered $tU at $ru\\n");
         route(RELAY);
@@ -225,16 +238,18 @@ route[RELAY] {{
 
 
 class Kamailio:
-    """kamailio in the foreground (-DD -E) on a free loopback UDP port, its log kept."""
+    """kamailio in the foreground (-DD -E) on a free loopback UDP port (and TCP on the same
+    port number with ``tcp``), its log kept."""
 
-    def __init__(self, tmp: Path, users: dict[str, str], gateway: str | None = None) -> None:
+    def __init__(self, tmp: Path, users: dict[str, str], gateway: str | None = None,
+                 routes: dict[str, int] | None = None, tcp: bool = False) -> None:
         self.dir = tmp / f"kamailio-{time.monotonic_ns()}"
         self.dir.mkdir()
         self.port = free_port()
         # A unix socket path holds at most 104 bytes here: xdist's temp folders are longer.
         self.ctl = Path(tempfile.mkdtemp(prefix="lbkam-", dir="/tmp")) / "ctl.sock"
         self.cfg = self.dir / "kamailio.cfg"
-        self.cfg.write_text(config_text(self.port, users, gateway, self.ctl))
+        self.cfg.write_text(config_text(self.port, users, gateway, self.ctl, routes=routes, tcp=tcp))
         check = subprocess.run([KAMAILIO, "-c", "-f", str(self.cfg)], capture_output=True, text=True)
         if check.returncode != 0:
             raise RuntimeError(f"kamailio refused its configuration:\n{check.stdout}{check.stderr}")

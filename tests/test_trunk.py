@@ -23,7 +23,8 @@ needs_kamailio = pytest.mark.skipif(not kamailiokit.available(), reason="kamaili
 
 
 def trunk_config(tmp, port: int, pbx_port: int, password: str = GATEWAY_PASSWORD, user: str = GATEWAY,
-                 device: str = "office", extra: str = "", lines: str = "") -> "Path":  # noqa: F821
+                 device: str = "office", extra: str = "", lines: str = "",
+                 inbound: str | None = "") -> "Path":  # noqa: F821
     data = tmp / f"data-{device}"
     cfg = tmp / f"linebox-{device}.toml"
     cfg.write_text(f"""
@@ -44,18 +45,35 @@ mode = "trunk"
 registrar = "sip:127.0.0.1:{pbx_port}"
 username = "{user}"
 password = "{password}"
-inbound_uri = "sip:{PHONE}@127.0.0.1:{pbx_port}"
+{_inbound_line(inbound, pbx_port)}
 expires = 60
 {extra}
 """)
     return cfg
 
 
+def _inbound_line(inbound: str | None, pbx_port: int) -> str:
+    """[sip] inbound_uri: the phone by default, ``inbound`` if given, none for None."""
+    if inbound is None:
+        return ""
+    return f'inbound_uri = "{inbound or f"sip:{PHONE}@127.0.0.1:{pbx_port}"}"'
+
+
+USERS = {GATEWAY: GATEWAY_PASSWORD, PHONE: PHONE_PASSWORD, "linebox-b": "gw-secret-2"}
+
+
 @pytest.fixture
 def pbx(tmp_path):
-    k = Kamailio(tmp_path, {GATEWAY: GATEWAY_PASSWORD, PHONE: PHONE_PASSWORD, "linebox-b": "gw-secret-2"},
-                 gateway=GATEWAY)
+    k = Kamailio(tmp_path, USERS, gateway=GATEWAY)
     yield k
+    k.stop()
+
+
+@pytest.fixture(params=["udp", "tcp"])
+def any_pbx(request, tmp_path):
+    """Kamailio, and the [sip] transport Linebox reaches it by (TCP: it listens on both)."""
+    k = Kamailio(tmp_path, USERS, gateway=GATEWAY, tcp=request.param == "tcp")
+    yield k, request.param
     k.stop()
 
 
@@ -613,8 +631,9 @@ def _pbx_calls():
 
 def _invite(calls, **kw):
     got = {"answer": [], "fail": [], "progress": []}
-    inv = trunk_mod.PbxInvite(uri="sip:201@127.0.0.1:5999", from_user="5551234567", from_name='JOHN "J" DOE',
-                              sdp=b"v=0\r\n", on_answer=lambda i, r: got["answer"].append(r),
+    kw = {"from_user": "5551234567", "from_name": 'JOHN "J" DOE', **kw}
+    inv = trunk_mod.PbxInvite(uri="sip:201@127.0.0.1:5999", sdp=b"v=0\r\n",
+                              on_answer=lambda i, r: got["answer"].append(r),
                               on_fail=lambda i, st, why: got["fail"].append(st),
                               on_progress=lambda i, r: got["progress"].append(r.status), **kw)
     calls.invite(inv)
@@ -672,10 +691,11 @@ def test_the_invite_to_the_pbx_fails_on_a_second_challenge_and_cancels_after_a_p
 
 @needs_kamailio
 @pytest.mark.flaky(reruns=2, reruns_delay=2)
-def test_the_pbx_sending_a_box_number_leaves_a_message_there(tmp_path, pbx, daemons, baresips):
+def test_the_pbx_sending_a_box_number_leaves_a_message_there(tmp_path, any_pbx, daemons, baresips):
     from sipkit import Baresip
+    pbx, transport = any_pbx
     port = free_port()
-    d = SipDaemon(trunk_config(tmp_path, port, pbx.port))
+    d = SipDaemon(trunk_config(tmp_path, port, pbx.port, extra=f'transport = "{transport}"'))
     daemons.append(d)
     phone = Baresip(tmp_path, PHONE, PHONE_PASSWORD, pbx.port, tone_file(tmp_path, 700, 60, "p700.wav"))
     baresips.append(phone)
@@ -689,6 +709,9 @@ def test_the_pbx_sending_a_box_number_leaves_a_message_there(tmp_path, pbx, daem
     msg = d.store.get(saved["id"])
     assert msg["caller_number"] == PHONE and msg["line"] is None
     assert saved["seconds"] >= 1.5
+    # The PBX sent the call to the contact Linebox registered, over that transport.
+    params = ";transport=tcp" if transport == "tcp" else ""
+    assert f"through the gateway at sip:100@127.0.0.1:{port}{params}\n" in pbx.log(), pbx.log()[-2000:]
 
 
 @needs_kamailio
@@ -717,14 +740,16 @@ def test_hwcheck_asks_the_pbx_for_the_bindings_with_the_credentials(tmp_path, pb
 
 @needs_kamailio
 @pytest.mark.flaky(reruns=2, reruns_delay=2)
-def test_the_phone_behind_kamailio_hangs_up_and_the_line_goes_on_hook(tmp_path, pbx, baresips):
+def test_the_phone_behind_kamailio_hangs_up_and_the_line_goes_on_hook(tmp_path, any_pbx, baresips):
     from sipkit import Baresip
 
+    pbx, transport = any_pbx
     phone = Baresip(tmp_path, PHONE, PHONE_PASSWORD, pbx.port, tone_file(tmp_path, 700, 60, "p700.wav"),
                     answer=True)
     baresips.append(phone)
     phone.wait_log("200 OK")
-    sim = SimWithTrunk(tmp_path, trunk_config(tmp_path, free_port(), pbx.port, lines=SIM_LINE), """
+    sim = SimWithTrunk(tmp_path, trunk_config(tmp_path, free_port(), pbx.port, lines=SIM_LINE,
+                                              extra=f'transport = "{transport}"'), """
 [[call]]
 line = 1
 at = 1.0
@@ -795,3 +820,327 @@ def test_the_pbx_may_dial_only_what_sip_dial_allows_and_on_sip_lines(tmp_path):
     with pytest.raises(ConfigError, match=r"\[sip\] key 'dial'"):
         _sip(mode="trunk", registrar="sip:pbx", username="gw", password="x", inbound_uri="sip:201@pbx",
              dial=["5??"])
+
+
+# ================================================================ issue 12 (trunk12): per-line URI, identity, the wait
+def test_a_line_may_ring_its_own_inbound_uri_and_config_check_says_what_is_missing():
+    trunk = dict(mode="trunk", registrar="sip:pbx", username="gw", password="x")
+    line = {"driver": "sim", "route": "100"}
+    cfg = parse_config({**BASE, "sip": {"listen": "127.0.0.1:5070", **trunk, "inbound_uri": "sip:600@pbx"},
+                        "line": [{**line, "id": 1, "inbound_uri": "sip:601@pbx:5080"}, {**line, "id": 2}]})
+    assert [c.inbound_uri for c in cfg.lines] == ["sip:601@pbx:5080", None]
+    assert cfg.sip.trunk.inbound_uri == "sip:600@pbx"
+    # Every line has its own: [sip] needs none.
+    cfg = parse_config({**BASE, "sip": {"listen": "127.0.0.1:5070", **trunk},
+                        "line": [{**line, "id": 1, "inbound_uri": "sip:601@pbx"}]})
+    assert cfg.sip.trunk.inbound_uri is None
+    for sip_keys, lines, message in [
+        (trunk, [{**line, "id": 1, "inbound_uri": "sip:601@pbx"}, {**line, "id": 2}],
+         r"\[sip\] key 'inbound_uri': missing \(line 2 has no inbound_uri of its own\)"),
+        (trunk, [{**line, "id": 1}, {**line, "id": 3}],
+         r"\[sip\] key 'inbound_uri': missing \(lines 1, 3 have no inbound_uri of their own\)"),
+        ({**trunk, "inbound_uri": "sip:600@pbx"}, [{**line, "id": 1, "inbound_uri": "sip:pbx"}],
+         r"\[\[line\]\] #1 key 'inbound_uri': must be a SIP URI like \"sip:201@"),
+        ({**trunk, "inbound_uri": "sip:600@pbx"}, [{**line, "id": 1, "inbound_uri": "sip:6@pbx:70000"}],
+         r"\[\[line\]\] #1 key 'inbound_uri': port must be 1 to 65535"),
+        ({}, [{**line, "id": 1, "inbound_uri": "sip:601@pbx"}],
+         r"\[\[line\]\] #1 key 'inbound_uri': only with \[sip\] mode = \"trunk\""),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            parse_config({**BASE, "sip": {"listen": "127.0.0.1:5070", **sip_keys}, "line": lines})
+    with pytest.raises(ConfigError, match=r"\[\[line\]\] #1 key 'inbound_uri': only with \[sip\] mode"):
+        parse_config({**BASE, "line": [{**line, "id": 1, "inbound_uri": "sip:601@pbx"}]})
+
+
+def test_the_invite_asserts_the_caller_or_asks_for_privacy_and_the_challenged_one_too():
+    svc, txns, calls = _pbx_calls()
+    inv, got = _invite(calls, asserted=True, asserted_name="JOHN DOE")
+    first = svc.sent[-1]
+    assert b'From: "JOHN J DOE" <sip:5551234567@127.0.0.1>;tag=' in first
+    assert b'\r\nP-Asserted-Identity: "JOHN DOE" <sip:5551234567@127.0.0.1>\r\n' in first
+    assert b"Privacy" not in first
+    txns.response(_answer(first, "407 Proxy Authentication Required",
+                          'Proxy-Authenticate: Digest realm="pbx", nonce="n1"\r\n'))
+    again = svc.sent[-1]
+    assert again.startswith(b"INVITE ") and b"Proxy-Authorization" in again
+    assert b'\r\nP-Asserted-Identity: "JOHN DOE" <sip:5551234567@127.0.0.1>\r\n' in again
+    # A number without a name asserts the number alone; '#' is escaped (RFC 3261 §25.1).
+    svc, txns, calls = _pbx_calls()
+    _invite(calls, from_user="5551234#", from_name="Line 1", asserted=True)
+    assert b"\r\nP-Asserted-Identity: <sip:5551234%23@127.0.0.1>\r\n" in svc.sent[-1]
+    assert b'From: "Line 1" <sip:5551234%23@127.0.0.1>;tag=' in svc.sent[-1]
+    # Withheld: the anonymous From of RFC 3323 and Privacy: id, nothing asserted.
+    svc, txns, calls = _pbx_calls()
+    _invite(calls, from_user="anonymous", from_name="Anonymous", anonymous=True)
+    first = svc.sent[-1]
+    assert b'From: "Anonymous" <sip:anonymous@anonymous.invalid>;tag=' in first
+    assert b"\r\nPrivacy: id\r\n" in first and b"P-Asserted-Identity" not in first
+    txns.response(_answer(first, "407 Proxy Authentication Required",
+                          'Proxy-Authenticate: Digest realm="pbx", nonce="n1"\r\n'))
+    assert b"\r\nPrivacy: id\r\n" in svc.sent[-1] and b"Proxy-Authorization" in svc.sent[-1]
+    # The line's From ("Line 1" <sip:line1@...>) when no caller ID came asserts nothing.
+    svc, txns, calls = _pbx_calls()
+    _invite(calls, from_user="line1", from_name="Line 1")
+    assert b"P-Asserted-Identity" not in svc.sent[-1] and b"Privacy" not in svc.sent[-1]
+
+
+def test_caller_identity_for_each_kind_of_caller_id():
+    from linebox.caller import CallerId
+    from linebox.gateway.phones import Phones
+    show = Phones.caller_display.__get__(trunk_mod.TrunkPhones(None))
+    ident = trunk_mod.caller_identity
+    assert ident(1, CallerId(number="5551234567", name="JOHN DOE"), show) == {
+        "from_user": "5551234567", "from_name": "JOHN DOE", "asserted": True, "asserted_name": "JOHN DOE",
+        "anonymous": False}
+    assert ident(1, CallerId(number="5551234567", name_absent="P"), show) == {
+        "from_user": "5551234567", "from_name": "Line 1", "asserted": True, "asserted_name": None,
+        "anonymous": False}
+    assert ident(2, CallerId(number_absent="P", name_absent="P"), show)["anonymous"] is True
+    for cid in (None, CallerId(number_absent="O", name_absent="O")):
+        assert ident(2, cid, show) == {"from_user": "line2", "from_name": "Line 2", "asserted": False,
+                                       "anonymous": False}
+
+
+class _Runner:
+    """A line's runner as TrunkPhones sees it: its id, plan and clock (seconds of audio)."""
+
+    def __init__(self, line_id: int, plan: str) -> None:
+        import types
+        self.id, self.plan, self.t = line_id, plan, 0.0
+        self.line = types.SimpleNamespace(full_duplex=True)
+
+
+def _trunk_phones(*runners, line_uris=None):
+    import types
+    svc = FakeService()
+    svc.call_soon = lambda fn: fn()
+    svc.app = types.SimpleNamespace(runners=list(runners))
+    svc.config = types.SimpleNamespace(lines=tuple(
+        types.SimpleNamespace(id=r.id, inbound_uri=(line_uris or {}).get(r.id)) for r in runners))
+    invites = []
+    trunk = types.SimpleNamespace(service=svc, cfg=_trunk_cfg(inbound_uri="sip:600@127.0.0.1:5999"),
+                                  registration=types.SimpleNamespace(state="registered"),
+                                  pbx=types.SimpleNamespace(invite=invites.append, cancel=lambda inv: None))
+    return svc, trunk_mod.TrunkPhones(trunk), invites
+
+
+def test_the_invite_waits_for_caller_id_on_the_line_clock_not_on_a_uk_line_nor_once_it_came():
+    from linebox.caller import CallerId
+    us, uk, us2 = _Runner(1, "us"), _Runner(2, "uk"), _Runner(3, "us")
+    svc, phones, invites = _trunk_phones(us, uk, us2, line_uris={1: "sip:601@127.0.0.1:5999"})
+    made = []
+    ring = phones.ring
+    phones.ring = lambda *a: made.append(ring(*a)) or made[-1]
+    try:
+        us.t = 10.0
+        waiting = phones.ring(1, (), None)
+        svc.advance(30.0)                 # the SIP thread's clock runs, the line's stands still
+        assert invites == [] and not waiting.sent
+        us.t = 14.4
+        svc.advance(0.2)
+        assert invites == []
+        us.t = 14.5                       # 4.5 s of the line's audio after the first ring
+        svc.advance(0.2)
+        (inv,) = invites
+        assert inv.uri == "sip:601@127.0.0.1:5999"      # the line's own inbound_uri
+        assert (inv.from_user, inv.from_name, inv.asserted) == ("line1", "Line 1", False)
+        # Caller ID between the rings: the INVITE goes at once, with it.
+        attempt = phones.ring(3, (), None)
+        us2.t = 1.0
+        svc.advance(1.0)
+        assert len(invites) == 1
+        attempt.callerid(CallerId(number="5551234567", name="JOHN DOE"))
+        assert invites[-1].from_user == "5551234567" and invites[-1].uri == "sip:600@127.0.0.1:5999"
+        assert invites[-1].asserted and invites[-1].asserted_name == "JOHN DOE"
+        svc.advance(10.0)
+        us2.t = 20.0
+        svc.advance(1.0)
+        assert len(invites) == 2          # no second INVITE when the wait runs out
+        # A UK line: caller ID comes before the first ring or not at all: half a second's
+        # grace for the decoder, not 4.5 s; with the caller ID at the first ring, no wait.
+        uk.t = 3.0
+        phones.ring(2, (), None)
+        uk.t = 3.4
+        svc.advance(0.2)
+        assert len(invites) == 2
+        uk.t = 3.5
+        svc.advance(0.2)
+        assert invites[-1].from_user == "line2" and len(invites) == 3
+        phones.ring(2, (), CallerId(number="01632960123", name="BT CALLER"))
+        assert invites[-1].from_user == "01632960123" and len(invites) == 4
+        invites.pop()
+        # A withheld number that came before (or at) the first ring: at once, anonymous.
+        phones.ring(3, (), CallerId(number_absent="P", name_absent="P"))
+        assert len(invites) == 4 and invites[-1].anonymous
+        # The line gave up on the PBX (the caller hung up) before the wait ran out: nothing.
+        us.t = 0.0
+        gone = phones.ring(1, (), None)
+        gone.cancel("caller_gone")
+        us.t = 10.0
+        svc.advance(1.0)
+        assert len(invites) == 4
+    finally:
+        for a in made:
+            if a.sock is not None:
+                a.sock.close()
+
+
+# A queue server behind the PBX, as SIPp: takes each INVITE, rings, and is busy (the line
+# then goes on to its voicemail route as without a PBX); -trace_msg keeps what it got.
+BUSY_UAS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="busy queue">
+  <recv request="INVITE"/>
+  <send><![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]q[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+[last_Record-Route:]
+Contact: <sip:queue@[local_ip]:[local_port]>
+Content-Length: 0
+  ]]></send>
+  <pause milliseconds="300"/>
+  <send><![CDATA[
+SIP/2.0 486 Busy Here
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]q[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+  ]]></send>
+  <recv request="ACK"/>
+</scenario>
+"""
+
+
+def _received_invites(log_text: str) -> dict[str, dict[str, str]]:
+    """The INVITEs in a SIPp -trace_msg log, by Request-URI user: their headers."""
+    found = {}
+    for block in log_text.split("INVITE sip:")[1:]:
+        user = block.split("@", 1)[0]
+        head = block.split("\n\n", 1)[0].replace("\r", "")
+        headers = {"vias": [line.split(":", 1)[1].strip() for line in head.split("\n")
+                            if line.lower().startswith(("via:", "v:"))]}
+        for line in head.split("\n")[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers.setdefault(name.strip().lower(), value.strip())
+        found[user] = headers
+    return found
+
+
+@needs_kamailio
+@pytest.mark.skipif(__import__("shutil").which("sipp") is None, reason="needs SIPp (sip-tester)")
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_each_line_rings_its_own_uri_and_the_pbx_side_gets_the_asserted_or_withheld_caller(tmp_path, transport):
+    import subprocess
+    uas_port, port = free_port(), free_port()
+    k = Kamailio(tmp_path, {GATEWAY: GATEWAY_PASSWORD}, gateway=GATEWAY,
+                 routes={"300": uas_port, "301": uas_port, "302": uas_port}, tcp=transport == "tcp")
+    uas = tmp_path / "uas.xml"
+    uas.write_text(BUSY_UAS)
+    messages = tmp_path / "uas-messages.log"
+    sipp = subprocess.Popen(["sipp", "-sf", str(uas), "-i", "127.0.0.1", "-p", str(uas_port), "-m", "3",
+                             "-nostdin", "-trace_msg", "-message_file", str(messages), "-trace_err",
+                             "-timeout", "60s", "-timeout_error"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"sip:{{}}@127.0.0.1:{k.port}"
+    lines = "\n".join(f'[[line]]\nid = {n}\ndriver = "sim"\nroute = "100"\nplan = "{plan}"\nrings = 8\n{own}'
+                      for n, plan, own in ((1, "us", f'inbound_uri = "{base.format(301)}"\n'), (2, "us", ""),
+                                           (3, "uk", f'inbound_uri = "{base.format(302)}"\n')))
+    calls = "\n".join(f"[[call]]\nline = {n}\nat = 1.0\n{caller}give_up_after_rings = 3\n"
+                      'steps = [ { wait = "answer" } ]\n'
+                      for n, caller in ((1, 'caller = { number = "5551234567", name = "JOHN DOE" }\n'),
+                                        (2, ""), (3, 'caller = { number_absent = "P", name_absent = "P" }\n')))
+    sim = SimWithTrunk(tmp_path, trunk_config(tmp_path, port, k.port, lines=lines, inbound=base.format(300),
+                                              extra='transport = "tcp"' if transport == "tcp" else ""), calls)
+    try:
+        sim.events.wait("trunk_state", state="registered", timeout=15)
+        contacts = k.wait_contacts(GATEWAY)
+        sim.run()
+        sim.join(60)
+        out = sipp.communicate(timeout=30)[0]
+    finally:
+        sim.stop()
+        if sipp.poll() is None:
+            sipp.kill()
+            sipp.wait()
+        k.stop()
+    assert sipp.returncode == 0, out[-2000:] + k.log()[-3000:]
+    got = _received_invites(messages.read_text())
+    # In the order the waits make (every call starts at 1.0 s): the UK line's at its first
+    # ring, line 1's when its caller ID was decoded, line 2's 4.5 s after its first ring.
+    assert list(got) == ["302", "301", "300"], got.keys()
+    # Registered, and called, over the transport configured: Linebox's Via is the second.
+    params = ";transport=tcp" if transport == "tcp" else ""
+    assert contacts == [f"sip:{GATEWAY}@127.0.0.1:{port}{params}"], contacts
+    assert f"registered {GATEWAY} from 127.0.0.1:" in k.log() and f"over {transport}" in k.log()
+    for invite in got.values():
+        assert invite["vias"][1].split(";")[0] == f"SIP/2.0/{transport.upper()} 127.0.0.1:{port}", invite
+    domain = "127.0.0.1"
+    # Line 1 (US, caller ID between the rings): its own URI, the caller asserted.
+    assert got["301"]["from"].startswith(f'"JOHN DOE" <sip:5551234567@{domain}>;tag=')
+    assert got["301"]["p-asserted-identity"] == f'"JOHN DOE" <sip:5551234567@{domain}>'
+    assert "privacy" not in got["301"]
+    # Line 2 (no caller ID: it waited, then went as the line): [sip] inbound_uri, nothing asserted.
+    assert got["300"]["from"].startswith(f'"Line 2" <sip:line2@{domain}>;tag=')
+    assert "p-asserted-identity" not in got["300"] and "privacy" not in got["300"]
+    # Line 3 (UK, the number withheld before the first ring): anonymous, Privacy: id.
+    assert got["302"]["from"].startswith('"Anonymous" <sip:anonymous@anonymous.invalid>;tag=')
+    assert got["302"]["privacy"] == "id" and "p-asserted-identity" not in got["302"]
+    log = k.log()
+    assert f"call from 5551234567 to routed 301 at sip:127.0.0.1:{uas_port}: PAI sip:5551234567@{domain}" in log
+    assert "call from anonymous to routed 302" in log and "Privacy id" in log
+    # Every line went on as without the PBX once it was busy: the callers gave up.
+    assert sorted(e["line"] for e in sim.events.of("missed_call")) == [1, 2, 3]
+
+
+@needs_kamailio
+def test_hwcheck_asks_the_pbx_over_tcp_when_that_is_the_transport(tmp_path):
+    import io
+
+    from linebox.config import load_config
+    from linebox.hw.check import Report, run_checks
+    k = Kamailio(tmp_path, USERS, gateway=GATEWAY, tcp=True)
+    try:
+        cfg = load_config(trunk_config(tmp_path, free_port(), k.port, extra='transport = "tcp"'))
+        report = run_checks(cfg, None, Report(io.StringIO()))
+        assert ("OK", "PBX (sip trunk)", f"sip:127.0.0.1:{k.port} accepts '{GATEWAY}'; 0 contact(s) registered now") \
+            in report.results
+        k.wait_log(f"registered {GATEWAY} from 127.0.0.1:")
+        asked = [ln for ln in k.log().splitlines() if f"registered {GATEWAY} from 127.0.0.1:" in ln]
+        assert asked and all(ln.endswith(" over tcp") for ln in asked), asked
+    finally:
+        k.stop()
+    nobody = free_port(socket.SOCK_STREAM)
+    cfg = load_config(trunk_config(tmp_path, free_port(), nobody, extra='transport = "tcp"', device="tcp-nobody"))
+    report = run_checks(cfg, None, Report(io.StringIO()))
+    assert report.failed and f"cannot reach 127.0.0.1:{nobody} over TCP" in report.results[-1][2], report.results
+
+
+def test_transport_key_and_no_retransmission_over_tcp():
+    keys = dict(mode="trunk", registrar="sip:pbx", username="gw", password="x", inbound_uri="sip:201@pbx")
+    assert _sip(**keys).sip.trunk.transport == "udp"
+    assert _sip(**keys, transport="tcp").sip.trunk.transport == "tcp"
+    with pytest.raises(ConfigError, match=r"\[sip\] key 'transport': must be one of udp, tcp"):
+        _sip(**keys, transport="tls")
+    with pytest.raises(ConfigError, match=r"\[sip\] key 'transport': only with mode = \"trunk\""):
+        _sip(transport="tcp")
+    from linebox.sip.transport import Peer
+    svc = FakeService()
+    txns = trunk_mod.Transactions(svc)
+    answers = []
+    for transport in ("UDP", "TCP"):
+        txns.send(Peer(transport, ("127.0.0.1", 5999)), "REGISTER", "REGISTER sip:pbx SIP/2.0",
+                  [("Via", f"SIP/2.0/{transport} 127.0.0.1:5062;branch=z9hG4bK{transport}")], b"",
+                  f"z9hG4bK{transport}", answers.append)
+    svc.advance(31.0)
+    udp = [d for d in svc.sent if b"/UDP " in d]
+    tcp = [d for d in svc.sent if b"/TCP " in d]
+    assert len(udp) > 5 and len(tcp) == 1          # Timer E resends over UDP only (RFC 3261 §17.1.2.2)
+    assert answers == []
+    svc.advance(2.0)
+    assert answers == [None, None]                 # Timer F (64*T1) ends both

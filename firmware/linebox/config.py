@@ -107,6 +107,7 @@ class LineConfig:
     chipset: str | None = _only(MODEM_SIM)          # which emulated modem (usr | conexant)
     ring: tuple[str, ...] = ()      # extensions rung together when a call rings (gateway)
     ring_rings: int = 4             # rings they ring before the voicemail route answers
+    inbound_uri: str | None = None  # trunk mode: where this line's calls ring (else [sip]'s)
 
 
 @dataclass(frozen=True)
@@ -217,11 +218,13 @@ class TrunkConfig:
     username: str                        # the gateway account at the PBX
     password: str | None                 # one of password / ha1
     ha1: str | None                      # MD5(username:PBX realm:password)
-    inbound_uri: str                     # where an analog call rings (sip:201@pbx)
+    inbound_uri: str | None              # where an analog call rings (sip:201@pbx); a
+                                         # line's own [[line]] inbound_uri comes first
     expires: int = 300                   # the registration's requested lifetime, seconds
     pbx_addresses: tuple[str, ...] = ()  # more addresses the PBX may send calls from
     lines: tuple[int, ...] = ()          # the lines the PBX's calls may go out on (() = all)
     dial: tuple[str, ...] | None = None  # number patterns the PBX may dial out (None = any)
+    transport: str = "udp"               # udp | tcp: how registration and calls reach the PBX
 
 
 @dataclass(frozen=True)
@@ -554,6 +557,7 @@ def _read_line(t: _Table) -> LineConfig:
         rings=rings, toll_saver_rings=toll, route=route, answer=t.get_bool("answer", True),
         block=_read_block(t), schedule=_read_schedule(t), ring=_read_ring(t),
         ring_rings=t.get_int("ring_rings", 4, lo=1, hi=20),
+        inbound_uri=_pbx_uri(t, "inbound_uri", None, user=True),
     )
     if driver == "fxo":
         for key in ("audio", "hook_pin", "ring_pin"):
@@ -789,7 +793,7 @@ _HA1 = re.compile(r"[0-9a-f]{32}")
 _REALM = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
-# A PBX's address as trunk settings take it: sip:HOST or sip:HOST:PORT (UDP), a user part
+# A PBX's address as trunk settings take it: sip:HOST or sip:HOST:PORT ([sip] transport says how), a user part
 # only where a user is meant (inbound_uri).
 _PBX_URI = re.compile(r"sip:([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?")
 _PBX_USER_URI = re.compile(r"sip:([A-Za-z0-9._~+*#-]+)@([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?")
@@ -818,7 +822,7 @@ def _read_sip(t: _Table) -> SipConfig:
 def _pbx_uri(t: _Table, key: str, default=_REQUIRED, user: bool = False) -> str | None:
     pattern = _PBX_USER_URI if user else _PBX_URI
     example = '"sip:201@pbx.example.com"' if user else '"sip:pbx.example.com" or "sip:192.168.1.5:5060"'
-    v = t.get_str(key, default, pattern=pattern, must=f"must be a SIP URI like {example} (UDP)")
+    v = t.get_str(key, default, pattern=pattern, must=f"must be a SIP URI like {example}")
     if v is not None:
         port = pattern.fullmatch(v).group(3 if user else 2)
         if port is not None and not 1 <= int(port) <= 65535:
@@ -854,9 +858,10 @@ def _read_trunk(t: _Table) -> TrunkConfig:
                 raise t.error("dial", str(e)) from None
     return TrunkConfig(
         registrar=registrar, proxy=_pbx_uri(t, "proxy", None) or registrar, username=username,
-        password=password, ha1=ha1, inbound_uri=_pbx_uri(t, "inbound_uri", user=True),
+        password=password, ha1=ha1, inbound_uri=_pbx_uri(t, "inbound_uri", None, user=True),
         expires=t.get_int("expires", 300, lo=60, hi=86400), pbx_addresses=tuple(addresses),
-        lines=tuple(lines), dial=tuple(dial) if dial is not None else None)
+        lines=tuple(lines), dial=tuple(dial) if dial is not None else None,
+        transport=t.get_str("transport", "udp", choices=("udp", "tcp")))
 
 
 def read_sip_table(path: str | Path) -> SipConfig | None:
@@ -1055,6 +1060,7 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
                 raise tables["sip"][0].error("lines", f"no [[line]] with id {n}")
     _check_gateway(lines, tables["extension"], extensions, boxes, gateway)
     _check_ring(lines, extensions, sip)
+    _check_inbound_uri(lines, sip, tables["sip"][0] if tables["sip"] else None)
     for number, box in boxes.items():
         if box.email_on_new and email is None:
             raise box_tables[number].error("email_on_new", "needs an [email] table (the SMTP server)")
@@ -1083,6 +1089,21 @@ def _check_ring(lines, extensions, sip=None) -> None:
         for n in line.ring:
             if n not in (extensions or {}):
                 raise t.error("ring", f'no [[extension]] with number "{n}"')
+
+
+def _check_inbound_uri(lines, sip, sip_table) -> None:
+    """Trunk mode: every line rings its own ``inbound_uri`` or [sip]'s; no line names one
+    in server mode (its calls ring ``ring``)."""
+    trunk = sip.trunk if sip is not None else None
+    for t, line in lines:
+        if line.inbound_uri is not None and trunk is None:
+            raise t.error("inbound_uri", 'only with [sip] mode = "trunk"')
+    if trunk is not None and trunk.inbound_uri is None:
+        without = [line.id for _, line in lines if line.inbound_uri is None]
+        if without or not lines:
+            which = (f" (line {without[0]} has no inbound_uri of its own)" if len(without) == 1 else
+                     f" (lines {', '.join(map(str, without))} have no inbound_uri of their own)" if without else "")
+            raise sip_table.error("inbound_uri", f"missing{which}")
 
 
 def _check_lines(lines, boxes, attendant) -> None:

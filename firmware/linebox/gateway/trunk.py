@@ -12,20 +12,27 @@ concerns it), except `TrunkPhones.ring`, which the lines call and which hands ov
 - `PbxCalls` / `PbxInvite`: the UAC INVITE to the PBX, with the credentials on a
   407/401, CANCEL, the ACK of every final answer, and the dialog's route set (the 2xx's
   Record-Route reversed, RFC 3261 §12.1.2).
-- `TrunkPhones`: the gateway's `Phones` in trunk mode: every line's call rings
-  ``inbound_uri`` (the caller ID as the From display name and user) and the PBX's answer
-  is bridged to the line (gateway/bridge.py).
+- `TrunkPhones`: the gateway's `Phones` in trunk mode: every line's call rings its
+  ``inbound_uri`` (the line's own, else ``[sip]``'s), once the caller ID came (or 4.5 s
+  of the line's clock after the first ring), with it as the From display name and user
+  and as a P-Asserted-Identity (RFC 3325; a withheld number: the anonymous From and
+  ``Privacy: id``, RFC 3323); the PBX's answer is bridged to the line (gateway/bridge.py).
 - `Trunk.on_invite`: calls from the PBX: only from its addresses (`TrunkGate`; everyone
   else 403); a box number leaves a message, any other number goes out through a free
   line by the gateway's outbound route (gateway/outbound.py, sip/outcall.py).
 
-Transport: UDP only (what every PBX offers a gateway; TCP would need outgoing
-connections the server does not open).
+Transport (``[sip] transport``): UDP on the service's socket (what every PBX offers a
+gateway), or TCP: `PbxLink` opens a connection to the registrar/proxy and hands it to the
+service's own TCP machinery (its selector, stream framing and `send`), so the PBX's
+answers and requests on it are read as a phone's are; the Contact says
+``;transport=tcp``, so the PBX sends its calls over TCP too (on this connection or to
+the service's TCP listener).
 """
 
 import hashlib
 import logging
 import secrets
+import selectors
 import socket
 import time
 import urllib.parse
@@ -38,7 +45,7 @@ from linebox.gateway.phones import Phones, RingAttempt
 from linebox.sip import message as sipmsg
 from linebox.sip.auth import parse_authorization
 from linebox.sip.message import Message, SipParseError
-from linebox.sip.transport import Peer, local_address_for
+from linebox.sip.transport import Peer, TcpConnection, local_address_for
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,7 @@ TIMER_64T1 = 64 * T1
 MAX_AUTH_TRIES = 2                   # a second challenge to fresh credentials = refused
 REFRESH_MARGIN = 0.5                 # a short registration is refreshed halfway (refresh_after)
 USER_AGENT = "Linebox gateway"
+TCP_CONNECT_TIMEOUT = 2.0            # the SIP thread waits this long for the PBX's SYN-ACK
 
 
 # ================================================================ digest (client side)
@@ -127,6 +135,21 @@ def uri_target(uri: str) -> tuple[str, int]:
     return u.host.strip("[]"), u.port or 5060
 
 
+def sip_user(number: str) -> str:
+    """A caller ID number as a SIP URI's user part (RFC 3261 §25.1: ``#`` and anything
+    but the user's unreserved characters escaped)."""
+    return urllib.parse.quote(number, safe="-_.!~*'()&=+$,;?/")
+
+
+def display_name(name: str | None) -> str:
+    """``"NAME" `` for a From or P-Asserted-Identity, or "" (quotes and backslashes
+    dropped: a caller ID name is no place for escapes)."""
+    if not name:
+        return ""
+    safe = name.replace("\\", "").replace('"', "")[:64]
+    return f'"{safe}" '
+
+
 def resolve(host: str, port: int) -> tuple[str, int] | None:
     """The IPv4 address of ``host``; None when the name does not resolve."""
     try:
@@ -182,8 +205,8 @@ class Transactions:
                 self.txns.pop(branch, None)
                 on_response(None)
                 return
-            if not txn.provisional:
-                svc.send(peer, data)
+            if not txn.provisional and peer.transport == "UDP":
+                svc.send(peer, data)            # a reliable transport resends nothing (§17.1.1.2)
             txn.interval = txn.interval * 2 if method == "INVITE" else min(2 * txn.interval, T2)
             svc._at(min(txn.interval, max(0.0, txn.deadline - svc.clock())), again)
         svc._at(T1, again)
@@ -217,6 +240,46 @@ def new_branch() -> str:
     return "z9hG4bK" + secrets.token_hex(10)
 
 
+class PbxLink:
+    """How the trunk reaches the PBX at an address: over UDP, the service's socket; over
+    TCP (``transport = "tcp"``), a connection Linebox opens (once, and again after the
+    PBX closed it), adopted by the service like an accepted one: its selector reads it,
+    its framing splits the stream, ``service.send`` writes to it by the PBX's address."""
+
+    def __init__(self, service, transport: str) -> None:
+        self.service = service
+        self.transport = transport.upper()
+
+    def via(self, host: str, branch: str) -> str:
+        return f"SIP/2.0/{self.transport} {host}:{self.service.port};branch={branch};rport"
+
+    def uri_params(self) -> str:
+        """What the Contact's URI adds: how the PBX reaches us back (RFC 3261 §19.1.1)."""
+        return ";transport=tcp" if self.transport == "TCP" else ""
+
+    def peer(self, target: tuple[str, int]) -> tuple[Peer | None, str]:
+        """(the peer to send to, "") or (None, why it cannot be reached)."""
+        if self.transport == "UDP":
+            return Peer("UDP", target), ""
+        svc = self.service
+        if target in svc.tcp:
+            return Peer("TCP", target), ""
+        bound = svc.cfg.host
+        try:
+            # ASSUMED: a PBX on the LAN answers a SYN at once; a dead one costs the SIP
+            # thread TCP_CONNECT_TIMEOUT per attempt, which the backoff spaces out.
+            sock = socket.create_connection(target, timeout=TCP_CONNECT_TIMEOUT,
+                                            source_address=(bound, 0) if bound not in ("", "0.0.0.0") else None)
+        except OSError as e:
+            return None, f"cannot connect to {target[0]}:{target[1]} over TCP: {e.strerror or e}"
+        sock.setblocking(False)
+        conn = TcpConnection(sock, target)
+        svc.tcp[target] = conn
+        svc.sel.register(sock, selectors.EVENT_READ, conn)
+        log.info("connected to the PBX at %s:%d over TCP", *target)
+        return Peer("TCP", target), ""
+
+
 # ================================================================ registration
 class Registration:
     """Linebox's registration at the PBX. States: ``registering``, ``registered``,
@@ -226,6 +289,7 @@ class Registration:
         self.service = service
         self.cfg = trunk_cfg
         self.txns = txns
+        self.link = PbxLink(service, trunk_cfg.transport)
         self.creds = Credentials(trunk_cfg.username, trunk_cfg.password, trunk_cfg.ha1)
         self.uri = trunk_cfg.registrar
         host, port = uri_target(self.uri)
@@ -263,14 +327,18 @@ class Registration:
     # -- sending -------------------------------------------------------------------------
     def contact(self) -> str:
         host = local_address_for(self.peer.addr[0], self.service.cfg.host)
-        return f"<sip:{self.cfg.username}@{host}:{self.service.port}>"
+        return f"<sip:{self.cfg.username}@{host}:{self.service.port}{self.link.uri_params()}>"
 
     def _register(self, auth: tuple[str, str] | None = None) -> None:
         target = resolve(self.registrar_host, self.registrar_port)
         if target is None:
             self._failed(f"cannot resolve {self.registrar_host}")
             return
-        self.peer = Peer("UDP", target)
+        peer, why = self.link.peer(target)
+        if peer is None:
+            self._failed(why)
+            return
+        self.peer = peer
         self._send(self.requested, auth)
 
     def _send(self, expires: int, auth: tuple[str, str] | None) -> None:
@@ -287,7 +355,7 @@ class Registration:
         host = local_address_for(self.peer.addr[0], self.service.cfg.host)
         branch = new_branch()
         headers = [
-            ("Via", f"SIP/2.0/UDP {host}:{self.service.port};branch={branch};rport"),
+            ("Via", self.link.via(host, branch)),
             ("Max-Forwards", "70"),
             ("From", f"<{self.aor}>;tag={self.from_tag}"), ("To", f"<{self.aor}>"),
             ("Call-ID", self.call_id), ("CSeq", f"{self.cseq} REGISTER"),
@@ -478,6 +546,10 @@ class PbxInvite:
     cancel_wanted: bool = False
     from_header: str = ""
     session: tuple = ()                  # (host, port) our SDP offered
+    asserted: bool = False               # P-Asserted-Identity with the From's number
+    asserted_name: str | None = None     # ... and this name (None: no display name)
+    anonymous: bool = False              # withheld: anonymous From, Privacy: id
+    identity: list = field(default_factory=list)   # the headers those make (every INVITE)
 
 
 class PbxCalls:
@@ -487,6 +559,7 @@ class PbxCalls:
         self.service = service
         self.cfg = trunk_cfg
         self.txns = txns
+        self.link = PbxLink(service, trunk_cfg.transport)
         self.creds = Credentials(trunk_cfg.username, trunk_cfg.password, trunk_cfg.ha1)
         self.host, self.port = uri_target(trunk_cfg.proxy)
         self.peer: Peer | None = None
@@ -501,13 +574,28 @@ class PbxCalls:
             inv.state = "failed"
             inv.on_fail(inv, 503, f"cannot resolve {self.host}")
             return inv
-        self.peer = Peer("UDP", target)
-        name = ""
-        if inv.from_name:
-            safe = inv.from_name.replace("\\", "").replace('"', "")[:64]
-            name = f'"{safe}" '
+        peer, why = self.link.peer(target)
+        if peer is None:
+            inv.state = "failed"
+            inv.on_fail(inv, 503, why)
+            return inv
+        self.peer = peer
         inv.to_header = f"<{inv.uri}>"
-        inv.from_header = f"{name}<sip:{inv.from_user}@{self.domain}>;tag={inv.from_tag}"
+        if inv.anonymous:
+            # RFC 3323 §4.1.1.3: the anonymous From; "id" asks the PBX to show no identity
+            # (nobody has one to show: the exchange withheld the number). No
+            # P-Asserted-Identity then: there is nothing to assert.
+            inv.from_header = f'"Anonymous" <sip:anonymous@anonymous.invalid>;tag={inv.from_tag}'
+            inv.identity = [("Privacy", "id")]
+        else:
+            identity = f"<sip:{sip_user(inv.from_user)}@{self.domain}>"
+            name = display_name(inv.from_name)
+            inv.from_header = f"{name}{identity};tag={inv.from_tag}"
+            # RFC 3325 §9.1: the identity the gateway asserts to its trust domain (the
+            # PBX): the analog caller ID. Asterisk's chan_pjsip takes it with
+            # trust_id_inbound = yes (else it reads the From, which says the same).
+            inv.identity = [("P-Asserted-Identity", f"{display_name(inv.asserted_name)}{identity}")] \
+                if inv.asserted else []
         inv.state = "calling"
         self._send_invite(inv, None)
         return inv
@@ -517,12 +605,12 @@ class PbxCalls:
         inv.branch = new_branch()
         host = self.local_host()
         headers = [
-            ("Via", f"SIP/2.0/UDP {host}:{self.service.port};branch={inv.branch};rport"),
+            ("Via", self.link.via(host, inv.branch)),
             ("Max-Forwards", "70"), ("From", inv.from_header), ("To", inv.to_header),
             ("Call-ID", inv.call_id), ("CSeq", f"{inv.cseq} INVITE"),
-            ("Contact", f"<sip:{self.cfg.username}@{host}:{self.service.port}>"),
+            ("Contact", f"<sip:{self.cfg.username}@{host}:{self.service.port}{self.link.uri_params()}>"),
             ("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE"),
-            ("User-Agent", USER_AGENT), ("Content-Type", "application/sdp")]
+            *inv.identity, ("User-Agent", USER_AGENT), ("Content-Type", "application/sdp")]
         if auth is not None:
             headers.append(auth)
         inv.headers = headers
@@ -548,7 +636,7 @@ class PbxCalls:
         self.service._at(T1, lambda: self._cancel_again(inv, data, T1))
 
     def _cancel_again(self, inv: PbxInvite, data: bytes, interval: float) -> None:
-        if inv.state not in ("early", "calling") or interval > 8:
+        if inv.state not in ("early", "calling") or interval > 8 or self.peer.transport != "UDP":
             return
         self.service.send(self.peer, data)
         self.service._at(2 * interval, lambda: self._cancel_again(inv, data, 2 * interval))
@@ -558,7 +646,7 @@ class PbxCalls:
         to = resp.get("to")
         if for_2xx:
             # RFC 3261 §13.2.2.4: a new transaction, to the remote target, through the route set.
-            headers = [("Via", f"SIP/2.0/UDP {host}:{self.service.port};branch={new_branch()};rport")]
+            headers = [("Via", self.link.via(host, new_branch()))]
             headers += [("Route", r) for r in inv.route]
             start = f"ACK {inv.remote_target or inv.uri} SIP/2.0"
         else:
@@ -643,7 +731,7 @@ class PbxCalls:
         inv.cseq += 1
         host = self.local_host()
         branch = new_branch()
-        headers = [("Via", f"SIP/2.0/UDP {host}:{self.service.port};branch={branch};rport"),
+        headers = [("Via", self.link.via(host, branch)),
                    *[("Route", r) for r in inv.route], ("Max-Forwards", "70"),
                    ("From", inv.from_header), ("To", f"{inv.to_header};tag={inv.remote_tag}"),
                    ("Call-ID", inv.call_id), ("CSeq", f"{inv.cseq} BYE"), ("User-Agent", USER_AGENT)]
@@ -687,8 +775,12 @@ class Trunk:
         return self.registration.state
 
     def start(self) -> None:
-        log.info("trunk mode: gateway %r at %s, analog calls to %s", self.cfg.username,
-                 self.cfg.registrar, self.cfg.inbound_uri)
+        own = {line.id: line.inbound_uri for line in self.service.config.lines if line.inbound_uri}
+        where = ", ".join([f"line {n} to {u}" for n, u in own.items()] +
+                          ([f"{'the others' if own else 'all'} to {self.cfg.inbound_uri}"]
+                           if self.cfg.inbound_uri else []))
+        log.info("trunk mode: gateway %r at %s, analog calls: %s", self.cfg.username,
+                 self.cfg.registrar, where)
         self.registration.start()
 
     def stop(self) -> None:
@@ -743,20 +835,67 @@ class Trunk:
 
 
 # ================================================================ analog calls to the PBX
-# The caller ID comes between the first two rings (US: about 0.5-3.5 s after the first
-# ring began; UK: before it, so it is known at once). The INVITE waits for it this long
-# after the first ring, so the PBX sees the caller (its routing and call log need it; a
-# From cannot change later), then goes without. ASSUMED: 4.5 s covers Bellcore GR-30's
-# window with the margin of a slow decoder.
+# The caller ID comes between the first two rings (US, Bellcore GR-30: about 0.5-3.5 s
+# after the first ring began) or before the first ring (UK, BT SIN 227, after a line
+# reversal). A From cannot change once the INVITE went, and the PBX routes and logs by
+# it, so on a line whose caller ID follows the first ring the INVITE waits for it, at
+# most this long after the first ring (on the line's clock), then goes without. Real FXO
+# gateways do the same: Grandstream's HT503/HT813 "PSTN Ring Thru Delay" rings through
+# "after this delay or after caller id is detected (whichever comes first)", 2-10 s,
+# default 6 s; Cisco/Linksys SPA3102's "PSTN Ring Thru Delay" (default 5 s) "should be
+# set larger than the delay required to complete the PSTN caller-id delivery". ASSUMED:
+# 4.5 s covers GR-30's window with the margin of a slow decoder, and ends before the
+# second US ring (6 s), so the PBX's phones start ringing with the line's second ring.
 CALLERID_WAIT_SECONDS = 4.5
+CALLERID_POLL_SECONDS = 0.1          # how often the SIP thread looks at the line's clock
+# Plans whose caller ID only ever comes before the first ring (BT SIN 227): what is not
+# known at the first ring will not come. The INVITE still waits this little (ASSUMED: a
+# decoder may finish the message's last bytes in the frames the first ring begins in;
+# the first UK ring burst alone lasts 0.4 s).
+CALLERID_BEFORE_RING_PLANS = frozenset({"uk"})
+CALLERID_BEFORE_RING_GRACE = 0.5
+
+
+def callerid_wait(plan: str | None, callerid: CallerId | None) -> float:
+    """How long (seconds of the line's clock) after the first ring the INVITE may wait
+    for the caller ID: nothing once any came with the ring (a number, a name, or why
+    they are absent: withheld, unavailable), a moment on a line whose plan sends it
+    before the first ring only, `CALLERID_WAIT_SECONDS` on the others."""
+    if callerid is not None:
+        return 0.0
+    return CALLERID_BEFORE_RING_GRACE if plan in CALLERID_BEFORE_RING_PLANS else CALLERID_WAIT_SECONDS
+
+
+def caller_identity(line_id, callerid: CallerId | None, display) -> dict:
+    """What the INVITE to the PBX says of the caller: PbxInvite's ``from_user``,
+    ``from_name``, ``asserted`` and ``anonymous``. ``display`` is `Phones.caller_display`.
+
+    - a number: the From as ever ("JOHN DOE" <sip:5551234567@...>, "Line 1" for the
+      name when none came) and a P-Asserted-Identity (RFC 3325) with the number and the
+      name the exchange sent;
+    - the number withheld ("P", RFC 3323): the anonymous From and ``Privacy: id``;
+    - no caller ID, or "unavailable" ("O"): the line ("Line 1" <sip:line1@...>), which
+      asserts nothing (no P-Asserted-Identity)."""
+    cid = callerid or CallerId()
+    if not cid.number and cid.number_absent == "P":
+        return {"from_user": "anonymous", "from_name": "Anonymous", "asserted": False,
+                "anonymous": True}
+    name, number = display(line_id, callerid)
+    if cid.number:
+        # The asserted name is the one the exchange sent, or none ("Line 1", which the
+        # From shows for a caller without a name, is no caller's name).
+        return {"from_user": cid.number, "from_name": name, "asserted": True,
+                "asserted_name": cid.name, "anonymous": False}
+    return {"from_user": number, "from_name": name, "asserted": False, "anonymous": False}
 
 
 class TrunkAttempt(RingAttempt):
-    """An analog call ringing ``inbound_uri`` at the PBX."""
+    """An analog call ringing its line's ``inbound_uri`` at the PBX."""
 
-    def __init__(self, phones: "TrunkPhones", line_id, callerid) -> None:
+    def __init__(self, phones: "TrunkPhones", line_id, callerid, runner=None) -> None:
         super().__init__(line_id, (), callerid)
         self.phones = phones
+        self.runner = runner                # the line's runner: its clock times the wait
         self.invite: PbxInvite | None = None
         self.sent = False
         self.sock = None
@@ -769,8 +908,9 @@ class TrunkAttempt(RingAttempt):
 
 
 class TrunkPhones(Phones):
-    """`Phones` in trunk mode: every line's call rings ``inbound_uri`` at the PBX (its
-    ring groups, queues and voicemail are the PBX's business); the answer is bridged."""
+    """`Phones` in trunk mode: every line's call rings its ``inbound_uri`` at the PBX
+    (the line's own, else ``[sip] inbound_uri``; its ring groups, queues and voicemail
+    are the PBX's business); the answer is bridged."""
 
     takes_every_line = True
 
@@ -783,6 +923,11 @@ class TrunkPhones(Phones):
     def step(self) -> None:
         pass
 
+    def inbound_uri(self, line_id) -> str:
+        """Where ``line_id``'s calls ring: its ``[[line]] inbound_uri``, else ``[sip]``'s."""
+        line = next((c for c in self.trunk.service.config.lines if c.id == line_id), None)
+        return (line.inbound_uri if line is not None else None) or self.trunk.cfg.inbound_uri
+
     def ring(self, line_id, extensions, callerid) -> RingAttempt | None:
         # Called on the line's thread, under the appliance lock: hand over.
         runner = next((r for r in self.trunk.service.app.runners if r.id == line_id), None)
@@ -793,15 +938,31 @@ class TrunkPhones(Phones):
             log.info("line %s: the PBX is unreachable (%s); voicemail as usual", line_id,
                      self.trunk.registration.reason)
             return None
-        attempt = TrunkAttempt(self, line_id, callerid)
+        attempt = TrunkAttempt(self, line_id, callerid, runner)
         svc = self.trunk.service
-        if callerid is not None and (callerid.number or callerid.name):
+        wait = callerid_wait(runner.plan if runner is not None else None, callerid)
+        if not wait:
             svc.call_soon(lambda: self.send(attempt))
-        else:
-            svc.call_soon(lambda: svc._at(CALLERID_WAIT_SECONDS, lambda: self.send(attempt)))
+        elif runner is not None:
+            deadline = runner.t + wait
+            svc.call_soon(lambda: self._await_callerid(attempt, deadline, wait))
+        else:                                # no line of ours (cannot happen): wall time
+            svc.call_soon(lambda: svc._at(wait, lambda: self.send(attempt)))
         return attempt
 
     # -- on the SIP thread ---------------------------------------------------------------
+    def _await_callerid(self, attempt: TrunkAttempt, deadline: float, wait: float) -> None:
+        """Send once the line's clock reaches ``deadline`` without caller ID (it sends at
+        once when the caller ID comes: `TrunkAttempt._show_caller`)."""
+        if attempt.sent or not attempt.ringing:
+            return
+        if attempt.runner.t >= deadline:
+            log.info("line %s: no caller ID %.1f s after the first ring; ringing the PBX without",
+                     attempt.line_id, wait)
+            self.send(attempt)
+            return
+        self.trunk.service._at(CALLERID_POLL_SECONDS, lambda: self._await_callerid(attempt, deadline, wait))
+
     def send(self, attempt: TrunkAttempt) -> None:
         if attempt.sent or not attempt.ringing:
             return
@@ -816,15 +977,16 @@ class TrunkPhones(Phones):
         local = local_address_for(target[0], svc.cfg.host)
         from linebox.sip.rtp import open_rtp_socket
         attempt.sock = open_rtp_socket(local)
-        name, number = self.caller_display(attempt.line_id, attempt.caller)
+        who = caller_identity(attempt.line_id, attempt.caller, self.caller_display)
         port = attempt.sock.getsockname()[1]
         session = int(time.time())
-        inv = PbxInvite(uri=trunk.cfg.inbound_uri, from_user=number, from_name=name,
-                        sdp=sdp_offer(local, port, session), on_answer=lambda i, r: self._answered(attempt, i, r),
-                        on_fail=lambda i, status, why: self._failed(attempt, status, why))
+        inv = PbxInvite(uri=self.inbound_uri(attempt.line_id), sdp=sdp_offer(local, port, session),
+                        on_answer=lambda i, r: self._answered(attempt, i, r),
+                        on_fail=lambda i, status, why: self._failed(attempt, status, why), **who)
         inv.session = (local, port)
         attempt.invite = inv
-        log.info("line %s: ringing %s at the PBX for %s (%s)", attempt.line_id, inv.uri, number, name)
+        log.info("line %s: ringing %s at the PBX for %s (%s)%s", attempt.line_id, inv.uri, who["from_user"],
+                 who["from_name"], " (withheld: Privacy id)" if who["anonymous"] else "")
         trunk.pbx.invite(inv)
 
     def stop(self, attempt: TrunkAttempt, reason: str) -> None:
@@ -905,20 +1067,37 @@ def probe(trunk_cfg, bind_host: str = "0.0.0.0", timeout: float = 3.0) -> tuple[
     creds = Credentials(trunk_cfg.username, trunk_cfg.password, trunk_cfg.ha1)
     aor = f"sip:{trunk_cfg.username}@{host}"
     call_id, tag = secrets.token_hex(12) + "@linebox", secrets.token_hex(6)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((bind_host if bind_host not in ("", "0.0.0.0") else "0.0.0.0", 0))
+    tcp = getattr(trunk_cfg, "transport", "udp") == "tcp"
+    bind = bind_host if bind_host not in ("", "0.0.0.0") else "0.0.0.0"
+    try:
+        if tcp:
+            s = socket.create_connection(target, timeout=timeout, source_address=(bind, 0))
+        else:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((bind, 0))
+    except OSError as e:
+        return False, f"cannot reach {target[0]}:{target[1]} over {'TCP' if tcp else 'UDP'}: {e.strerror or e}"
+    with s:
         s.settimeout(timeout)
         local = local_address_for(target[0], bind_host)
         auth = None
+        stream = TcpConnection(s, target) if tcp else None
         for cseq in (1, 2, 3):
             branch = new_branch()
-            headers = [("Via", f"SIP/2.0/UDP {local}:{s.getsockname()[1]};branch={branch};rport"),
+            headers = [("Via", f"SIP/2.0/{'TCP' if tcp else 'UDP'} {local}:{s.getsockname()[1]};branch={branch};rport"),
                        ("Max-Forwards", "70"), ("From", f"<{aor}>;tag={tag}"), ("To", f"<{aor}>"),
                        ("Call-ID", call_id), ("CSeq", f"{cseq} REGISTER"), ("User-Agent", USER_AGENT)]
             if auth is not None:
                 headers.append(auth)
-            s.sendto(sipmsg.build(f"REGISTER {trunk_cfg.registrar} SIP/2.0", headers), target)
-            resp = _await_final(s, branch)
+            data = sipmsg.build(f"REGISTER {trunk_cfg.registrar} SIP/2.0", headers)
+            try:
+                if tcp:
+                    s.sendall(data)
+                else:
+                    s.sendto(data, target)
+            except OSError as e:
+                return False, f"cannot send to {target[0]}:{target[1]}: {e.strerror or e}"
+            resp = _await_final(s, branch, stream)
             if resp is None:
                 return False, f"no answer from {target[0]}:{target[1]} in {timeout:.0f} s"
             ch = challenge_of(resp)
@@ -942,14 +1121,24 @@ def probe(trunk_cfg, bind_host: str = "0.0.0.0", timeout: float = 3.0) -> tuple[
     return False, "no final answer"
 
 
-def _await_final(s: socket.socket, branch: str) -> Message | None:
+def _await_final(s: socket.socket, branch: str, stream: TcpConnection | None = None) -> Message | None:
+    """The final answer to ``branch`` on a UDP socket, or on a TCP ``stream`` over it."""
+    pending: list[bytes] = []
     while True:
+        if not pending:
+            try:
+                data = s.recv(65535)
+            except (TimeoutError, OSError):
+                return None
+            if stream is not None:
+                got = stream.feed(data) if data else None
+                if got is None:              # closed, or no SIP
+                    return None
+                pending.extend(got)
+                continue
+            pending.append(data)
         try:
-            data = s.recv(65535)
-        except (TimeoutError, OSError):
-            return None
-        try:
-            resp = sipmsg.parse(data)
+            resp = sipmsg.parse(pending.pop(0))
         except SipParseError:
             continue
         if not resp.is_request and resp.vias and resp.vias[0].branch == branch and resp.status >= 200:
