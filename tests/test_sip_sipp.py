@@ -589,3 +589,28 @@ def test_parser_refuses_what_it_must(server):
     for bad in MALFORMED[:9]:
         with pytest.raises(SipParseError):
             parse(bad.replace(b"PORT", b"1"))
+
+
+def test_a_phone_flooding_new_requests_gets_503_itself_and_the_others_are_still_served(tmp_path, server):
+    """A phone stuck sending new requests (baresip 1.0.0's mwi module can SUBSCRIBE in a
+    tight loop) used to fill the whole transaction table for 32 s, and every other phone
+    got 503; now its own share runs out first."""
+    from linebox.sip.server import MAX_TRANSACTIONS, MAX_TRANSACTIONS_PER_ADDRESS
+    statuses = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(2)
+        me = s.getsockname()[1]
+        for n in range(MAX_TRANSACTIONS + 20):
+            answer = _request(s, server.port,
+                              f"OPTIONS sip:127.0.0.1:{server.port} SIP/2.0\r\n"
+                              f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKloop{n}\r\n"
+                              f"From: <sip:201@127.0.0.1>;tag=l\r\nTo: <sip:127.0.0.1>\r\n"
+                              f"Call-ID: loop-{n}\r\nCSeq: {n + 1} OPTIONS\r\nContent-Length: 0\r\n\r\n")
+            statuses.append(int(answer.split(" ", 2)[1]) if answer else None)
+    # Another phone (SIPp, its own socket) is answered while the flooder's share is full.
+    res = _sipp(tmp_path, server, OPTIONS_PING, "-m", "1", timeout=30)
+    assert res.returncode == 0, res.stdout[-2000:]
+    assert statuses[:MAX_TRANSACTIONS_PER_ADDRESS] == [200] * MAX_TRANSACTIONS_PER_ADDRESS
+    assert set(statuses[MAX_TRANSACTIONS_PER_ADDRESS:]) == {503}
+    assert len(server.daemon.sip.server_txns) == MAX_TRANSACTIONS_PER_ADDRESS + 1 < MAX_TRANSACTIONS

@@ -44,6 +44,12 @@ MAX_SUBSCRIPTIONS = 128
 MAX_SUBSCRIPTIONS_PER_EXTENSION = 8
 MAX_CONTACTS = 5                    # per extension
 MAX_TRANSACTIONS = 2048
+# One source (address and port: a phone's SIP socket) may hold a quarter of them: a phone
+# stuck sending new requests (baresip 1.0.0's mwi module can SUBSCRIBE in a tight loop)
+# gets 503 itself instead of filling the table for 32 s and locking every other phone
+# out. (A flooder rotating its ports still meets MAX_TRANSACTIONS, and the digest
+# throttle per address.)
+MAX_TRANSACTIONS_PER_ADDRESS = 512
 EXPIRES_DEFAULT, EXPIRES_MIN, EXPIRES_MAX = 3600, 60, 7200
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, INFO, REFER"
 SERVER = "Linebox"
@@ -171,6 +177,7 @@ class SipService:
         self.auth = DigestAuth(self.cfg.realm, {n: e.ha1 for n, e in self.extensions.items()}, clock)
         self.bindings: dict[str, dict[str, Binding]] = {n: {} for n in self.extensions}
         self.server_txns: dict[tuple, ServerTransaction] = {}
+        self.txns_per_address: dict[tuple, int] = {}
         self.client_txns: dict[str, ClientTransaction] = {}
         self.calls: dict[tuple, SipCall] = {}            # (call-id, our tag) -> call
         self.calls_by_id: dict[str, SipCall] = {}
@@ -466,16 +473,33 @@ class SipService:
             if txn.response is not None:
                 self.send(peer, txn.response)  # a retransmission: the same answer again
             return
-        if len(self.server_txns) >= MAX_TRANSACTIONS:
+        source = peer.addr
+        held = self.txns_per_address.get(source, 0)
+        if len(self.server_txns) >= MAX_TRANSACTIONS or held >= MAX_TRANSACTIONS_PER_ADDRESS:
+            if held >= MAX_TRANSACTIONS_PER_ADDRESS and held % 64 == 0:
+                log.warning("SIP: %s:%s holds %d transactions: new requests from it get 503",
+                            *source, held)
             self._reply(req, peer, 503, "Service Unavailable", [("Retry-After", "5")])
             return
         txn = ServerTransaction(key, peer, method == "INVITE", expires_at=self.clock() + TIMER_64T1)
         self.server_txns[key] = txn
+        self.txns_per_address[source] = held + 1
         handler = getattr(self, f"_on_{method.lower()}", None)
         if handler is None:
             self._reply(req, peer, 405, "Method Not Allowed", [("Allow", ALLOW)], txn=txn)
             return
         handler(req, peer, txn)
+
+    def _forget_txn(self, key: tuple) -> None:
+        txn = self.server_txns.pop(key, None)
+        if txn is None:
+            return
+        source = txn.peer.addr
+        left = self.txns_per_address.get(source, 1) - 1
+        if left > 0:
+            self.txns_per_address[source] = left
+        else:
+            self.txns_per_address.pop(source, None)
 
     def _final_sent(self, txn: ServerTransaction) -> None:
         """Timer G for errors to an INVITE over UDP: resend until the ACK."""
@@ -512,7 +536,7 @@ class SipService:
         if verdict == Verdict.OK:
             return user
         if verdict == Verdict.THROTTLED:
-            self.server_txns.pop(txn.key, None)      # silence: no work for a flooder
+            self._forget_txn(txn.key)                # silence: no work for a flooder
             return None
         if verdict == Verdict.CHALLENGE:
             stale = header is not None
@@ -605,7 +629,7 @@ class SipService:
             if txn.expires_at <= now:
                 if txn.is_invite and txn.final == 0 and self._pending_outbound(key[0]):
                     continue           # a call out still ringing: its CANCEL must find it
-                del self.server_txns[key]
+                self._forget_txn(key)
 
     # ================================================================ calls
     def _pending_outbound(self, branch: str) -> bool:
