@@ -256,32 +256,27 @@ audio_txmode thread
             self.events.append(json.loads(self._buf[colon + 1:colon + 1 + n]))
             self._buf = self._buf[colon + 2 + n:]
 
-    def wait_event(self, kind: str, timeout: float = 10.0, after: int = 0) -> dict:
-        """The first event of type ``kind`` (from index ``after``), waiting up to ``timeout``."""
+    def _wait(self, match, what: str, timeout: float, after: int) -> dict:
         deadline = time.monotonic() + timeout
         while True:
             for ev in self.events[after:]:
-                if ev.get("event") and ev.get("type") == kind:
+                if match(ev):
                     return ev
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"no {kind} from baresip in {timeout} s; got "
+                raise AssertionError(f"no {what} from baresip in {timeout} s; got "
                                      f"{[e.get('type') for e in self.events]}\n{self.log()[-3000:]}")
             self._read(min(left, 0.5))
+
+    def wait_event(self, kind: str, timeout: float = 10.0, after: int = 0) -> dict:
+        """The first event of type ``kind`` (from index ``after``), waiting up to ``timeout``."""
+        return self._wait(lambda ev: ev.get("event") and ev.get("type") == kind, kind, timeout, after)
 
     def wait_response(self, token: str, timeout: float = 10.0, after: int = 0) -> dict:
         """ctrl_tcp's response to the command sent with ``token`` (commands are sent with
         their name as token)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for ev in self.events[after:]:
-                if ev.get("response") and ev.get("token") == token:
-                    return ev
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no response to {token} from baresip in {timeout} s\n"
-                                     f"{self.log()[-3000:]}")
-            self._read(min(left, 0.5))
+        return self._wait(lambda ev: ev.get("response") and ev.get("token") == token,
+                          f"response to {token}", timeout, after)
 
     def wait_log(self, text: str, timeout: float = 10.0) -> str:
         """Wait until baresip's own log shows ``text`` (events sent before the control
