@@ -18,12 +18,12 @@ little as it can on them:
 A message is reported only when its checksum holds (GR-30-CORE, ETSI EN 300 659-3).
 """
 
-import operator
 from collections import deque
 
 from linebox import FRAME, RATE
 from linebox.dsp import fsk
 from linebox.dsp.levels import frame_energy
+from linebox.dsp.levels import lag1 as _lag1
 
 GATE_DBM0 = -42.0          # below the weakest burst we accept (-32 dBm0) with margin
 # Share of a frame's energy in the FSK band (fsk.BandCheck): seizure and mark score 0.8-1.0,
@@ -141,7 +141,7 @@ class CallerIdDetector:
                 self._history.append((start, frame[:], energy))
                 return []
             if lag1 is None:
-                lag1 = sum(map(operator.mul, frame, frame[1:]))
+                lag1 = _lag1(frame, energy)
             in_band = (lag1 <= LAG1_MAX * energy
                        and self._band.ratio(frame, energy) >= BAND_START)
             if not in_band or self._rearm:

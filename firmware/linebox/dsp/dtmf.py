@@ -41,6 +41,9 @@ import struct
 from linebox import FRAME, RATE
 from linebox.dsp.gen import DTMF_HIGH, DTMF_KEYS, DTMF_LOW
 from linebox.dsp.levels import amplitude
+from linebox.dsp.levels import energy as _energy
+from linebox.dsp.levels import lag1 as _lag1
+from linebox.dsp.levels import lag2 as _lag2
 
 BLOCK = FRAME // 2                   # 10 ms analysis block
 FREQS = DTMF_LOW + DTMF_HIGH         # lanes 0-3 low group, 4-7 high group
@@ -377,9 +380,9 @@ class DtmfDetector:
         pos = self._n
         self._n = pos + FRAME
         if energy >= FRAME_GATE and lag1 is None:
-            lag1 = sum(map(_mul, frame, frame[1:]))
+            lag1 = _lag1(frame, energy)
         if energy < FRAME_GATE or not energy * _LAG1_LOW <= lag1 <= energy * _LAG1_HIGH or (
-                not _fits_lag2(sum(map(_mul, frame, frame[2:])), lag1, energy)):
+                not _fits_lag2(_lag2(frame, energy), lag1, energy)):
             if self._pressed is None and not self._run and self._broken is None:
                 self._hist = _QUIET    # nothing pending: a quiet frame costs only this
                 return []
@@ -391,13 +394,13 @@ class DtmfDetector:
         e1 = -1
         b1 = self._analyse(first, pos)
         if b1.key is not None:
-            e1 = sum(map(_mul, first, first))
+            e1 = _energy(first)
             if not self._enough(b1, e1):
                 b1.key = None
         b2 = self._analyse(frame[BLOCK:], pos + BLOCK)
         if b2.key is not None:
             if e1 < 0:
-                e1 = sum(map(_mul, first, first))
+                e1 = _energy(first)
             if not self._enough(b2, energy - e1):
                 b2.key = None
         if (b1.key is not None and b1.key == b2.key and b1.key != self._pressed
