@@ -90,7 +90,10 @@ def _packed_table() -> list[int]:
 
 
 _TABLE = _packed_table()
-_BIAS = sum(_LANE_BIAS << (k * _LANE_BITS) for k in range(16))
+# Adding then flipping every lane's top bit leaves two's complement lanes, which the
+# signed unpack reads as they are (no per-lane subtraction).
+_FLIP = sum((1 << (_LANE_BITS - 1)) << (k * _LANE_BITS) for k in range(16))
+_add = operator.add
 _NBYTES = 16 * _LANE_BITS // 8
 
 # Squared fitted peak amplitude of a tone at MIN_TONE_DBM0.
@@ -436,9 +439,9 @@ class DtmfDetector:
     def _analyse(block, pos: int) -> _Block:
         """Correlate one block with all eight tones; mark it a candidate hit if the two
         strongest tones pass the level and twist tests (the energy test comes later)."""
-        q = _UNPACK((sum(map(_mul, block, _TABLE)) + _BIAS).to_bytes(_NBYTES, "little"))
-        c = [v - _LANE_BIAS for v in q]
-        p = [c[k] * c[k] + c[k + 8] * c[k + 8] for k in range(8)]
+        c = _UNPACK(((sum(map(_mul, block, _TABLE)) + _FLIP) ^ _FLIP).to_bytes(_NBYTES, "little"))
+        cos, sin = c[:8], c[8:]
+        p = list(map(_add, map(_mul, cos, cos), map(_mul, sin, sin)))
         plo = max(p[0], p[1], p[2], p[3])
         phi = max(p[4], p[5], p[6], p[7])
         b = _Block(pos, p)
