@@ -7,8 +7,8 @@ little as it can on them:
 1. energy gate: frames below ``GATE_DBM0`` cost one comparison;
 2. spectral slope: a frame whose lag-1 autocorrelation is above ``LAG1_MAX`` of its
    energy has most of it below the FSK band (voiced speech, hum, music's bass) and cannot
-   pass the band check; one 160-sample product (which the listener shares with DTMF)
-   skips most loud frames that are not caller ID;
+   pass the band check; the lag-1 autocorrelation (one ``math.dist``, which the listener
+   shares with DTMF) skips most loud frames that are not caller ID;
 3. band check: one packed big-int correlation (``fsk.BandCheck``) measures how much of the
    frame's energy sits at the mark and space frequencies; speech and noise fail here;
 4. only then the demodulator runs, over the frame and the ``HISTORY`` frames before it,

@@ -13,7 +13,7 @@ Two layers, both free of per-sample Python loops:
   between characters) are accepted up to ``MAX_GAP_BITS``.
 
 ``BandCheck`` is the cheap per-frame test the caller-ID detector runs before any of this:
-one packed big-int correlation gives the power at the mark and space frequencies in eight
+packed big-int correlations give the power at the mark and space frequencies in eight
 2.5 ms slices of the frame.
 """
 
@@ -197,9 +197,9 @@ class BandCheck:
     needed for the channel seizure: alternating bits put most of their power at the mean
     of the two tones (V.23's +-400 Hz shift swings the phase by only +-60 degrees), and a
     slice's +-400 Hz main lobe makes the three filters cover the band without a gap. All
-    48 correlations (8 slices x 3 tones x cos/sin) come from one
-    ``sum(map(mul, frame, table))``: each table entry packs one sample's coefficients into
-    one int, lane k at bit 32k. ``ratio(frame, energy)`` is about 1.0 for a mark or
+    48 correlations (8 slices x 3 tones x cos/sin) come from eight
+    ``sum(map(mul, slice, table))``, shifted into place: each table entry packs one
+    sample's six coefficients into one int, lane k at bit 32k. ``ratio(frame, energy)`` is about 1.0 for a mark or
     space tone and for caller-ID FSK, about 0.3 for white noise and lower for most speech.
     """
 
