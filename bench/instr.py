@@ -8,8 +8,11 @@ the listener under ``valgrind --tool=callgrind`` twice, once over no frames and 
 the mix's first SECONDS (the first 100 s hold one 10 s chunk of each kind of audio:
 speech, noise, music, keys, tones), and prints the difference per frame: Python's start,
 the mix's loading and the detectors' tables cancel out. ``--firmware`` points at another
-tree's firmware/ (e.g. a ``git worktree`` of main) for a before/after figure. Prints
-figures; asserts nothing. Needs valgrind (apt-get install valgrind).
+tree's firmware/ (e.g. a ``git worktree`` of main) for a before/after figure.
+``--warm`` counts the steady state instead: two passes over the frames (a fresh listener
+each) against one, so that tables the detectors build when first needed (the DTMF
+detector's voice probes, the demodulator's phasors) are left out. Prints figures;
+asserts nothing. Needs valgrind (apt-get install valgrind).
 """
 
 import argparse
@@ -24,8 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = (("us", False), ("us", True), ("de", False), ("de", True), ("uk", True))
 
 
-def _child(plan: str, callerid: bool, seconds: float) -> None:
-    """Run under valgrind: the listener over the mix's first ``seconds``."""
+def _child(plan: str, callerid: bool, seconds: float, passes: int) -> None:
+    """Run under valgrind: ``passes`` listeners over the mix's first ``seconds``."""
     sys.path.insert(0, str(ROOT / "bench"))
     from mix import build_mix
 
@@ -35,17 +38,18 @@ def _child(plan: str, callerid: bool, seconds: float) -> None:
     n = int(seconds * 8000)
     n -= n % 160
     frames = [mix[i:i + 160] for i in range(0, n, 160)]
-    lst = Listener(plan, callerid=callerid)
-    for f in frames:
-        lst.feed(f)
-    lst.flush()
+    for _ in range(passes):
+        lst = Listener(plan, callerid=callerid)
+        for f in frames:
+            lst.feed(f)
+        lst.flush()
 
 
-def _count(firmware: Path, plan: str, callerid: bool, seconds: float) -> int:
+def _count(firmware: Path, plan: str, callerid: bool, seconds: float, passes: int = 1) -> int:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(firmware), str(ROOT / "tests")]),
                PYTHONDONTWRITEBYTECODE="1")
     cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", "--cache-sim=no",
-           sys.executable, __file__, "--child", f"{plan},{int(callerid)},{seconds}"]
+           sys.executable, __file__, "--child", f"{plan},{int(callerid)},{seconds},{passes}"]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     m = re.search(r"Collected\s*:\s*(\d+)", p.stderr)
     if not m:
@@ -59,22 +63,29 @@ def main(argv=None) -> int:
     ap.add_argument("--firmware", type=Path, default=ROOT / "firmware",
                     help="the firmware/ folder whose listener is counted (default this tree's)")
     ap.add_argument("--plans", default="us,de,uk", help="plans to count (default us,de,uk)")
+    ap.add_argument("--warm", action="store_true",
+                    help="steady state: two passes against one (tables built when first needed left out)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        plan, cid, secs = args.child.split(",")
-        _child(plan, cid == "1", float(secs))
+        plan, cid, secs, passes = args.child.split(",")
+        _child(plan, cid == "1", float(secs), int(passes))
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (apt-get install valgrind)")
         return 0
     frames = int(args.seconds * 8000) // 160
-    print(f"instructions per 20 ms frame (valgrind), {args.firmware}, first {args.seconds:g} s of the mix")
+    print(f"instructions per 20 ms frame (valgrind), {args.firmware}, first {args.seconds:g} s of the mix"
+          + (", steady state" if args.warm else ""))
     for plan, callerid in CONFIGS:
         if plan not in args.plans.split(","):
             continue
-        base = _count(args.firmware, plan, callerid, 0.0)
-        full = _count(args.firmware, plan, callerid, args.seconds)
+        if args.warm:
+            base = _count(args.firmware, plan, callerid, args.seconds, 1)
+            full = _count(args.firmware, plan, callerid, args.seconds, 2)
+        else:
+            base = _count(args.firmware, plan, callerid, 0.0)
+            full = _count(args.firmware, plan, callerid, args.seconds)
         when = "ringing, FSK on" if callerid else "in a call, FSK off"
         print(f"  {plan} {when:<18}: {(full - base) / frames / 1000:7.1f}k instructions/frame",
               flush=True)
