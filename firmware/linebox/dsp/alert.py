@@ -33,6 +33,8 @@ import operator
 
 from linebox import FRAME, RATE
 from linebox.dsp.levels import amplitude
+from linebox.dsp.levels import energy as _energy
+from linebox.dsp.levels import lag1 as _lag1
 
 BLOCK = FRAME // 4
 FREQS = (2130.0, 2750.0)
@@ -113,7 +115,7 @@ class AlertToneDetector:
         if energy < _FRAME_GATE:
             return self._miss(pos, 0.0) if self._run else self._quiet()
         if lag1 is None:
-            lag1 = sum(map(_mul, frame, frame[1:]))
+            lag1 = _lag1(frame, energy)
         if not energy * _LAG1_LOW <= lag1 <= energy * _LAG1_HIGH and not self._run:
             return self._quiet()
         out: list[dict] = []
@@ -137,7 +139,7 @@ class AlertToneDetector:
         x1, x2 = complex(c[0], c[1]), complex(c[2], c[3])
         p1, p2 = abs(x1) ** 2, abs(x2) ** 2
         amp = (math.sqrt(p1) + math.sqrt(p2)) / _AMP_FACTOR
-        e = sum(map(_mul, block, block))
+        e = _energy(block)
         hit = (p1 >= _MIN_X2 and p2 >= _MIN_X2 and p1 <= p2 * _TWIST and p2 <= p1 * _TWIST
                and (p1 + p2) * _ENERGY_OF >= MIN_SHARE * e)
         if hit and self._run:

@@ -7,8 +7,8 @@ little as it can on them:
 1. energy gate: frames below ``GATE_DBM0`` cost one comparison;
 2. spectral slope: a frame whose lag-1 autocorrelation is above ``LAG1_MAX`` of its
    energy has most of it below the FSK band (voiced speech, hum, music's bass) and cannot
-   pass the band check; one 160-sample product (which the listener shares with DTMF)
-   skips most loud frames that are not caller ID;
+   pass the band check; the lag-1 autocorrelation (one ``math.dist``, which the listener
+   shares with DTMF) skips most loud frames that are not caller ID;
 3. band check: one packed big-int correlation (``fsk.BandCheck``) measures how much of the
    frame's energy sits at the mark and space frequencies; speech and noise fail here;
 4. only then the demodulator runs, over the frame and the ``HISTORY`` frames before it,
@@ -18,12 +18,12 @@ little as it can on them:
 A message is reported only when its checksum holds (GR-30-CORE, ETSI EN 300 659-3).
 """
 
-import operator
 from collections import deque
 
 from linebox import FRAME, RATE
 from linebox.dsp import fsk
 from linebox.dsp.levels import frame_energy
+from linebox.dsp.levels import lag1 as _lag1
 
 GATE_DBM0 = -42.0          # below the weakest burst we accept (-32 dBm0) with margin
 # Share of a frame's energy in the FSK band (fsk.BandCheck): seizure and mark score 0.8-1.0,
@@ -141,7 +141,7 @@ class CallerIdDetector:
                 self._history.append((start, frame[:], energy))
                 return []
             if lag1 is None:
-                lag1 = sum(map(operator.mul, frame, frame[1:]))
+                lag1 = _lag1(frame, energy)
             in_band = (lag1 <= LAG1_MAX * energy
                        and self._band.ratio(frame, energy) >= BAND_START)
             if not in_band or self._rearm:

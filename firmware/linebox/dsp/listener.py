@@ -6,7 +6,6 @@ digits into DTMF caller ID where a line sends it that way, and keeps voice activ
 reporting the line's own tones as speech. `linebox analyze` runs exactly this object over a recording.
 """
 
-import operator
 from array import array
 
 from linebox import FRAME, RATE
@@ -15,13 +14,13 @@ from linebox.dsp.callerid import GATE_DBM0 as FSK_GATE_DBM0
 from linebox.dsp.callerid import CallerIdDetector, DtmfCallerIdParser
 from linebox.dsp.dtmf import FRAME_GATE as DTMF_GATE
 from linebox.dsp.dtmf import DtmfDetector
-from linebox.dsp.levels import SQUARES, frame_energy
+from linebox.dsp.levels import energy as _energy
+from linebox.dsp.levels import frame_energy
+from linebox.dsp.levels import lag1 as _lag1
 from linebox.dsp.plans import get_plan
 from linebox.dsp.progress import ProgressDetector
 from linebox.dsp.vad import VoiceActivityDetector
 
-_mul = operator.mul
-_square = SQUARES.__getitem__
 # The lag-1 autocorrelation (DTMF's and caller ID's spectral-slope screen) is computed once
 # per frame, for frames loud enough for either.
 _LAG1_GATE = min(DTMF_GATE, frame_energy(FSK_GATE_DBM0))
@@ -78,15 +77,15 @@ class Listener:
 
     def feed(self, frame: array) -> list[dict]:
         """Process one 160-sample frame; return the events it completed."""
-        energy = sum(map(_square, frame))
+        # The frame is read as a list once: every product over it then takes ready-made
+        # ints instead of making them anew from the array's 16-bit samples.
+        if type(frame) is array:
+            frame = frame.tolist()
+        energy = _energy(frame)
         self.samples += FRAME
         fsk = self.fsk
         if energy >= (_LAG1_GATE if fsk is not None else DTMF_GATE):
-            # A frame loud enough for more than its energy is read as a list once: every
-            # product over it then takes ready-made ints instead of making them anew.
-            if type(frame) is array:
-                frame = frame.tolist()
-            lag1 = sum(map(_mul, frame, frame[1:]))
+            lag1 = _lag1(frame, energy)
         else:
             lag1 = None
         events = self.dtmf.feed(frame, energy, lag1)

@@ -26,6 +26,7 @@ from linebox.dsp.levels import frame_energy
 
 _mul = operator.mul
 _add = operator.add
+_hypot = math.hypot
 HALF = FRAME // 2
 _HZ_PER_RAD = RATE / (2 * math.pi * HALF)   # phase turn between half frames -> Hz
 
@@ -144,14 +145,14 @@ class ToneCorrelator:
         """The first look's gate, in exact integers: no bin of the even samples holds
         GATE_SHARE of the energy, so ``classify`` of the first look returns (None, None).
         Costs a sixth of decoding the correlations and classifying them; a frame within
-        rounding of the gate is left to ``classify``."""
+        rounding of the gate is left to ``classify`` (the gate's margin, 1e-9, is far
+        wider than the rounding of math.hypot, which gives each bin's |H1|^2 + |H2|^2
+        from its four lanes in one C call)."""
         acc = (even[0] + (even[1] << self._shift) + self._bias) ^ self._bias
         lanes = self._unpack(acc.to_bytes(self._nbytes, "little"))
-        sq = list(map(_mul, lanes, lanes))
-        nb = self.nb
-        halves = list(map(_add, sq[0::2], sq[1::2]))       # |H|^2 per bin and half
-        best = max(map(_add, halves[:nb], halves[nb:]))
-        return best < self._gate_even * energy
+        n2 = 2 * self.nb
+        best = max(map(_hypot, lanes[0:n2:2], lanes[1:n2:2], lanes[n2::2], lanes[n2 + 1::2]))
+        return best * best < self._gate_even * energy
 
     # -- judging a frame ----------------------------------------------------------------
 
