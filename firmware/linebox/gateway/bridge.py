@@ -56,6 +56,9 @@ class BridgeEnd:
         self.drops = 0         # frames meant for this side that were dropped
         self.shape = None      # callable(frame) -> frame, on what this side pushes
         self.tap = None        # callable(frame), on what this side pulls
+        # callable() -> frame or None: the other side pulls this side's audio from it when
+        # it plays it (a `BridgedSipLine`'s jitter buffer), instead of this FIFO
+        self.feeder = None
 
     # -- the two calls each side makes once a frame -------------------------------------
     def push(self, frame: array) -> None:
@@ -69,7 +72,21 @@ class BridgeEnd:
 
     def pull(self) -> array:
         """What this side plays in its next slot."""
-        frame = self._take()
+        feeder = self.other.feeder
+        if feeder is not None and not self.bridge.closed:
+            with self._lock:
+                self.pulled += 1
+            frame = feeder()
+            if frame is None:
+                with self._lock:
+                    self.underruns += 1
+                frame = SILENT_FRAME
+            else:
+                self.other.pushed += 1
+                if self.other.shape is not None:
+                    frame = self.other.shape(frame)
+        else:
+            frame = self._take()
         if self.tap is not None:
             self.tap(frame)
         return frame
@@ -185,13 +202,21 @@ def bridged(call: Call, end: BridgeEnd, silence_end: float | None = None) -> Flo
     """
     vad = call.listener.vad if silence_end is not None else None
     voice_t = call.t
+    # A leg whose line can (a `BridgedSipLine`): the other side pulls its audio when it
+    # plays it and its packets pull theirs as they leave; the flow only watches.
+    line = call.runner.line
+    direct = isinstance(end, BridgeEnd) and hasattr(line, "bridge_to") and vad is None
+    if direct:
+        line.bridge_to(end)
     try:
         while not end.closed:
-            frame = end.pull()
+            frame = None if direct else end.pull()
             yield frame
             if call.hangup_cause is not None:
                 end.close(call.hangup_cause)
                 raise Hangup(call.hangup_cause)
+            if direct:
+                continue
             end.push(call.heard)
             if vad is not None:
                 if vad.active or sum(map(_mul, frame, frame)) >= _VOICE_GATE:
@@ -202,6 +227,8 @@ def bridged(call: Call, end: BridgeEnd, silence_end: float | None = None) -> Flo
                     raise Hangup("silence")
         return end.cause
     finally:
+        if direct:
+            line.unbridge(end)
         # Closed from outside (the runner reset the line, a fault): the other side learns.
         if not end.closed:
             end.close(call.hangup_cause or "gone")
