@@ -263,7 +263,8 @@ def test_the_bridged_phone_leg_sheds_a_standing_frame_of_jitter_buffer():
 
     from linebox.dsp import g711
     from linebox.sip.sdp import Media
-    from linebox.sip.uac import TRIM_WINDOW_FRAMES, BridgedSipLine
+    from linebox.sip.rtp import JB_TRIM_WINDOW as TRIM_WINDOW_FRAMES
+    from linebox.sip.uac import BridgedSipLine
 
     ours = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     ours.bind(("127.0.0.1", 0))
