@@ -291,7 +291,8 @@ class JitterBuffer:
     A backlog that stood above ``keep`` through ``JB_TRIM_WINDOW`` pulls (a burst after
     a stall, a sender whose clock runs fast) is standing latency: the excess is dropped,
     oldest first, at once. A missing frame with ``keep`` later ones waiting is lost (its
-    slot is skipped); a packet for a slot already played is too late and dropped.
+    slot is skipped), as is one whose slot went silent already once a later one is
+    here; a packet for a slot already played is too late and dropped.
     Counters: ``underruns``, ``lost``, ``late``, ``trimmed``."""
 
     def __init__(self, keep_min: int = JB_KEEP_MIN, keep_max: int = JB_KEEP_MAX,
@@ -358,8 +359,10 @@ class JitterBuffer:
         while len(buf) > self.keep_max:
             self._drop_oldest()
         payload = buf.pop(self._play, None)
-        if payload is None and buf and len(buf) >= self.keep:
-            self.lost += 1                      # later frames wait: this one is lost
+        if payload is None and buf and (len(buf) >= self.keep or self._starved):
+            # Later frames wait, as many as it keeps or its slot went silent already:
+            # this one is lost.
+            self.lost += 1
             self._play = min(buf)
             payload = buf.pop(self._play)
         if payload is not None:
