@@ -8,6 +8,7 @@ from array import array
 from linebox import FRAME
 from linebox.calls.engine import LineRunner
 from linebox.dsp import gen
+from linebox.dsp.echo import COMFORT_MAX_DBM0, COMFORT_MIN_DBM0, EchoSuppressor
 from linebox.dsp.levels import dbm0
 from linebox.events import Bus
 from linebox.gateway.bridge import KEEP_DECAY_PULLS, MAX_BACKLOG, TRIM_WINDOW_FRAMES, Bridge, bridged
@@ -143,12 +144,57 @@ def test_echo_of_the_phone_is_muted_and_the_caller_talking_over_it_passes():
         mixed = array("h", (s // 16 + c for s, c in zip(played, caller[i:i + FRAME], strict=True)))
         b.line_end.push(mixed)
         double_talk.append(b.phone_end.pull())
-    assert all(f == SILENT_FRAME for f in echo_only[2:])      # the first pull met an empty FIFO
+    # Muted, the first pull met an empty FIFO; what replaces the echo is comfort noise
+    # at the (digitally quiet) line's floor, not the echo and not dead silence.
+    muted = array("h")
+    for f in echo_only[2:]:
+        muted.extend(f)
+    assert all(f != SILENT_FRAME for f in echo_only[2:])
+    assert abs(dbm0(muted) - COMFORT_MIN_DBM0) < 1.0
+    assert tone_power(muted, 700) < COMFORT_MIN_DBM0 - 10
     heard = array("h")
     for f in double_talk[5:]:
         heard.extend(f)
     assert abs(tone_power(heard, 1000) - (-12.0)) < 1.5
     assert b.stats()["echo_suppressed"] >= len(echo_only) - 2
+
+
+def _suppress(es, line_audio, far_audio):
+    out = array("h")
+    for i in range(0, len(line_audio) - FRAME + 1, FRAME):
+        es.reference(far_audio[i:i + FRAME])
+        out.extend(es.process(line_audio[i:i + FRAME]))
+    return out
+
+
+def test_the_muted_echo_is_comfort_noise_at_the_line_s_background_level():
+    background = gen.white_noise(2.0, -60.0, seed=3)
+    phone_voice = gen.tone([700], 2.0, -10.0)
+    es = EchoSuppressor()
+    # The phone user quiet first (the line's background is learnt), then talking: the
+    # line returns their voice 24 dB down over the hiss.
+    _suppress(es, background[:8000], gen.silence(1.0))
+    echo = array("h", (b + s // 16 for b, s in zip(background, phone_voice, strict=True)))
+    out = _suppress(es, echo, phone_voice)
+    assert es.suppressed >= len(out) // FRAME - 1
+    assert abs(dbm0(out) - (-60.0)) < 2.0                   # the hiss goes on...
+    assert tone_power(out, 700) < -75                        # ...the echo does not
+    assert es.comfort_dbm0 == -60
+
+
+def test_comfort_noise_stays_below_its_ceiling_on_a_noisy_line_and_can_be_off():
+    hiss = gen.white_noise(1.0, -35.0, seed=4)
+    phone_voice = gen.tone([700], 1.0, -5.0)
+    es = EchoSuppressor()
+    _suppress(es, hiss, gen.silence(1.0))
+    # (A -35 dBm0 line with a 24 dB hybrid: its echo is under the hiss, all muted.)
+    quiet = array("h", (s // 200 for s in phone_voice))
+    out = _suppress(es, quiet, phone_voice)
+    assert es.suppressed >= 45
+    assert abs(dbm0(out[5 * FRAME:]) - COMFORT_MAX_DBM0) < 1.0
+    off = EchoSuppressor(comfort_noise=False)
+    assert _suppress(off, array("h", (s // 16 for s in phone_voice)), phone_voice)[FRAME:] \
+        == array("h", bytes(2 * (len(phone_voice) - FRAME)))
 
 
 def test_without_a_suppressor_the_echo_reaches_the_phone():
