@@ -81,6 +81,18 @@ def test_the_depth_follows_the_jitter_and_stops_the_underruns():
     assert calm.keep == 1 and calm.underruns == 0
 
 
+def test_a_lone_late_packet_costs_a_silent_frame_and_no_lasting_delay():
+    jb = JitterBuffer()
+    arrivals = [(k * SLOT + (0.025 if k == 100 else 0.002), k) for k in range(600)]
+    played = _play(jb, arrivals, [k * SLOT + 0.010 for k in range(600)])
+    assert [k for _, k, _ in played[:102]] == list(range(100)) + [None, 100]
+    assert jb.underruns == 1 and jb.lost == 0
+    # A spike, not jitter: it keeps one frame, and the one frame the wait left standing
+    # is shed within two trim windows (not after seconds of 20 ms more delay).
+    assert jb.keep == 1 and jb.trimmed == 1
+    assert max(_delays(played[100 + 2 * JB_TRIM_WINDOW:])) == 0
+
+
 def test_a_stall_and_its_burst_cost_silence_then_the_latency_goes_back_down():
     jb = JitterBuffer()
     arrivals = [(k * SLOT + 0.002, k) for k in range(100)]

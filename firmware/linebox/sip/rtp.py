@@ -284,15 +284,19 @@ class JitterBuffer:
 
     - at least ``JB_JITTER_K`` times the RFC 3550 §6.4.1 inter-arrival jitter estimate,
       and ``JB_KEEP_MIN`` frames;
-    - one more at each underrun (a packet later than the frames waiting covered), up to
-      ``JB_KEEP_MAX``;
+    - one more at an underrun (a packet later than the frames waiting covered) that
+      recurs within ``JB_DECAY_PULLS`` pulls of the last one, up to ``JB_KEEP_MAX``: a
+      lone late packet is a spike, better a silent frame than more delay for good;
     - one less after ``JB_DECAY_PULLS`` pulls without an underrun.
 
     A backlog that stood above ``keep`` through ``JB_TRIM_WINDOW`` pulls (a burst after
     a stall, a sender whose clock runs fast) is standing latency: the excess is dropped,
-    oldest first, at once. A missing frame with ``keep`` later ones waiting is lost (its
-    slot is skipped), as is one whose slot went silent already once a later one is
-    here; a packet for a slot already played is too late and dropped.
+    oldest first, at once. An underrun holds the play position: the late frame plays
+    next, a frame's margin to the sender's clock again (a sender slower than the puller
+    costs one silent frame per frame of drift, no more). A missing frame with ``keep``
+    later ones waiting is lost (its slot is skipped), as is one whose slot went silent
+    already once a later one is here; a packet for a slot already played is too late
+    and dropped.
     Counters: ``underruns``, ``lost``, ``late``, ``trimmed``."""
 
     def __init__(self, keep_min: int = JB_KEEP_MIN, keep_max: int = JB_KEEP_MAX,
@@ -311,6 +315,7 @@ class JitterBuffer:
         self._window = 0
         self._steady = 0
         self._starved = False                 # in an underrun (counted once for keep)
+        self._since_underrun: int | None = None   # pulls since the last underrun began
         self.underruns = self.lost = self.late = self.trimmed = 0
 
     @property
@@ -341,9 +346,12 @@ class JitterBuffer:
         self._buf[index] = payload
 
     def take(self) -> bytes | None:
+        """The next frame in sender order, or None (play silence)."""
         buf = self._buf
         if self._play is None:
             return None                         # nothing came yet
+        if self._since_underrun is not None:
+            self._since_underrun += 1
         depth = len(buf)
         floor = max(self.keep_min, math.ceil(JB_JITTER_K * self.jitter / FRAME_SECONDS - 1e-9))
         if self.keep < floor:
@@ -378,7 +386,9 @@ class JitterBuffer:
         self._steady = 0
         if not self._starved:
             self._starved = True
-            self.keep = min(self.keep + 1, self.keep_max)
+            if self._since_underrun is not None and self._since_underrun <= self.decay_pulls:
+                self.keep = min(self.keep + 1, self.keep_max)
+            self._since_underrun = 0
         return None
 
     def _drop_oldest(self) -> None:
