@@ -36,7 +36,7 @@ def _play(jb, arrivals, pulls):
             jb.put(1000 + FRAME * k, k.to_bytes(4, "big"), t)
         else:
             depth = jb.depth
-            p = jb.take()
+            p = jb.take(t)
             k = None if p is None else int.from_bytes(p[:4], "big")
             out.append((None if k is None else t - came[k], k, depth))
     return out
@@ -91,6 +91,24 @@ def test_a_lone_late_packet_costs_a_silent_frame_and_no_lasting_delay():
     # is shed within two trim windows (not after seconds of 20 ms more delay).
     assert jb.keep == 1 and jb.trimmed == 1
     assert max(_delays(played[100 + 2 * JB_TRIM_WINDOW:])) == 0
+
+
+def test_the_puller_catching_up_after_its_own_stalls_does_not_deepen_the_buffer():
+    # The line's thread stalls 400 ms every 4 s, then runs its late slots back to
+    # back: the buffer overflows (it holds JB_KEEP_MAX) and the catching-up pulls run it
+    # dry, faster than any sender. No packet was late: that is no jitter to keep for.
+    jb = JitterBuffer()
+    n = 3000
+    pulls = []
+    for k in range(n):
+        t = k * SLOT + 0.010
+        if k % 200 in range(100, 120):
+            t = (k - k % 200 + 120) * SLOT + 0.001 * (k % 200 - 100)   # all at once
+        pulls.append(t)
+    played = _play(jb, [(k * SLOT + 0.002, k) for k in range(n)], pulls)
+    assert jb.underruns >= 5 and jb.trimmed >= 5       # it did overflow and run dry
+    assert jb.keep == 1
+    assert max(_delays(played[-60:])) == 0             # (after the last stall)
 
 
 def test_a_stall_and_its_burst_cost_silence_then_the_latency_goes_back_down():

@@ -286,7 +286,10 @@ class JitterBuffer:
       and ``JB_KEEP_MIN`` frames;
     - one more at an underrun (a packet later than the frames waiting covered) that
       recurs within ``JB_DECAY_PULLS`` pulls of the last one, up to ``JB_KEEP_MAX``: a
-      lone late packet is a spike, better a silent frame than more delay for good;
+      lone late packet is a spike, better a silent frame than more delay for good. Not
+      at the underrun of a pull that came less than half a frame after the one before
+      (``take(now)``): the puller is catching up after its own thread stalled, faster
+      than any sender, and no packet is late;
     - one less after ``JB_DECAY_PULLS`` pulls without an underrun.
 
     A backlog that stood above ``keep`` through ``JB_TRIM_WINDOW`` pulls (a burst after
@@ -316,6 +319,7 @@ class JitterBuffer:
         self._steady = 0
         self._starved = False                 # in an underrun (counted once for keep)
         self._since_underrun: int | None = None   # pulls since the last underrun began
+        self._last_pull: float | None = None
         self.underruns = self.lost = self.late = self.trimmed = 0
 
     @property
@@ -345,9 +349,13 @@ class JitterBuffer:
             self._ts0, self._play, index = ts, 0, 0
         self._buf[index] = payload
 
-    def take(self) -> bytes | None:
-        """The next frame in sender order, or None (play silence)."""
+    def take(self, now: float | None = None) -> bytes | None:
+        """The next frame in sender order, or None (play silence); ``now``: when, on the
+        puller's clock (seconds)."""
         buf = self._buf
+        catching_up = (now is not None and self._last_pull is not None
+                       and now - self._last_pull < FRAME_SECONDS / 2)
+        self._last_pull = now
         if self._play is None:
             return None                         # nothing came yet
         if self._since_underrun is not None:
@@ -386,9 +394,10 @@ class JitterBuffer:
         self._steady = 0
         if not self._starved:
             self._starved = True
-            if self._since_underrun is not None and self._since_underrun <= self.decay_pulls:
-                self.keep = min(self.keep + 1, self.keep_max)
-            self._since_underrun = 0
+            if not catching_up:
+                if self._since_underrun is not None and self._since_underrun <= self.decay_pulls:
+                    self.keep = min(self.keep + 1, self.keep_max)
+                self._since_underrun = 0
         return None
 
     def _drop_oldest(self) -> None:

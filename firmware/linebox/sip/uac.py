@@ -84,7 +84,7 @@ class BridgedSipLine(SipLine):
         thread); None when none is here (the line plays silence)."""
         with self._rx_lock:
             self._drain()
-            payload = self.jb.take()
+            payload = self.jb.take(self.clock())
         return None if payload is None else self.decode(payload)
 
     @property
@@ -111,7 +111,7 @@ class BridgedSipLine(SipLine):
         self.jb.put(ts, payload[:FRAME], self.clock())
 
     def _playout(self) -> bytes | None:
-        return None if self._feeding else self.jb.take()
+        return None if self._feeding else self.jb.take(self.clock())
 
 
 @dataclass
