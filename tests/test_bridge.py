@@ -11,7 +11,13 @@ from linebox.dsp import gen
 from linebox.dsp.echo import COMFORT_MAX_DBM0, COMFORT_MIN_DBM0, EchoSuppressor
 from linebox.dsp.levels import dbm0
 from linebox.events import Bus
-from linebox.gateway.bridge import KEEP_DECAY_PULLS, MAX_BACKLOG, TRIM_WINDOW_FRAMES, Bridge, bridged
+from linebox.gateway.bridge import (
+    KEEP_DECAY_PULLS,
+    MAX_BACKLOG,
+    TRIM_WINDOW_FRAMES,
+    Bridge,
+    bridged,
+)
 from linebox.hw.fxo import tone_level_dbm0 as tone_power
 from linebox.hw.line import SILENT_FRAME, HungUp, Line, Tick
 
@@ -332,8 +338,8 @@ def test_the_bridged_phone_leg_sheds_a_standing_frame_of_jitter_buffer():
     import struct
 
     from linebox.dsp import g711
-    from linebox.sip.sdp import Media
     from linebox.sip.rtp import JB_TRIM_WINDOW as TRIM_WINDOW_FRAMES
+    from linebox.sip.sdp import Media
     from linebox.sip.uac import BridgedSipLine
 
     ours = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
