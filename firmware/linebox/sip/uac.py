@@ -83,7 +83,7 @@ class BridgedSipLine(SipLine):
         """The phone's next frame, decoded, for the line playing it now (the line's
         thread); None when none is here (the line plays silence)."""
         with self._rx_lock:
-            self._drain()
+            SipLine._drain(self)
             payload = self.jb.take(self.clock())
         return None if payload is None else self.decode(payload)
 
@@ -96,6 +96,12 @@ class BridgedSipLine(SipLine):
         if self.source is not None:
             out = self.source()
         super()._send(out)
+
+    def _drain(self) -> None:
+        # Bridged, the line's pulls read the socket (``feed``): this leg's own slots
+        # need not try too (a failed recvfrom a frame is not free).
+        if not self._feeding:
+            SipLine._drain(self)
 
     def _receive_one(self) -> bool:
         with self._rx_lock:
