@@ -18,7 +18,8 @@ line go dead each time they talk. The background is the quietest the line's fram
 been lately while the far end was quiet (a minimum that follows a rising floor at 3 dB
 a second; echo frames do not count), held between
 ``COMFORT_MIN_DBM0`` and ``COMFORT_MAX_DBM0``; the noise is white, from a fixed bank of
-frames scaled once per 1 dB of level (no per-sample work per frame).
+frames made at import and scaled once per 1 dB of level, at a frame's first use (no
+per-sample work per frame after that).
 
 Thresholds (G.164 §3 describes the suppression and break-in functions; the figures
 here are Linebox's, chosen for the 6-24 dB return loss of real hybrids, ASSUMED).
@@ -60,24 +61,32 @@ COMFORT_FRAMES = 50
 _SILENT = array("h", bytes(2 * FRAME))
 _FAR_ACTIVE = frame_energy(FAR_ACTIVE_DBM0)
 _RISE = 10.0 ** (FLOOR_RISE_DB / 10.0)
-_BANK: list[list[float]] = []                    # unit-power white noise (mean square 1)
-_SCALED: dict[int, list[array]] = {}             # dBm0 (whole) -> the bank at that level
+_SCALED: dict[int, list[array | None]] = {}     # dBm0 (whole) -> the bank's frames at it
 
 
-def comfort_frames(dbm0: int) -> list[array]:
-    """The comfort-noise bank at ``dbm0`` (whole dB), built once."""
+def _bank() -> list[list[float]]:
+    rnd = random.Random(168)                     # the same noise every run (tests)
+    bank = []
+    for _ in range(COMFORT_FRAMES):
+        f = [rnd.gauss(0.0, 1.0) for _ in range(FRAME)]
+        norm = math.sqrt(FRAME / sum(x * x for x in f))
+        bank.append([x * norm for x in f])
+    return bank
+
+
+_BANK = _bank()          # unit-power white noise (mean square 1), made once at import
+
+
+def comfort_frame(dbm0: int, i: int) -> array:
+    """Frame ``i`` of the comfort-noise bank at ``dbm0`` (whole dB), scaled at first use."""
     frames = _SCALED.get(dbm0)
     if frames is None:
-        if not _BANK:
-            rnd = random.Random(168)                 # the same noise every run (tests)
-            for _ in range(COMFORT_FRAMES):
-                f = [rnd.gauss(0.0, 1.0) for _ in range(FRAME)]
-                norm = math.sqrt(FRAME / sum(x * x for x in f))
-                _BANK.append([x * norm for x in f])
+        frames = _SCALED[dbm0] = [None] * COMFORT_FRAMES
+    frame = frames[i]
+    if frame is None:
         g = math.sqrt(frame_energy(float(dbm0)) / FRAME)
-        frames = _SCALED[dbm0] = [array("h", [max(-32768, min(32767, round(x * g))) for x in f])
-                                  for f in _BANK]
-    return frames
+        frame = frames[i] = array("h", [max(-32768, min(32767, round(x * g))) for x in _BANK[i]])
+    return frame
 
 
 class EchoSuppressor:
@@ -132,6 +141,5 @@ class EchoSuppressor:
         return int(round(min(COMFORT_MAX_DBM0, max(COMFORT_MIN_DBM0, level))))
 
     def _comfort(self) -> array:
-        frames = comfort_frames(self.comfort_dbm0)
-        self._noise_i = (self._noise_i + 1) % len(frames)
-        return frames[self._noise_i]
+        self._noise_i = (self._noise_i + 1) % COMFORT_FRAMES
+        return comfort_frame(self.comfort_dbm0, self._noise_i)
