@@ -10,7 +10,13 @@
    20 ms clock (0.01 % fast, as two crystals differ), the phone's leg paced by the RTP
    clock, a phone on a UDP socket. A one-frame 1 kHz marker every half second each way:
    line frame in → the RTP packet at the phone, and the phone's RTP packet out → the
-   frame played on the line. Goal: under 60 ms each way, p50 and p99.
+   frame played on the line. Goal: under 60 ms each way, p50 and p99. The phone's leg
+   is a `BridgedSipLine`: its packets take the line's latest frame as they leave, and
+   the line pulls the phone's frames from its adaptive jitter buffer as it plays them
+   (what stays: the wait for the other clock's slot, 0-20 ms, and toward the line the
+   frame the line's runner computes a slot ahead, 20 ms). How late the bench's own
+   threads woke (the machine's load) is printed with it: a thread woken 100 ms late
+   delays that marker by as much.
 3. Echo: what the phone user hears of their own voice (the project's test speech)
    through the simulator's hybrid, as return loss in dB, without and with the echo
    suppressor, for hybrids of 12 and 24 dB (`linebox sim` with a scenario phone).
@@ -61,6 +67,7 @@ class FrameLine(Line):
         self.rate = rate
         self.on_tick = on_tick
         self._deadline = None
+        self.lateness: list[float] = []      # seconds each paced tick woke after its deadline
 
     def tick(self, out=None) -> Tick:
         if self.clock is not None:
@@ -70,6 +77,7 @@ class FrameLine(Line):
             wait = self._deadline - now
             if wait > 0:
                 time.sleep(wait)
+            self.lateness.append(max(0.0, time.monotonic() - self._deadline))
             self._deadline += FRAME_S / self.rate
         if self.on_tick is not None:
             self.on_tick(out, self.i)
@@ -151,6 +159,7 @@ def latency(seconds: float) -> dict:
     every = int(0.5 / FRAME_S)
     ours, phone, media = _sockets()
     sip = SipLine(ours, media, "127.0.0.1")
+    sip.measure = True
     bus = Bus()
     bridge = Bridge()
     line_in: dict[int, float] = {}     # marker k -> when its frame arrived from the "sound card"
@@ -213,7 +222,11 @@ def latency(seconds: float) -> dict:
         t.join(2)
     up = _pair(sorted(line_in.values()), phone_got)
     down = _pair(sorted(phone_sent.values()), line_out)
-    return {"up": up, "down": down, "stats": bridge.stats()}
+    jb = sip.jb
+    return {"up": up, "down": down, "stats": bridge.stats(), "line_late": line.lateness,
+            "sip_late": sip.lateness,
+            "jb": f"keeps {jb.keep} frame(s), RFC 3550 jitter {1000 * jb.jitter:.1f} ms, "
+                  f"{jb.underruns} underruns, {jb.lost} lost, {jb.late} late, {jb.trimmed} trimmed"}
 
 
 def _pair(sent: list[float], got: list[float]) -> list[float]:
@@ -299,7 +312,12 @@ def main() -> int:
     s = lat["stats"]
     print(f"gateway: bridge FIFO over {args.latency_seconds:.0f} s with a 0.01 % clock difference: "
           f"{s['line_drops']} frame(s) dropped toward the line, {s['phone_drops']} toward the phone, "
-          f"{s['line_underruns']}/{s['phone_underruns']} underruns")
+          f"{s['line_underruns']}/{s['phone_underruns']} underruns; the phone leg's jitter buffer "
+          f"{lat['jb']}")
+    print(f"gateway: the bench's threads woke late (machine load): line p99 "
+          f"{1000 * _pct(lat['line_late'], 99):.1f} ms, max {1000 * max(lat['line_late'], default=0):.1f}; "
+          f"RTP leg p99 {1000 * _pct(lat['sip_late'], 99):.1f} ms, "
+          f"max {1000 * max(lat['sip_late'], default=0):.1f}")
     for erl, plain, with_es in echo_figures():
         print(f"gateway: echo the phone user hears, hybrid return loss {erl} dB: {plain:.1f} dB "
               f"down without the suppressor, {with_es:.1f} dB down with it")

@@ -5,9 +5,16 @@ its own call flow on its own thread, and the two meet here. Each side has a
 `BridgeEnd`: it ``push``es the 20 ms it heard (for the other side) and ``pull``s what it
 should play now. Between them a small FIFO absorbs the difference of the two clocks:
 an empty FIFO plays silence (the other side is late), a backlog beyond
-``MAX_BACKLOG`` frames drops the oldest at once, and a backlog that never fell below
-two frames for a second is standing latency: one frame is dropped (the other side's
-clock is faster). Drops and underruns are counted.
+``MAX_BACKLOG`` frames drops the oldest at once, and a backlog that stood above what
+the FIFO keeps through a second is standing latency: the excess is dropped (the other
+side's clock is faster). It keeps one frame; an underrun once the other side has begun
+(a push that came late: the two legs' slots are close and their threads jitter) makes
+it keep one more, so that the frame the late push left standing is no reason to drop
+one a second later, and the next late push no new underrun; after ``KEEP_DECAY_PULLS``
+pulls without an underrun it keeps one less again. Drops and underruns are counted.
+
+A `BridgedSipLine` leg skips the FIFO toward the line: the line's end pulls the phone's
+frames from that leg's jitter buffer (``feeder``), as it plays them.
 
 The line→phone direction passes an echo suppressor (`linebox.dsp.echo`) whose far-end
 reference is what the line end pulled (played on the line).
@@ -30,7 +37,8 @@ from linebox.hw.line import SILENT_FRAME
 _mul = operator.mul
 
 MAX_BACKLOG = 3            # frames waiting beyond this are dropped, oldest first
-TRIM_WINDOW_FRAMES = 50    # a backlog of 2+ frames through this many pulls: drop one
+TRIM_WINDOW_FRAMES = 50    # a backlog above what it keeps through this many pulls: drop it
+KEEP_DECAY_PULLS = 250     # 5 s without an underrun: keep one frame less (down to one)
 # Nobody on either side says anything for this long: the analog caller is gone without
 # a tone (some exchanges just go quiet). ASSUMED: long enough for a pause in a call.
 SILENCE_END_SECONDS = 30.0
@@ -50,12 +58,18 @@ class BridgeEnd:
         self._lock = threading.Lock()
         self._min_backlog = math.inf
         self._window = 0
+        self.keep = 1          # frames that may stand at a pull (the one played included)
+        self._steady = 0
+        self._starved = False
         self.pushed = 0        # frames this side gave
         self.pulled = 0        # frames this side took (silence included)
         self.underruns = 0     # pulls that found nothing (silence played)
         self.drops = 0         # frames meant for this side that were dropped
         self.shape = None      # callable(frame) -> frame, on what this side pushes
         self.tap = None        # callable(frame), on what this side pulls
+        # callable() -> frame or None: the other side pulls this side's audio from it when
+        # it plays it (a `BridgedSipLine`'s jitter buffer), instead of this FIFO
+        self.feeder = None
 
     # -- the two calls each side makes once a frame -------------------------------------
     def push(self, frame: array) -> None:
@@ -69,7 +83,21 @@ class BridgeEnd:
 
     def pull(self) -> array:
         """What this side plays in its next slot."""
-        frame = self._take()
+        feeder = self.other.feeder
+        if feeder is not None and not self.bridge.closed:
+            with self._lock:
+                self.pulled += 1
+            frame = feeder()
+            if frame is None:
+                with self._lock:
+                    self.underruns += 1
+                frame = SILENT_FRAME
+            else:
+                self.other.pushed += 1
+                if self.other.shape is not None:
+                    frame = self.other.shape(frame)
+        else:
+            frame = self._take()
         if self.tap is not None:
             self.tap(frame)
         return frame
@@ -114,15 +142,24 @@ class BridgeEnd:
                 self._min_backlog = n
             self._window += 1
             if self._window >= TRIM_WINDOW_FRAMES:
-                if self._min_backlog >= 2:
-                    q.popleft()           # a standing frame of latency: the other side runs fast
+                for _ in range(self._min_backlog - self.keep):
+                    q.popleft()           # standing latency: the other side runs fast
                     self.drops += 1
                     n -= 1
                 self._min_backlog = math.inf
                 self._window = 0
             if n == 0:
                 self.underruns += 1
+                self._steady = 0
+                if self.other.pushed and not self._starved:
+                    self._starved = True
+                    self.keep = min(self.keep + 1, MAX_BACKLOG - 1)
                 return SILENT_FRAME
+            self._starved = False
+            self._steady += 1
+            if self._steady >= KEEP_DECAY_PULLS:
+                self._steady = 0
+                self.keep = max(1, self.keep - 1)
             return q.popleft()
 
 
@@ -185,13 +222,21 @@ def bridged(call: Call, end: BridgeEnd, silence_end: float | None = None) -> Flo
     """
     vad = call.listener.vad if silence_end is not None else None
     voice_t = call.t
+    # A leg whose line can (a `BridgedSipLine`): the other side pulls its audio when it
+    # plays it and its packets pull theirs as they leave; the flow only watches.
+    line = call.runner.line
+    direct = isinstance(end, BridgeEnd) and hasattr(line, "bridge_to") and vad is None
+    if direct:
+        line.bridge_to(end)
     try:
         while not end.closed:
-            frame = end.pull()
+            frame = None if direct else end.pull()
             yield frame
             if call.hangup_cause is not None:
                 end.close(call.hangup_cause)
                 raise Hangup(call.hangup_cause)
+            if direct:
+                continue
             end.push(call.heard)
             if vad is not None:
                 if vad.active or sum(map(_mul, frame, frame)) >= _VOICE_GATE:
@@ -202,6 +247,8 @@ def bridged(call: Call, end: BridgeEnd, silence_end: float | None = None) -> Flo
                     raise Hangup("silence")
         return end.cause
     finally:
+        if direct:
+            line.unbridge(end)
         # Closed from outside (the runner reset the line, a fault): the other side learns.
         if not end.closed:
             end.close(call.hangup_cause or "gone")

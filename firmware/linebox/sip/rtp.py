@@ -8,6 +8,7 @@ reaches the listener like on an analog line. The call's end (BYE, CANCEL, 30 s w
 RTP) is reported as a hang-up fact.
 """
 
+import math
 import os
 import secrets
 import select
@@ -262,6 +263,148 @@ class SipLine(Line):
             del buf[oldest]
             self._play = max(self._play, oldest + 1)
         return payload
+
+
+# -- the bridged call's jitter buffer ---------------------------------------------------
+JB_KEEP_MIN = 1          # frames that may wait at a pull with nothing trimmed: the one played
+JB_KEEP_MAX = 8          # 160 ms: the deepest a string of late packets makes it
+JB_TRIM_WINDOW = 10      # pulls (200 ms): a standing excess through all of them is dropped
+JB_DECAY_PULLS = 250     # pulls (5 s) without an underrun: keep one frame less
+JB_JITTER_K = 2.0        # keep at least this many jitter estimates (RFC 3550 J) of audio
+
+
+class JitterBuffer:
+    """An adaptive playout buffer for one RTP stream of 20 ms frames, pulled on another
+    clock (the analog line's, in a bridged call).
+
+    ``put(ts, payload, arrival)`` files a packet by its RTP timestamp; ``take()`` gives
+    the next frame in sender order, or None (play silence) when it is not here. No fixed
+    depth: a frame plays as soon as it is here, and the buffer holds what the packets'
+    timing makes it hold, up to ``keep`` frames at a pull. ``keep`` follows the stream:
+
+    - at least ``JB_JITTER_K`` times the RFC 3550 §6.4.1 inter-arrival jitter estimate,
+      and ``JB_KEEP_MIN`` frames;
+    - one more at an underrun (a packet later than the frames waiting covered) that
+      recurs within ``JB_DECAY_PULLS`` pulls of the last one, up to ``JB_KEEP_MAX``: a
+      lone late packet is a spike, better a silent frame than more delay for good. Not
+      at the underrun of a pull that came less than half a frame after the one before
+      (``take(now)``): the puller is catching up after its own thread stalled, faster
+      than any sender, and no packet is late;
+    - one less after ``JB_DECAY_PULLS`` pulls without an underrun.
+
+    A backlog that stood above ``keep`` through ``JB_TRIM_WINDOW`` pulls (a burst after
+    a stall, a sender whose clock runs fast) is standing latency: the excess is dropped,
+    oldest first, at once. An underrun holds the play position: the late frame plays
+    next, a frame's margin to the sender's clock again (a sender slower than the puller
+    costs one silent frame per frame of drift, no more). A missing frame with ``keep``
+    later ones waiting is lost (its slot is skipped), as is one whose slot went silent
+    already once a later one is here; a packet for a slot already played is too late
+    and dropped.
+    Counters: ``underruns``, ``lost``, ``late``, ``trimmed``."""
+
+    def __init__(self, keep_min: int = JB_KEEP_MIN, keep_max: int = JB_KEEP_MAX,
+                 trim_window: int = JB_TRIM_WINDOW, decay_pulls: int = JB_DECAY_PULLS) -> None:
+        self.keep_min = keep_min
+        self.keep_max = keep_max
+        self.trim_window = trim_window
+        self.decay_pulls = decay_pulls
+        self.keep = keep_min
+        self.jitter = 0.0                     # seconds, RFC 3550 J
+        self._transit: float | None = None
+        self._buf: dict[int, bytes] = {}
+        self._play: int | None = None         # the next frame index to play
+        self._ts0 = 0
+        self._min_depth = 1 << 30
+        self._window = 0
+        self._steady = 0
+        self._starved = False                 # in an underrun (counted once for keep)
+        self._since_underrun: int | None = None   # pulls since the last underrun began
+        self._last_pull: float | None = None
+        self.underruns = self.lost = self.late = self.trimmed = 0
+
+    @property
+    def depth(self) -> int:
+        """Frames waiting."""
+        return len(self._buf)
+
+    def put(self, ts: int, payload: bytes, arrival: float) -> None:
+        transit = arrival - ts / RATE
+        if self._transit is not None:
+            d = transit - self._transit
+            if abs(d) < 1.0:                   # (a timestamp jump is no jitter)
+                self.jitter += (abs(d) - self.jitter) / 16
+        self._transit = transit
+        if self._play is None:
+            self._ts0, self._play = ts, 0
+        index = (ts - self._ts0) & 0xFFFFFFFF
+        if index >= 0x80000000:
+            index -= 0x100000000
+        index //= FRAME
+        if index < self._play:
+            self.late += 1                      # its slot was played already
+            return
+        if index - self._play > MAX_BUFFER_FRAMES:
+            # A timestamp jump (a new source after a re-INVITE): start again from here.
+            self._buf.clear()
+            self._ts0, self._play, index = ts, 0, 0
+        self._buf[index] = payload
+
+    def take(self, now: float | None = None) -> bytes | None:
+        """The next frame in sender order, or None (play silence); ``now``: when, on the
+        puller's clock (seconds)."""
+        buf = self._buf
+        catching_up = (now is not None and self._last_pull is not None
+                       and now - self._last_pull < FRAME_SECONDS / 2)
+        self._last_pull = now
+        if self._play is None:
+            return None                         # nothing came yet
+        if self._since_underrun is not None:
+            self._since_underrun += 1
+        depth = len(buf)
+        floor = max(self.keep_min, math.ceil(JB_JITTER_K * self.jitter / FRAME_SECONDS - 1e-9))
+        if self.keep < floor:
+            self.keep = min(floor, self.keep_max)
+        if depth < self._min_depth:
+            self._min_depth = depth
+        self._window += 1
+        if self._window >= self.trim_window:
+            for _ in range(self._min_depth - self.keep):
+                self._drop_oldest()
+            self._min_depth = 1 << 30
+            self._window = 0
+        while len(buf) > self.keep_max:
+            self._drop_oldest()
+        payload = buf.pop(self._play, None)
+        if payload is None and buf and (len(buf) >= self.keep or self._starved):
+            # Later frames wait, as many as it keeps or its slot went silent already:
+            # this one is lost.
+            self.lost += 1
+            self._play = min(buf)
+            payload = buf.pop(self._play)
+        if payload is not None:
+            self._play += 1
+            self._starved = False
+            self._steady += 1
+            if self._steady >= self.decay_pulls:
+                self._steady = 0
+                if self.keep > floor:
+                    self.keep -= 1
+            return payload
+        self.underruns += 1
+        self._steady = 0
+        if not self._starved:
+            self._starved = True
+            if not catching_up:
+                if self._since_underrun is not None and self._since_underrun <= self.decay_pulls:
+                    self.keep = min(self.keep + 1, self.keep_max)
+                self._since_underrun = 0
+        return None
+
+    def _drop_oldest(self) -> None:
+        oldest = min(self._buf)
+        del self._buf[oldest]
+        self._play = max(self._play, oldest + 1)
+        self.trimmed += 1
 
 
 def receive_all(lines) -> None:

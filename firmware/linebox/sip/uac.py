@@ -18,16 +18,18 @@ in the From display name and number (RFC 4916) and P-Asserted-Identity (RFC 3325
 
 import logging
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 
+from linebox import FRAME
 from linebox.caller import CallerId
 from linebox.calls.engine import Hangup
 from linebox.gateway.bridge import bridged
 from linebox.gateway.phones import Phones, RingAttempt
 from linebox.sip import message as sipmsg
 from linebox.sip.message import SipParseError
-from linebox.sip.rtp import SipLine, open_rtp_socket
+from linebox.sip.rtp import JitterBuffer, SipLine, open_rtp_socket
 from linebox.sip.sdp import SessionDescription, negotiate, parse_offer
 from linebox.sip.transport import Peer, local_address_for
 
@@ -39,38 +41,83 @@ OFFER_PAYLOADS = ((0, "PCMU"), (8, "PCMA"))
 DTMF_PAYLOAD = 101
 
 
-# A bridged call's playout holds no standing delay: when a frame was always waiting
-# beyond the one played over this many frames, one is dropped (the voicemail's SipLine
-# keeps up to JITTER_FRAMES + 2 once a late packet made it wait).
-TRIM_WINDOW_FRAMES = 25
-
-
 class BridgedSipLine(SipLine):
-    """The phone's leg of a bridged call: `SipLine` with a jitter buffer that shrinks
-    back after a hiccup, so the delay each way stays under 60 ms (bench/gateway_bench.py)."""
+    """The phone's leg of a bridged call: `SipLine` whose audio skips the leg's own
+    20 ms clock each way, so the delay each way stays under 60 ms
+    (bench/gateway_bench.py):
+
+    - phone → line: the analog line's end of the bridge pulls the phone's frames itself
+      (``feed``), when it plays them: the socket is read then and the frame comes out of
+      an adaptive `JitterBuffer` on the line's clock. One playout buffer, not this leg's
+      jitter buffer and then a FIFO into the line, each waiting for its clock's slot;
+    - line → phone: the frame in each RTP packet is pulled from the bridge
+      (``source``) as the packet leaves, not a slot earlier when the flow ran.
+
+    `linebox.gateway.bridge.bridged` sets both up (``bridge_to``). Until then, and after,
+    it is a `SipLine` with the adaptive buffer on its own clock. The socket and the
+    buffer are shared by the two threads under a lock."""
 
     def __init__(self, *args, **kw) -> None:
+        self._rx_lock = threading.RLock()
+        self.jb = JitterBuffer()
         super().__init__(*args, **kw)
-        self._min_ahead = 1 << 30
-        self._window = 0
-        self.trimmed = 0
+        self.source = None        # callable() -> frame for the next packet, or None
+        self._feeding = False     # the bridge pulls the phone's audio (``feed``)
+
+    # -- the bridge's hooks --------------------------------------------------------
+    def bridge_to(self, end) -> None:
+        """``end`` (the phone's `BridgeEnd`) takes its frames from here and gives ours."""
+        with self._rx_lock:
+            self.source = end.pull
+            self._feeding = True
+        end.feeder = self.feed
+
+    def unbridge(self, end) -> None:
+        if end.feeder == self.feed:
+            end.feeder = None
+        with self._rx_lock:
+            self.source = None
+            self._feeding = False
+
+    def feed(self):
+        """The phone's next frame, decoded, for the line playing it now (the line's
+        thread); None when none is here (the line plays silence)."""
+        with self._rx_lock:
+            SipLine._drain(self)
+            payload = self.jb.take(self.clock())
+        return None if payload is None else self.decode(payload)
+
+    @property
+    def trimmed(self) -> int:
+        return self.jb.trimmed
+
+    # -- SipLine, under the lock ----------------------------------------------------
+    def _send(self, out) -> None:
+        if self.source is not None:
+            out = self.source()
+        super()._send(out)
+
+    def _drain(self) -> None:
+        # Bridged, the line's pulls read the socket (``feed``): this leg's own slots
+        # need not try too (a failed recvfrom a frame is not free).
+        if not self._feeding:
+            SipLine._drain(self)
+
+    def _receive_one(self) -> bool:
+        with self._rx_lock:
+            return super()._receive_one()
+
+    def _next_frame(self, now: float):
+        with self._rx_lock:
+            return super()._next_frame(now)
+
+    def _audio(self, ts: int, payload: bytes) -> None:
+        if len(payload) < FRAME:
+            payload += (b"\xff" if self.media.codec == "PCMU" else b"\xd5") * (FRAME - len(payload))
+        self.jb.put(ts, payload[:FRAME], self.clock())
 
     def _playout(self) -> bytes | None:
-        payload = super()._playout()
-        buf = self._buffer
-        ahead = len(buf)
-        if ahead < self._min_ahead:
-            self._min_ahead = ahead
-        self._window += 1
-        if self._window >= TRIM_WINDOW_FRAMES:
-            if self._min_ahead >= 1 and buf:
-                oldest = min(buf)
-                del buf[oldest]
-                self._play = max(self._play, oldest + 1)
-                self.trimmed += 1
-            self._min_ahead = 1 << 30
-            self._window = 0
-        return payload
+        return None if self._feeding else self.jb.take(self.clock())
 
 
 @dataclass
