@@ -574,6 +574,19 @@ def test_bt_alert_then_minimodem_v23_burst_through_the_listener(baud_error):
     assert cid == expected("v23", **MDMF_FIELDS)
 
 
+def test_the_alert_is_listened_for_only_on_v23_plans():
+    # Bell 202 lines (GR-30-CORE) send caller ID between the rings, after no alert: a us
+    # listener does not spend its frames on one, V.23 plans (SIN 227, EN 300 659-1) do.
+    sig, alert_t, _ = bt_caller_id(gen.silence(0.1))
+    for plan, heard in (("us", []), ("uk", [alert_t]), ("de", [alert_t])):
+        lst = Listener(plan)
+        events = []
+        for i in range(0, len(sig) - len(sig) % FRAME, FRAME):
+            events += lst.feed(sig[i:i + FRAME])
+        events += lst.flush()
+        assert [pytest.approx(e["t"], abs=0.003) for e in events if e["type"] == "alert"] == heard, plan
+
+
 def test_the_alert_is_listened_for_only_while_caller_id_is():
     sig, _, _ = bt_caller_id(gen.silence(0.1))
     lst = Listener("uk", callerid=False)

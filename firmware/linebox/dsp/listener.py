@@ -50,8 +50,11 @@ class Listener:
         self.progress = ProgressDetector(self.plan.name)
         self.vad = VoiceActivityDetector()
         self.fsk = CallerIdDetector(self.plan.callerid) if callerid else None
-        # The dual-tone alert before caller ID (BT SIN 227): listened for while FSK is.
-        self.alert = AlertToneDetector()
+        # The dual-tone alert before caller ID (BT SIN 227, ETSI EN 300 659-1 §6.1.1): sent
+        # only before a V.23 burst, so listened for while FSK is on a V.23 plan. Bell 202
+        # lines (GR-30-CORE) send caller ID between the rings, after no alert.
+        self.alert = (AlertToneDetector()
+                      if self.fsk is not None and self.plan.callerid == "v23" else None)
         self.dtmf_cid = DtmfCallerIdParser()
         # Caller ID comes before the call is answered; the call flow turns this off then,
         # so that a caller typing "1234#" is not taken for caller ID.
@@ -112,10 +115,11 @@ class Listener:
                 events = events + cid
                 for ev in cid:
                     self._not_speech.append([ev["t"], ev["t"] + FSK_BURST_SECONDS])
-            alert = self.alert.feed(frame, energy, lag1)
-            if alert:
-                events = events + alert
-                self._not_speech.append([alert[0]["t"], alert[0]["t"] + alert[0]["dur"]])
+            if self.alert is not None:
+                alert = self.alert.feed(frame, energy, lag1)
+                if alert:
+                    events = events + alert
+                    self._not_speech.append([alert[0]["t"], alert[0]["t"] + alert[0]["dur"]])
         speech = self.vad.feed(frame, energy)
         if speech:
             self._held.extend(speech)
@@ -133,7 +137,9 @@ class Listener:
             events.append(ev)
         events += self.progress.flush()
         if self.fsk is not None:
-            events += self.fsk.flush() + self.alert.flush()
+            events += self.fsk.flush()
+            if self.alert is not None:
+                events += self.alert.flush()
         events += self._speech_only(self._held + self.vad.flush())
         self._held = []
         return events
