@@ -6,6 +6,7 @@ digits into DTMF caller ID where a line sends it that way, and keeps voice activ
 reporting the line's own tones as speech. `linebox analyze` runs exactly this object over a recording.
 """
 
+import math
 from array import array
 
 from linebox import FRAME, RATE
@@ -14,13 +15,13 @@ from linebox.dsp.callerid import GATE_DBM0 as FSK_GATE_DBM0
 from linebox.dsp.callerid import CallerIdDetector, DtmfCallerIdParser
 from linebox.dsp.dtmf import FRAME_GATE as DTMF_GATE
 from linebox.dsp.dtmf import DtmfDetector
-from linebox.dsp.levels import energy as _energy
 from linebox.dsp.levels import frame_energy
-from linebox.dsp.levels import lag1 as _lag1
 from linebox.dsp.plans import get_plan
 from linebox.dsp.progress import ProgressDetector
 from linebox.dsp.vad import VoiceActivityDetector
 
+_hypot = math.hypot
+_dist = math.dist
 # The lag-1 autocorrelation (DTMF's and caller ID's spectral-slope screen) is computed once
 # per frame, for frames loud enough for either.
 _LAG1_GATE = min(DTMF_GATE, frame_energy(FSK_GATE_DBM0))
@@ -80,15 +81,21 @@ class Listener:
 
     def feed(self, frame: array) -> list[dict]:
         """Process one 160-sample frame; return the events it completed."""
-        # The frame is read as a list once: every product over it then takes ready-made
-        # ints instead of making them anew from the array's 16-bit samples.
-        if type(frame) is array:
-            frame = frame.tolist()
-        energy = _energy(frame)
+        # The frame is read as a tuple once: every product over it then takes ready-made
+        # ints instead of making them anew from the array's 16-bit samples, and the C
+        # functions that take the samples (math.hypot, math.dist) take a tuple as it is
+        # (a list they would copy into one first). Caller ID's history keeps it uncopied.
+        if type(frame) is not tuple:
+            frame = tuple(frame.tolist() if type(frame) is array else frame)
+        # levels.energy and levels.lag1, inline: the same exact integers for a frame of
+        # FRAME samples (both are exact up to levels._EXACT_N).
+        energy = round(_hypot(*frame) ** 2)
         self.samples += FRAME
         fsk = self.fsk
         if energy >= (_LAG1_GATE if fsk is not None else DTMF_GATE):
-            lag1 = _lag1(frame, energy)
+            a = frame[0]
+            b = frame[-1]
+            lag1 = (2 * energy - a * a - b * b - round(_dist(frame[1:], frame[:-1]) ** 2)) >> 1
         else:
             lag1 = None
         events = self.dtmf.feed(frame, energy, lag1)
