@@ -1,7 +1,8 @@
 """The line listener: one object per line, fed 20 ms frames, emitting events.
 
-It runs every detector over each frame (DTMF, call-progress tones, FSK caller ID and the
-alert tone before it, voice activity) after computing the frame's energy once, turns DTMF
+It runs every detector over each frame (DTMF, call-progress tones, FSK caller ID and, on
+V.23 plans, the alert tone before it, voice activity) after reading the frame into a tuple
+and computing its energy and lag-1 autocorrelation once for all of them, turns DTMF
 digits into DTMF caller ID where a line sends it that way, and keeps voice activity from
 reporting the line's own tones as speech. `linebox analyze` runs exactly this object over a recording.
 """
