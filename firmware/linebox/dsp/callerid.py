@@ -140,9 +140,11 @@ class CallerIdDetector:
         self._msg = bytearray()
         self.frames_demodulated = 0   # frames the demodulator ran on (the rest were cheap)
 
-    def feed(self, frame, energy: int, lag1: int | None = None) -> list[dict]:
-        """Take one frame and its energy (and, if the caller has it, its lag-1
-        autocorrelation ``sum(frame[i] * frame[i + 1])``); return complete messages."""
+    def feed(self, frame, energy: int, lag1: int | None = None,
+             lag2: int | None = None) -> list[dict]:
+        """Take one frame and its energy (and, if the caller has them, its lag-1 and lag-2
+        autocorrelations ``sum(frame[i] * frame[i + 1])``, ``... frame[i + 2]``); return
+        complete messages."""
         start = self._samples
         self._samples += FRAME
         if self._rx is None:
@@ -154,7 +156,7 @@ class CallerIdDetector:
             if lag1 is None:
                 lag1 = _lag1(frame, energy)
             in_band = (lag1 <= LAG1_MAX * energy
-                       and _lag2(frame, energy) <= LAG2_MAX * energy
+                       and (_lag2(frame, energy) if lag2 is None else lag2) <= LAG2_MAX * energy
                        and self._band.ratio(frame, energy) >= BAND_START)
             if not in_band or self._rearm:
                 self._rearm = self._rearm and in_band

@@ -118,7 +118,8 @@ class Listener:
             else:
                 self._tone_open[1] = self.now
         if fsk is not None:
-            cid = fsk.feed(frame, energy, lag1)
+            # DTMF's lag 2 (when its screens computed one) serves caller ID's screen too.
+            cid = fsk.feed(frame, energy, lag1, self.dtmf.lag2)
             if cid:
                 events = events + cid
                 for ev in cid:
