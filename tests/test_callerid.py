@@ -413,6 +413,54 @@ def test_frames_the_slope_screen_skips_could_not_pass_the_band_check(standard):
 
 
 @pytest.mark.parametrize("standard", ["bell202", "v23"])
+def test_frames_the_lag2_screen_skips_could_not_pass_the_band_check(standard):
+    # The detector skips the band check when lag 2 exceeds LAG2_MAX of the energy (after
+    # the lag-1 screen). Over every mixture of two tones (50 Hz steps, three energy
+    # shares) that the lag-1 screen lets through, every frame above 0.3 of its energy
+    # (below LAG2_MAX, for a margin) scores under BAND_START.
+    from linebox.dsp.callerid import BAND_START, LAG1_MAX, LAG2_MAX
+    std = STANDARDS[standard]
+    band = fsk.BandCheck(std.mark, std.space)
+    n = range(FRAME)
+    worst, screened = 0.0, 0
+    for f1 in range(50, 4000, 50):
+        for f2 in range(f1, 4000, 50):
+            for share in (0.3, 0.6, 0.9):
+                a1, a2 = 9000 * math.sqrt(share), 9000 * math.sqrt(1 - share)
+                w1, w2 = 2 * math.pi * f1 / 8000, 2 * math.pi * f2 / 8000
+                x = array("h", (int(a1 * math.sin(w1 * i) + a2 * math.sin(w2 * i + 1.0))
+                                for i in n))
+                e = sum(map(operator.mul, x, x))
+                if (sum(map(operator.mul, x, x[1:])) <= LAG1_MAX * e
+                        and sum(map(operator.mul, x, x[2:])) > 0.3 * e):
+                    screened += 1
+                    worst = max(worst, band.ratio(x, e))
+    assert LAG2_MAX >= 0.3 and screened > 1000
+    assert worst < BAND_START, worst
+
+
+def test_the_lag2_screen_skips_band_checks_on_speech(speech_files):
+    # Speech the lag-1 screen lets through mostly fails the lag-2 screen: its band check
+    # is not computed (counted through the band check's calls).
+    det = CallerIdDetector("bell202")
+    calls = []
+    ratio = det._band.ratio
+    det._band.ratio = lambda f, e: calls.append(1) or ratio(f, e)
+    from linebox.dsp.callerid import LAG1_MAX
+    passed_lag1 = 0
+    for path in speech_files[:3]:
+        s = read_wav(path)
+        for i in range(0, len(s) - FRAME + 1, FRAME):
+            f = s[i:i + FRAME]
+            e = sum(map(operator.mul, f, f))
+            if e >= det._gate and sum(map(operator.mul, f, f[1:])) <= LAG1_MAX * e:
+                passed_lag1 += 1
+            det.feed(f, e)
+    assert passed_lag1 > 500
+    assert len(calls) < 0.7 * passed_lag1
+
+
+@pytest.mark.parametrize("standard", ["bell202", "v23"])
 def test_speech_gives_no_callerid_and_rarely_wakes_the_demodulator(standard, speech_files):
     det = CallerIdDetector(standard)
     frames = 0
@@ -572,6 +620,19 @@ def test_bt_alert_then_minimodem_v23_burst_through_the_listener(baud_error):
     cid = dict(events[1])
     assert burst_t - SLICE_S <= cid.pop("t") <= burst_t + SLICE_S
     assert cid == expected("v23", **MDMF_FIELDS)
+
+
+def test_the_alert_is_listened_for_only_on_v23_plans():
+    # Bell 202 lines (GR-30-CORE) send caller ID between the rings, after no alert: a us
+    # listener does not spend its frames on one, V.23 plans (SIN 227, EN 300 659-1) do.
+    sig, alert_t, _ = bt_caller_id(gen.silence(0.1))
+    for plan, heard in (("us", []), ("uk", [alert_t]), ("de", [alert_t])):
+        lst = Listener(plan)
+        events = []
+        for i in range(0, len(sig) - len(sig) % FRAME, FRAME):
+            events += lst.feed(sig[i:i + FRAME])
+        events += lst.flush()
+        assert [pytest.approx(e["t"], abs=0.003) for e in events if e["type"] == "alert"] == heard, plan
 
 
 def test_the_alert_is_listened_for_only_while_caller_id_is():

@@ -258,3 +258,19 @@ def test_feed_returns_a_fresh_list_every_time():
     assert a == [] and b == [] and a is not b
     a.append("junk")
     assert det.feed(quiet, 0) == []
+
+
+def test_the_detector_keeps_the_lag2_it_screened_a_frame_with():
+    # The listener hands it on to caller ID's lag-2 screen: it must be the exact sum for
+    # the frame just fed, and None where the lag-1 screen (or the gate) stopped first.
+    det = DtmfDetector()
+    key = gen.dtmf("5", 0.02, 0.0)[:FRAME]
+    hum = gen.tone((200.0,), 0.02, -10.0)
+    for frame, has in ((key, True), (hum, False), (gen.silence(0.02), False), (key, True)):
+        assert len(frame) == FRAME
+        e = sum(map(operator.mul, frame, frame))
+        det.feed(frame, e)
+        if has:
+            assert det.lag2 == sum(map(operator.mul, frame, frame[2:]))
+        else:
+            assert det.lag2 is None

@@ -97,3 +97,25 @@ def test_tone_first_look_gate_agrees_with_exact_integers(plan):
         decided += 1
         assert corr.first_look_quiet(even, e) == (best < gate)
     assert decided > 300
+
+
+def test_the_first_look_gate_hands_on_the_correlations_decode_gives():
+    # progress.py takes the first look's correlations from the gate's own unpacked lanes:
+    # they must be exactly decode()'s, and None exactly where the gate says quiet.
+    from linebox.dsp.cadence import plan_tones
+    from linebox.dsp.plans import get_plan
+    from linebox.dsp.tonecorr import ToneCorrelator
+
+    for plan in ("us", "uk", "de"):
+        corr = ToneCorrelator(plan_tones(get_plan(plan))[0])
+        passed = 0
+        for frame in _frames(seed=12):
+            e = sum(x * x for x in frame)
+            even = corr.first_look(frame)
+            got = corr.first_look_vals(even, e)
+            if corr.first_look_quiet(even, e):
+                assert got is None
+            else:
+                passed += 1
+                assert got == corr.decode(*even)
+        assert passed > 20, plan

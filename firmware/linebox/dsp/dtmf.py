@@ -372,6 +372,9 @@ class DtmfDetector:
         self._ref = None               # the hit block before it (a whole one, for scale)
         self._after = None             # first block after _last without the key
         self._misses = 0
+        # The last frame's lag-2 autocorrelation if its lag-1 screen passed (else None),
+        # for the listener to hand on to caller ID's screen.
+        self.lag2: int | None = None
 
     @property
     def pressed(self) -> str | None:
@@ -385,8 +388,11 @@ class DtmfDetector:
         self._n = pos + FRAME
         if energy >= FRAME_GATE and lag1 is None:
             lag1 = _lag1(frame, energy)
-        if energy < FRAME_GATE or not energy * _LAG1_LOW <= lag1 <= energy * _LAG1_HIGH or (
-                not _fits_lag2(_lag2(frame, energy), lag1, energy)):
+        lag2 = None
+        skip = energy < FRAME_GATE or not energy * _LAG1_LOW <= lag1 <= energy * _LAG1_HIGH or (
+            not _fits_lag2(lag2 := _lag2(frame, energy), lag1, energy))
+        self.lag2 = lag2
+        if skip:
             if self._pressed is None and not self._run and self._broken is None:
                 self._hist = _QUIET    # nothing pending: a quiet frame costs only this
                 return []

@@ -1,11 +1,13 @@
 """The line listener: one object per line, fed 20 ms frames, emitting events.
 
-It runs every detector over each frame (DTMF, call-progress tones, FSK caller ID and the
-alert tone before it, voice activity) after computing the frame's energy once, turns DTMF
+It runs every detector over each frame (DTMF, call-progress tones, FSK caller ID and, on
+V.23 plans, the alert tone before it, voice activity) after reading the frame into a tuple
+and computing its energy and lag-1 autocorrelation once for all of them, turns DTMF
 digits into DTMF caller ID where a line sends it that way, and keeps voice activity from
 reporting the line's own tones as speech. `linebox analyze` runs exactly this object over a recording.
 """
 
+import math
 from array import array
 
 from linebox import FRAME, RATE
@@ -14,13 +16,13 @@ from linebox.dsp.callerid import GATE_DBM0 as FSK_GATE_DBM0
 from linebox.dsp.callerid import CallerIdDetector, DtmfCallerIdParser
 from linebox.dsp.dtmf import FRAME_GATE as DTMF_GATE
 from linebox.dsp.dtmf import DtmfDetector
-from linebox.dsp.levels import energy as _energy
 from linebox.dsp.levels import frame_energy
-from linebox.dsp.levels import lag1 as _lag1
 from linebox.dsp.plans import get_plan
 from linebox.dsp.progress import ProgressDetector
 from linebox.dsp.vad import VoiceActivityDetector
 
+_hypot = math.hypot
+_dist = math.dist
 # The lag-1 autocorrelation (DTMF's and caller ID's spectral-slope screen) is computed once
 # per frame, for frames loud enough for either.
 _LAG1_GATE = min(DTMF_GATE, frame_energy(FSK_GATE_DBM0))
@@ -50,8 +52,11 @@ class Listener:
         self.progress = ProgressDetector(self.plan.name)
         self.vad = VoiceActivityDetector()
         self.fsk = CallerIdDetector(self.plan.callerid) if callerid else None
-        # The dual-tone alert before caller ID (BT SIN 227): listened for while FSK is.
-        self.alert = AlertToneDetector()
+        # The dual-tone alert before caller ID (BT SIN 227, ETSI EN 300 659-1 §6.1.1): sent
+        # only before a V.23 burst, so listened for while FSK is on a V.23 plan. Bell 202
+        # lines (GR-30-CORE) send caller ID between the rings, after no alert.
+        self.alert = (AlertToneDetector()
+                      if self.fsk is not None and self.plan.callerid == "v23" else None)
         self.dtmf_cid = DtmfCallerIdParser()
         # Caller ID comes before the call is answered; the call flow turns this off then,
         # so that a caller typing "1234#" is not taken for caller ID.
@@ -77,15 +82,21 @@ class Listener:
 
     def feed(self, frame: array) -> list[dict]:
         """Process one 160-sample frame; return the events it completed."""
-        # The frame is read as a list once: every product over it then takes ready-made
-        # ints instead of making them anew from the array's 16-bit samples.
-        if type(frame) is array:
-            frame = frame.tolist()
-        energy = _energy(frame)
+        # The frame is read as a tuple once: every product over it then takes ready-made
+        # ints instead of making them anew from the array's 16-bit samples, and the C
+        # functions that take the samples (math.hypot, math.dist) take a tuple as it is
+        # (a list they would copy into one first). Caller ID's history keeps it uncopied.
+        if type(frame) is not tuple:
+            frame = tuple(frame.tolist() if type(frame) is array else frame)
+        # levels.energy and levels.lag1, inline: the same exact integers for a frame of
+        # FRAME samples (both are exact up to levels._EXACT_N).
+        energy = round(_hypot(*frame) ** 2)
         self.samples += FRAME
         fsk = self.fsk
         if energy >= (_LAG1_GATE if fsk is not None else DTMF_GATE):
-            lag1 = _lag1(frame, energy)
+            a = frame[0]
+            b = frame[-1]
+            lag1 = (2 * energy - a * a - b * b - round(_dist(frame[1:], frame[:-1]) ** 2)) >> 1
         else:
             lag1 = None
         events = self.dtmf.feed(frame, energy, lag1)
@@ -107,15 +118,17 @@ class Listener:
             else:
                 self._tone_open[1] = self.now
         if fsk is not None:
-            cid = fsk.feed(frame, energy, lag1)
+            # DTMF's lag 2 (when its screens computed one) serves caller ID's screen too.
+            cid = fsk.feed(frame, energy, lag1, self.dtmf.lag2)
             if cid:
                 events = events + cid
                 for ev in cid:
                     self._not_speech.append([ev["t"], ev["t"] + FSK_BURST_SECONDS])
-            alert = self.alert.feed(frame, energy, lag1)
-            if alert:
-                events = events + alert
-                self._not_speech.append([alert[0]["t"], alert[0]["t"] + alert[0]["dur"]])
+            if self.alert is not None:
+                alert = self.alert.feed(frame, energy, lag1)
+                if alert:
+                    events = events + alert
+                    self._not_speech.append([alert[0]["t"], alert[0]["t"] + alert[0]["dur"]])
         speech = self.vad.feed(frame, energy)
         if speech:
             self._held.extend(speech)
@@ -133,7 +146,9 @@ class Listener:
             events.append(ev)
         events += self.progress.flush()
         if self.fsk is not None:
-            events += self.fsk.flush() + self.alert.flush()
+            events += self.fsk.flush()
+            if self.alert is not None:
+                events += self.alert.flush()
         events += self._speech_only(self._held + self.vad.flush())
         self._held = []
         return events

@@ -78,8 +78,8 @@ class ProgressDetector:
         # samples too, and is judged on the exact 8 kHz correlations (no alias).
         even = corr.first_look(frame)
         run = runs.run
-        if run is None and (corr.first_look_quiet(even, energy)
-                            or corr.classify(corr.decode(*even), energy * 0.5, True)[0] is None):
+        if run is None and ((first := corr.first_look_vals(even, energy)) is None
+                            or corr.classify(first, energy * 0.5, True)[0] is None):
             events = runs.track(k, None, None, None, energy, self._prev)
             self._prev = frame
         else:

@@ -148,11 +148,18 @@ class ToneCorrelator:
         rounding of the gate is left to ``classify`` (the gate's margin, 1e-9, is far
         wider than the rounding of math.hypot, which gives each bin's |H1|^2 + |H2|^2
         from its four lanes in one C call)."""
+        return self.first_look_vals(even, energy) is None
+
+    def first_look_vals(self, even: tuple[int, int], energy):
+        """None where ``first_look_quiet``, else the first look's correlations (those of
+        ``decode(*even)``, made from the lanes the gate has unpacked already)."""
         acc = (even[0] + (even[1] << self._shift) + self._bias) ^ self._bias
         lanes = self._unpack(acc.to_bytes(self._nbytes, "little"))
         n2 = 2 * self.nb
         best = max(map(_hypot, lanes[0:n2:2], lanes[1:n2:2], lanes[n2::2], lanes[n2 + 1::2]))
-        return best * best < self._gate_even * energy
+        if best * best < self._gate_even * energy:
+            return None
+        return list(map(complex, lanes[0::2], lanes[1::2]))
 
     # -- judging a frame ----------------------------------------------------------------
 
