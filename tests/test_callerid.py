@@ -387,6 +387,19 @@ def test_minimodem_receiver_decodes_our_modulator(standard, tmp_path):
 
 # --- speech ---------------------------------------------------------------------------
 
+def _two_tone_frames():
+    """Every mixture of two tones in 50 Hz steps at three energy shares: (frame, energy)."""
+    n = range(FRAME)
+    for f1 in range(50, 4000, 50):
+        for f2 in range(f1, 4000, 50):
+            for share in (0.3, 0.6, 0.9):
+                a1, a2 = 9000 * math.sqrt(share), 9000 * math.sqrt(1 - share)
+                w1, w2 = 2 * math.pi * f1 / 8000, 2 * math.pi * f2 / 8000
+                x = array("h", (int(a1 * math.sin(w1 * i) + a2 * math.sin(w2 * i + 1.0))
+                                for i in n))
+                yield x, sum(map(operator.mul, x, x))
+
+
 @pytest.mark.parametrize("standard", ["bell202", "v23"])
 def test_frames_the_slope_screen_skips_could_not_pass_the_band_check(standard):
     # The detector skips the band check when lag 1 exceeds LAG1_MAX of the energy. Over
@@ -395,19 +408,11 @@ def test_frames_the_slope_screen_skips_could_not_pass_the_band_check(standard):
     from linebox.dsp.callerid import BAND_START, LAG1_MAX
     std = STANDARDS[standard]
     band = fsk.BandCheck(std.mark, std.space)
-    n = range(FRAME)
     worst, screened = 0.0, 0
-    for f1 in range(50, 4000, 50):
-        for f2 in range(f1, 4000, 50):
-            for share in (0.3, 0.6, 0.9):
-                a1, a2 = 9000 * math.sqrt(share), 9000 * math.sqrt(1 - share)
-                w1, w2 = 2 * math.pi * f1 / 8000, 2 * math.pi * f2 / 8000
-                x = array("h", (int(a1 * math.sin(w1 * i) + a2 * math.sin(w2 * i + 1.0))
-                                for i in n))
-                e = sum(map(operator.mul, x, x))
-                if sum(map(operator.mul, x, x[1:])) > 0.8 * e:
-                    screened += 1
-                    worst = max(worst, band.ratio(x, e))
+    for x, e in _two_tone_frames():
+        if sum(map(operator.mul, x, x[1:])) > 0.8 * e:
+            screened += 1
+            worst = max(worst, band.ratio(x, e))
     assert LAG1_MAX >= 0.8 and screened > 1000
     assert worst < BAND_START, worst
 
@@ -421,20 +426,12 @@ def test_frames_the_lag2_screen_skips_could_not_pass_the_band_check(standard):
     from linebox.dsp.callerid import BAND_START, LAG1_MAX, LAG2_MAX
     std = STANDARDS[standard]
     band = fsk.BandCheck(std.mark, std.space)
-    n = range(FRAME)
     worst, screened = 0.0, 0
-    for f1 in range(50, 4000, 50):
-        for f2 in range(f1, 4000, 50):
-            for share in (0.3, 0.6, 0.9):
-                a1, a2 = 9000 * math.sqrt(share), 9000 * math.sqrt(1 - share)
-                w1, w2 = 2 * math.pi * f1 / 8000, 2 * math.pi * f2 / 8000
-                x = array("h", (int(a1 * math.sin(w1 * i) + a2 * math.sin(w2 * i + 1.0))
-                                for i in n))
-                e = sum(map(operator.mul, x, x))
-                if (sum(map(operator.mul, x, x[1:])) <= LAG1_MAX * e
-                        and sum(map(operator.mul, x, x[2:])) > 0.3 * e):
-                    screened += 1
-                    worst = max(worst, band.ratio(x, e))
+    for x, e in _two_tone_frames():
+        if (sum(map(operator.mul, x, x[1:])) <= LAG1_MAX * e
+                and sum(map(operator.mul, x, x[2:])) > 0.3 * e):
+            screened += 1
+            worst = max(worst, band.ratio(x, e))
     assert LAG2_MAX >= 0.3 and screened > 1000
     assert worst < BAND_START, worst
 
