@@ -91,7 +91,10 @@ class Listener:
         # levels.energy and levels.lag1, inline: the same exact integers for a frame of
         # FRAME samples (both are exact up to levels._EXACT_N).
         energy = round(_hypot(*frame) ** 2)
-        self.samples += FRAME
+        # The line's clock after this frame (what ``now`` reads), made once.
+        samples = self.samples + FRAME
+        self.samples = samples
+        now = samples / RATE
         fsk = self.fsk
         if energy >= (_LAG1_GATE if fsk is not None else DTMF_GATE):
             a = frame[0]
@@ -99,27 +102,29 @@ class Listener:
             lag1 = (2 * energy - a * a - b * b - round(_dist(frame[1:], frame[:-1]) ** 2)) >> 1
         else:
             lag1 = None
-        events = self.dtmf.feed(frame, energy, lag1)
+        dtmf = self.dtmf
+        events = dtmf.feed(frame, energy, lag1)
         if events:
             events = self._dtmf_events(events)
-        elif self._last_digit_t is not None and self.now - self._last_digit_t > DTMF_CID_GAP:
+        elif self._last_digit_t is not None and now - self._last_digit_t > DTMF_CID_GAP:
             self._last_digit_t = None
-            ev = self._plausible(self.dtmf_cid.timeout(self.now))
+            ev = self._plausible(self.dtmf_cid.timeout(now))
             if ev:
                 events = [ev]
-        tones = self.progress.feed(frame, energy)
+        progress = self.progress
+        tones = progress.feed(frame, energy)
         if tones:
             events = events + tones
-            self._tone_open = [tones[-1]["t"], self.now]
+            self._tone_open = [tones[-1]["t"], now]
             self._not_speech.append(self._tone_open)
         elif self._tone_open is not None:
-            if self.progress.current is None:
+            if progress.current is None:
                 self._tone_open = None
             else:
-                self._tone_open[1] = self.now
+                self._tone_open[1] = now
         if fsk is not None:
             # DTMF's lag 2 (when its screens computed one) serves caller ID's screen too.
-            cid = fsk.feed(frame, energy, lag1, self.dtmf.lag2)
+            cid = fsk.feed(frame, energy, lag1, dtmf.lag2)
             if cid:
                 events = events + cid
                 for ev in cid:
@@ -130,11 +135,12 @@ class Listener:
                     events = events + alert
                     self._not_speech.append([alert[0]["t"], alert[0]["t"] + alert[0]["dur"]])
         speech = self.vad.feed(frame, energy)
+        held = self._held
         if speech:
-            self._held.extend(speech)
-        if self._held and self._held[0]["t"] + self._held[0]["dur"] < self.now - SPEECH_HOLD:
-            ripe = [e for e in self._held if e["t"] + e["dur"] < self.now - SPEECH_HOLD]
-            self._held = self._held[len(ripe):]
+            held.extend(speech)
+        if held and held[0]["t"] + held[0]["dur"] < now - SPEECH_HOLD:
+            ripe = [e for e in held if e["t"] + e["dur"] < now - SPEECH_HOLD]
+            self._held = held[len(ripe):]
             events = events + self._speech_only(ripe)
         return events
 

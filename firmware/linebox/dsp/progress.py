@@ -9,15 +9,19 @@ tone is sure). This module holds the occurrences: a tone declared once, current 
 it sounds, over when nothing of it came back within its grace.
 """
 
+import operator
+
 from linebox.dsp.cadence import CadenceMatcher, Tone, fits, plan_tones
 from linebox.dsp.levels import frame_energy
 from linebox.dsp.plans import get_plan
+from linebox.dsp.tonecorr import HALF as _HALF
 from linebox.dsp.tonecorr import MIN_LEVEL_DBM0, ToneCorrelator
 from linebox.dsp.toneruns import FT, Run, RunTracker, judge
 
 # A run too unsteady for a steady tone is judged again this many frames later.
 REJUDGE_FRAMES = 5
 _NEVER = 1 << 62
+_mul = operator.mul
 
 
 class ProgressDetector:
@@ -34,6 +38,8 @@ class ProgressDetector:
         self.plan = get_plan(plan)
         sigs, tones, sit_keys = plan_tones(self.plan)
         self._corr = ToneCorrelator(sigs)
+        # The first look's tables (even samples of each half), for feed's inline first look.
+        self._te1, self._te2 = self._corr.first_look_tables()
         self._quiet_e = frame_energy(MIN_LEVEL_DBM0)
         self._runs = RunTracker(self._corr, self, self._quiet_e)
         self._match = CadenceMatcher(tones, self.plan.sit, sit_keys)
@@ -76,11 +82,15 @@ class ProgressDetector:
         # Even samples first (4 kHz, both 10 ms halves): enough to see that a frame is no
         # tone, which is most frames of speech. A frame that may be one gets its odd
         # samples too, and is judged on the exact 8 kHz correlations (no alias).
-        even = corr.first_look(frame)
+        # (corr.first_look, inline.)
+        even = (sum(map(_mul, frame[0:_HALF:2], self._te1)),
+                sum(map(_mul, frame[_HALF::2], self._te2)))
         run = runs.run
         if run is None and ((first := corr.first_look_vals(even, energy)) is None
                             or corr.classify(first, energy * 0.5, True)[0] is None):
-            events = runs.track(k, None, None, None, energy, self._prev)
+            # runs.track(k, None, ...) with no run open: a frame of the gap.
+            runs.gap_frame(energy)
+            events = []
             self._prev = frame
         else:
             vals = corr.correlate(frame, even)

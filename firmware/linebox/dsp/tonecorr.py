@@ -111,6 +111,10 @@ class ToneCorrelator:
 
     # -- correlations -------------------------------------------------------------------
 
+    def first_look_tables(self) -> tuple[list, list]:
+        """The tables ``first_look`` multiplies the even samples of each half by."""
+        return self._tables[0], self._tables[1]
+
     def first_look(self, frame) -> tuple[int, int]:
         """The even samples' packed sums of both halves (4 kHz: no tone is missed, but
         tones alias); ``correlate`` completes them."""

@@ -123,7 +123,7 @@ class RunTracker:
                 return events
             events = self._end_run(k, vals)
         if sig is None:
-            self._gap_frame(energy)
+            self.gap_frame(energy)
             return events
         # A new run: the gap before it ends; its last frame held this run's head.
         if self._gap_last_dirty:
@@ -141,7 +141,7 @@ class RunTracker:
             run.miss = (0.0, energy)
             return []
         events = self._end_run(k, None)
-        self._gap_frame(energy)
+        self.gap_frame(energy)
         return events
 
     def flush(self, k) -> list[dict]:
@@ -168,10 +168,10 @@ class RunTracker:
             return self._close_run(k, self._corr.amp(run.sig, vals))
         amp, energy = run.miss
         events = self._close_run(k - 1, amp)
-        self._gap_frame(energy)
+        self.gap_frame(energy)
         return events
 
-    def _gap_frame(self, energy):
+    def gap_frame(self, energy):
         """A frame between runs: silence, or something else (then the gap is no cadence's
         off-period). The frame right after a run holds its tail and is not held against
         the gap; nor is the last, which holds the next run's head."""

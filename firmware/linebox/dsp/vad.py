@@ -72,7 +72,24 @@ class VoiceActivityDetector:
         """Take the next frame (``energy`` = its sum of squares); events of stretches that ended."""
         n = self._n
         self._n = n + 1
-        floor2 = self._track_floor(energy)
+        # _track_floor(energy), inline (it runs on every frame of the line).
+        prev = self._prev
+        self._prev = energy
+        if prev is None:
+            prev = energy               # the very first frame stands for two
+        pair = energy + prev
+        cur = self._cur_min
+        if pair < cur:
+            self._cur_min = cur = pair
+        self._left -= 1
+        if not self._left:
+            self._close_block()
+        floor2 = self._block_min if self._block_min < cur else cur
+        if floor2 < _FLOOR_LO:
+            floor2 = _FLOOR_LO
+        elif floor2 > _FLOOR_HI:
+            floor2 = _FLOOR_HI
+        self._floor2 = floor2
         if 2 * energy > floor2 * _VOICE_RATIO:
             self._voiced(n)
             return []
@@ -120,26 +137,6 @@ class VoiceActivityDetector:
         self._count_from = self._n
 
     # ------------------------------------------------------------ inside
-
-    def _track_floor(self, energy: int) -> float:
-        prev = self._prev
-        self._prev = energy
-        if prev is None:
-            prev = energy               # the very first frame stands for two
-        pair = energy + prev
-        cur = self._cur_min
-        if pair < cur:
-            self._cur_min = cur = pair
-        self._left -= 1
-        if not self._left:
-            self._close_block()
-        floor2 = self._block_min if self._block_min < cur else cur
-        if floor2 < _FLOOR_LO:
-            floor2 = _FLOOR_LO
-        elif floor2 > _FLOOR_HI:
-            floor2 = _FLOOR_HI
-        self._floor2 = floor2
-        return floor2
 
     def _close_block(self) -> None:
         blocks = self._blocks
