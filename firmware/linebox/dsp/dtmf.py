@@ -385,7 +385,9 @@ def _voiced(frame, energy: int, b1: "_Block", b2: "_Block") -> bool:
 
 
 def _fits_lag2(lag2: int, lag1: int, energy: int) -> bool:
-    k = _lag2_bin(lag1 / energy)
+    # _lag2_bin(lag1 / energy) without its clamp: |lag1| <= energy (Cauchy-Schwarz), so
+    # the bin is already within 0..200 (and Python 3.11's min/max cost a microsecond).
+    k = int((lag1 / energy + 1.0) * 100.0)
     return _LAG2_LOW[k] * energy <= lag2 <= _LAG2_HIGH[k] * energy
 
 
@@ -513,8 +515,18 @@ class DtmfDetector:
         c = _UNPACK(((sum(map(_mul, block, _TABLE)) + _FLIP) ^ _FLIP).to_bytes(_NBYTES, "little"))
         cos, sin = c[:8], c[8:]
         p = list(map(_add, map(_mul, cos, cos), map(_mul, sin, sin)))
-        plo = max(p[0], p[1], p[2], p[3])
-        phi = max(p[4], p[5], p[6], p[7])
+        # max() of each group, as comparisons (Python 3.11's max parses keywords per call).
+        p0, p1, p2, p3, p4, p5, p6, p7 = p
+        plo = p0 if p0 >= p1 else p1
+        if p2 > plo:
+            plo = p2
+        if p3 > plo:
+            plo = p3
+        phi = p4 if p4 >= p5 else p5
+        if p6 > phi:
+            phi = p6
+        if p7 > phi:
+            phi = p7
         b = _Block(pos, p)
         # Cheap screen on the raw correlations, loose enough for their leakage errors.
         if plo < _SCREEN_POWER or phi < _SCREEN_POWER:
