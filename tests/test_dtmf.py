@@ -274,38 +274,3 @@ def test_the_detector_keeps_the_lag2_it_screened_a_frame_with():
             assert det.lag2 == sum(map(operator.mul, frame, frame[2:]))
         else:
             assert det.lag2 is None
-
-
-@pytest.mark.parametrize("lo_db,hi_db", [(-4.0, -4.0), (-28.0, -28.0), (-16.0, -26.0), (-26.0, -20.0)])
-@pytest.mark.parametrize("err", [-0.015, 0.0, 0.015])
-def test_the_lag3_screen_passes_every_frame_a_key_fills(lo_db, hi_db, err):
-    # A frame the lag-2 screen lets through is correlated only if its lag 3 fits too:
-    # every frame full of a key (twist, frequency error, 15 dB S/N, mu-law) must fit.
-    from linebox.dsp import dtmf, levels
-    checked = 0
-    for i, d in enumerate(ALL_KEYS):
-        clean = key(d, 0.1, lo_db=lo_db, hi_db=hi_db, lo_err=err, hi_err=-err)
-        noisy = gen.mix(clean, noise_for(lo_db, hi_db, 15.0, len(clean) / RATE, i + 1))
-        mulaw = g711.ulaw_decode(g711.ulaw_encode(clean))
-        for sig in (clean, noisy, mulaw):
-            for s in range(0, len(sig) - FRAME + 1, FRAME):
-                frame = list(sig[s:s + FRAME])
-                e = levels.energy(frame)
-                l1, l2 = levels.lag1(frame, e), levels.lag2(frame, e)
-                if e < dtmf.FRAME_GATE or not dtmf._fits_lag2(l2, l1, e):
-                    continue
-                checked += 1
-                assert dtmf._fits_lag3(levels.lag3(frame, e), l2, l1, e), (d, s)
-    assert checked >= 16 * 3 * 4
-
-
-def test_the_lag3_screen_skips_a_frame_whose_lag3_no_key_has():
-    # Two frames with the same energy, lag 1 and lag 2 as a key, one with the key's lag 3
-    # and one far from it: only the first is correlated.
-    from linebox.dsp import dtmf, levels
-    frame = list(key("5", 0.02)[:FRAME])
-    e = levels.energy(frame)
-    l1, l2, l3 = levels.lag1(frame, e), levels.lag2(frame, e), levels.lag3(frame, e)
-    assert dtmf._fits_lag2(l2, l1, e) and dtmf._fits_lag3(l3, l2, l1, e)
-    assert not dtmf._fits_lag3(l3 + e, l2, l1, e)
-    assert not dtmf._fits_lag3(l3 - e, l2, l1, e)

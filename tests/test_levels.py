@@ -44,7 +44,6 @@ def test_energy_and_lags_are_the_exact_integer_sums(n):
         assert levels.energy(array("h", frame)) == e
         assert levels.lag1(frame, e) == sum(map(_mul, frame, frame[1:]))
         assert levels.lag2(frame, e) == sum(map(_mul, frame, frame[2:]))
-        assert levels.lag3(frame, e) == sum(map(_mul, frame, frame[3:]))
         if n >= 4096:
             break
 

@@ -3,9 +3,7 @@
 How it listens. A frame too quiet to hold two tones at ``MIN_TONE_DBM0`` costs one
 comparison. A louder one must have the spectral slope of a key (its lag-1
 autocorrelation over its energy, which ``levels.lag1`` gives exactly from one C-level
-``math.dist``): voiced speech, mostly below 700 Hz, fails that and costs about 4 us. What passes must
-have a lag 2 and then a lag 3 (one ``math.dist`` each) that two tones of a key can have
-with that lag 1 (and lag 2): most speech and music that is left fails one of them.
+``math.dist``): voiced speech, mostly below 700 Hz, fails that and costs about 4 us.
 The rest is cut into two 10 ms blocks of 80 samples, and one
 ``sum(map(operator.mul, block, TABLE))`` correlates a block with the cosine and sine of
 all eight DTMF frequencies at once: every table entry is one big integer holding sixteen
@@ -47,7 +45,6 @@ from linebox.dsp.levels import amplitude
 from linebox.dsp.levels import energy as _energy
 from linebox.dsp.levels import lag1 as _lag1
 from linebox.dsp.levels import lag2 as _lag2
-from linebox.dsp.levels import lag3 as _lag3
 
 BLOCK = FRAME // 2                   # 10 ms analysis block
 FREQS = DTMF_LOW + DTMF_HIGH         # lanes 0-3 low group, 4-7 high group
@@ -240,61 +237,6 @@ def _lag2_bin(r1: float) -> int:
 
 
 _LAG2_LOW, _LAG2_HIGH = _lag2_bounds()
-
-
-def _lag3_cell(r1: float, r2: float) -> tuple[int, int]:
-    return int((r1 + 1.0) * 50.0), int((r2 + 1.0) * 50.0)
-
-
-def _lag3_bounds() -> dict[tuple[int, int], tuple[float, float]]:
-    """Per 0.02 x 0.02 cell of (lag 1 / energy, lag 2 / energy), the bounds of
-    (lag 3 / energy) a frame holding a key may have; a cell missing holds no key.
-
-    Mapped out as ``_lag2_bounds`` does it (every key, each tone up to FREQ_REJECT off,
-    every twist up to the limits, 10 dB S/N): two tones' lag 3 follows from their lag 1
-    and lag 2 within a narrow range. Each cell's bounds hold for its neighbours too, 3
-    cells (0.06) along lag 1 and 6 (0.12) along lag 2, wider than the lag-2 screen lets a
-    frame stray (0.03 and _SLOPE_ALLOWANCE), and keep _SLOPE_ALLOWANCE of room. Speech
-    and music that pass the lag-2 screen still seldom fit: on the bench mix a third of the
-    frames that would be correlated are skipped, each for one more 160-sample product.
-    """
-    lo: dict[tuple[int, int], float] = {}
-    hi: dict[tuple[int, int], float] = {}
-    a_min, a_max = 1.0 / (1.0 + _STANDARD_LIMIT), _REVERSE_LIMIT / (1.0 + _REVERSE_LIMIT)
-    errs = [FREQ_REJECT * (2 * i / 6 - 1) for i in range(7)]
-    shares = [a_min + (a_max - a_min) * i / 20 for i in range(21)]
-    for fl in DTMF_LOW:
-        for fh in DTMF_HIGH:
-            for el in errs:
-                wl = 2.0 * math.pi * fl * (1 + el) / RATE
-                for eh in errs:
-                    wh = 2.0 * math.pi * fh * (1 + eh) / RATE
-                    for a in shares:
-                        r1 = a * math.cos(wl) + (1 - a) * math.cos(wh)
-                        r2 = a * math.cos(2 * wl) + (1 - a) * math.cos(2 * wh)
-                        r3 = a * math.cos(3 * wl) + (1 - a) * math.cos(3 * wh)
-                        for snr in (1.0, 0.95, 0.9):
-                            k = _lag3_cell(r1 * snr, r2 * snr)
-                            v = r3 * snr
-                            if k not in lo or v < lo[k]:
-                                lo[k] = v
-                            if k not in hi or v > hi[k]:
-                                hi[k] = v
-    out: dict[tuple[int, int], tuple[float, float]] = {}
-    for (i, j), v_lo in lo.items():
-        v_hi = hi[(i, j)]
-        for di in range(-3, 4):
-            for dj in range(-6, 7):
-                k = (i + di, j + dj)
-                if k in out:
-                    o_lo, o_hi = out[k]
-                    out[k] = (min(o_lo, v_lo), max(o_hi, v_hi))
-                else:
-                    out[k] = (v_lo, v_hi)
-    return {k: (v_lo - _SLOPE_ALLOWANCE, v_hi + _SLOPE_ALLOWANCE) for k, (v_lo, v_hi) in out.items()}
-
-
-_LAG3 = _lag3_bounds()
 _FIT = tuple(tuple(_fit_matrix(lo, hi) for hi in DTMF_HIGH) for lo in DTMF_LOW)
 
 # Talk-off by a voice: a pitch whose harmonics fall on both of a key's frequencies (a
@@ -391,11 +333,6 @@ def _fits_lag2(lag2: int, lag1: int, energy: int) -> bool:
     return _LAG2_LOW[k] * energy <= lag2 <= _LAG2_HIGH[k] * energy
 
 
-def _fits_lag3(lag3: int, lag2: int, lag1: int, energy: int) -> bool:
-    b = _LAG3.get(_lag3_cell(lag1 / energy, lag2 / energy))
-    return b is not None and b[0] * energy <= lag3 <= b[1] * energy
-
-
 class _Block:
     """What one 10 ms block showed: lane powers, and the key it is a hit for (or None)."""
 
@@ -455,8 +392,7 @@ class DtmfDetector:
             lag1 = _lag1(frame, energy)
         lag2 = None
         skip = energy < FRAME_GATE or not energy * _LAG1_LOW <= lag1 <= energy * _LAG1_HIGH or (
-            not _fits_lag2(lag2 := _lag2(frame, energy), lag1, energy)) or (
-            not _fits_lag3(_lag3(frame, energy), lag2, lag1, energy))
+            not _fits_lag2(lag2 := _lag2(frame, energy), lag1, energy))
         self.lag2 = lag2
         if skip:
             if self._pressed is None and not self._run and self._broken is None:

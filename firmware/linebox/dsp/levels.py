@@ -78,16 +78,3 @@ def lag2(samples, energy: int) -> int:
     c, d = samples[-2], samples[-1]
     return (2 * energy - a * a - b * b - c * c - d * d
             - round(_dist(samples[2:], samples[:-2]) ** 2)) >> 1
-
-
-def lag3(samples, energy: int) -> int:
-    """``sum(samples[i] * samples[i + 3])``, exact, as ``lag1`` does it."""
-    n = len(samples)
-    if n < 4:
-        return 0
-    if n > _EXACT_N:
-        return sum(map(_mul, samples, samples[3:]))
-    a, b, c = samples[0], samples[1], samples[2]
-    d, e, f = samples[-3], samples[-2], samples[-1]
-    return (2 * energy - a * a - b * b - c * c - d * d - e * e - f * f
-            - round(_dist(samples[3:], samples[:-3]) ** 2)) >> 1
