@@ -473,6 +473,41 @@ def test_speech_gives_no_callerid_and_rarely_wakes_the_demodulator(standard, spe
     assert det.frames_demodulated < 0.05 * frames
 
 
+def _listen(lst, sig) -> list[dict]:
+    sig = array("h", sig)
+    sig.extend([0] * (-len(sig) % FRAME))
+    events = []
+    for i in range(0, len(sig), FRAME):
+        events += lst.feed(sig[i:i + FRAME])
+    return events + lst.flush()
+
+
+@pytest.mark.parametrize("plan, standard", [("us", "bell202"), ("uk", "v23")])
+def test_keys_do_not_wake_the_demodulator_and_a_burst_right_after_them_decodes(plan, standard):
+    # DTMF keys fill the FSK band (their high tones lie between mark and space): the band
+    # check alone starts a burst on nearly every key, and the demodulator runs on it. In
+    # the listener, the key detector's word keeps them out; caller ID still comes through
+    # right after the last key.
+    digits = "0123456789*#ABCD"
+    keys = gen.dtmf_string(digits, on=0.1, off=0.15, low_dbm0=-12, high_dbm0=-10)
+    keys = gen.mix(keys, gen.white_noise(len(keys) / 8000, -65.0))
+    alone = CallerIdDetector(standard)
+    assert run_detector(alone, keys) == []
+    assert alone.frames_demodulated > len(digits)     # the band check alone is fooled
+    lst = Listener(plan)
+    events = _listen(lst, keys)
+    assert "".join(e["digit"] for e in events if e["type"] == "dtmf") == digits
+    assert [e for e in events if e["type"] == "callerid"] == []
+    assert lst.fsk.frames_demodulated == 0
+    burst = minimodem_burst(standard, MDMF_MSG, 96, 80)
+    line, starts = on_line(keys, 0.1, burst, lead=0.2)
+    lst = Listener(plan)
+    events = _listen(lst, line)
+    assert "".join(e["digit"] for e in events if e["type"] == "dtmf") == digits
+    assert_one([e for e in events if e["type"] == "callerid"],
+               expected(standard, **MDMF_FIELDS), starts[1])
+
+
 # --- DTMF caller ID ---------------------------------------------------------------------
 
 def feed_digits(parser, digits: str, t0=10.0, step=0.16):

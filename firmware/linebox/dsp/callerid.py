@@ -13,7 +13,10 @@ little as it can on them:
    too (one more ``math.dist``, a seventh of a band check);
 3. band check: one packed big-int correlation (``fsk.BandCheck``) measures how much of the
    frame's energy sits at the mark and space frequencies; speech and noise fail here;
-4. only then the demodulator runs, over the frame and the ``HISTORY`` frames before it,
+4. keys: in the listener, a frame where the DTMF detector has a key down or a run of
+   key hits starts no burst (keys fill the FSK band, but are no FSK), and a burst that
+   starts is demodulated one frame later, once that frame too is known to be no key;
+5. only then the demodulator runs, over the frame and the ``HISTORY`` frames before it,
    so the beginning of the burst is not lost. It keeps running while the band check keeps
    passing, and stops ``END_FRAMES`` frames after it fails or once a message is complete.
 
@@ -138,32 +141,69 @@ class CallerIdDetector:
         self._fails = 0
         self._rearm = False         # after a message: wait for the band check to fail once
         self._msg = bytearray()
+        # A burst begun on the last frame, waiting one frame (see feed) to be demodulated:
+        # its frames, history first.
+        self._pending = False
+        self._held: list | None = None
         self.frames_demodulated = 0   # frames the demodulator ran on (the rest were cheap)
 
     def feed(self, frame, energy: int, lag1: int | None = None,
-             lag2: int | None = None) -> list[dict]:
+             lag2: int | None = None, keying: bool = False) -> list[dict]:
         """Take one frame and its energy (and, if the caller has them, its lag-1 and lag-2
-        autocorrelations ``sum(frame[i] * frame[i + 1])``, ``... frame[i + 2]``); return
-        complete messages."""
+        autocorrelations ``sum(frame[i] * frame[i + 1])``, ``... frame[i + 2]``, and
+        whether a DTMF detector has a key down or a run of key hits in it); return
+        complete messages.
+
+        A burst whose start frame or the frame after it is ``keying`` is not caller ID:
+        a DTMF hit is a 10 ms block with 72 % of its energy in two tones, the low-group
+        one (697-941 Hz) within 6 dB of the high-group one, and neither standard's FSK
+        has any of its energy below 1100 Hz (Bell 202 1200/2200 Hz, V.23 1300/2100 Hz:
+        GR-30-CORE, ETSI EN 300 659-1 §6.1). Keys light up the band check (their high
+        tones lie between mark and space), and the demodulator would run on each; so the
+        demodulation of a new burst waits one frame for the key detector's word.
+        """
         start = self._samples
         self._samples += FRAME
-        if self._rx is None:
-            # History keeps copies: the caller may reuse its frame buffer.
-            if energy < self._gate:
-                self._rearm = False
-                self._history.append((start, frame[:], energy))
-                return []
-            if lag1 is None:
-                lag1 = _lag1(frame, energy)
-            in_band = (lag1 <= LAG1_MAX * energy
-                       and (_lag2(frame, energy) if lag2 is None else lag2) <= LAG2_MAX * energy
-                       and self._band.ratio(frame, energy) >= BAND_START)
-            if not in_band or self._rearm:
-                self._rearm = self._rearm and in_band
-                self._history.append((start, frame[:], energy))
-                return []
-            self._begin(start, frame, energy)
-            return self._demodulate(list(self._history))
+        if self._rx is not None:
+            if not self._pending:
+                return self._keep(start, frame, energy)
+            self._pending = False
+            if keying:
+                # Its start was a key's onset: back to hunting (this frame included).
+                self._demod = self._rx = None
+            else:
+                # The start frame and the history before it, as they would have been
+                # demodulated one frame ago; then this frame, as any in a burst.
+                events = self._demodulate(self._held)
+                self._held = None
+                if self._rx is not None:
+                    return events + self._keep(start, frame, energy)
+                return events + self._hunt(start, frame, energy, lag1, lag2, keying)
+        return self._hunt(start, frame, energy, lag1, lag2, keying)
+
+    def _hunt(self, start: int, frame, energy: int, lag1, lag2, keying: bool) -> list[dict]:
+        """A frame outside a burst: does one start here?"""
+        # History keeps copies: the caller may reuse its frame buffer.
+        if energy < self._gate:
+            self._rearm = False
+            self._history.append((start, frame[:], energy))
+            return []
+        if lag1 is None:
+            lag1 = _lag1(frame, energy)
+        in_band = (not keying and lag1 <= LAG1_MAX * energy
+                   and (_lag2(frame, energy) if lag2 is None else lag2) <= LAG2_MAX * energy
+                   and self._band.ratio(frame, energy) >= BAND_START)
+        if not in_band or self._rearm:
+            self._rearm = self._rearm and in_band
+            self._history.append((start, frame[:], energy))
+            return []
+        self._begin(start, frame, energy)
+        self._held = list(self._history)
+        self._pending = True
+        return []
+
+    def _keep(self, start: int, frame, energy: int) -> list[dict]:
+        """A frame inside a burst: demodulate it; end the burst when the band is lost."""
         in_band = energy >= self._gate and self._band.ratio(frame, energy) >= BAND_KEEP
         self._fails = 0 if in_band else self._fails + 1
         events = self._demodulate([(start, frame, energy)])
@@ -173,8 +213,14 @@ class CallerIdDetector:
         return events
 
     def flush(self) -> list[dict]:
-        # Only complete messages are reported, and those already were.
-        return []
+        """End of the input: a burst that began on the last frame is demodulated (only
+        complete messages are reported, and those already were)."""
+        if self._rx is None or not self._pending:
+            return []
+        self._pending = False
+        events = self._demodulate(self._held)
+        self._held = None
+        return events
 
     def _begin(self, start: int, frame, energy: int) -> None:
         self._history.append((start, frame[:], energy))
@@ -203,6 +249,8 @@ class CallerIdDetector:
 
     def _end(self, rearm: bool) -> None:
         self._demod = self._rx = None
+        self._pending = False
+        self._held = None
         self._history.clear()
         self._rearm = rearm
 

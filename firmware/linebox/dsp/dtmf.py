@@ -383,6 +383,12 @@ class DtmfDetector:
         """The key confirmed as held down right now, or None."""
         return self._pressed
 
+    @property
+    def keying(self) -> bool:
+        """A key is down, or the last block began or continued a run of hits for one
+        (a 10 ms block with 72 % of its energy in a low-group and a high-group tone)."""
+        return self._pressed is not None or self._run > 0
+
     def feed(self, frame, energy: int, lag1: int | None = None) -> list[dict]:
         """Take one 160-sample frame and its energy (sum of squares), and if the caller has
         it, its lag-1 autocorrelation ``sum(frame[i] * frame[i + 1])``; return ended keys."""

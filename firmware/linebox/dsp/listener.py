@@ -123,8 +123,9 @@ class Listener:
             else:
                 self._tone_open[1] = now
         if fsk is not None:
-            # DTMF's lag 2 (when its screens computed one) serves caller ID's screen too.
-            cid = fsk.feed(frame, energy, lag1, dtmf.lag2)
+            # DTMF's lag 2 (when its screens computed one) serves caller ID's screen too;
+            # a frame of a key starts no burst (keys are no FSK, but fill its band).
+            cid = fsk.feed(frame, energy, lag1, dtmf.lag2, dtmf.keying)
             if cid:
                 events = events + cid
                 for ev in cid:
