@@ -163,7 +163,13 @@ class CallerIdDetector:
         demodulation of a new burst waits one frame for the key detector's word.
         """
         start = self._samples
-        self._samples += FRAME
+        self._samples = start + FRAME
+        if self._rx is None and energy < self._gate:
+            # Most frames (_hunt's first test, inline). History keeps copies: the caller
+            # may reuse its frame buffer.
+            self._rearm = False
+            self._history.append((start, frame[:], energy))
+            return []
         if self._rx is not None:
             if not self._pending:
                 return self._keep(start, frame, energy)
