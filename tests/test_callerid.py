@@ -508,6 +508,23 @@ def test_keys_do_not_wake_the_demodulator_and_a_burst_right_after_them_decodes(p
                expected(standard, **MDMF_FIELDS), starts[1])
 
 
+def test_a_burst_begun_on_the_last_frame_is_demodulated_at_flush():
+    # A new burst's frames wait one frame for the key detector's word; if the input ends
+    # first, flush() demodulates them (no frame of the stream is left unheard).
+    from linebox.dsp.callerid import HISTORY
+    burst = minimodem_burst("bell202", SDMF_MSG, 96, 80)
+    line = gen.silence(0.1) + burst
+    det = CallerIdDetector("bell202")
+    for i in range(0, len(line) - FRAME + 1, FRAME):
+        frame = line[i:i + FRAME]
+        det.feed(frame, sum(map(operator.mul, frame, frame)))
+        if det._pending:
+            break
+    assert det.frames_demodulated == 0
+    assert det.flush() == []
+    assert det.frames_demodulated == HISTORY     # the history, the start frame its newest
+
+
 # --- DTMF caller ID ---------------------------------------------------------------------
 
 def feed_digits(parser, digits: str, t0=10.0, step=0.16):
