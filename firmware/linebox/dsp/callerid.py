@@ -141,10 +141,9 @@ class CallerIdDetector:
         self._fails = 0
         self._rearm = False         # after a message: wait for the band check to fail once
         self._msg = bytearray()
-        # A burst begun on the last frame, waiting one frame (see feed) to be demodulated:
-        # its frames, history first.
+        # A burst begun on the last frame (its frames: the history), waiting one frame
+        # (see feed) to be demodulated.
         self._pending = False
-        self._held: list | None = None
         self.frames_demodulated = 0   # frames the demodulator ran on (the rest were cheap)
 
     def feed(self, frame, energy: int, lag1: int | None = None,
@@ -164,12 +163,7 @@ class CallerIdDetector:
         """
         start = self._samples
         self._samples = start + FRAME
-        if self._rx is None and energy < self._gate:
-            # Most frames (_hunt's first test, inline). History keeps copies: the caller
-            # may reuse its frame buffer.
-            self._rearm = False
-            self._history.append((start, frame[:], energy))
-            return []
+        events = []
         if self._rx is not None:
             if not self._pending:
                 return self._keep(start, frame, energy)
@@ -180,20 +174,15 @@ class CallerIdDetector:
             else:
                 # The start frame and the history before it, as they would have been
                 # demodulated one frame ago; then this frame, as any in a burst.
-                events = self._demodulate(self._held)
-                self._held = None
+                events = self._demodulate(list(self._history))
                 if self._rx is not None:
                     return events + self._keep(start, frame, energy)
-                return events + self._hunt(start, frame, energy, lag1, lag2, keying)
-        return self._hunt(start, frame, energy, lag1, lag2, keying)
-
-    def _hunt(self, start: int, frame, energy: int, lag1, lag2, keying: bool) -> list[dict]:
-        """A frame outside a burst: does one start here?"""
-        # History keeps copies: the caller may reuse its frame buffer.
+        # Outside a burst: does one start here? History keeps copies: the caller may reuse
+        # its frame buffer.
         if energy < self._gate:
             self._rearm = False
             self._history.append((start, frame[:], energy))
-            return []
+            return events
         if lag1 is None:
             lag1 = _lag1(frame, energy)
         in_band = (not keying and lag1 <= LAG1_MAX * energy
@@ -202,11 +191,10 @@ class CallerIdDetector:
         if not in_band or self._rearm:
             self._rearm = self._rearm and in_band
             self._history.append((start, frame[:], energy))
-            return []
+            return events
         self._begin(start, frame, energy)
-        self._held = list(self._history)
         self._pending = True
-        return []
+        return events
 
     def _keep(self, start: int, frame, energy: int) -> list[dict]:
         """A frame inside a burst: demodulate it; end the burst when the band is lost."""
@@ -221,12 +209,10 @@ class CallerIdDetector:
     def flush(self) -> list[dict]:
         """End of the input: a burst that began on the last frame is demodulated (only
         complete messages are reported, and those already were)."""
-        if self._rx is None or not self._pending:
+        if not self._pending:
             return []
         self._pending = False
-        events = self._demodulate(self._held)
-        self._held = None
-        return events
+        return self._demodulate(list(self._history))
 
     def _begin(self, start: int, frame, energy: int) -> None:
         self._history.append((start, frame[:], energy))
@@ -256,7 +242,6 @@ class CallerIdDetector:
     def _end(self, rearm: bool) -> None:
         self._demod = self._rx = None
         self._pending = False
-        self._held = None
         self._history.clear()
         self._rearm = rearm
 
